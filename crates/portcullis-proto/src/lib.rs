@@ -1,0 +1,215 @@
+//! Wire types of the Portcullis HTTP API: request and response bodies and the stable
+//! error codes clients branch on. Serde only, so SDKs can depend on it without pulling
+//! in the server.
+#![warn(missing_docs)]
+
+use serde::{Deserialize, Serialize};
+
+/// Stable machine-readable error codes: clients match on these, never on messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Email or password wrong, or the account cannot sign in; never says which.
+    InvalidCredentials,
+    /// A protected route was called without any credential.
+    MissingToken,
+    /// The credential is malformed, badly signed, revoked or for another audience.
+    InvalidToken,
+    /// The credential was valid once but its lifetime is over.
+    TokenExpired,
+    /// A refresh token that was already rotated came back: treated as theft.
+    RefreshTokenReused,
+    /// Authenticated, but the credential lacks a required scope.
+    InsufficientScope,
+    /// The request body or parameters failed validation; see `errors`.
+    ValidationFailed,
+    /// Too many attempts; see `Retry-After`.
+    RateLimited,
+    /// The account is temporarily locked after repeated failures.
+    AccountLocked,
+    /// The object conflicts with an existing one (e.g. email already registered).
+    Conflict,
+    /// No such route or object (or not one the caller may see).
+    NotFound,
+    /// The route exists but not for this HTTP method.
+    MethodNotAllowed,
+    /// The request body is larger than the configured limit.
+    PayloadTooLarge,
+    /// The request body is not JSON (wrong `Content-Type`).
+    UnsupportedMediaType,
+    /// The server is at capacity for expensive work (password hashing); retry later.
+    Overloaded,
+    /// The request took longer than the configured timeout.
+    Timeout,
+    /// Something failed on our side; details are in the server log, never here.
+    InternalError,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire, for logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::MissingToken => "missing_token",
+            Self::InvalidToken => "invalid_token",
+            Self::TokenExpired => "token_expired",
+            Self::RefreshTokenReused => "refresh_token_reused",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::ValidationFailed => "validation_failed",
+            Self::RateLimited => "rate_limited",
+            Self::AccountLocked => "account_locked",
+            Self::Conflict => "conflict",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Overloaded => "overloaded",
+            Self::Timeout => "timeout",
+            Self::InternalError => "internal_error",
+        }
+    }
+}
+
+/// One field-level validation failure, so a form can highlight the right input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    /// JSON path of the offending field (`email`, `metadata.plan`); empty for the body.
+    pub field: String,
+    /// Short machine-readable reason (`required`, `too_short`, `invalid_type`, ...).
+    pub code: String,
+    /// Human-readable explanation, safe to show to the end user.
+    pub message: String,
+}
+
+/// RFC 9457 problem details, the body of every non-2xx JSON response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Problem {
+    /// URI reference naming the problem type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Short summary of the problem type.
+    pub title: String,
+    /// HTTP status code, repeated for clients that lose the status line.
+    pub status: u16,
+    /// Explanation specific to this occurrence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Stable machine-readable code.
+    pub code: ErrorCode,
+    /// Per-field errors, present with `validation_failed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    /// Scopes that would have allowed the call, present with `insufficient_scope`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_scopes: Vec<String>,
+}
+
+/// `POST /v1/auth/register` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// Sign-in email; normalised (trimmed, lower-cased) by the server.
+    pub email: String,
+    /// Plain password, 8 to 256 characters, not a common password.
+    pub password: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `POST /v1/auth/login` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// Sign-in email.
+    pub email: String,
+    /// Plain password.
+    pub password: String,
+}
+
+/// `POST /v1/auth/refresh` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The opaque refresh token from the last login or refresh.
+    pub refresh_token: String,
+}
+
+/// `POST /v1/me/password` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChangeRequest {
+    /// The password in use now, re-checked before any change (ASVS 2.1.5).
+    pub current_password: String,
+    /// The new password, under the same policy as registration.
+    pub new_password: String,
+}
+
+/// A user as the user themself (and first-party apps) see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    /// Opaque id, `usr_…`.
+    pub id: String,
+    /// Normalised email.
+    pub email: String,
+    /// Whether the email was proven to belong to the user.
+    pub email_verified: bool,
+    /// Display name.
+    pub name: Option<String>,
+    /// Roles held, e.g. `member`, `admin`.
+    pub roles: Vec<String>,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// RFC 3339 time of the last change.
+    pub updated_at: String,
+}
+
+/// `POST /v1/auth/register` reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// The new account.
+    pub user: User,
+}
+
+/// Reply of login and refresh: a fresh access token and a fresh refresh token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    /// JWT access token.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// Opaque single-use refresh token.
+    pub refresh_token: String,
+    /// The signed-in user.
+    pub user: User,
+}
+
+/// A session as listed under `/v1/me/sessions`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    /// Opaque id, `ses_…`.
+    pub id: String,
+    /// RFC 3339 sign-in time.
+    pub created_at: String,
+    /// RFC 3339 time the session was last refreshed.
+    pub last_active_at: String,
+    /// RFC 3339 time after which the session cannot be refreshed.
+    pub expires_at: String,
+    /// Client address at sign-in.
+    pub ip: Option<String>,
+    /// Client `User-Agent` at sign-in.
+    pub user_agent: Option<String>,
+    /// Whether this is the session of the token making the request.
+    pub current: bool,
+}
+
+/// Every list endpoint answers in this shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The items of this page.
+    pub data: Vec<T>,
+    /// Opaque cursor for the next page, `null` on the last.
+    pub next_cursor: Option<String>,
+}

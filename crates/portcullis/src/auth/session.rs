@@ -1,0 +1,135 @@
+//! Live sessions: bearer authentication against them, listing, ending one or all,
+//! and password change (which ends every other session, OWASP ASVS 3.3.3).
+
+use portcullis_proto::FieldError;
+
+use super::{Auth, AuthError, Principal, RequestCtx};
+use crate::{
+    crypto::Secret,
+    passwords,
+    store::{SessionRow, UserRow},
+    tokens::TokenError,
+};
+
+impl Auth {
+    /// Verifies a bearer token and that its session is still live: ending a session
+    /// ends its access tokens at once, not when they expire.
+    pub async fn authenticate(&self, token: &str, now: i64) -> Result<Principal, AuthError> {
+        let claims = self.tokens.verify(token).await?;
+        let live = self
+            .db
+            .session_get(&claims.sid)
+            .await?
+            .is_some_and(|s| s.user_id == claims.sub && s.is_active(now));
+        if !live {
+            return Err(TokenError::Invalid("the session of this token has ended").into());
+        }
+        Ok(Principal {
+            user_id: claims.sub,
+            session_id: claims.sid,
+            roles: claims.roles,
+            scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
+        })
+    }
+
+    /// The caller's own account.
+    pub async fn me(&self, who: &Principal) -> Result<UserRow, AuthError> {
+        self.db
+            .user_by_id(&who.user_id)
+            .await?
+            .ok_or(AuthError::NotFound)
+    }
+
+    /// Ends the caller's session.
+    pub async fn logout(&self, ctx: &RequestCtx, who: &Principal) -> Result<(), AuthError> {
+        self.db
+            .session_revoke(&who.user_id, &who.session_id, "logout", ctx.now)
+            .await?;
+        self.audit(ctx, "logout", true, Some(&who.user_id), None)
+            .await;
+        Ok(())
+    }
+
+    /// The caller's live sessions.
+    pub async fn sessions(&self, who: &Principal, now: i64) -> Result<Vec<SessionRow>, AuthError> {
+        Ok(self.db.sessions_active(&who.user_id, now).await?)
+    }
+
+    /// Ends one of the caller's sessions; someone else's id is `NotFound`.
+    pub async fn session_revoke(
+        &self,
+        ctx: &RequestCtx,
+        who: &Principal,
+        id: &str,
+    ) -> Result<(), AuthError> {
+        if !self
+            .db
+            .session_revoke(&who.user_id, id, "revoked_by_user", ctx.now)
+            .await?
+        {
+            return Err(AuthError::NotFound);
+        }
+        self.audit(ctx, "session_revoked", true, Some(&who.user_id), None)
+            .await;
+        Ok(())
+    }
+
+    /// Changes the password after re-checking the current one, then ends every
+    /// other session so a thief holding one loses it.
+    pub async fn change_password(
+        &self,
+        ctx: &RequestCtx,
+        who: &Principal,
+        current: Secret,
+        new: Secret,
+    ) -> Result<u64, AuthError> {
+        let user = self.me(who).await?;
+        let local = user.email.split('@').next().unwrap_or_default();
+        let mut errors = passwords::check_policy(
+            "new_password",
+            new.expose(),
+            &[&user.email, local, "portcullis"],
+        );
+        if errors.is_empty() && new.expose() == current.expose() {
+            errors.push(FieldError {
+                field: "new_password".into(),
+                code: "unchanged".into(),
+                message: "must differ from the current password".into(),
+            });
+        }
+        let (ok, _) = self
+            .hasher
+            .verify(current, user.password_hash.clone())
+            .await?;
+        if !ok {
+            self.audit(
+                ctx,
+                "password_change",
+                false,
+                Some(&user.id),
+                Some("bad_password"),
+            )
+            .await;
+            errors.insert(
+                0,
+                FieldError {
+                    field: "current_password".into(),
+                    code: "incorrect".into(),
+                    message: "is not the current password".into(),
+                },
+            );
+        }
+        if !errors.is_empty() {
+            return Err(AuthError::Validation(errors));
+        }
+        let phc = self.hasher.hash(new).await?;
+        self.db.user_set_password(&user.id, &phc, ctx.now).await?;
+        let ended = self
+            .db
+            .sessions_revoke_all(&user.id, Some(&who.session_id), "password_changed", ctx.now)
+            .await?;
+        self.audit(ctx, "password_change", true, Some(&user.id), None)
+            .await;
+        Ok(ended)
+    }
+}

@@ -1,0 +1,345 @@
+//! The `portcullis` command line: `serve`, `migrate`, `keys`, `users`. Every
+//! subcommand that touches data takes the same `--config`, `--data-dir` and
+//! `--database-url` as `serve`, so an operator's command sees the server's data.
+
+use std::{io::BufRead, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    auth::RequestCtx,
+    clock,
+    config::{Config, HumanDuration, LogFormat, Overrides},
+    crypto::Secret,
+    keys::Algorithm,
+    server,
+};
+
+/// Self-hostable authentication and authorization server.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, propagate_version = true)]
+pub struct Cli {
+    /// TOML config file (default: ./portcullis.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory for the embedded database and the generated master key.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// sqlite://FILE or postgres://USER:PASS@HOST/DB (default: SQLite in the data dir).
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    /// Log line format.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server (applies migrations first).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Inspect and rotate signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage user accounts.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8080 or 0.0.0.0:8080.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// List signing keys and their state.
+    List,
+    /// Make a new signing key current; older keys stay in the JWKS until their tokens expire.
+    Rotate {
+        /// Algorithm of the new key (default: keys.algorithm from config).
+        #[arg(long, value_enum)]
+        algorithm: Option<Algorithm>,
+        /// Publish now but sign only after this delay, so caches see the key first (e.g. 10m).
+        #[arg(long, default_value = "0s", value_parser = parse_duration)]
+        activate_in: HumanDuration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Create a user (password read from stdin, or prompted for on a terminal).
+    Create {
+        /// Sign-in email.
+        #[arg(long)]
+        email: String,
+        /// Role to grant; repeat for several (default: member).
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users, oldest first.
+    List {
+        /// How many to show.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<HumanDuration, String> {
+    s.parse()
+}
+
+/// Parses arguments, runs the command, maps failure to exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        listen: match &cli.command {
+            Command::Serve(a) => a.listen,
+            _ => None,
+        },
+        data_dir: cli.data_dir.clone(),
+        database_url: cli.database_url.clone(),
+    };
+    let (mut cfg, warnings) = match Config::load(cli.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(f) = cli.log_format {
+        cfg.log.format = f;
+    }
+    init_logging(&cfg);
+    for key in warnings {
+        tracing::warn!(key, "unknown configuration key ignored (typo?)");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match cfg.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(_) => serve(cfg).await,
+        Command::Migrate => {
+            let store = server::open_store(&cfg).await?;
+            println!("database is up to date");
+            store.db.close().await;
+            Ok(())
+        }
+        Command::Keys(cmd) => keys(cmd, cfg).await,
+        Command::Users(cmd) => users(cmd, cfg).await,
+    }
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let running = server::start(cfg).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    running.stop().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn keys(cmd: KeysCommand, cfg: Config) -> anyhow::Result<()> {
+    let store = server::open_store(&cfg).await?;
+    let mgr = server::key_manager(&cfg, &store).await?;
+    match cmd {
+        KeysCommand::List => {
+            println!(
+                "{:<45} {:<6} {:<8} {:<25} {:<25}",
+                "KID", "ALG", "STATE", "ACTIVATES", "PUBLISHED UNTIL"
+            );
+            for (row, state) in mgr.list(clock::now_ms()).await? {
+                println!(
+                    "{:<45} {:<6} {:<8} {:<25} {:<25}",
+                    row.kid,
+                    row.alg,
+                    format!("{state:?}").to_lowercase(),
+                    clock::rfc3339(row.activates_at),
+                    row.publish_until
+                        .map(clock::rfc3339)
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        KeysCommand::Rotate {
+            algorithm,
+            activate_in,
+        } => {
+            let alg = algorithm.unwrap_or(cfg.keys.algorithm);
+            let row = mgr.rotate(alg, activate_in.0).await?;
+            println!(
+                "new {} key {} {}; running servers pick it up within {}",
+                row.alg,
+                row.kid,
+                if activate_in.0 == Duration::ZERO {
+                    "signs from now".to_owned()
+                } else {
+                    format!("signs from {}", clock::rfc3339(row.activates_at))
+                },
+                cfg.keys.reload_interval
+            );
+        }
+    }
+    store.db.close().await;
+    Ok(())
+}
+
+async fn users(cmd: UsersCommand, cfg: Config) -> anyhow::Result<()> {
+    let store = server::open_store(&cfg).await?;
+    match cmd {
+        UsersCommand::Create {
+            email,
+            roles,
+            name,
+            password_stdin,
+        } => {
+            let password = read_password(password_stdin)?;
+            let keys = server::key_manager(&cfg, &store).await?;
+            let tokens = std::sync::Arc::new(crate::tokens::Tokens::new(
+                keys,
+                cfg.issuer.clone().unwrap_or_default(),
+                String::new(),
+                cfg.tokens.access_ttl.0,
+                cfg.tokens.leeway.0,
+            ));
+            let hasher = crate::passwords::Hasher::new(1, 0)?;
+            let auth = crate::auth::Auth::new(
+                store.db.clone(),
+                hasher,
+                tokens,
+                crate::auth::AuthSettings {
+                    refresh_ttl: cfg.tokens.refresh_ttl.0,
+                },
+            );
+            let user = auth
+                .register(&RequestCtx::system(), &email, password, name, roles)
+                .await
+                .map_err(|e| match e {
+                    crate::auth::AuthError::Validation(errors) => anyhow::anyhow!(
+                        "{}",
+                        errors
+                            .iter()
+                            .map(|e| format!("{} {}", e.field, e.message))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                    other => anyhow::anyhow!("{other}"),
+                })?;
+            println!(
+                "created {} <{}> with roles {}",
+                user.id,
+                user.email,
+                user.roles.join(",")
+            );
+        }
+        UsersCommand::List { limit } => {
+            let mut after: Option<String> = None;
+            let mut left = limit;
+            while left > 0 {
+                let page = store.db.user_list(after.as_deref(), left.min(500)).await?;
+                if page.is_empty() {
+                    break;
+                }
+                for u in &page {
+                    println!(
+                        "{}  {:<40} {}  {}",
+                        u.id,
+                        u.email,
+                        u.roles.join(","),
+                        clock::rfc3339(u.created_at)
+                    );
+                }
+                left -= page.len() as i64;
+                after = page.last().map(|u| u.id.clone());
+            }
+        }
+    }
+    store.db.close().await;
+    Ok(())
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<Secret> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        let pw = line.trim_end_matches(['\n', '\r']).to_owned();
+        if pw.is_empty() {
+            anyhow::bail!("no password on standard input");
+        }
+        return Ok(Secret::new(pw));
+    }
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("pass --password-stdin to read the password from standard input");
+    }
+    let first = rpassword::prompt_password("Password: ")?;
+    let second = rpassword::prompt_password("Repeat password: ")?;
+    if first != second {
+        anyhow::bail!("the passwords do not match");
+    }
+    Ok(Secret::new(first))
+}

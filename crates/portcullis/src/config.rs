@@ -1,0 +1,431 @@
+//! Configuration: typed settings layered from defaults, `portcullis.toml`, the
+//! `PORTCULLIS_*` environment (`__` nests sections) and command-line flags. Parsed
+//! once into [`Config`] and passed by value; nothing reads the environment later.
+
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+    value::{Dict, Value},
+};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::keys::Algorithm;
+
+/// A duration written the way operators write it: `900s`, `15m`, `12h`, `30d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    /// Shorthand for configuration defaults.
+    pub const fn secs(s: u64) -> Self {
+        Self(Duration::from_secs(s))
+    }
+}
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a duration like 900s, 15m, 12h or 30d"))?;
+        let mult = match unit {
+            "ms" => return Ok(Self(Duration::from_millis(n))),
+            "s" | "" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => {
+                return Err(format!(
+                    "`{s}`: unknown unit `{unit}` (use ms, s, m, h or d)"
+                ));
+            }
+        };
+        n.checked_mul(mult)
+            .map(|secs| Self(Duration::from_secs(secs)))
+            .ok_or_else(|| format!("`{s}` is too long"))
+    }
+}
+
+impl std::fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 != 0 {
+            return write!(f, "{ms}ms");
+        }
+        let s = self.0.as_secs();
+        match s {
+            0 => write!(f, "0s"),
+            s if s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
+            s if s % 3600 == 0 => write!(f, "{}h", s / 3600),
+            s if s % 60 == 0 => write!(f, "{}m", s / 60),
+            s => write!(f, "{s}s"),
+        }
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Self::secs(s)),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Every setting of the server. Field names are the `portcullis.toml` keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Socket address to listen on.
+    pub listen: SocketAddr,
+    /// Where the embedded database and generated master key live.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; defaults to an SQLite file in `data_dir`.
+    pub database_url: Option<String>,
+    /// The `iss` of every token; defaults to `http://<listen>`.
+    pub issuer: Option<String>,
+    /// Base64 (or hex) of 32 bytes that encrypt signing keys at rest.
+    pub master_key: Option<String>,
+    /// A file holding `master_key`, for secret mounts.
+    pub master_key_file: Option<PathBuf>,
+    /// Token lifetimes and audience.
+    pub tokens: TokensConfig,
+    /// Signing-key settings.
+    pub keys: KeysConfig,
+    /// HTTP limits and headers.
+    pub http: HttpConfig,
+    /// Password hashing and abuse limits.
+    pub security: SecurityConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Token lifetimes and audience.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TokensConfig {
+    /// Lifetime of an access token.
+    pub access_ttl: HumanDuration,
+    /// Lifetime of a session: its refresh tokens stop working after this.
+    pub refresh_ttl: HumanDuration,
+    /// The `aud` of first-party access tokens; defaults to the issuer.
+    pub audience: Option<String>,
+    /// Clock skew allowed when checking `exp` and `nbf`.
+    pub leeway: HumanDuration,
+}
+
+/// Signing-key settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KeysConfig {
+    /// Algorithm of newly generated keys; a change rotates at the next start.
+    pub algorithm: Algorithm,
+    /// How often a node re-reads the key set, so rotations by other processes land.
+    pub reload_interval: HumanDuration,
+}
+
+/// HTTP limits and headers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// Longest time a request may take before a 503 `timeout`.
+    pub request_timeout: HumanDuration,
+    /// `Strict-Transport-Security` max-age; set only when served over TLS.
+    pub hsts: Option<HumanDuration>,
+}
+
+/// Password hashing and abuse limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SecurityConfig {
+    /// Argon2id hashes run at once; 0 means one per CPU core.
+    pub hash_concurrency: usize,
+    /// Hash requests allowed to wait for a slot; beyond this, 503 `overloaded`.
+    pub hash_queue: usize,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `portcullis=debug`.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("portcullis-data"),
+            database_url: None,
+            issuer: None,
+            master_key: None,
+            master_key_file: None,
+            tokens: TokensConfig::default(),
+            keys: KeysConfig::default(),
+            http: HttpConfig::default(),
+            security: SecurityConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            access_ttl: HumanDuration::secs(15 * 60),
+            refresh_ttl: HumanDuration::secs(30 * 86_400),
+            audience: None,
+            leeway: HumanDuration::secs(30),
+        }
+    }
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: Algorithm::Rs256,
+            reload_interval: HumanDuration::secs(2),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: 64 * 1024,
+            request_timeout: HumanDuration::secs(30),
+            hsts: None,
+        }
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            hash_concurrency: 0,
+            hash_queue: 256,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Values given on the command line; they override every other layer.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `--database-url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+}
+
+/// Environment variables that belong to tooling, not to the server's settings.
+const FOREIGN_ENV_KEYS: &[&str] = &["test_database_url", "config", "bin"];
+
+impl Config {
+    /// Layers defaults, the TOML file, the environment and flags, then validates.
+    /// Returns the config and warnings about keys nobody reads (typos).
+    pub fn load(
+        file: Option<&std::path::Path>,
+        flags: &Overrides,
+    ) -> anyhow::Result<(Self, Vec<String>)> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    anyhow::bail!("config file {} does not exist", path.display());
+                }
+                fig = fig.merge(Toml::file_exact(path));
+            }
+            None if std::path::Path::new("portcullis.toml").exists() => {
+                fig = fig.merge(Toml::file_exact("portcullis.toml"))
+            }
+            None => {}
+        }
+        fig = fig
+            .merge(
+                Env::prefixed("PORTCULLIS_")
+                    .split("__")
+                    .filter(|k| !FOREIGN_ENV_KEYS.contains(&k.as_str())),
+            )
+            .merge(Serialized::defaults(flags));
+        let mut cfg: Config = fig
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let warnings = unknown_keys(&fig);
+        if let Some(path) = cfg.master_key_file.take() {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                anyhow::anyhow!("cannot read master_key_file {}: {e}", path.display())
+            })?;
+            cfg.master_key = Some(text.trim().to_owned());
+        }
+        cfg.validate()?;
+        Ok((cfg, warnings))
+    }
+
+    /// Rejects settings that would make the server unsafe or unusable.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.tokens.access_ttl.0 < Duration::from_secs(1) {
+            anyhow::bail!("tokens.access_ttl must be at least 1s");
+        }
+        if self.tokens.refresh_ttl.0 < self.tokens.access_ttl.0 {
+            anyhow::bail!("tokens.refresh_ttl must not be shorter than tokens.access_ttl");
+        }
+        if self.http.body_limit < 1024 {
+            anyhow::bail!("http.body_limit must be at least 1024 bytes");
+        }
+        if let Some(iss) = &self.issuer
+            && !(iss.starts_with("https://") || iss.starts_with("http://"))
+        {
+            anyhow::bail!("issuer must be an http(s) URL, got `{iss}`");
+        }
+        Ok(())
+    }
+
+    /// The database to use: the configured URL or the SQLite file in `data_dir`.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("portcullis.db").display()
+            ),
+        }
+    }
+
+    /// A config for tests: fast to start, everything else at its default.
+    pub fn for_test(data_dir: PathBuf) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir,
+            security: SecurityConfig {
+                hash_concurrency: 2,
+                hash_queue: 256,
+            },
+            ..Self::default()
+        }
+    }
+}
+
+/// Dotted paths present in the merged layers that no field of [`Config`] reads.
+fn unknown_keys(fig: &Figment) -> Vec<String> {
+    let known = Figment::from(Serialized::defaults(Config::default()));
+    let (Ok(have), Ok(known)) = (fig.extract::<Dict>(), known.extract::<Dict>()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    walk_unknown("", &have, &known, &mut out);
+    out
+}
+
+fn walk_unknown(prefix: &str, have: &Dict, known: &Dict, out: &mut Vec<String>) {
+    for (key, value) in have {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match (value, known.get(key)) {
+            (_, None) if !OPTIONAL_KEYS.contains(&path.as_str()) => out.push(path),
+            (Value::Dict(_, inner), Some(Value::Dict(_, kinner))) => {
+                walk_unknown(&path, inner, kinner, out)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Optional settings that are absent from the serialized defaults (they are `None`).
+const OPTIONAL_KEYS: &[&str] = &[
+    "database_url",
+    "issuer",
+    "master_key",
+    "master_key_file",
+    "tokens.audience",
+    "http.hsts",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_print() {
+        for (text, secs) in [
+            ("900s", 900),
+            ("15m", 900),
+            ("2h", 7200),
+            ("30d", 2_592_000),
+            ("7", 7),
+        ] {
+            let d: HumanDuration = text.parse().unwrap();
+            assert_eq!(d.0.as_secs(), secs, "{text}");
+        }
+        assert_eq!(HumanDuration::secs(900).to_string(), "15m");
+        assert_eq!(
+            "250ms".parse::<HumanDuration>().unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert!("15x".parse::<HumanDuration>().is_err());
+        assert!("m".parse::<HumanDuration>().is_err());
+        assert!("99999999999999999999d".parse::<HumanDuration>().is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_reported() {
+        let fig = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(
+            "[tokens]\naccess_tll = \"5m\"\n[nope]\nx = 1\n",
+        ));
+        let mut unknown = unknown_keys(&fig);
+        unknown.sort();
+        assert_eq!(
+            unknown,
+            vec!["nope".to_string(), "tokens.access_tll".to_string()]
+        );
+    }
+}

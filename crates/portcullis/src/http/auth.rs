@@ -1,0 +1,99 @@
+//! `/v1/auth/*`: register, login, refresh, logout.
+
+use axum::{
+    extract::State,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use portcullis_proto::{
+    LoginRequest, RefreshRequest, RegisterRequest, RegisterResponse, TokenResponse,
+};
+
+use super::{
+    AppState,
+    error::ApiError,
+    extract::{Authed, JsonBody},
+    views::user_view,
+};
+use crate::{
+    auth::{Issued, RequestCtx},
+    crypto::Secret,
+};
+
+/// `POST /v1/auth/register`.
+pub async fn user_register(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    JsonBody(req): JsonBody<RegisterRequest>,
+) -> Result<Response, ApiError> {
+    let user = state
+        .auth
+        .register(
+            &ctx,
+            &req.email,
+            Secret::new(req.password),
+            req.name,
+            Vec::new(),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(RegisterResponse {
+            user: user_view(&user),
+        }),
+    )
+        .into_response())
+}
+
+/// `POST /v1/auth/login`.
+pub async fn session_login(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    JsonBody(req): JsonBody<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let issued = state
+        .auth
+        .login(&ctx, &req.email, Secret::new(req.password))
+        .await?;
+    Ok(token_response(issued))
+}
+
+/// `POST /v1/auth/refresh`.
+pub async fn session_refresh(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    JsonBody(req): JsonBody<RefreshRequest>,
+) -> Result<Response, ApiError> {
+    let issued = state
+        .auth
+        .refresh(&ctx, &Secret::new(req.refresh_token))
+        .await?;
+    Ok(token_response(issued))
+}
+
+/// `POST /v1/auth/logout`.
+pub async fn session_logout(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Authed(who): Authed,
+) -> Result<StatusCode, ApiError> {
+    state.auth.logout(&ctx, &who).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Token bodies must never be cached (RFC 6749 §5.1).
+fn token_response(issued: Issued) -> Response {
+    let body = TokenResponse {
+        access_token: issued.access_token,
+        token_type: "Bearer".into(),
+        expires_in: issued.expires_in,
+        refresh_token: issued.refresh_token.expose().to_owned(),
+        user: user_view(&issued.user),
+    };
+    let mut res = axum::Json(body).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    res
+}

@@ -1,0 +1,185 @@
+//! Extractors every handler shares: a JSON body whose failures become per-field
+//! `validation_failed` problems, the caller's context (address, user agent, request
+//! id, time), and [`Authed`], the bearer middleware the rest of the server reuses.
+
+use std::net::SocketAddr;
+
+use axum::{
+    body::Bytes,
+    extract::{ConnectInfo, FromRequest, FromRequestParts, Request},
+    http::{StatusCode, header, request::Parts},
+};
+use portcullis_proto::{ErrorCode, FieldError};
+use serde::de::DeserializeOwned;
+
+use super::{AppState, error::ApiError};
+use crate::auth::{Principal, RequestCtx};
+
+/// A JSON request body. Unlike axum's `Json`, every rejection is a problem document
+/// that names the offending field.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| {
+                let m = m.trim().to_ascii_lowercase();
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !json_type {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+                "send a JSON body with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorCode::PayloadTooLarge,
+                    "the request body is too large",
+                )
+            } else {
+                ApiError::validation(vec![field_error("", "invalid_body", &rej.body_text())])
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+fn field_error(field: &str, code: &str, message: &str) -> FieldError {
+    FieldError {
+        field: field.to_owned(),
+        code: code.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+/// Deserializes `bytes`, reporting the JSON path of the first bad field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: Result<T, _> = serde_path_to_error::deserialize(&mut de);
+    if value.is_ok() && de.end().is_err() {
+        return Err(ApiError::validation(vec![field_error(
+            "",
+            "invalid_json",
+            "unexpected data after the JSON value",
+        )]));
+    }
+    value.map_err(|err| {
+        let path = err.path().to_string();
+        let parent = if path == "." { String::new() } else { path };
+        let inner = err.into_inner();
+        let msg = inner.to_string();
+        // serde's message up to " at line …", which means nothing to a form.
+        let short = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+        let named = |prefix: &str| {
+            short
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.split('`').nth(1))
+                .map(|name| {
+                    if parent.is_empty() {
+                        name.to_owned()
+                    } else {
+                        format!("{parent}.{name}")
+                    }
+                })
+        };
+        let e = match inner.classify() {
+            serde_json::error::Category::Syntax
+            | serde_json::error::Category::Eof
+            | serde_json::error::Category::Io => field_error(
+                "",
+                "invalid_json",
+                &format!("the body is not valid JSON: {short}"),
+            ),
+            serde_json::error::Category::Data => {
+                if let Some(f) = named("missing field") {
+                    field_error(&f, "required", "is required")
+                } else if let Some(f) = named("unknown field") {
+                    field_error(&f, "unknown_field", "is not a field of this request")
+                } else if short.starts_with("invalid type") {
+                    field_error(&parent, "invalid_type", &short)
+                } else {
+                    field_error(&parent, "invalid", &short)
+                }
+            }
+        };
+        ApiError::validation(vec![e])
+    })
+}
+
+/// Request id minted by the id layer, for logs and the audit trail.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestCtx {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(256).collect());
+        let request_id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(RequestCtx {
+            ip,
+            user_agent,
+            request_id,
+            now: crate::clock::now_ms(),
+        })
+    }
+}
+
+/// The bearer middleware: a request that gets this far carries a valid access
+/// token of a live session. Reuse it on any protected route.
+#[derive(Debug, Clone)]
+pub struct Authed(pub Principal);
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(ApiError::missing_token());
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| invalid("the Authorization header is not valid text"))?;
+        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(ApiError::missing_token());
+        }
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(invalid("the bearer token is empty"));
+        }
+        let principal = state
+            .auth
+            .authenticate(token, crate::clock::now_ms())
+            .await?;
+        Ok(Authed(principal))
+    }
+}
+
+fn invalid(why: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken, why)
+}

@@ -1,0 +1,71 @@
+//! `/v1/me*`: the signed-in user's own account and sessions. Every object is looked
+//! up together with its owner, so another user's id answers 404 (ASVS 4.2.1).
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use portcullis_proto::{Page, PasswordChangeRequest, Session, User};
+
+use super::{
+    AppState,
+    error::ApiError,
+    extract::{Authed, JsonBody},
+    views::{session_view, user_view},
+};
+use crate::{auth::RequestCtx, crypto::Secret};
+
+/// `GET /v1/me`.
+pub async fn me_get(
+    State(state): State<AppState>,
+    Authed(who): Authed,
+) -> Result<Json<User>, ApiError> {
+    Ok(Json(user_view(&state.auth.me(&who).await?)))
+}
+
+/// `GET /v1/me/sessions`.
+pub async fn session_list(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Authed(who): Authed,
+) -> Result<Json<Page<Session>>, ApiError> {
+    let sessions = state.auth.sessions(&who, ctx.now).await?;
+    Ok(Json(Page {
+        data: sessions
+            .iter()
+            .map(|s| session_view(s, &who.session_id))
+            .collect(),
+        next_cursor: None,
+    }))
+}
+
+/// `DELETE /v1/me/sessions/{id}`.
+pub async fn session_revoke(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Authed(who): Authed,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.auth.session_revoke(&ctx, &who, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/me/password`.
+pub async fn password_change(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Authed(who): Authed,
+    JsonBody(req): JsonBody<PasswordChangeRequest>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .auth
+        .change_password(
+            &ctx,
+            &who,
+            Secret::new(req.current_password),
+            Secret::new(req.new_password),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

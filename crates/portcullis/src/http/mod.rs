@@ -1,0 +1,109 @@
+//! The HTTP surface: the router, shared state and the middleware every route gets
+//! (request ids, tracing without secrets, security headers, timeouts, metrics).
+//! Handlers are named `resource_verb` and live in one module per area.
+
+mod auth;
+pub mod error;
+pub mod extract;
+mod me;
+mod ops;
+mod views;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Request, State},
+    http::{HeaderName, HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{delete, get, post},
+};
+use portcullis_proto::ErrorCode;
+use tower_http::{
+    request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    set_header::SetResponseHeaderLayer,
+    trace::TraceLayer,
+};
+
+pub use ops::prometheus;
+
+use crate::{auth::Auth, config::HttpConfig};
+
+/// What handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The authentication service.
+    pub auth: Arc<Auth>,
+}
+
+#[derive(Clone, Copy)]
+struct MakeId;
+
+impl MakeRequestId for MakeId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&crate::crypto::new_id("req", crate::clock::now_ms()))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Builds the whole application.
+pub fn router(state: AppState, http: &HttpConfig) -> Router {
+    let timeout = http.request_timeout.0;
+    let mut app = Router::new()
+        .route("/v1/auth/register", post(auth::user_register))
+        .route("/v1/auth/login", post(auth::session_login))
+        .route("/v1/auth/refresh", post(auth::session_refresh))
+        .route("/v1/auth/logout", post(auth::session_logout))
+        .route("/v1/me", get(me::me_get))
+        .route("/v1/me/sessions", get(me::session_list))
+        .route("/v1/me/sessions/{id}", delete(me::session_revoke))
+        .route("/v1/me/password", post(me::password_change))
+        .route("/.well-known/jwks.json", get(ops::jwks_get))
+        .route("/healthz", get(ops::health_get))
+        .route("/readyz", get(ops::ready_get))
+        .route("/metrics", get(ops::metrics_get))
+        .fallback(ops::route_fallback)
+        .method_not_allowed_fallback(ops::method_fallback)
+        .layer(DefaultBodyLimit::max(http.body_limit))
+        .layer(middleware::from_fn_with_state(timeout, request_timeout))
+        .layer(middleware::from_fn(ops::track_metrics))
+        .with_state(state);
+    if let Some(hsts) = http.hsts
+        && let Ok(v) =
+            HeaderValue::from_str(&format!("max-age={}; includeSubDomains", hsts.0.as_secs()))
+    {
+        app = app.layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            v,
+        ));
+    }
+    app.layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            // The path only: query strings may carry codes or tokens.
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeId))
+}
+
+/// Answers 503 `timeout` when a request outlives `http.request_timeout`.
+async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Timeout,
+            "the request took too long",
+        )
+        .into_response(),
+    }
+}
+
+use error::ApiError;

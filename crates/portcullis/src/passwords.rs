@@ -1,0 +1,249 @@
+//! Passwords: the NIST SP 800-63B policy (length, common-password list, no
+//! composition rules) and Argon2id hashing on a bounded pool.
+//!
+//! Hashing is the most expensive thing the server does (19 MiB and ~15 ms of a core
+//! per hash), so it never runs on the async workers and never without a permit: at
+//! most `concurrency` hashes run at once and at most `queue` wait; beyond that the
+//! caller gets [`HashError::Overloaded`] (503) instead of the machine running out
+//! of memory under a login flood.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, LazyLock},
+};
+
+use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use portcullis_proto::FieldError;
+use tokio::sync::Semaphore;
+
+use crate::crypto::Secret;
+
+/// OWASP's Argon2id parameters: m = 19 MiB, t = 2, p = 1.
+pub const M_COST_KIB: u32 = 19_456;
+/// Argon2id passes.
+pub const T_COST: u32 = 2;
+/// Argon2id lanes.
+pub const P_COST: u32 = 1;
+
+/// NIST 800-63B §5.1.1.2: at least 8 characters.
+pub const MIN_LEN: usize = 8;
+/// An upper bound keeps hashing cost predictable (NIST allows ≥ 64).
+pub const MAX_LEN: usize = 256;
+
+static COMMON: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("../data/common-passwords.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect()
+});
+
+fn argon2() -> Argon2<'static> {
+    // Constant, valid parameters: `Params::new` cannot fail for them.
+    let params = Params::new(M_COST_KIB, T_COST, P_COST, None).unwrap_or_default();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Checks a new password against the policy; `context` holds words the password
+/// must not be (the email, its local part, the product name).
+pub fn check_policy(field: &str, password: &str, context: &[&str]) -> Vec<FieldError> {
+    let err = |code: &str, message: String| FieldError {
+        field: field.to_owned(),
+        code: code.to_owned(),
+        message,
+    };
+    let len = password.chars().count();
+    if len < MIN_LEN {
+        return vec![err(
+            "too_short",
+            format!("must be at least {MIN_LEN} characters"),
+        )];
+    }
+    if len > MAX_LEN {
+        return vec![err(
+            "too_long",
+            format!("must be at most {MAX_LEN} characters"),
+        )];
+    }
+    let lower = password.to_lowercase();
+    let mut chars = lower.chars();
+    let first = chars.next();
+    if COMMON.contains(lower.as_str()) || chars.all(|c| Some(c) == first) {
+        return vec![err(
+            "too_common",
+            "is too common; choose a less guessable password".into(),
+        )];
+    }
+    if context
+        .iter()
+        .any(|w| !w.is_empty() && lower == w.to_lowercase())
+    {
+        return vec![err(
+            "too_common",
+            "must not be your email or the name of this service".into(),
+        )];
+    }
+    Vec::new()
+}
+
+/// Why a hash could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// Too many hashes running and waiting; the caller should retry later.
+    #[error("password hashing is at capacity")]
+    Overloaded,
+    /// The hashing task failed (a bug).
+    #[error("password hashing failed: {0}")]
+    Internal(String),
+}
+
+/// The bounded Argon2id pool.
+#[derive(Clone)]
+pub struct Hasher {
+    running: Arc<Semaphore>,
+    admitted: Arc<Semaphore>,
+    dummy: Arc<str>,
+}
+
+impl Hasher {
+    /// `concurrency` hashes at once (0 = one per core), `queue` more may wait.
+    pub fn new(concurrency: usize, queue: usize) -> anyhow::Result<Self> {
+        let concurrency = if concurrency == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        } else {
+            concurrency
+        };
+        // Unknown emails are verified against this so that they cost as much time as
+        // known ones (no account enumeration by timing).
+        let dummy = argon2()
+            .hash_password(&crate::crypto::random_bytes::<16>())
+            .map_err(|e| anyhow::anyhow!("argon2: {e}"))?
+            .to_string();
+        Ok(Self {
+            running: Arc::new(Semaphore::new(concurrency)),
+            admitted: Arc::new(Semaphore::new(concurrency + queue)),
+            dummy: dummy.into(),
+        })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let _admitted = self
+            .admitted
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| HashError::Overloaded)?;
+        let _running = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| HashError::Internal(e.to_string()))?;
+        metrics::gauge!("portcullis_password_hashes_running").increment(1.0);
+        let out = tokio::task::spawn_blocking(job)
+            .await
+            .map_err(|e| HashError::Internal(e.to_string()));
+        metrics::gauge!("portcullis_password_hashes_running").decrement(1.0);
+        out
+    }
+
+    /// A PHC string for a new password.
+    pub async fn hash(&self, password: Secret) -> Result<String, HashError> {
+        self.run(move || {
+            argon2()
+                .hash_password(password.expose().as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|e| HashError::Internal(e.to_string()))
+        })
+        .await?
+    }
+
+    /// Whether `password` matches `phc`; with `None` (unknown user) it burns the same
+    /// time against a dummy hash and answers `false`. The second value tells whether
+    /// the stored hash should be upgraded to the current parameters.
+    pub async fn verify(
+        &self,
+        password: Secret,
+        phc: Option<String>,
+    ) -> Result<(bool, bool), HashError> {
+        let known = phc.is_some();
+        let phc = phc.unwrap_or_else(|| self.dummy.to_string());
+        self.run(move || {
+            let ok = argon2()
+                .verify_password(password.expose().as_bytes(), phc.as_str())
+                .is_ok()
+                && known;
+            let outdated = ok
+                && !phc.starts_with(&format!(
+                    "$argon2id$v=19$m={M_COST_KIB},t={T_COST},p={P_COST}$"
+                ));
+            (ok, outdated)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_follows_nist() {
+        assert_eq!(check_policy("password", "short", &[])[0].code, "too_short");
+        assert_eq!(
+            check_policy("password", &"x".repeat(257), &[])[0].code,
+            "too_long"
+        );
+        assert_eq!(
+            check_policy("password", "Password1", &[])[0].code,
+            "too_common"
+        );
+        assert_eq!(
+            check_policy("password", "aaaaaaaaaa", &[])[0].code,
+            "too_common"
+        );
+        assert_eq!(
+            check_policy("password", "me@example.com", &["me@example.com"])[0].code,
+            "too_common"
+        );
+        // No composition rules: a long lower-case passphrase is fine.
+        assert!(check_policy("password", "correct horse battery staple", &[]).is_empty());
+        // Length counts characters, not bytes.
+        assert!(check_policy("password", "ééééééé", &[])[0].code == "too_short");
+    }
+
+    #[tokio::test]
+    async fn hashes_verify_and_unknown_users_fail() {
+        let h = Hasher::new(1, 4).unwrap();
+        let phc = h.hash(Secret::new("a fine passphrase")).await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert_eq!(
+            h.verify(Secret::new("a fine passphrase"), Some(phc.clone()))
+                .await
+                .unwrap(),
+            (true, false)
+        );
+        assert_eq!(
+            h.verify(Secret::new("wrong"), Some(phc)).await.unwrap(),
+            (false, false)
+        );
+        assert_eq!(
+            h.verify(Secret::new("anything"), None).await.unwrap(),
+            (false, false)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_not_buffered() {
+        let h = Hasher::new(1, 0).unwrap();
+        let h2 = h.clone();
+        let first = tokio::spawn(async move { h2.hash(Secret::new("first password")).await });
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let second = h.hash(Secret::new("second password")).await;
+        assert!(matches!(second, Err(HashError::Overloaded)));
+        assert!(first.await.unwrap().is_ok());
+    }
+}

@@ -1,0 +1,163 @@
+//! Wiring: opens the store, loads keys, builds the services and serves HTTP until
+//! told to stop. Used by `portcullis serve` and by the integration tests, which run
+//! the very same server on an ephemeral port.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::task::JoinHandle;
+
+use crate::{
+    auth::{Auth, AuthSettings},
+    config::Config,
+    crypto::{MasterKey, MasterKeySource},
+    http::{AppState, router},
+    keys::KeyManager,
+    passwords::Hasher,
+    shutdown::{self, Trigger},
+    store::{Backend, Db},
+    tokens::Tokens,
+};
+
+/// An open database with migrations applied, and the master key.
+pub struct Store {
+    /// The database.
+    pub db: Db,
+    /// Encrypts secrets at rest.
+    pub master: Arc<MasterKey>,
+}
+
+/// Opens what every data-touching command needs, the same way for all of them.
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    let (master, source) = MasterKey::load_or_create(cfg.master_key.as_deref(), &cfg.data_dir)?;
+    match source {
+        MasterKeySource::Configured => {}
+        MasterKeySource::Generated | MasterKeySource::DataDirFile => {
+            let path = cfg.data_dir.join("master.key");
+            tracing::warn!(
+                path = %path.display(),
+                "!!! USING A MASTER KEY FROM THE DATA DIRECTORY{}. Production MUST set \
+                 PORTCULLIS_MASTER_KEY (32 random bytes, base64) from a secret store: whoever reads \
+                 this file can decrypt the signing keys. !!!",
+                if source == MasterKeySource::Generated { " (JUST GENERATED)" } else { "" },
+            );
+        }
+    }
+    if cfg.database_url.is_none() {
+        std::fs::create_dir_all(&cfg.data_dir)?;
+    }
+    let url = cfg.database_url();
+    let db = Db::connect(&url)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
+    let applied = db
+        .migrate()
+        .await
+        .map_err(|e| anyhow::anyhow!("migrating the database failed: {e}"))?;
+    if !applied.is_empty() {
+        tracing::info!(migrations = ?applied, "applied migrations");
+    }
+    if db.backend() == Backend::Postgres && source != MasterKeySource::Configured {
+        tracing::warn!("several nodes on one PostgreSQL must share PORTCULLIS_MASTER_KEY");
+    }
+    Ok(Store {
+        db,
+        master: Arc::new(master),
+    })
+}
+
+/// Builds the key manager the way `serve` and the `keys` commands both need it.
+pub async fn key_manager(cfg: &Config, store: &Store) -> anyhow::Result<Arc<KeyManager>> {
+    let token_ttl = cfg.tokens.access_ttl.0 + cfg.tokens.leeway.0;
+    Ok(Arc::new(
+        KeyManager::init(
+            store.db.clone(),
+            store.master.clone(),
+            cfg.keys.algorithm,
+            token_ttl,
+        )
+        .await?,
+    ))
+}
+
+/// A server that is accepting connections.
+pub struct Running {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// The `iss` of its tokens.
+    pub issuer: String,
+    trigger: Trigger,
+    task: JoinHandle<std::io::Result<()>>,
+    db: Db,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, closes the database.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.trigger.fire();
+        let served = self.task.await;
+        self.db.close().await;
+        served??;
+        Ok(())
+    }
+}
+
+/// Starts serving `cfg`; returns once the socket is bound and keys are loaded.
+pub async fn start(cfg: Config) -> anyhow::Result<Running> {
+    let started = std::time::Instant::now();
+    let _ = crate::http::prometheus();
+    let store = open_store(&cfg).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let issuer = cfg
+        .issuer
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let audience = cfg
+        .tokens
+        .audience
+        .clone()
+        .unwrap_or_else(|| issuer.clone());
+    let keys = key_manager(&cfg, &store).await?;
+    let tokens = Arc::new(Tokens::new(
+        keys.clone(),
+        issuer.clone(),
+        audience,
+        cfg.tokens.access_ttl.0,
+        cfg.tokens.leeway.0,
+    ));
+    let hasher = Hasher::new(cfg.security.hash_concurrency, cfg.security.hash_queue)?;
+    let auth = Arc::new(Auth::new(
+        store.db.clone(),
+        hasher,
+        tokens,
+        AuthSettings {
+            refresh_ttl: cfg.tokens.refresh_ttl.0,
+        },
+    ));
+    let (trigger, shutdown) = shutdown::channel();
+    keys.spawn_reloader(
+        cfg.keys.reload_interval.0.max(Duration::from_millis(100)),
+        shutdown.clone(),
+    );
+    let app = router(AppState { auth }, &cfg.http);
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await
+    });
+    tracing::info!(%addr, %issuer, backend = ?store.db.backend(), ready_in_ms = started.elapsed().as_millis() as u64, "portcullis is ready");
+    Ok(Running {
+        addr,
+        issuer,
+        trigger,
+        task,
+        db: store.db,
+    })
+}

@@ -1,0 +1,80 @@
+//! The audit trail: append-only records of authentication events. Records hold
+//! who, what, when and from where, never a secret.
+
+use super::{Db, StoreResult, col};
+
+/// One audit record.
+#[derive(Debug, Clone, Default)]
+pub struct AuditRecord {
+    /// `aud_…`.
+    pub id: String,
+    /// Milliseconds.
+    pub time: i64,
+    /// Event type, e.g. `login`, `refresh_reuse`.
+    pub event_type: String,
+    /// `success` or `failure`.
+    pub outcome: String,
+    /// The user concerned, when known.
+    pub user_id: Option<String>,
+    /// Who acted: the user, an admin, `system`.
+    pub actor: Option<String>,
+    /// Client address.
+    pub ip: Option<String>,
+    /// Client `User-Agent`.
+    pub user_agent: Option<String>,
+    /// The request that caused it.
+    pub request_id: Option<String>,
+    /// Why, for failures and revocations (`bad_password`, `unknown_user`, …).
+    pub reason: Option<String>,
+}
+
+impl Db {
+    /// Appends a record.
+    pub async fn audit_insert(&self, r: &AuditRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_events (id, time, type, outcome, user_id, actor, ip, user_agent, request_id, reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&r.id)
+        .bind(r.time)
+        .bind(&r.event_type)
+        .bind(&r.outcome)
+        .bind(&r.user_id)
+        .bind(&r.actor)
+        .bind(&r.ip)
+        .bind(&r.user_agent)
+        .bind(&r.request_id)
+        .bind(&r.reason)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Records about one user, newest first (the admin query API builds on this).
+    pub async fn audit_for_user(&self, user_id: &str, limit: i64) -> StoreResult<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, time, type, outcome, user_id, actor, ip, user_agent, request_id, reason \
+             FROM audit_events WHERE user_id = $1 ORDER BY time DESC, id DESC LIMIT $2",
+        )
+        .bind(user_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    id: col(r, "id")?,
+                    time: col(r, "time")?,
+                    event_type: col(r, "type")?,
+                    outcome: col(r, "outcome")?,
+                    user_id: col(r, "user_id")?,
+                    actor: col(r, "actor")?,
+                    ip: col(r, "ip")?,
+                    user_agent: col(r, "user_agent")?,
+                    request_id: col(r, "request_id")?,
+                    reason: col(r, "reason")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,65 @@
+//! Embedded, forward-only migrations, one SQL file per backend and version. Each runs
+//! in its own transaction with its version record, so a crash leaves either all of it
+//! or none. Concurrent starts serialise on a lock (PostgreSQL advisory lock, SQLite's
+//! write lock).
+
+use super::{Backend, Db, StoreResult};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "foundation",
+    sqlite: include_str!("../../migrations/sqlite/0001_foundation.sql"),
+    postgres: include_str!("../../migrations/postgres/0001_foundation.sql"),
+}];
+
+/// Applies what is missing; returns the names of the migrations it applied.
+pub(super) async fn run(db: &Db) -> StoreResult<Vec<String>> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS portcullis_migrations (\
+           version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .execute(db.pool())
+    .await?;
+    let mut applied = Vec::new();
+    for m in MIGRATIONS {
+        let mut tx = db.begin_write().await?;
+        if db.backend() == Backend::Postgres {
+            // Any constant works; it only has to be the same on every node.
+            sqlx::query("SELECT pg_advisory_xact_lock(7461626173)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM portcullis_migrations WHERE version = $1")
+                .bind(m.version)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if done.is_some() {
+            tx.rollback().await?;
+            continue;
+        }
+        let sql = match db.backend() {
+            Backend::Sqlite => m.sqlite,
+            Backend::Postgres => m.postgres,
+        };
+        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO portcullis_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(crate::clock::now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        applied.push(format!("{:04}_{}", m.version, m.name));
+    }
+    Ok(applied)
+}

@@ -1,0 +1,157 @@
+//! The SQL store: one implementation that speaks both SQLite and PostgreSQL through
+//! sqlx's `Any` driver with portable SQL (`$n` parameters, BIGINT milliseconds, TEXT
+//! JSON). Only what truly differs per backend lives behind [`Backend`]: connection
+//! tuning, write-transaction start and migration locking. `sqlx::Error` never leaves
+//! this module: callers see [`StoreError`].
+
+mod audit;
+mod keys;
+mod migrate;
+mod sessions;
+mod users;
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    AnyPool, Transaction,
+    any::{Any, AnyConnectOptions, AnyPoolOptions},
+};
+
+pub use audit::AuditRecord;
+pub use keys::KeyRow;
+pub use sessions::{RefreshOutcome, SessionRow};
+pub use users::{NewUser, UserRow};
+
+/// Failures of the store, with the cases callers must tell apart.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint refused the write (e.g. a duplicate email).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// The database could not be reached or failed; details were logged.
+    #[error("database error: {0}")]
+    Database(String),
+    /// A stored value could not be read back (corruption or a bug).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e
+            && db.is_unique_violation()
+        {
+            return StoreError::Conflict("unique constraint");
+        }
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// Result alias of the store.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which SQL engine is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded, single file, WAL mode.
+    Sqlite,
+    /// Shared by any number of stateless nodes.
+    Postgres,
+}
+
+/// A handle to the database, cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Connects (creating the SQLite file if needed) and tunes each connection.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Database(
+                "database URL must start with sqlite:// or postgres://".into(),
+            ));
+        };
+        let opts =
+            AnyConnectOptions::from_str(url).map_err(|e| StoreError::Database(e.to_string()))?;
+        let pool_opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        let pool = match backend {
+            Backend::Sqlite => {
+                pool_opts
+                    .max_connections(8)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // WAL lets readers run beside the one writer; FULL sync keeps
+                            // every committed transaction across a power cut; the busy
+                            // timeout queues writers instead of failing them.
+                            sqlx::raw_sql(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                            )
+                            .execute(conn)
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(opts)
+                    .await?
+            }
+            Backend::Postgres => pool_opts.max_connections(16).connect_with(opts).await?,
+        };
+        Ok(Self { pool, backend })
+    }
+
+    /// Which engine this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies pending migrations; safe to run from several processes at once.
+    pub async fn migrate(&self) -> StoreResult<Vec<String>> {
+        migrate::run(self).await
+    }
+
+    /// A cheap round trip, for `/readyz`.
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a transaction that will write. On SQLite it takes the write lock up
+    /// front (`BEGIN IMMEDIATE`): a deferred transaction that reads then writes can
+    /// fail with SQLITE_BUSY when another writer got there first, bypassing the busy
+    /// timeout.
+    pub(crate) async fn begin_write(&self) -> StoreResult<Transaction<'static, Any>> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(tx)
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+/// Reads a column or reports which one is unreadable.
+pub(crate) fn col<'r, T>(row: &'r sqlx::any::AnyRow, name: &str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
+{
+    use sqlx::Row;
+    row.try_get(name)
+        .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
+}

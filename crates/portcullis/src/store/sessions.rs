@@ -1,0 +1,255 @@
+//! Sessions and their refresh tokens.
+//!
+//! Contract (the race-free promise rests on it): rotating a refresh token is ONE
+//! conditional `UPDATE … WHERE used_at IS NULL … RETURNING` inside a write transaction,
+//! never a read followed by a write. Two concurrent rotations of one token, on one
+//! node or on two, therefore see exactly one winner; the loser observes the token as
+//! already used.
+
+use sqlx::any::AnyRow;
+
+use super::{Db, StoreResult, col};
+
+/// A session as stored.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    /// `ses_…`.
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// Milliseconds.
+    pub created_at: i64,
+    /// Milliseconds of the last refresh.
+    pub last_active_at: i64,
+    /// Milliseconds after which the session is over, whatever happens.
+    pub expires_at: i64,
+    /// Set when the session was ended early.
+    pub revoked_at: Option<i64>,
+    /// Client address at sign-in.
+    pub ip: Option<String>,
+    /// Client `User-Agent` at sign-in.
+    pub user_agent: Option<String>,
+}
+
+impl SessionRow {
+    /// Whether tokens of this session may still be used at `now`.
+    pub fn is_active(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at > now
+    }
+}
+
+/// What presenting a refresh token led to.
+#[derive(Debug)]
+pub enum RefreshOutcome {
+    /// The token was valid and is now spent; the new one is stored.
+    Rotated(SessionRow),
+    /// The token was already spent: a replay, so likely stolen.
+    Reused {
+        /// Whose sessions must now all end.
+        user_id: String,
+        /// The session the token belonged to.
+        session_id: String,
+    },
+    /// The token's session has ended (logout, revocation, expiry).
+    SessionEnded,
+    /// No such token, or past its lifetime.
+    Invalid,
+}
+
+const SESSION_COLS: &str =
+    "id, user_id, created_at, last_active_at, expires_at, revoked_at, ip, user_agent";
+
+fn session_from_row(row: &AnyRow) -> StoreResult<SessionRow> {
+    Ok(SessionRow {
+        id: col(row, "id")?,
+        user_id: col(row, "user_id")?,
+        created_at: col(row, "created_at")?,
+        last_active_at: col(row, "last_active_at")?,
+        expires_at: col(row, "expires_at")?,
+        revoked_at: col(row, "revoked_at")?,
+        ip: col(row, "ip")?,
+        user_agent: col(row, "user_agent")?,
+    })
+}
+
+impl Db {
+    /// Creates a session and its first refresh token, atomically.
+    pub async fn session_create(&self, s: &SessionRow, refresh_hash: &str) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, created_at, last_active_at, expires_at, ip, user_agent) \
+             VALUES ($1, $2, $3, $3, $4, $5, $6)",
+        )
+        .bind(&s.id)
+        .bind(&s.user_id)
+        .bind(s.created_at)
+        .bind(s.expires_at)
+        .bind(&s.ip)
+        .bind(&s.user_agent)
+        .execute(&mut *tx)
+        .await?;
+        insert_refresh(
+            &mut tx,
+            refresh_hash,
+            &s.id,
+            &s.user_id,
+            s.created_at,
+            s.expires_at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The session with this id, whatever its state.
+    pub async fn session_get(&self, id: &str) -> StoreResult<Option<SessionRow>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    /// A user's sessions that are still usable at `now`, newest first.
+    pub async fn sessions_active(&self, user_id: &str, now: i64) -> StoreResult<Vec<SessionRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+             ORDER BY created_at DESC, id DESC"
+        )))
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    /// Ends one session of one user. The owner is part of the key, so a user can
+    /// never end someone else's session by guessing an id. Returns whether it ended.
+    pub async fn session_revoke(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        reason: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+             WHERE id = $3 AND user_id = $4 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(session_id)
+        .bind(user_id)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Ends every live session of a user except `keep`; returns how many ended.
+    pub async fn sessions_revoke_all(
+        &self,
+        user_id: &str,
+        keep: Option<&str>,
+        reason: &str,
+        now: i64,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+             WHERE user_id = $3 AND revoked_at IS NULL AND id <> $4",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(user_id)
+        .bind(keep.unwrap_or(""))
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Spends `old_hash` and stores `new_hash` in its place, atomically (see the
+    /// module contract). Nothing is written unless the outcome is `Rotated`.
+    pub async fn refresh_rotate(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+    ) -> StoreResult<RefreshOutcome> {
+        let mut tx = self.begin_write().await?;
+        let spent = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = $1 \
+             WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 \
+             RETURNING session_id, user_id",
+        )
+        .bind(now)
+        .bind(old_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(spent) = spent else {
+            tx.rollback().await?;
+            let prior = sqlx::query(
+                "SELECT used_at, user_id, session_id FROM refresh_tokens WHERE token_hash = $1",
+            )
+            .bind(old_hash)
+            .fetch_optional(self.pool())
+            .await?;
+            return Ok(match prior {
+                Some(row) if col::<Option<i64>>(&row, "used_at")?.is_some() => {
+                    RefreshOutcome::Reused {
+                        user_id: col(&row, "user_id")?,
+                        session_id: col(&row, "session_id")?,
+                    }
+                }
+                _ => RefreshOutcome::Invalid,
+            });
+        };
+        let session_id: String = col(&spent, "session_id")?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE sessions SET last_active_at = $1 WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1 \
+             RETURNING {SESSION_COLS}"
+        )))
+        .bind(now)
+        .bind(&session_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(RefreshOutcome::SessionEnded);
+        };
+        let session = session_from_row(&row)?;
+        insert_refresh(
+            &mut tx,
+            new_hash,
+            &session.id,
+            &session.user_id,
+            now,
+            session.expires_at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(RefreshOutcome::Rotated(session))
+    }
+}
+
+async fn insert_refresh(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    hash: &str,
+    session_id: &str,
+    user_id: &str,
+    now: i64,
+    expires_at: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, session_id, user_id, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(hash)
+    .bind(session_id)
+    .bind(user_id)
+    .bind(now)
+    .bind(expires_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

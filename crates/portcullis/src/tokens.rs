@@ -1,0 +1,176 @@
+//! Access tokens: JWTs signed with the current key (claims per RFC 9068 §2.2), and
+//! their verification — the one place that decides whether a bearer token is good.
+//!
+//! Verification trusts nothing in the token before the signature checks out: the
+//! `kid` only selects among OUR published keys, and each key admits exactly its own
+//! algorithm, so `alg: none`, HMAC-with-the-public-key and foreign keys all fail
+//! (RFC 8725 §2.1, §3.1).
+
+use std::{sync::Arc, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{crypto, keys::KeyManager};
+
+/// Claims of a first-party access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// Issuer URL.
+    pub iss: String,
+    /// User id.
+    pub sub: String,
+    /// Audience.
+    pub aud: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// Issue time, seconds.
+    pub iat: i64,
+    /// Not valid before, seconds.
+    pub nbf: i64,
+    /// Unique token id.
+    pub jti: String,
+    /// Session the token belongs to: ending the session ends the token.
+    pub sid: String,
+    /// Roles at issue time.
+    pub roles: Vec<String>,
+    /// Space-separated permissions at issue time.
+    pub scope: String,
+}
+
+/// Why a bearer token was refused. The variants map to RFC 6750 error codes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    /// Past `exp` (plus leeway).
+    #[error("the access token has expired")]
+    Expired,
+    /// Anything else: malformed, bad signature, wrong issuer or audience, unknown key.
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
+/// Signs and verifies access tokens with the node's key ring.
+pub struct Tokens {
+    keys: Arc<KeyManager>,
+    issuer: String,
+    audience: String,
+    access_ttl: Duration,
+    leeway: Duration,
+}
+
+impl Tokens {
+    /// Binds issuer, audience and lifetimes once, from config.
+    pub fn new(
+        keys: Arc<KeyManager>,
+        issuer: String,
+        audience: String,
+        access_ttl: Duration,
+        leeway: Duration,
+    ) -> Self {
+        Self {
+            keys,
+            issuer,
+            audience,
+            access_ttl,
+            leeway,
+        }
+    }
+
+    /// The key manager, for JWKS and rotation.
+    pub fn keys(&self) -> &Arc<KeyManager> {
+        &self.keys
+    }
+
+    /// The `iss` of our tokens.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Lifetime of access tokens in seconds, for `expires_in`.
+    pub fn access_ttl_secs(&self) -> u64 {
+        self.access_ttl.as_secs()
+    }
+
+    /// Issues an access token for a user's session.
+    pub fn issue(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        roles: Vec<String>,
+        scope: String,
+        now_ms: i64,
+    ) -> anyhow::Result<String> {
+        let ring = self.keys.ring();
+        let signer = ring
+            .signer()
+            .ok_or_else(|| anyhow::anyhow!("no active signing key"))?;
+        let now = now_ms / 1000;
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            sub: user_id.to_owned(),
+            aud: self.audience.clone(),
+            exp: now + i64::try_from(self.access_ttl.as_secs())?,
+            iat: now,
+            nbf: now,
+            jti: crypto::b64url(&crypto::random_bytes::<16>()),
+            sid: session_id.to_owned(),
+            roles,
+            scope,
+        };
+        signer.sign_access_token(&claims)
+    }
+
+    /// Checks signature, type, algorithm, issuer, audience and time claims.
+    /// Revocation (has the session ended?) is the caller's next step.
+    pub async fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| TokenError::Invalid("malformed token"))?;
+        // Explicit typing keeps ID tokens and other JWTs from passing as access
+        // tokens (RFC 8725 §3.11, RFC 9068 §4).
+        if !header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"))
+        {
+            return Err(TokenError::Invalid("not an access token"));
+        }
+        let kid = header
+            .kid
+            .as_deref()
+            .ok_or(TokenError::Invalid("token has no key id"))?;
+        let mut ring = self.keys.ring();
+        if ring.verifier(kid).is_none() && self.keys.reload_for_unknown_kid().await {
+            ring = self.keys.ring();
+        }
+        let verifier = ring
+            .verifier(kid)
+            .ok_or(TokenError::Invalid("unknown signing key"))?;
+        if header.alg != verifier.alg {
+            return Err(TokenError::Invalid("algorithm not allowed for this key"));
+        }
+        let mut validation = jsonwebtoken::Validation::new(verifier.alg);
+        validation.leeway = self.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        match jsonwebtoken::decode::<AccessClaims>(token, &verifier.key, &validation) {
+            Ok(data) => Ok(data.claims),
+            Err(e) => Err(match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
+                    TokenError::Invalid("token not yet valid")
+                }
+                jsonwebtoken::errors::ErrorKind::InvalidIssuer => {
+                    TokenError::Invalid("wrong issuer")
+                }
+                jsonwebtoken::errors::ErrorKind::InvalidAudience => {
+                    TokenError::Invalid("wrong audience")
+                }
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                    TokenError::Invalid("bad signature")
+                }
+                _ => TokenError::Invalid("invalid token"),
+            }),
+        }
+    }
+}

@@ -105,8 +105,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             serde_json::error::Category::Data => {
                 if let Some(f) = named("missing field") {
                     field_error(&f, "required", "is required")
-                } else if let Some(f) = named("unknown field") {
-                    field_error(&f, "unknown_field", "is not a field of this request")
+                } else if short.starts_with("unknown field") {
+                    // Here the path already ends with the unknown field's name.
+                    field_error(&parent, "unknown_field", "is not a field of this request")
                 } else if short.starts_with("invalid type") {
                     field_error(&parent, "invalid_type", &short)
                 } else {

@@ -461,6 +461,12 @@ impl KeyManager {
             .await??;
         let retire_at = activates_at + i64::try_from(self.token_ttl.as_millis())?;
         self.db.key_rotate_in(&row, retire_at).await?;
+        // Keys past their publication window verify nothing any more: drop their
+        // private halves rather than keep secrets nobody needs.
+        let purged = self.db.keys_purge(now).await?;
+        if purged > 0 {
+            tracing::info!(purged, "removed signing keys whose tokens have all expired");
+        }
         self.reload().await?;
         Ok(row)
     }

@@ -13,5 +13,6 @@ mod accounts;
 mod errors;
 mod keys;
 mod ops;
+mod process;
 mod sessions;
 mod tokens;

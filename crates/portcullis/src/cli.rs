@@ -138,7 +138,6 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli.command, cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

@@ -81,6 +81,16 @@ impl Db {
         };
         let opts =
             AnyConnectOptions::from_str(url).map_err(|e| StoreError::Database(e.to_string()))?;
+        // One direct connection first: a pool only reports "timed out" when the server
+        // is unreachable, while the operator needs the cause (refused, bad password…).
+        {
+            use sqlx::{ConnectOptions, Connection};
+            let conn = tokio::time::timeout(Duration::from_secs(10), opts.connect())
+                .await
+                .map_err(|_| StoreError::Database("connecting timed out after 10s".into()))?
+                .map_err(|e| StoreError::Database(format!("cannot connect: {e}")))?;
+            let _ = conn.close().await;
+        }
         let pool_opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
         let pool = match backend {
             Backend::Sqlite => {

@@ -21,6 +21,9 @@ pub enum ErrorCode {
     RefreshTokenReused,
     /// Authenticated, but the credential lacks a required scope.
     InsufficientScope,
+    /// Authenticated, but this kind of credential cannot do this (e.g. an API key
+    /// calling a session-only route, or deleting a built-in role).
+    Forbidden,
     /// The request body or parameters failed validation; see `errors`.
     ValidationFailed,
     /// Too many attempts; see `Retry-After`.
@@ -55,6 +58,7 @@ impl ErrorCode {
             Self::TokenExpired => "token_expired",
             Self::RefreshTokenReused => "refresh_token_reused",
             Self::InsufficientScope => "insufficient_scope",
+            Self::Forbidden => "forbidden",
             Self::ValidationFailed => "validation_failed",
             Self::RateLimited => "rate_limited",
             Self::AccountLocked => "account_locked",
@@ -158,10 +162,228 @@ pub struct User {
     pub name: Option<String>,
     /// Roles held, e.g. `member`, `admin`.
     pub roles: Vec<String>,
+    /// Set by admins, readable by the user and (optionally) in access tokens.
+    pub public_metadata: serde_json::Value,
+    /// Written by the user through `PATCH /v1/me`; never trust it for authorization.
+    pub unsafe_metadata: serde_json::Value,
     /// RFC 3339 creation time.
     pub created_at: String,
     /// RFC 3339 time of the last change.
     pub updated_at: String,
+}
+
+/// A user as the admin API sees it: adds what only admins may read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdminUser {
+    /// Everything the user sees.
+    #[serde(flatten)]
+    pub user: User,
+    /// Admin-only metadata; never shown to the user or put in tokens.
+    pub private_metadata: serde_json::Value,
+    /// Whether sign-in is refused.
+    pub banned: bool,
+    /// RFC 3339 time of the ban.
+    pub banned_at: Option<String>,
+}
+
+/// `PATCH /v1/me` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeUpdateRequest {
+    /// New display name; `null` clears it.
+    #[serde(default, with = "double_option")]
+    pub name: Option<Option<String>>,
+    /// Replaces the user-writable metadata object.
+    #[serde(default)]
+    pub unsafe_metadata: Option<serde_json::Value>,
+}
+
+/// `POST /v1/admin/users` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUserCreateRequest {
+    /// Sign-in email.
+    pub email: String,
+    /// Initial password; without one the user cannot sign in with a password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Roles to grant (default `member`).
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
+    /// Initial public metadata object.
+    #[serde(default)]
+    pub public_metadata: Option<serde_json::Value>,
+    /// Initial private metadata object.
+    #[serde(default)]
+    pub private_metadata: Option<serde_json::Value>,
+}
+
+/// `PATCH /v1/admin/users/{id}` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUserUpdateRequest {
+    /// New display name; `null` clears it.
+    #[serde(default, with = "double_option")]
+    pub name: Option<Option<String>>,
+    /// New sign-in email.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Replaces the public metadata object.
+    #[serde(default)]
+    pub public_metadata: Option<serde_json::Value>,
+    /// Replaces the private metadata object.
+    #[serde(default)]
+    pub private_metadata: Option<serde_json::Value>,
+}
+
+/// `POST /v1/admin/users/{id}/roles` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleGrantRequest {
+    /// Role to grant.
+    pub role: String,
+}
+
+/// A role: a named set of permissions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Role {
+    /// Unique name, `[a-z0-9_.:-]+`.
+    pub name: String,
+    /// What the role is for.
+    pub description: Option<String>,
+    /// Permission (scope) strings.
+    pub permissions: Vec<String>,
+    /// Whether it ships with Portcullis (`admin`, `member`): editable, never deletable.
+    pub builtin: bool,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// `POST /v1/admin/roles` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleCreateRequest {
+    /// Unique name.
+    pub name: String,
+    /// What the role is for.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Permission strings.
+    pub permissions: Vec<String>,
+}
+
+/// `PATCH /v1/admin/roles/{name}` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleUpdateRequest {
+    /// New description; `null` clears it.
+    #[serde(default, with = "double_option")]
+    pub description: Option<Option<String>>,
+    /// Replaces the permission list.
+    #[serde(default)]
+    pub permissions: Option<Vec<String>>,
+}
+
+/// An API key as listed: never its secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// Opaque id, `key_…`.
+    pub id: String,
+    /// Human label.
+    pub name: String,
+    /// The first characters of the secret, to recognise it.
+    pub prefix: String,
+    /// Scopes granted.
+    pub scopes: Vec<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339, or `null` for no expiry.
+    pub expires_at: Option<String>,
+    /// RFC 3339 of the last use (updated every few seconds), or `null`.
+    pub last_used_at: Option<String>,
+}
+
+/// Reply of key creation and rotation: the only time the secret is shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKeyCreated {
+    /// The key's metadata.
+    #[serde(flatten)]
+    pub api_key: ApiKey,
+    /// The secret, `pcl_…`: store it now, it cannot be shown again.
+    pub key: String,
+}
+
+/// `POST /v1/api-keys` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyCreateRequest {
+    /// Human label.
+    pub name: String,
+    /// Scopes, each one the caller holds.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Lifetime in seconds (or a duration such as `30d`); none means no expiry.
+    #[serde(default)]
+    pub expires_in: Option<serde_json::Value>,
+}
+
+/// `POST /v1/api-keys/{id}/rotate` body (optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyRotateRequest {
+    /// Seconds (or a duration) the old secret keeps working; default 0.
+    #[serde(default)]
+    pub grace_period: Option<serde_json::Value>,
+}
+
+/// `POST /v1/api-keys/verify` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyVerifyRequest {
+    /// The key to check.
+    pub key: String,
+}
+
+/// `POST /v1/api-keys/verify` reply; inactive keys carry only `active: false`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKeyVerifyResponse {
+    /// Whether the key may be used now.
+    pub active: bool,
+    /// The key's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The owning user's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Effective scopes now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// RFC 3339 expiry, or `null`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Option<String>>,
+}
+
+/// Distinguishes an absent field from an explicit `null` in PATCH bodies.
+pub mod double_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Present fields (even `null`) become `Some(_)`; absent ones stay `None`.
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+
+    /// Writes the inner option.
+    pub fn serialize<T: Serialize, S: Serializer>(v: &Option<Option<T>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(inner) => inner.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 /// `POST /v1/auth/register` reply.

@@ -125,10 +125,7 @@ pub fn main() -> ExitCode {
     for key in warnings {
         tracing::warn!(key, "unknown configuration key ignored (typo?)");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -148,9 +145,7 @@ fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match cfg.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -207,10 +202,7 @@ async fn keys(cmd: KeysCommand, cfg: Config) -> anyhow::Result<()> {
     let mgr = server::key_manager(&cfg, &store).await?;
     match cmd {
         KeysCommand::List => {
-            println!(
-                "{:<45} {:<6} {:<8} {:<25} {:<25}",
-                "KID", "ALG", "STATE", "ACTIVATES", "PUBLISHED UNTIL"
-            );
+            println!("{:<45} {:<6} {:<8} {:<25} {:<25}", "KID", "ALG", "STATE", "ACTIVATES", "PUBLISHED UNTIL");
             for (row, state) in mgr.list(clock::now_ms()).await? {
                 println!(
                     "{:<45} {:<6} {:<8} {:<25} {:<25}",
@@ -218,16 +210,11 @@ async fn keys(cmd: KeysCommand, cfg: Config) -> anyhow::Result<()> {
                     row.alg,
                     format!("{state:?}").to_lowercase(),
                     clock::rfc3339(row.activates_at),
-                    row.publish_until
-                        .map(clock::rfc3339)
-                        .unwrap_or_else(|| "-".into())
+                    row.publish_until.map(clock::rfc3339).unwrap_or_else(|| "-".into())
                 );
             }
         }
-        KeysCommand::Rotate {
-            algorithm,
-            activate_in,
-        } => {
+        KeysCommand::Rotate { algorithm, activate_in } => {
             let alg = algorithm.unwrap_or(cfg.keys.algorithm);
             let row = mgr.rotate(alg, activate_in.0).await?;
             println!(
@@ -250,12 +237,7 @@ async fn keys(cmd: KeysCommand, cfg: Config) -> anyhow::Result<()> {
 async fn users(cmd: UsersCommand, cfg: Config) -> anyhow::Result<()> {
     let store = server::open_store(&cfg).await?;
     match cmd {
-        UsersCommand::Create {
-            email,
-            roles,
-            name,
-            password_stdin,
-        } => {
+        UsersCommand::Create { email, roles, name, password_stdin } => {
             let password = read_password(password_stdin)?;
             let keys = server::key_manager(&cfg, &store).await?;
             let tokens = std::sync::Arc::new(crate::tokens::Tokens::new(
@@ -270,47 +252,28 @@ async fn users(cmd: UsersCommand, cfg: Config) -> anyhow::Result<()> {
                 store.db.clone(),
                 hasher,
                 tokens,
-                crate::auth::AuthSettings {
-                    refresh_ttl: cfg.tokens.refresh_ttl.0,
-                },
+                crate::auth::AuthSettings { refresh_ttl: cfg.tokens.refresh_ttl.0, include_metadata: false },
             );
-            let user = auth
-                .register(&RequestCtx::system(), &email, password, name, roles)
-                .await
-                .map_err(|e| match e {
+            let user =
+                auth.register(&RequestCtx::system(), &email, password, name, roles).await.map_err(|e| match e {
                     crate::auth::AuthError::Validation(errors) => anyhow::anyhow!(
                         "{}",
-                        errors
-                            .iter()
-                            .map(|e| format!("{} {}", e.field, e.message))
-                            .collect::<Vec<_>>()
-                            .join("; ")
+                        errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect::<Vec<_>>().join("; ")
                     ),
                     other => anyhow::anyhow!("{other}"),
                 })?;
-            println!(
-                "created {} <{}> with roles {}",
-                user.id,
-                user.email,
-                user.roles.join(",")
-            );
+            println!("created {} <{}> with roles {}", user.id, user.email, user.roles.join(","));
         }
         UsersCommand::List { limit } => {
             let mut after: Option<String> = None;
             let mut left = limit;
             while left > 0 {
-                let page = store.db.user_list(after.as_deref(), left.min(500)).await?;
+                let page = store.db.user_list(&Default::default(), after.as_deref(), left.min(500)).await?;
                 if page.is_empty() {
                     break;
                 }
                 for u in &page {
-                    println!(
-                        "{}  {:<40} {}  {}",
-                        u.id,
-                        u.email,
-                        u.roles.join(","),
-                        clock::rfc3339(u.created_at)
-                    );
+                    println!("{}  {:<40} {}  {}", u.id, u.email, u.roles.join(","), clock::rfc3339(u.created_at));
                 }
                 left -= page.len() as i64;
                 after = page.last().map(|u| u.id.clone());

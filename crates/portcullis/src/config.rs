@@ -31,9 +31,7 @@ impl FromStr for HumanDuration {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a duration like 900s, 15m, 12h or 30d"))?;
+        let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 900s, 15m, 12h or 30d"))?;
         let mult = match unit {
             "ms" => return Ok(Self(Duration::from_millis(n))),
             "s" | "" => 1,
@@ -41,14 +39,10 @@ impl FromStr for HumanDuration {
             "h" => 3600,
             "d" => 86_400,
             _ => {
-                return Err(format!(
-                    "`{s}`: unknown unit `{unit}` (use ms, s, m, h or d)"
-                ));
+                return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m, h or d)"));
             }
         };
-        n.checked_mul(mult)
-            .map(|secs| Self(Duration::from_secs(secs)))
-            .ok_or_else(|| format!("`{s}` is too long"))
+        n.checked_mul(mult).map(|secs| Self(Duration::from_secs(secs))).ok_or_else(|| format!("`{s}` is too long"))
     }
 }
 
@@ -130,6 +124,8 @@ pub struct TokensConfig {
     pub audience: Option<String>,
     /// Clock skew allowed when checking `exp` and `nbf`.
     pub leeway: HumanDuration,
+    /// Put each user's `public_metadata` into access tokens as the `metadata` claim.
+    pub include_metadata: bool,
 }
 
 /// Signing-key settings.
@@ -209,44 +205,32 @@ impl Default for TokensConfig {
             refresh_ttl: HumanDuration::secs(30 * 86_400),
             audience: None,
             leeway: HumanDuration::secs(30),
+            include_metadata: false,
         }
     }
 }
 
 impl Default for KeysConfig {
     fn default() -> Self {
-        Self {
-            algorithm: Algorithm::Rs256,
-            reload_interval: HumanDuration::secs(2),
-        }
+        Self { algorithm: Algorithm::Rs256, reload_interval: HumanDuration::secs(2) }
     }
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self {
-            body_limit: 64 * 1024,
-            request_timeout: HumanDuration::secs(30),
-            hsts: None,
-        }
+        Self { body_limit: 64 * 1024, request_timeout: HumanDuration::secs(30), hsts: None }
     }
 }
 
 impl Default for SecurityConfig {
     fn default() -> Self {
-        Self {
-            hash_concurrency: 0,
-            hash_queue: 256,
-        }
+        Self { hash_concurrency: 0, hash_queue: 256 }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Text,
-            level: "info".into(),
-        }
+        Self { format: LogFormat::Text, level: "info".into() }
     }
 }
 
@@ -270,10 +254,7 @@ const FOREIGN_ENV_KEYS: &[&str] = &["test_database_url", "config", "bin"];
 impl Config {
     /// Layers defaults, the TOML file, the environment and flags, then validates.
     /// Returns the config and warnings about keys nobody reads (typos).
-    pub fn load(
-        file: Option<&std::path::Path>,
-        flags: &Overrides,
-    ) -> anyhow::Result<(Self, Vec<String>)> {
+    pub fn load(file: Option<&std::path::Path>, flags: &Overrides) -> anyhow::Result<(Self, Vec<String>)> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         match file {
             Some(path) => {
@@ -288,20 +269,13 @@ impl Config {
             None => {}
         }
         fig = fig
-            .merge(
-                Env::prefixed("PORTCULLIS_")
-                    .split("__")
-                    .filter(|k| !FOREIGN_ENV_KEYS.contains(&k.as_str())),
-            )
+            .merge(Env::prefixed("PORTCULLIS_").split("__").filter(|k| !FOREIGN_ENV_KEYS.contains(&k.as_str())))
             .merge(Serialized::defaults(flags));
-        let mut cfg: Config = fig
-            .extract()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let mut cfg: Config = fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         let warnings = unknown_keys(&fig);
         if let Some(path) = cfg.master_key_file.take() {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                anyhow::anyhow!("cannot read master_key_file {}: {e}", path.display())
-            })?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read master_key_file {}: {e}", path.display()))?;
             cfg.master_key = Some(text.trim().to_owned());
         }
         cfg.validate()?;
@@ -331,10 +305,7 @@ impl Config {
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(url) => url.clone(),
-            None => format!(
-                "sqlite://{}?mode=rwc",
-                self.data_dir.join("portcullis.db").display()
-            ),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("portcullis.db").display()),
         }
     }
 
@@ -343,10 +314,7 @@ impl Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir,
-            security: SecurityConfig {
-                hash_concurrency: 2,
-                hash_queue: 256,
-            },
+            security: SecurityConfig { hash_concurrency: 2, hash_queue: 256 },
             ..Self::default()
         }
     }
@@ -365,30 +333,18 @@ fn unknown_keys(fig: &Figment) -> Vec<String> {
 
 fn walk_unknown(prefix: &str, have: &Dict, known: &Dict, out: &mut Vec<String>) {
     for (key, value) in have {
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
         match (value, known.get(key)) {
             (_, None) if !OPTIONAL_KEYS.contains(&path.as_str()) => out.push(path),
-            (Value::Dict(_, inner), Some(Value::Dict(_, kinner))) => {
-                walk_unknown(&path, inner, kinner, out)
-            }
+            (Value::Dict(_, inner), Some(Value::Dict(_, kinner))) => walk_unknown(&path, inner, kinner, out),
             _ => {}
         }
     }
 }
 
 /// Optional settings that are absent from the serialized defaults (they are `None`).
-const OPTIONAL_KEYS: &[&str] = &[
-    "database_url",
-    "issuer",
-    "master_key",
-    "master_key_file",
-    "tokens.audience",
-    "http.hsts",
-];
+const OPTIONAL_KEYS: &[&str] =
+    &["database_url", "issuer", "master_key", "master_key_file", "tokens.audience", "http.hsts"];
 
 #[cfg(test)]
 mod tests {
@@ -396,21 +352,12 @@ mod tests {
 
     #[test]
     fn durations_parse_and_print() {
-        for (text, secs) in [
-            ("900s", 900),
-            ("15m", 900),
-            ("2h", 7200),
-            ("30d", 2_592_000),
-            ("7", 7),
-        ] {
+        for (text, secs) in [("900s", 900), ("15m", 900), ("2h", 7200), ("30d", 2_592_000), ("7", 7)] {
             let d: HumanDuration = text.parse().unwrap();
             assert_eq!(d.0.as_secs(), secs, "{text}");
         }
         assert_eq!(HumanDuration::secs(900).to_string(), "15m");
-        assert_eq!(
-            "250ms".parse::<HumanDuration>().unwrap().0,
-            Duration::from_millis(250)
-        );
+        assert_eq!("250ms".parse::<HumanDuration>().unwrap().0, Duration::from_millis(250));
         assert!("15x".parse::<HumanDuration>().is_err());
         assert!("m".parse::<HumanDuration>().is_err());
         assert!("99999999999999999999d".parse::<HumanDuration>().is_err());
@@ -418,14 +365,10 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_reported() {
-        let fig = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(
-            "[tokens]\naccess_tll = \"5m\"\n[nope]\nx = 1\n",
-        ));
+        let fig = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[tokens]\naccess_tll = \"5m\"\n[nope]\nx = 1\n"));
         let mut unknown = unknown_keys(&fig);
         unknown.sort();
-        assert_eq!(
-            unknown,
-            vec!["nope".to_string(), "tokens.access_tll".to_string()]
-        );
+        assert_eq!(unknown, vec!["nope".to_string(), "tokens.access_tll".to_string()]);
     }
 }

@@ -109,11 +109,9 @@ pub enum MasterKeySource {
 impl MasterKey {
     /// Builds the key from 32 raw bytes.
     pub fn from_bytes(bytes: &[u8; 32]) -> anyhow::Result<Self> {
-        let unbound = aead::UnboundKey::new(&aead::AES_256_GCM, bytes)
-            .map_err(|_| anyhow::anyhow!("invalid AES-256 key"))?;
-        Ok(Self {
-            key: aead::LessSafeKey::new(unbound),
-        })
+        let unbound =
+            aead::UnboundKey::new(&aead::AES_256_GCM, bytes).map_err(|_| anyhow::anyhow!("invalid AES-256 key"))?;
+        Ok(Self { key: aead::LessSafeKey::new(unbound) })
     }
 
     /// Parses base64 (standard or url-safe) or hex of exactly 32 bytes.
@@ -125,29 +123,25 @@ impl MasterKey {
                 .collect::<Result<Vec<u8>, _>>()
                 .ok()
         } else {
-            STANDARD
-                .decode(text)
-                .ok()
-                .or_else(|| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok())
+            STANDARD.decode(text).ok().or_else(|| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok())
         };
         let bytes: [u8; 32] = bytes.and_then(|b| b.try_into().ok()).ok_or_else(|| {
-            anyhow::anyhow!("the master key must be 32 bytes, written as base64 or 64 hex digits (try: openssl rand -base64 32)")
+            anyhow::anyhow!(
+                "the master key must be 32 bytes, written as base64 or 64 hex digits (try: openssl rand -base64 32)"
+            )
         })?;
         Self::from_bytes(&bytes)
     }
 
     /// The configured key, else `<data_dir>/master.key`, created (mode 0600) if missing.
-    pub fn load_or_create(
-        configured: Option<&str>,
-        data_dir: &Path,
-    ) -> anyhow::Result<(Self, MasterKeySource)> {
+    pub fn load_or_create(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<(Self, MasterKeySource)> {
         if let Some(text) = configured {
             return Ok((Self::parse(text)?, MasterKeySource::Configured));
         }
         let path = data_dir.join("master.key");
         if path.exists() {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
             return Ok((Self::parse(&text)?, MasterKeySource::DataDirFile));
         }
         std::fs::create_dir_all(data_dir)
@@ -176,8 +170,7 @@ impl MasterKey {
 
     /// Decrypts what [`MasterKey::seal`] produced with the same `context`.
     pub fn open(&self, context: &str, sealed: &str) -> anyhow::Result<Vec<u8>> {
-        let raw = b64url_decode(sealed)
-            .ok_or_else(|| anyhow::anyhow!("sealed value is not base64url"))?;
+        let raw = b64url_decode(sealed).ok_or_else(|| anyhow::anyhow!("sealed value is not base64url"))?;
         if raw.len() < 12 + 16 {
             anyhow::bail!("sealed value is too short");
         }
@@ -186,11 +179,7 @@ impl MasterKey {
         let mut body = body.to_vec();
         let plain = self
             .key
-            .open_in_place(
-                aead::Nonce::assume_unique_for_key(nonce),
-                aead::Aad::from(context.as_bytes()),
-                &mut body,
-            )
+            .open_in_place(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(context.as_bytes()), &mut body)
             .map_err(|_| anyhow::anyhow!("decryption failed: wrong master key or tampered data"))?;
         Ok(plain.to_vec())
     }
@@ -206,9 +195,7 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut file = opts
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+    let mut file = opts.open(path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
     file.write_all(contents)?;
     file.sync_all()?;
     Ok(())
@@ -246,9 +233,6 @@ mod tests {
 
     #[test]
     fn secret_debug_is_redacted() {
-        assert_eq!(
-            format!("{:?}", Secret::new("hunter2")),
-            "Secret([redacted])"
-        );
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret([redacted])");
     }
 }

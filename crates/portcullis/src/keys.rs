@@ -91,10 +91,7 @@ pub struct Signer {
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .finish_non_exhaustive()
+        f.debug_struct("Signer").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
     }
 }
 
@@ -102,25 +99,18 @@ impl Signer {
     fn from_pkcs8(kid: &str, alg: Algorithm, der: &[u8]) -> anyhow::Result<Self> {
         let pair = match alg {
             Algorithm::Rs256 => KeyPair::Rsa(
-                aws_lc_rs::rsa::KeyPair::from_pkcs8(der)
-                    .map_err(|e| anyhow::anyhow!("bad RSA key {kid}: {e}"))?,
+                aws_lc_rs::rsa::KeyPair::from_pkcs8(der).map_err(|e| anyhow::anyhow!("bad RSA key {kid}: {e}"))?,
             ),
             Algorithm::Es256 => KeyPair::Ec(
                 EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
                     .map_err(|e| anyhow::anyhow!("bad EC key {kid}: {e}"))?,
             ),
-            Algorithm::EdDsa => KeyPair::Ed(
-                Ed25519KeyPair::from_pkcs8(der)
-                    .map_err(|e| anyhow::anyhow!("bad Ed25519 key {kid}: {e}"))?,
-            ),
+            Algorithm::EdDsa => {
+                KeyPair::Ed(Ed25519KeyPair::from_pkcs8(der).map_err(|e| anyhow::anyhow!("bad Ed25519 key {kid}: {e}"))?)
+            }
         };
         let header = json!({"alg": alg.as_str(), "kid": kid, "typ": "at+jwt"});
-        Ok(Self {
-            kid: kid.to_owned(),
-            alg,
-            pair,
-            at_header: b64url(header.to_string().as_bytes()),
-        })
+        Ok(Self { kid: kid.to_owned(), alg, pair, at_header: b64url(header.to_string().as_bytes()) })
     }
 
     /// The key id that goes into the JWS header.
@@ -143,11 +133,9 @@ impl Signer {
                     .map_err(|_| anyhow::anyhow!("RSA signing failed"))?;
                 Ok(sig)
             }
-            KeyPair::Ec(kp) => Ok(kp
-                .sign(&rng, input)
-                .map_err(|_| anyhow::anyhow!("ECDSA signing failed"))?
-                .as_ref()
-                .to_vec()),
+            KeyPair::Ec(kp) => {
+                Ok(kp.sign(&rng, input).map_err(|_| anyhow::anyhow!("ECDSA signing failed"))?.as_ref().to_vec())
+            }
             KeyPair::Ed(kp) => Ok(kp.sign(input).as_ref().to_vec()),
         }
     }
@@ -167,20 +155,13 @@ impl Signer {
 }
 
 /// A freshly generated key: the row to store and its public JWK.
-pub fn generate(
-    alg: Algorithm,
-    master: &MasterKey,
-    now: i64,
-    activates_at: i64,
-) -> anyhow::Result<KeyRow> {
+pub fn generate(alg: Algorithm, master: &MasterKey, now: i64, activates_at: i64) -> anyhow::Result<KeyRow> {
     let rng = SystemRandom::new();
     let (pkcs8, mut jwk) = match alg {
         Algorithm::Rs256 => {
             let kp = aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048)
                 .map_err(|_| anyhow::anyhow!("RSA key generation failed"))?;
-            let der: Pkcs8V1Der<'static> = kp
-                .as_der()
-                .map_err(|_| anyhow::anyhow!("RSA key export failed"))?;
+            let der: Pkcs8V1Der<'static> = kp.as_der().map_err(|_| anyhow::anyhow!("RSA key export failed"))?;
             let public = kp.public_key();
             let jwk = json!({
                 "kty": "RSA",
@@ -190,33 +171,23 @@ pub fn generate(
             (der.as_ref().to_vec(), jwk)
         }
         Algorithm::Es256 => {
-            let doc =
-                EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                    .map_err(|_| anyhow::anyhow!("EC key generation failed"))?;
-            let kp =
-                EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref())
-                    .map_err(|e| anyhow::anyhow!("EC key parse failed: {e}"))?;
+            let doc = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                .map_err(|_| anyhow::anyhow!("EC key generation failed"))?;
+            let kp = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref())
+                .map_err(|e| anyhow::anyhow!("EC key parse failed: {e}"))?;
             // Uncompressed SEC1 point: 0x04 || X (32 bytes) || Y (32 bytes).
             let point = kp.public_key().as_ref();
             let (x, y) = match point {
                 [4, rest @ ..] if rest.len() == 64 => rest.split_at(32),
                 _ => anyhow::bail!("unexpected EC public key encoding"),
             };
-            (
-                doc.as_ref().to_vec(),
-                json!({"kty": "EC", "crv": "P-256", "x": b64url(x), "y": b64url(y)}),
-            )
+            (doc.as_ref().to_vec(), json!({"kty": "EC", "crv": "P-256", "x": b64url(x), "y": b64url(y)}))
         }
         Algorithm::EdDsa => {
-            let doc = Ed25519KeyPair::generate_pkcs8(&rng)
-                .map_err(|_| anyhow::anyhow!("Ed25519 generation failed"))?;
-            let kp = Ed25519KeyPair::from_pkcs8(doc.as_ref())
-                .map_err(|e| anyhow::anyhow!("Ed25519 parse: {e}"))?;
+            let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| anyhow::anyhow!("Ed25519 generation failed"))?;
+            let kp = Ed25519KeyPair::from_pkcs8(doc.as_ref()).map_err(|e| anyhow::anyhow!("Ed25519 parse: {e}"))?;
             let x = b64url(kp.public_key().as_ref());
-            (
-                doc.as_ref().to_vec(),
-                json!({"kty": "OKP", "crv": "Ed25519", "x": x}),
-            )
+            (doc.as_ref().to_vec(), json!({"kty": "OKP", "crv": "Ed25519", "x": x}))
         }
     };
     let kid = thumbprint(&jwk)?;
@@ -238,30 +209,14 @@ pub fn generate(
 
 /// RFC 7638 JWK thumbprint: SHA-256 over the required members in lexicographic order.
 fn thumbprint(jwk: &serde_json::Value) -> anyhow::Result<String> {
-    let get = |k: &str| {
-        jwk.get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let get = |k: &str| jwk.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
     let canonical = match get("kty").as_str() {
         "RSA" => format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, get("e"), get("n")),
-        "EC" => format!(
-            r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
-            get("crv"),
-            get("x"),
-            get("y")
-        ),
-        "OKP" => format!(
-            r#"{{"crv":"{}","kty":"OKP","x":"{}"}}"#,
-            get("crv"),
-            get("x")
-        ),
+        "EC" => format!(r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#, get("crv"), get("x"), get("y")),
+        "OKP" => format!(r#"{{"crv":"{}","kty":"OKP","x":"{}"}}"#, get("crv"), get("x")),
         other => anyhow::bail!("unsupported kty {other}"),
     };
-    Ok(b64url(
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes()).as_ref(),
-    ))
+    Ok(b64url(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes()).as_ref()))
 }
 
 /// A verification key: the algorithm it is allowed with and the parsed public key.
@@ -323,12 +278,7 @@ pub enum KeyState {
 impl KeyManager {
     /// Loads the key set; on an empty database, or when the configured algorithm
     /// changed, rotates in a new key first.
-    pub async fn init(
-        db: Db,
-        master: Arc<MasterKey>,
-        alg: Algorithm,
-        token_ttl: Duration,
-    ) -> anyhow::Result<Self> {
+    pub async fn init(db: Db, master: Arc<MasterKey>, alg: Algorithm, token_ttl: Duration) -> anyhow::Result<Self> {
         let mgr = Self {
             db,
             master,
@@ -413,13 +363,7 @@ impl KeyManager {
             let jwk_value: serde_json::Value = serde_json::from_str(&row.public_jwk)?;
             let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk_value.clone())?;
             let key = jsonwebtoken::DecodingKey::from_jwk(&jwk)?;
-            verifiers.insert(
-                row.kid.clone(),
-                Verifier {
-                    alg: alg.jwt_alg(),
-                    key,
-                },
-            );
+            verifiers.insert(row.kid.clone(), Verifier { alg: alg.jwt_alg(), key });
             jwks.push(jwk_value);
             published.push(row.kid.clone());
             if signer_row.is_none() && row.activates_at <= now {
@@ -443,12 +387,7 @@ impl KeyManager {
             },
         };
         let jwks = bytes::Bytes::from(serde_json::to_vec(&json!({ "keys": jwks }))?);
-        Ok(KeyRing {
-            signer,
-            verifiers,
-            jwks,
-            published,
-        })
+        Ok(KeyRing { signer, verifiers, jwks, published })
     }
 
     /// Generates a key that signs after `activate_in` (published at once) and
@@ -457,8 +396,7 @@ impl KeyManager {
         let now = crate::clock::now_ms();
         let activates_at = now + i64::try_from(activate_in.as_millis())?;
         let master = self.master.clone();
-        let row = tokio::task::spawn_blocking(move || generate(alg, &master, now, activates_at))
-            .await??;
+        let row = tokio::task::spawn_blocking(move || generate(alg, &master, now, activates_at)).await??;
         let retire_at = activates_at + i64::try_from(self.token_ttl.as_millis())?;
         self.db.key_rotate_in(&row, retire_at).await?;
         // Keys past their publication window verify nothing any more: drop their

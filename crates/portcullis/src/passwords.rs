@@ -31,10 +31,7 @@ pub const MIN_LEN: usize = 8;
 pub const MAX_LEN: usize = 256;
 
 static COMMON: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
-    include_str!("../data/common-passwords.txt")
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .collect()
+    include_str!("../data/common-passwords.txt").lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect()
 });
 
 fn argon2() -> Argon2<'static> {
@@ -46,41 +43,22 @@ fn argon2() -> Argon2<'static> {
 /// Checks a new password against the policy; `context` holds words the password
 /// must not be (the email, its local part, the product name).
 pub fn check_policy(field: &str, password: &str, context: &[&str]) -> Vec<FieldError> {
-    let err = |code: &str, message: String| FieldError {
-        field: field.to_owned(),
-        code: code.to_owned(),
-        message,
-    };
+    let err = |code: &str, message: String| FieldError { field: field.to_owned(), code: code.to_owned(), message };
     let len = password.chars().count();
     if len < MIN_LEN {
-        return vec![err(
-            "too_short",
-            format!("must be at least {MIN_LEN} characters"),
-        )];
+        return vec![err("too_short", format!("must be at least {MIN_LEN} characters"))];
     }
     if len > MAX_LEN {
-        return vec![err(
-            "too_long",
-            format!("must be at most {MAX_LEN} characters"),
-        )];
+        return vec![err("too_long", format!("must be at most {MAX_LEN} characters"))];
     }
     let lower = password.to_lowercase();
     let mut chars = lower.chars();
     let first = chars.next();
     if COMMON.contains(lower.as_str()) || chars.all(|c| Some(c) == first) {
-        return vec![err(
-            "too_common",
-            "is too common; choose a less guessable password".into(),
-        )];
+        return vec![err("too_common", "is too common; choose a less guessable password".into())];
     }
-    if context
-        .iter()
-        .any(|w| !w.is_empty() && lower == w.to_lowercase())
-    {
-        return vec![err(
-            "too_common",
-            "must not be your email or the name of this service".into(),
-        )];
+    if context.iter().any(|w| !w.is_empty() && lower == w.to_lowercase()) {
+        return vec![err("too_common", "must not be your email or the name of this service".into())];
     }
     Vec::new()
 }
@@ -108,9 +86,7 @@ impl Hasher {
     /// `concurrency` hashes at once (0 = one per core), `queue` more may wait.
     pub fn new(concurrency: usize, queue: usize) -> anyhow::Result<Self> {
         let concurrency = if concurrency == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
         } else {
             concurrency
         };
@@ -127,25 +103,11 @@ impl Hasher {
         })
     }
 
-    async fn run<T: Send + 'static>(
-        &self,
-        job: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, HashError> {
-        let _admitted = self
-            .admitted
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| HashError::Overloaded)?;
-        let _running = self
-            .running
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| HashError::Internal(e.to_string()))?;
+    async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, HashError> {
+        let _admitted = self.admitted.clone().try_acquire_owned().map_err(|_| HashError::Overloaded)?;
+        let _running = self.running.clone().acquire_owned().await.map_err(|e| HashError::Internal(e.to_string()))?;
         metrics::gauge!("portcullis_password_hashes_running").increment(1.0);
-        let out = tokio::task::spawn_blocking(job)
-            .await
-            .map_err(|e| HashError::Internal(e.to_string()));
+        let out = tokio::task::spawn_blocking(job).await.map_err(|e| HashError::Internal(e.to_string()));
         metrics::gauge!("portcullis_password_hashes_running").decrement(1.0);
         out
     }
@@ -164,22 +126,12 @@ impl Hasher {
     /// Whether `password` matches `phc`; with `None` (unknown user) it burns the same
     /// time against a dummy hash and answers `false`. The second value tells whether
     /// the stored hash should be upgraded to the current parameters.
-    pub async fn verify(
-        &self,
-        password: Secret,
-        phc: Option<String>,
-    ) -> Result<(bool, bool), HashError> {
+    pub async fn verify(&self, password: Secret, phc: Option<String>) -> Result<(bool, bool), HashError> {
         let known = phc.is_some();
         let phc = phc.unwrap_or_else(|| self.dummy.to_string());
         self.run(move || {
-            let ok = argon2()
-                .verify_password(password.expose().as_bytes(), phc.as_str())
-                .is_ok()
-                && known;
-            let outdated = ok
-                && !phc.starts_with(&format!(
-                    "$argon2id$v=19$m={M_COST_KIB},t={T_COST},p={P_COST}$"
-                ));
+            let ok = argon2().verify_password(password.expose().as_bytes(), phc.as_str()).is_ok() && known;
+            let outdated = ok && !phc.starts_with(&format!("$argon2id$v=19$m={M_COST_KIB},t={T_COST},p={P_COST}$"));
             (ok, outdated)
         })
         .await
@@ -193,22 +145,10 @@ mod tests {
     #[test]
     fn policy_follows_nist() {
         assert_eq!(check_policy("password", "short", &[])[0].code, "too_short");
-        assert_eq!(
-            check_policy("password", &"x".repeat(257), &[])[0].code,
-            "too_long"
-        );
-        assert_eq!(
-            check_policy("password", "Password1", &[])[0].code,
-            "too_common"
-        );
-        assert_eq!(
-            check_policy("password", "aaaaaaaaaa", &[])[0].code,
-            "too_common"
-        );
-        assert_eq!(
-            check_policy("password", "me@example.com", &["me@example.com"])[0].code,
-            "too_common"
-        );
+        assert_eq!(check_policy("password", &"x".repeat(257), &[])[0].code, "too_long");
+        assert_eq!(check_policy("password", "Password1", &[])[0].code, "too_common");
+        assert_eq!(check_policy("password", "aaaaaaaaaa", &[])[0].code, "too_common");
+        assert_eq!(check_policy("password", "me@example.com", &["me@example.com"])[0].code, "too_common");
         // No composition rules: a long lower-case passphrase is fine.
         assert!(check_policy("password", "correct horse battery staple", &[]).is_empty());
         // Length counts characters, not bytes.
@@ -220,20 +160,9 @@ mod tests {
         let h = Hasher::new(1, 4).unwrap();
         let phc = h.hash(Secret::new("a fine passphrase")).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
-        assert_eq!(
-            h.verify(Secret::new("a fine passphrase"), Some(phc.clone()))
-                .await
-                .unwrap(),
-            (true, false)
-        );
-        assert_eq!(
-            h.verify(Secret::new("wrong"), Some(phc)).await.unwrap(),
-            (false, false)
-        );
-        assert_eq!(
-            h.verify(Secret::new("anything"), None).await.unwrap(),
-            (false, false)
-        );
+        assert_eq!(h.verify(Secret::new("a fine passphrase"), Some(phc.clone())).await.unwrap(), (true, false));
+        assert_eq!(h.verify(Secret::new("wrong"), Some(phc)).await.unwrap(), (false, false));
+        assert_eq!(h.verify(Secret::new("anything"), None).await.unwrap(), (false, false));
     }
 
     #[tokio::test]

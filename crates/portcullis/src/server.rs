@@ -7,6 +7,9 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::task::JoinHandle;
 
 use crate::{
+    admin::Admin,
+    api_keys::ApiKeys,
+    audit::Audit,
     auth::{Auth, AuthSettings},
     config::Config,
     crypto::{MasterKey, MasterKeySource},
@@ -46,37 +49,21 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
         std::fs::create_dir_all(&cfg.data_dir)?;
     }
     let url = cfg.database_url();
-    let db = Db::connect(&url)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
-    let applied = db
-        .migrate()
-        .await
-        .map_err(|e| anyhow::anyhow!("migrating the database failed: {e}"))?;
+    let db = Db::connect(&url).await.map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
+    let applied = db.migrate().await.map_err(|e| anyhow::anyhow!("migrating the database failed: {e}"))?;
     if !applied.is_empty() {
         tracing::info!(migrations = ?applied, "applied migrations");
     }
     if db.backend() == Backend::Postgres && source != MasterKeySource::Configured {
         tracing::warn!("several nodes on one PostgreSQL must share PORTCULLIS_MASTER_KEY");
     }
-    Ok(Store {
-        db,
-        master: Arc::new(master),
-    })
+    Ok(Store { db, master: Arc::new(master) })
 }
 
 /// Builds the key manager the way `serve` and the `keys` commands both need it.
 pub async fn key_manager(cfg: &Config, store: &Store) -> anyhow::Result<Arc<KeyManager>> {
     let token_ttl = cfg.tokens.access_ttl.0 + cfg.tokens.leeway.0;
-    Ok(Arc::new(
-        KeyManager::init(
-            store.db.clone(),
-            store.master.clone(),
-            cfg.keys.algorithm,
-            token_ttl,
-        )
-        .await?,
-    ))
+    Ok(Arc::new(KeyManager::init(store.db.clone(), store.master.clone(), cfg.keys.algorithm, token_ttl).await?))
 }
 
 /// A server that is accepting connections.
@@ -110,54 +97,30 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    let issuer = cfg
-        .issuer
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"))
-        .trim_end_matches('/')
-        .to_owned();
-    let audience = cfg
-        .tokens
-        .audience
-        .clone()
-        .unwrap_or_else(|| issuer.clone());
+    let issuer = cfg.issuer.clone().unwrap_or_else(|| format!("http://{addr}")).trim_end_matches('/').to_owned();
+    let audience = cfg.tokens.audience.clone().unwrap_or_else(|| issuer.clone());
     let keys = key_manager(&cfg, &store).await?;
-    let tokens = Arc::new(Tokens::new(
-        keys.clone(),
-        issuer.clone(),
-        audience,
-        cfg.tokens.access_ttl.0,
-        cfg.tokens.leeway.0,
-    ));
+    let tokens =
+        Arc::new(Tokens::new(keys.clone(), issuer.clone(), audience, cfg.tokens.access_ttl.0, cfg.tokens.leeway.0));
     let hasher = Hasher::new(cfg.security.hash_concurrency, cfg.security.hash_queue)?;
     let auth = Arc::new(Auth::new(
         store.db.clone(),
-        hasher,
+        hasher.clone(),
         tokens,
-        AuthSettings {
-            refresh_ttl: cfg.tokens.refresh_ttl.0,
-        },
+        AuthSettings { refresh_ttl: cfg.tokens.refresh_ttl.0, include_metadata: cfg.tokens.include_metadata },
     ));
+    let admin = Arc::new(Admin::new(store.db.clone(), hasher));
+    let api_keys = ApiKeys::new(store.db.clone());
     let (trigger, shutdown) = shutdown::channel();
-    keys.spawn_reloader(
-        cfg.keys.reload_interval.0.max(Duration::from_millis(100)),
-        shutdown.clone(),
-    );
-    let app = router(AppState { auth }, &cfg.http);
+    keys.spawn_reloader(cfg.keys.reload_interval.0.max(Duration::from_millis(100)), shutdown.clone());
+    api_keys.spawn_flusher(Duration::from_secs(5), shutdown.clone());
+    let audit = Audit::new(store.db.clone());
+    let app = router(AppState { auth, admin, api_keys, audit }, &cfg.http);
     let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await
     });
     tracing::info!(%addr, %issuer, backend = ?store.db.backend(), ready_in_ms = started.elapsed().as_millis() as u64, "portcullis is ready");
-    Ok(Running {
-        addr,
-        issuer,
-        trigger,
-        task,
-        db: store.db,
-    })
+    Ok(Running { addr, issuer, trigger, task, db: store.db })
 }

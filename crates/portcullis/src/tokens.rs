@@ -35,6 +35,9 @@ pub struct AccessClaims {
     pub roles: Vec<String>,
     /// Space-separated permissions at issue time.
     pub scope: String,
+    /// The user's `public_metadata`, when `tokens.include_metadata` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// Why a bearer token was refused. The variants map to RFC 6750 error codes.
@@ -66,13 +69,7 @@ impl Tokens {
         access_ttl: Duration,
         leeway: Duration,
     ) -> Self {
-        Self {
-            keys,
-            issuer,
-            audience,
-            access_ttl,
-            leeway,
-        }
+        Self { keys, issuer, audience, access_ttl, leeway }
     }
 
     /// The key manager, for JWKS and rotation.
@@ -97,12 +94,11 @@ impl Tokens {
         session_id: &str,
         roles: Vec<String>,
         scope: String,
+        metadata: Option<serde_json::Value>,
         now_ms: i64,
     ) -> anyhow::Result<String> {
         let ring = self.keys.ring();
-        let signer = ring
-            .signer()
-            .ok_or_else(|| anyhow::anyhow!("no active signing key"))?;
+        let signer = ring.signer().ok_or_else(|| anyhow::anyhow!("no active signing key"))?;
         let now = now_ms / 1000;
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -115,6 +111,7 @@ impl Tokens {
             sid: session_id.to_owned(),
             roles,
             scope,
+            metadata,
         };
         signer.sign_access_token(&claims)
     }
@@ -122,28 +119,18 @@ impl Tokens {
     /// Checks signature, type, algorithm, issuer, audience and time claims.
     /// Revocation (has the session ended?) is the caller's next step.
     pub async fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| TokenError::Invalid("malformed token"))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid("malformed token"))?;
         // Explicit typing keeps ID tokens and other JWTs from passing as access
         // tokens (RFC 8725 §3.11, RFC 9068 §4).
-        if !header
-            .typ
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"))
-        {
+        if !header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("at+jwt")) {
             return Err(TokenError::Invalid("not an access token"));
         }
-        let kid = header
-            .kid
-            .as_deref()
-            .ok_or(TokenError::Invalid("token has no key id"))?;
+        let kid = header.kid.as_deref().ok_or(TokenError::Invalid("token has no key id"))?;
         let mut ring = self.keys.ring();
         if ring.verifier(kid).is_none() && self.keys.reload_for_unknown_kid().await {
             ring = self.keys.ring();
         }
-        let verifier = ring
-            .verifier(kid)
-            .ok_or(TokenError::Invalid("unknown signing key"))?;
+        let verifier = ring.verifier(kid).ok_or(TokenError::Invalid("unknown signing key"))?;
         if header.alg != verifier.alg {
             return Err(TokenError::Invalid("algorithm not allowed for this key"));
         }
@@ -157,18 +144,10 @@ impl Tokens {
             Ok(data) => Ok(data.claims),
             Err(e) => Err(match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-                jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
-                    TokenError::Invalid("token not yet valid")
-                }
-                jsonwebtoken::errors::ErrorKind::InvalidIssuer => {
-                    TokenError::Invalid("wrong issuer")
-                }
-                jsonwebtoken::errors::ErrorKind::InvalidAudience => {
-                    TokenError::Invalid("wrong audience")
-                }
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
-                    TokenError::Invalid("bad signature")
-                }
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => TokenError::Invalid("token not yet valid"),
+                jsonwebtoken::errors::ErrorKind::InvalidIssuer => TokenError::Invalid("wrong issuer"),
+                jsonwebtoken::errors::ErrorKind::InvalidAudience => TokenError::Invalid("wrong audience"),
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::Invalid("bad signature"),
                 _ => TokenError::Invalid("invalid token"),
             }),
         }

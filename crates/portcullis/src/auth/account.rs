@@ -10,11 +10,7 @@ use crate::{
 };
 
 fn field(field: &str, code: &str, message: &str) -> FieldError {
-    FieldError {
-        field: field.into(),
-        code: code.into(),
-        message: message.into(),
-    }
+    FieldError { field: field.into(), code: code.into(), message: message.into() }
 }
 
 /// Trims and lower-cases an email and checks its shape. Lower-casing the local part
@@ -22,13 +18,7 @@ fn field(field: &str, code: &str, message: &str) -> FieldError {
 /// treating them as two accounts invites takeover confusion.
 pub fn normalize_email(raw: &str) -> Result<String, FieldError> {
     let email = raw.trim().to_lowercase();
-    let bad = || {
-        field(
-            "email",
-            "invalid_format",
-            "must be an email address like name@example.com",
-        )
-    };
+    let bad = || field("email", "invalid_format", "must be an email address like name@example.com");
     if email.is_empty() {
         return Err(field("email", "required", "is required"));
     }
@@ -41,9 +31,7 @@ pub fn normalize_email(raw: &str) -> Result<String, FieldError> {
         && !domain.ends_with('.')
         && !domain.contains("..")
         && !domain.contains('@')
-        && domain
-            .split('.')
-            .all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'));
+        && domain.split('.').all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'));
     if local.is_empty() || local.len() > 64 || local.contains('@') || !domain_ok {
         return Err(bad());
     }
@@ -62,10 +50,7 @@ impl Auth {
     ) -> Result<UserRow, AuthError> {
         let mut errors = Vec::new();
         let email = normalize_email(email).map_err(|e| errors.push(e)).ok();
-        let local = email
-            .as_deref()
-            .and_then(|e| e.split('@').next())
-            .unwrap_or_default();
+        let local = email.as_deref().and_then(|e| e.split('@').next()).unwrap_or_default();
         errors.extend(passwords::check_policy(
             "password",
             password.expose(),
@@ -84,27 +69,17 @@ impl Auth {
             email,
             name,
             password_hash: Some(phc),
-            roles: if roles.is_empty() {
-                vec!["member".into()]
-            } else {
-                roles
-            },
+            roles: if roles.is_empty() { vec![crate::rbac::DEFAULT_ROLE.into()] } else { roles },
+            ..NewUser::default()
         };
-        let created = self
-            .db
-            .user_insert(&user, ctx.now)
-            .await
-            .map_err(|e| match e {
-                crate::store::StoreError::Conflict("unknown role") => {
-                    AuthError::Validation(vec![field("role", "unknown", "no such role")])
-                }
-                crate::store::StoreError::Conflict(_) => {
-                    AuthError::Conflict("an account with this email already exists")
-                }
-                other => other.into(),
-            })?;
-        self.audit(ctx, "user_registered", true, Some(&created.id), None)
-            .await;
+        let created = self.db.user_insert(&user, ctx.now).await.map_err(|e| match e {
+            crate::store::StoreError::Conflict("unknown role") => {
+                AuthError::Validation(vec![field("role", "unknown", "no such role")])
+            }
+            crate::store::StoreError::Conflict(_) => AuthError::Conflict("an account with this email already exists"),
+            other => other.into(),
+        })?;
+        self.audit(ctx, "user_registered", true, Some(&created.id), None).await;
         Ok(created)
     }
 }
@@ -115,21 +90,8 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(
-            normalize_email("  Ann.Lee@Example.COM ").unwrap(),
-            "ann.lee@example.com"
-        );
-        for bad in [
-            "",
-            "ann",
-            "ann@",
-            "@x.io",
-            "ann@x",
-            "ann@.x.io",
-            "ann@x..io",
-            "a b@x.io",
-            "ann@-x.io",
-        ] {
+        assert_eq!(normalize_email("  Ann.Lee@Example.COM ").unwrap(), "ann.lee@example.com");
+        for bad in ["", "ann", "ann@", "@x.io", "ann@x", "ann@.x.io", "ann@x..io", "a b@x.io", "ann@-x.io"] {
             assert!(normalize_email(bad).is_err(), "{bad:?} accepted");
         }
         assert!(normalize_email(&format!("{}@x.io", "a".repeat(65))).is_err());

@@ -12,25 +12,18 @@ use crate::{
 
 impl Auth {
     /// Checks email and password and opens a new session.
-    pub async fn login(
-        &self,
-        ctx: &RequestCtx,
-        email: &str,
-        password: Secret,
-    ) -> Result<Issued, AuthError> {
+    pub async fn login(&self, ctx: &RequestCtx, email: &str, password: Secret) -> Result<Issued, AuthError> {
         let user = match normalize_email(email) {
             Ok(email) => self.db.user_by_email(&email).await?,
             Err(_) => None,
         };
-        let (ok, outdated) = self
-            .hasher
-            .verify(
-                password.clone(),
-                user.as_ref().and_then(|u| u.password_hash.clone()),
-            )
-            .await?;
-        let Some(user) = user.clone().filter(|_| ok) else {
+        let (ok, outdated) =
+            self.hasher.verify(password.clone(), user.as_ref().and_then(|u| u.password_hash.clone())).await?;
+        // A banned user gets the same answer as a wrong password, and only after the
+        // same hashing work, so a ban reveals nothing to someone without the password.
+        let Some(user) = user.clone().filter(|u| ok && u.banned_at.is_none()) else {
             let (uid, reason) = match &user {
+                Some(u) if ok => (Some(u.id.as_str()), "banned"),
                 Some(u) => (Some(u.id.as_str()), "bad_password"),
                 None => (None, "unknown_user"),
             };
@@ -46,17 +39,12 @@ impl Auth {
             }
         }
         let issued = self.open_session(ctx, user).await?;
-        self.audit(ctx, "login", true, Some(&issued.user.id), None)
-            .await;
+        self.audit(ctx, "login", true, Some(&issued.user.id), None).await;
         metrics::counter!("portcullis_logins_total", "outcome" => "success").increment(1);
         Ok(issued)
     }
 
-    async fn open_session(
-        &self,
-        ctx: &RequestCtx,
-        user: crate::store::UserRow,
-    ) -> Result<Issued, AuthError> {
+    async fn open_session(&self, ctx: &RequestCtx, user: crate::store::UserRow) -> Result<Issued, AuthError> {
         let refresh = crypto::b64url(&crypto::random_bytes::<32>());
         let ttl = i64::try_from(self.settings.refresh_ttl.as_millis()).unwrap_or(i64::MAX);
         let session = SessionRow {
@@ -69,13 +57,8 @@ impl Auth {
             ip: ctx.ip.clone(),
             user_agent: ctx.user_agent.clone(),
         };
-        self.db
-            .session_create(&session, &crypto::sha256_b64(&refresh))
-            .await?;
-        let (roles, scope) = self.grants(&user).await?;
-        let access_token = self
-            .tokens
-            .issue(&user.id, &session.id, roles, scope, ctx.now)?;
+        self.db.session_create(&session, &crypto::sha256_b64(&refresh)).await?;
+        let access_token = self.access_token(&user, &session.id, ctx.now).await?;
         Ok(Issued {
             access_token,
             refresh_token: Secret::new(refresh),

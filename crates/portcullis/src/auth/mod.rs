@@ -15,9 +15,10 @@ use portcullis_proto::FieldError;
 pub use account::normalize_email;
 
 use crate::{
+    audit::{Audit, Event},
     clock, crypto,
     passwords::{HashError, Hasher},
-    store::{AuditRecord, Db, StoreError, UserRow},
+    store::{Db, StoreError, UserRow},
     tokens::{TokenError, Tokens},
 };
 
@@ -42,6 +43,12 @@ pub enum AuthError {
     /// No such object, or not one the caller may see.
     #[error("not found")]
     NotFound,
+    /// Authenticated but lacking these scopes.
+    #[error("insufficient scope")]
+    Denied(Vec<String>),
+    /// Authenticated, but this credential cannot do this at all.
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// Password hashing is at capacity.
     #[error("the server is busy; retry shortly")]
     Overloaded,
@@ -90,25 +97,31 @@ pub struct RequestCtx {
 impl RequestCtx {
     /// A context for operator commands run from the CLI.
     pub fn system() -> Self {
-        Self {
-            now: clock::now_ms(),
-            user_agent: Some("portcullis-cli".into()),
-            ..Self::default()
-        }
+        Self { now: clock::now_ms(), user_agent: Some("portcullis-cli".into()), ..Self::default() }
     }
 }
 
-/// An authenticated caller: a user's live session.
+/// An authenticated caller: a user's live session, or an API key acting for its
+/// owner.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    /// User id (`sub`).
+    /// The user (`sub`), or the owner of the API key.
     pub user_id: String,
-    /// Session id (`sid`).
-    pub session_id: String,
-    /// Roles from the token.
+    /// Session id (`sid`); `None` for API keys.
+    pub session_id: Option<String>,
+    /// The API key, when that is the credential.
+    pub api_key_id: Option<String>,
+    /// Roles from the token (API keys carry none).
     pub roles: Vec<String>,
-    /// Permissions from the token.
+    /// Permissions: the token's `scope`, or the key's effective scopes.
     pub scopes: Vec<String>,
+}
+
+impl Principal {
+    /// Who to name as the actor in audit records.
+    pub fn actor(&self) -> &str {
+        self.api_key_id.as_deref().unwrap_or(&self.user_id)
+    }
 }
 
 /// What a successful login or refresh hands back.
@@ -129,6 +142,8 @@ pub struct Issued {
 pub struct AuthSettings {
     /// Session lifetime.
     pub refresh_ttl: Duration,
+    /// Put the user's `public_metadata` into access tokens as `metadata`.
+    pub include_metadata: bool,
 }
 
 /// The first-party authentication service.
@@ -137,17 +152,14 @@ pub struct Auth {
     hasher: Hasher,
     tokens: Arc<Tokens>,
     settings: AuthSettings,
+    audit: Audit,
 }
 
 impl Auth {
     /// Wires the service.
     pub fn new(db: Db, hasher: Hasher, tokens: Arc<Tokens>, settings: AuthSettings) -> Self {
-        Self {
-            db,
-            hasher,
-            tokens,
-            settings,
-        }
+        let audit = Audit::new(db.clone());
+        Self { db, hasher, tokens, settings, audit }
     }
 
     /// The database, for handlers that only read.
@@ -160,38 +172,23 @@ impl Auth {
         &self.tokens
     }
 
-    /// Writes an audit record. An audit failure is logged, never turned into a
-    /// failed sign-in: the user already got their answer's worth of work.
-    async fn audit(
-        &self,
-        ctx: &RequestCtx,
-        event: &str,
-        success: bool,
-        user_id: Option<&str>,
-        reason: Option<&str>,
-    ) {
-        let record = AuditRecord {
-            id: crypto::new_id("aud", ctx.now),
-            time: ctx.now,
-            event_type: event.to_owned(),
-            outcome: if success { "success" } else { "failure" }.to_owned(),
-            user_id: user_id.map(str::to_owned),
-            actor: user_id
-                .map(str::to_owned)
-                .or_else(|| Some("anonymous".into())),
-            ip: ctx.ip.clone(),
-            user_agent: ctx.user_agent.clone(),
-            request_id: ctx.request_id.clone(),
-            reason: reason.map(str::to_owned),
-        };
-        if let Err(e) = self.db.audit_insert(&record).await {
-            tracing::error!(error = %e, event, "writing the audit record failed");
-        }
+    /// The password hasher, shared with the admin API.
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
     }
 
-    /// Roles and the union of their permissions, as token claims.
-    async fn grants(&self, user: &UserRow) -> Result<(Vec<String>, String), AuthError> {
+    /// Records an audit event about a user, acted by that user.
+    async fn audit(&self, ctx: &RequestCtx, event: &str, success: bool, user_id: Option<&str>, reason: Option<&str>) {
+        let e = Event { kind: event, success, user_id, actor: None, reason };
+        self.audit.record(ctx, e).await;
+    }
+
+    /// Signs an access token for a session of `user` with the roles, permissions
+    /// and (if configured) public metadata the user has right now.
+    async fn access_token(&self, user: &UserRow, session_id: &str, now: i64) -> Result<String, AuthError> {
         let perms = self.db.role_permissions(&user.roles).await?;
-        Ok((user.roles.clone(), perms.join(" ")))
+        let metadata =
+            if self.settings.include_metadata { serde_json::from_str(&user.public_metadata).ok() } else { None };
+        Ok(self.tokens.issue(&user.id, session_id, user.roles.clone(), perms.join(" "), metadata, now)?)
     }
 }

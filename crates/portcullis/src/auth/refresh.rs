@@ -14,24 +14,19 @@ impl Auth {
     /// Exchanges a refresh token for a new access and refresh token.
     pub async fn refresh(&self, ctx: &RequestCtx, token: &Secret) -> Result<Issued, AuthError> {
         let next = crypto::b64url(&crypto::random_bytes::<32>());
-        let outcome = self
-            .db
-            .refresh_rotate(
-                &crypto::sha256_b64(token.expose()),
-                &crypto::sha256_b64(&next),
-                ctx.now,
-            )
-            .await?;
+        let outcome =
+            self.db.refresh_rotate(&crypto::sha256_b64(token.expose()), &crypto::sha256_b64(&next), ctx.now).await?;
         match outcome {
             RefreshOutcome::Rotated(session) => {
                 let Some(user) = self.db.user_by_id(&session.user_id).await? else {
                     return Err(TokenError::Invalid("the account no longer exists").into());
                 };
+                if user.banned_at.is_some() {
+                    self.audit(ctx, "refresh", false, Some(&user.id), Some("banned")).await;
+                    return Err(TokenError::Invalid("the account is banned").into());
+                }
                 // Roles are read afresh: a refresh picks up role changes.
-                let (roles, scope) = self.grants(&user).await?;
-                let access_token =
-                    self.tokens
-                        .issue(&user.id, &session.id, roles, scope, ctx.now)?;
+                let access_token = self.access_token(&user, &session.id, ctx.now).await?;
                 self.audit(ctx, "refresh", true, Some(&user.id), None).await;
                 Ok(Issued {
                     access_token,
@@ -40,34 +35,19 @@ impl Auth {
                     user,
                 })
             }
-            RefreshOutcome::Reused {
-                user_id,
-                session_id,
-            } => {
-                let ended = self
-                    .db
-                    .sessions_revoke_all(&user_id, None, "refresh_token_reused", ctx.now)
-                    .await?;
+            RefreshOutcome::Reused { user_id, session_id } => {
+                let ended = self.db.sessions_revoke_all(&user_id, None, "refresh_token_reused", ctx.now).await?;
                 tracing::warn!(user_id = %user_id, session_id = %session_id, sessions_ended = ended,
                     "refresh token reuse detected; all sessions of the user ended");
-                self.audit(
-                    ctx,
-                    "refresh_reuse",
-                    false,
-                    Some(&user_id),
-                    Some("refresh_token_reused"),
-                )
-                .await;
+                self.audit(ctx, "refresh_reuse", false, Some(&user_id), Some("refresh_token_reused")).await;
                 Err(AuthError::RefreshReused)
             }
             RefreshOutcome::SessionEnded => {
-                self.audit(ctx, "refresh", false, None, Some("session_ended"))
-                    .await;
+                self.audit(ctx, "refresh", false, None, Some("session_ended")).await;
                 Err(TokenError::Invalid("the session of this refresh token has ended").into())
             }
             RefreshOutcome::Invalid => {
-                self.audit(ctx, "refresh", false, None, Some("invalid_token"))
-                    .await;
+                self.audit(ctx, "refresh", false, None, Some("invalid_token")).await;
                 Err(TokenError::Invalid("the refresh token is invalid or expired").into())
             }
         }

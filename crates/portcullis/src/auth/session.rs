@@ -16,17 +16,14 @@ impl Auth {
     /// ends its access tokens at once, not when they expire.
     pub async fn authenticate(&self, token: &str, now: i64) -> Result<Principal, AuthError> {
         let claims = self.tokens.verify(token).await?;
-        let live = self
-            .db
-            .session_get(&claims.sid)
-            .await?
-            .is_some_and(|s| s.user_id == claims.sub && s.is_active(now));
+        let live = self.db.session_get(&claims.sid).await?.is_some_and(|s| s.user_id == claims.sub && s.is_active(now));
         if !live {
             return Err(TokenError::Invalid("the session of this token has ended").into());
         }
         Ok(Principal {
             user_id: claims.sub,
-            session_id: claims.sid,
+            session_id: Some(claims.sid),
+            api_key_id: None,
             roles: claims.roles,
             scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
         })
@@ -34,19 +31,34 @@ impl Auth {
 
     /// The caller's own account.
     pub async fn me(&self, who: &Principal) -> Result<UserRow, AuthError> {
-        self.db
-            .user_by_id(&who.user_id)
-            .await?
-            .ok_or(AuthError::NotFound)
+        self.db.user_by_id(&who.user_id).await?.ok_or(AuthError::NotFound)
+    }
+
+    /// Changes what a user may change about themself: name and `unsafe_metadata`.
+    pub async fn me_update(
+        &self,
+        ctx: &RequestCtx,
+        who: &Principal,
+        name: Option<Option<String>>,
+        unsafe_metadata: Option<serde_json::Value>,
+    ) -> Result<UserRow, AuthError> {
+        let mut errors = Vec::new();
+        let name = name.map(|n| crate::admin::clean_name(n, &mut errors));
+        let unsafe_metadata =
+            unsafe_metadata.and_then(|m| crate::admin::metadata_text("unsafe_metadata", &m, &mut errors));
+        if !errors.is_empty() {
+            return Err(AuthError::Validation(errors));
+        }
+        let patch = crate::store::UserPatch { name, unsafe_metadata, ..Default::default() };
+        let user = self.db.user_update(&who.user_id, &patch, ctx.now).await?.ok_or(AuthError::NotFound)?;
+        self.audit(ctx, "user_updated", true, Some(&user.id), None).await;
+        Ok(user)
     }
 
     /// Ends the caller's session.
-    pub async fn logout(&self, ctx: &RequestCtx, who: &Principal) -> Result<(), AuthError> {
-        self.db
-            .session_revoke(&who.user_id, &who.session_id, "logout", ctx.now)
-            .await?;
-        self.audit(ctx, "logout", true, Some(&who.user_id), None)
-            .await;
+    pub async fn logout(&self, ctx: &RequestCtx, who: &Principal, session_id: &str) -> Result<(), AuthError> {
+        self.db.session_revoke(&who.user_id, session_id, "logout", ctx.now).await?;
+        self.audit(ctx, "logout", true, Some(&who.user_id), None).await;
         Ok(())
     }
 
@@ -56,21 +68,11 @@ impl Auth {
     }
 
     /// Ends one of the caller's sessions; someone else's id is `NotFound`.
-    pub async fn session_revoke(
-        &self,
-        ctx: &RequestCtx,
-        who: &Principal,
-        id: &str,
-    ) -> Result<(), AuthError> {
-        if !self
-            .db
-            .session_revoke(&who.user_id, id, "revoked_by_user", ctx.now)
-            .await?
-        {
+    pub async fn session_revoke(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<(), AuthError> {
+        if !self.db.session_revoke(&who.user_id, id, "revoked_by_user", ctx.now).await? {
             return Err(AuthError::NotFound);
         }
-        self.audit(ctx, "session_revoked", true, Some(&who.user_id), None)
-            .await;
+        self.audit(ctx, "session_revoked", true, Some(&who.user_id), None).await;
         Ok(())
     }
 
@@ -80,16 +82,13 @@ impl Auth {
         &self,
         ctx: &RequestCtx,
         who: &Principal,
+        session_id: &str,
         current: Secret,
         new: Secret,
     ) -> Result<u64, AuthError> {
         let user = self.me(who).await?;
         let local = user.email.split('@').next().unwrap_or_default();
-        let mut errors = passwords::check_policy(
-            "new_password",
-            new.expose(),
-            &[&user.email, local, "portcullis"],
-        );
+        let mut errors = passwords::check_policy("new_password", new.expose(), &[&user.email, local, "portcullis"]);
         if errors.is_empty() && new.expose() == current.expose() {
             errors.push(FieldError {
                 field: "new_password".into(),
@@ -97,19 +96,9 @@ impl Auth {
                 message: "must differ from the current password".into(),
             });
         }
-        let (ok, _) = self
-            .hasher
-            .verify(current, user.password_hash.clone())
-            .await?;
+        let (ok, _) = self.hasher.verify(current, user.password_hash.clone()).await?;
         if !ok {
-            self.audit(
-                ctx,
-                "password_change",
-                false,
-                Some(&user.id),
-                Some("bad_password"),
-            )
-            .await;
+            self.audit(ctx, "password_change", false, Some(&user.id), Some("bad_password")).await;
             errors.insert(
                 0,
                 FieldError {
@@ -124,12 +113,8 @@ impl Auth {
         }
         let phc = self.hasher.hash(new).await?;
         self.db.user_set_password(&user.id, &phc, ctx.now).await?;
-        let ended = self
-            .db
-            .sessions_revoke_all(&user.id, Some(&who.session_id), "password_changed", ctx.now)
-            .await?;
-        self.audit(ctx, "password_change", true, Some(&user.id), None)
-            .await;
+        let ended = self.db.sessions_revoke_all(&user.id, Some(session_id), "password_changed", ctx.now).await?;
+        self.audit(ctx, "password_change", true, Some(&user.id), None).await;
         Ok(ended)
     }
 }

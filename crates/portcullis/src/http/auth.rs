@@ -5,9 +5,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use portcullis_proto::{
-    LoginRequest, RefreshRequest, RegisterRequest, RegisterResponse, TokenResponse,
-};
+use portcullis_proto::{LoginRequest, RefreshRequest, RegisterRequest, RegisterResponse, TokenResponse};
 
 use super::{
     AppState,
@@ -26,23 +24,8 @@ pub async fn user_register(
     ctx: RequestCtx,
     JsonBody(req): JsonBody<RegisterRequest>,
 ) -> Result<Response, ApiError> {
-    let user = state
-        .auth
-        .register(
-            &ctx,
-            &req.email,
-            Secret::new(req.password),
-            req.name,
-            Vec::new(),
-        )
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(RegisterResponse {
-            user: user_view(&user),
-        }),
-    )
-        .into_response())
+    let user = state.auth.register(&ctx, &req.email, Secret::new(req.password), req.name, Vec::new()).await?;
+    Ok((StatusCode::CREATED, axum::Json(RegisterResponse { user: user_view(&user) })).into_response())
 }
 
 /// `POST /v1/auth/login`.
@@ -51,10 +34,7 @@ pub async fn session_login(
     ctx: RequestCtx,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let issued = state
-        .auth
-        .login(&ctx, &req.email, Secret::new(req.password))
-        .await?;
+    let issued = state.auth.login(&ctx, &req.email, Secret::new(req.password)).await?;
     Ok(token_response(issued))
 }
 
@@ -64,10 +44,7 @@ pub async fn session_refresh(
     ctx: RequestCtx,
     JsonBody(req): JsonBody<RefreshRequest>,
 ) -> Result<Response, ApiError> {
-    let issued = state
-        .auth
-        .refresh(&ctx, &Secret::new(req.refresh_token))
-        .await?;
+    let issued = state.auth.refresh(&ctx, &Secret::new(req.refresh_token)).await?;
     Ok(token_response(issued))
 }
 
@@ -75,9 +52,10 @@ pub async fn session_refresh(
 pub async fn session_logout(
     State(state): State<AppState>,
     ctx: RequestCtx,
-    Authed(who): Authed,
+    authed: Authed,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.logout(&ctx, &who).await?;
+    let session_id = authed.session_id()?;
+    state.auth.logout(&ctx, &authed.0, session_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -91,9 +69,7 @@ fn token_response(issued: Issued) -> Response {
         user: user_view(&issued.user),
     };
     let mut res = axum::Json(body).into_response();
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res.headers_mut()
-        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     res
 }

@@ -17,6 +17,7 @@ pub struct ApiError {
     code: ErrorCode,
     detail: Option<String>,
     errors: Vec<FieldError>,
+    required_scopes: Vec<String>,
     retry_after: Option<u64>,
 }
 
@@ -28,17 +29,25 @@ impl ApiError {
             code,
             detail: Some(detail.into()),
             errors: Vec::new(),
+            required_scopes: Vec::new(),
             retry_after: None,
         }
     }
 
+    /// 403 `insufficient_scope`, naming the scopes that would allow the call.
+    pub fn insufficient_scope(required: Vec<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::InsufficientScope,
+            format!("this needs the scope(s): {}", required.join(" ")),
+        );
+        e.required_scopes = required;
+        e
+    }
+
     /// 400 `validation_failed` with per-field errors.
     pub fn validation(errors: Vec<FieldError>) -> Self {
-        let mut e = Self::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::ValidationFailed,
-            "the request is not valid",
-        );
+        let mut e = Self::new(StatusCode::BAD_REQUEST, ErrorCode::ValidationFailed, "the request is not valid");
         e.errors = errors;
         e
     }
@@ -59,11 +68,8 @@ impl ApiError {
 
     /// 503 `overloaded` with a retry hint.
     pub fn overloaded() -> Self {
-        let mut e = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Overloaded,
-            "the server is busy; retry shortly",
-        );
+        let mut e =
+            Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Overloaded, "the server is busy; retry shortly");
         e.retry_after = Some(1);
         e
     }
@@ -71,11 +77,7 @@ impl ApiError {
     /// 500: logs the cause with the request's span, answers without it.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::InternalError,
-            "an internal error occurred",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError, "an internal error occurred")
     }
 
     /// The stable code, for tests and metrics.
@@ -91,24 +93,18 @@ fn title(status: StatusCode) -> String {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = Problem {
-            type_: format!(
-                "https://portcullis.dev/problems/{}",
-                self.code.as_str().replace('_', "-")
-            ),
+            type_: format!("https://portcullis.dev/problems/{}", self.code.as_str().replace('_', "-")),
             title: title(self.status),
             status: self.status.as_u16(),
             detail: self.detail.clone(),
             code: self.code,
             errors: self.errors,
-            required_scopes: Vec::new(),
+            required_scopes: self.required_scopes.clone(),
         };
         let body = serde_json::to_vec(&problem).unwrap_or_else(|_| b"{}".to_vec());
         let mut res = (self.status, body).into_response();
         let h = res.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if self.status == StatusCode::UNAUTHORIZED {
             // RFC 6750 §3.1: no error attribute when the request had no credential.
             let value = match self.code {
@@ -116,15 +112,22 @@ impl IntoResponse for ApiError {
                 ErrorCode::InvalidCredentials | ErrorCode::RefreshTokenReused => String::new(),
                 _ => format!(
                     r#"Bearer realm="portcullis", error="invalid_token", error_description="{}""#,
-                    self.detail
-                        .as_deref()
-                        .unwrap_or("invalid token")
-                        .replace(['"', '\\'], "'")
+                    self.detail.as_deref().unwrap_or("invalid token").replace(['"', '\\'], "'")
                 ),
             };
             if let Ok(v) = HeaderValue::from_str(&value)
                 && !value.is_empty()
             {
+                h.insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        if self.code == ErrorCode::InsufficientScope {
+            // RFC 6750 §3.1.
+            let value = format!(
+                r#"Bearer realm="portcullis", error="insufficient_scope", scope="{}""#,
+                self.required_scopes.join(" ")
+            );
+            if let Ok(v) = HeaderValue::from_str(&value) {
                 h.insert(header::WWW_AUTHENTICATE, v);
             }
         }
@@ -138,18 +141,14 @@ impl IntoResponse for ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::InvalidCredentials => Self::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::InvalidCredentials,
-                "invalid email or password",
-            ),
+            AuthError::InvalidCredentials => {
+                Self::new(StatusCode::UNAUTHORIZED, ErrorCode::InvalidCredentials, "invalid email or password")
+            }
             AuthError::Validation(errors) => Self::validation(errors),
             AuthError::Conflict(what) => Self::new(StatusCode::CONFLICT, ErrorCode::Conflict, what),
-            AuthError::Token(TokenError::Expired) => Self::new(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::TokenExpired,
-                "the access token has expired",
-            ),
+            AuthError::Token(TokenError::Expired) => {
+                Self::new(StatusCode::UNAUTHORIZED, ErrorCode::TokenExpired, "the access token has expired")
+            }
             AuthError::Token(TokenError::Invalid(why)) => {
                 Self::new(StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken, why)
             }
@@ -159,6 +158,8 @@ impl From<AuthError> for ApiError {
                 "this refresh token was already used; every session of the account has been ended",
             ),
             AuthError::NotFound => Self::not_found("no such object"),
+            AuthError::Denied(required) => Self::insufficient_scope(required),
+            AuthError::Forbidden(why) => Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, why),
             AuthError::Overloaded => Self::overloaded(),
             AuthError::Internal(cause) => Self::internal(cause),
         }

@@ -57,11 +57,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 }
 
 fn field_error(field: &str, code: &str, message: &str) -> FieldError {
-    FieldError {
-        field: field.to_owned(),
-        code: code.to_owned(),
-        message: message.to_owned(),
-    }
+    FieldError { field: field.to_owned(), code: code.to_owned(), message: message.to_owned() }
 }
 
 /// Deserializes `bytes`, reporting the JSON path of the first bad field.
@@ -86,22 +82,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             short
                 .strip_prefix(prefix)
                 .and_then(|rest| rest.split('`').nth(1))
-                .map(|name| {
-                    if parent.is_empty() {
-                        name.to_owned()
-                    } else {
-                        format!("{parent}.{name}")
-                    }
-                })
+                .map(|name| if parent.is_empty() { name.to_owned() } else { format!("{parent}.{name}") })
         };
         let e = match inner.classify() {
             serde_json::error::Category::Syntax
             | serde_json::error::Category::Eof
-            | serde_json::error::Category::Io => field_error(
-                "",
-                "invalid_json",
-                &format!("the body is not valid JSON: {short}"),
-            ),
+            | serde_json::error::Category::Io => {
+                field_error("", "invalid_json", &format!("the body is not valid JSON: {short}"))
+            }
             serde_json::error::Category::Data => {
                 if let Some(f) = named("missing field") {
                     field_error(&f, "required", "is required")
@@ -127,60 +115,89 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestCtx {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
-        let user_agent = parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(256).collect());
-        let request_id = parts
-            .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        Ok(RequestCtx {
-            ip,
-            user_agent,
-            request_id,
-            now: crate::clock::now_ms(),
-        })
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+        let user_agent =
+            parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(256).collect());
+        let request_id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(RequestCtx { ip, user_agent, request_id, now: crate::clock::now_ms() })
     }
 }
 
 /// The bearer middleware: a request that gets this far carries a valid access
-/// token of a live session. Reuse it on any protected route.
+/// token of a live session, or a valid `X-API-Key`. Reuse it on any protected route;
+/// add a [`super::guard::Can`] to require scopes.
 #[derive(Debug, Clone)]
 pub struct Authed(pub Principal);
+
+impl Authed {
+    /// The session behind the credential, for routes that only make sense for a
+    /// signed-in user (an API key has no session to end or list).
+    pub fn session_id(&self) -> Result<&str, ApiError> {
+        self.0.session_id.as_deref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                "this route needs a user session, not an API key",
+            )
+        })
+    }
+}
 
 impl FromRequestParts<AppState> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(ApiError::missing_token());
-        };
-        let value = value
-            .to_str()
-            .map_err(|_| invalid("the Authorization header is not valid text"))?;
-        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ApiError::missing_token());
+        if let Some(cached) = parts.extensions.get::<Authed>() {
+            return Ok(cached.clone());
         }
-        let token = token.trim();
-        if token.is_empty() {
-            return Err(invalid("the bearer token is empty"));
-        }
-        let principal = state
-            .auth
-            .authenticate(token, crate::clock::now_ms())
-            .await?;
-        Ok(Authed(principal))
+        let authed = authenticate(parts, state).await?;
+        parts.extensions.insert(authed.clone());
+        Ok(authed)
     }
+}
+
+async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Authed, ApiError> {
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        if let Some(key) = parts.headers.get("x-api-key") {
+            let key = key.to_str().map_err(|_| invalid("the X-API-Key header is not valid text"))?.trim();
+            return match state.api_keys.authenticate(key, crate::clock::now_ms()).await {
+                Ok(p) => Ok(Authed(p)),
+                Err(r) => {
+                    let ctx = RequestCtx::from_request_parts(parts, state).await.unwrap_or_default();
+                    state.api_keys.audit_failure(&ctx, r).await;
+                    Err(match r {
+                        crate::api_keys::KeyRejection::Expired => {
+                            ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::TokenExpired, "the API key has expired")
+                        }
+                        crate::api_keys::KeyRejection::Invalid => invalid("the API key is not valid"),
+                    })
+                }
+            };
+        }
+        return Err(ApiError::missing_token());
+    };
+    let value = value.to_str().map_err(|_| invalid("the Authorization header is not valid text"))?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::missing_token());
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(invalid("the bearer token is empty"));
+    }
+    let principal = state.auth.authenticate(token, crate::clock::now_ms()).await?;
+    Ok(Authed(principal))
 }
 
 fn invalid(why: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken, why)
+}
+
+/// A bad query string (`?limit=abc`) as a `validation_failed` problem.
+pub fn query_error(rej: axum::extract::rejection::QueryRejection) -> ApiError {
+    let text = rej.body_text();
+    // serde_urlencoded says e.g. "Failed to deserialize query string: limit: invalid digit found in string".
+    let detail = text.split_once(": ").map(|(_, d)| d).unwrap_or(&text);
+    let (field, message) = detail.split_once(": ").unwrap_or(("", detail));
+    ApiError::validation(vec![field_error(field, "invalid", message)])
 }

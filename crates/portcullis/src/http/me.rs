@@ -6,7 +6,7 @@ use axum::{
     extract::{Path, State},
     http::StatusCode,
 };
-use portcullis_proto::{Page, PasswordChangeRequest, Session, User};
+use portcullis_proto::{MeUpdateRequest, Page, PasswordChangeRequest, Session, User};
 
 use super::{
     AppState,
@@ -17,11 +17,19 @@ use super::{
 use crate::{auth::RequestCtx, crypto::Secret};
 
 /// `GET /v1/me`.
-pub async fn me_get(
-    State(state): State<AppState>,
-    Authed(who): Authed,
-) -> Result<Json<User>, ApiError> {
+pub async fn me_get(State(state): State<AppState>, Authed(who): Authed) -> Result<Json<User>, ApiError> {
     Ok(Json(user_view(&state.auth.me(&who).await?)))
+}
+
+/// `PATCH /v1/me`: name and `unsafe_metadata` only.
+pub async fn me_update(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Authed(who): Authed,
+    JsonBody(req): JsonBody<MeUpdateRequest>,
+) -> Result<Json<User>, ApiError> {
+    let user = state.auth.me_update(&ctx, &who, req.name, req.unsafe_metadata).await?;
+    Ok(Json(user_view(&user)))
 }
 
 /// `GET /v1/me/sessions`.
@@ -32,10 +40,7 @@ pub async fn session_list(
 ) -> Result<Json<Page<Session>>, ApiError> {
     let sessions = state.auth.sessions(&who, ctx.now).await?;
     Ok(Json(Page {
-        data: sessions
-            .iter()
-            .map(|s| session_view(s, &who.session_id))
-            .collect(),
+        data: sessions.iter().map(|s| session_view(s, who.session_id.as_deref())).collect(),
         next_cursor: None,
     }))
 }
@@ -55,17 +60,13 @@ pub async fn session_revoke(
 pub async fn password_change(
     State(state): State<AppState>,
     ctx: RequestCtx,
-    Authed(who): Authed,
+    authed: Authed,
     JsonBody(req): JsonBody<PasswordChangeRequest>,
 ) -> Result<StatusCode, ApiError> {
+    let session_id = authed.session_id()?;
     state
         .auth
-        .change_password(
-            &ctx,
-            &who,
-            Secret::new(req.current_password),
-            Secret::new(req.new_password),
-        )
+        .change_password(&ctx, &authed.0, session_id, Secret::new(req.current_password), Secret::new(req.new_password))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,9 +2,12 @@
 //! (request ids, tracing without secrets, security headers, timeouts, metrics).
 //! Handlers are named `resource_verb` and live in one module per area.
 
+mod admin;
+mod api_keys;
 mod auth;
 pub mod error;
 pub mod extract;
+pub mod guard;
 mod me;
 mod ops;
 mod views;
@@ -28,13 +31,19 @@ use tower_http::{
 
 pub use ops::prometheus;
 
-use crate::{auth::Auth, config::HttpConfig};
+use crate::{admin::Admin, api_keys::ApiKeys, audit::Audit, auth::Auth, config::HttpConfig};
 
 /// What handlers share; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     /// The authentication service.
     pub auth: Arc<Auth>,
+    /// User and role administration.
+    pub admin: Arc<Admin>,
+    /// API keys.
+    pub api_keys: Arc<ApiKeys>,
+    /// The audit trail, for guards.
+    pub audit: Audit,
 }
 
 #[derive(Clone, Copy)]
@@ -42,9 +51,7 @@ struct MakeId;
 
 impl MakeRequestId for MakeId {
     fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&crate::crypto::new_id("req", crate::clock::now_ms()))
-            .ok()
-            .map(RequestId::new)
+        HeaderValue::from_str(&crate::crypto::new_id("req", crate::clock::now_ms())).ok().map(RequestId::new)
     }
 }
 
@@ -58,10 +65,26 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/v1/auth/login", post(auth::session_login))
         .route("/v1/auth/refresh", post(auth::session_refresh))
         .route("/v1/auth/logout", post(auth::session_logout))
-        .route("/v1/me", get(me::me_get))
+        .route("/v1/me", get(me::me_get).patch(me::me_update))
         .route("/v1/me/sessions", get(me::session_list))
         .route("/v1/me/sessions/{id}", delete(me::session_revoke))
         .route("/v1/me/password", post(me::password_change))
+        .route("/v1/api-keys", post(api_keys::api_key_create).get(api_keys::api_key_list))
+        .route("/v1/api-keys/verify", post(api_keys::api_key_verify))
+        .route("/v1/api-keys/{id}", delete(api_keys::api_key_revoke))
+        .route("/v1/api-keys/{id}/rotate", post(api_keys::api_key_rotate))
+        .route("/v1/admin/users", get(admin::admin_user_list).post(admin::admin_user_create))
+        .route(
+            "/v1/admin/users/{id}",
+            get(admin::admin_user_get).patch(admin::admin_user_update).delete(admin::admin_user_delete),
+        )
+        .route("/v1/admin/users/{id}/ban", post(admin::admin_user_ban))
+        .route("/v1/admin/users/{id}/unban", post(admin::admin_user_unban))
+        .route("/v1/admin/users/{id}/roles", post(admin::admin_user_role_grant))
+        .route("/v1/admin/users/{id}/roles/{role}", delete(admin::admin_user_role_revoke))
+        .route("/v1/admin/users/{id}/sessions", delete(admin::admin_user_sessions_revoke))
+        .route("/v1/admin/roles", get(admin::role_list).post(admin::role_create))
+        .route("/v1/admin/roles/{name}", axum::routing::patch(admin::role_update).delete(admin::role_delete))
         .route("/.well-known/jwks.json", get(ops::jwks_get))
         .route("/healthz", get(ops::health_get))
         .route("/readyz", get(ops::ready_get))
@@ -73,13 +96,9 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .layer(middleware::from_fn(ops::track_metrics))
         .with_state(state);
     if let Some(hsts) = http.hsts
-        && let Ok(v) =
-            HeaderValue::from_str(&format!("max-age={}; includeSubDomains", hsts.0.as_secs()))
+        && let Ok(v) = HeaderValue::from_str(&format!("max-age={}; includeSubDomains", hsts.0.as_secs()))
     {
-        app = app.layer(SetResponseHeaderLayer::overriding(
-            header::STRICT_TRANSPORT_SECURITY,
-            v,
-        ));
+        app = app.layer(SetResponseHeaderLayer::overriding(header::STRICT_TRANSPORT_SECURITY, v));
     }
     app.layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
@@ -97,12 +116,8 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
 async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(res) => res,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Timeout,
-            "the request took too long",
-        )
-        .into_response(),
+        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Timeout, "the request took too long")
+            .into_response(),
     }
 }
 

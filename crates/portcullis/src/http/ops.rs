@@ -25,12 +25,8 @@ pub async fn ready_get(State(state): State<AppState>) -> Response {
         Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::InternalError,
-                "the database is unreachable",
-            )
-            .into_response()
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::InternalError, "the database is unreachable")
+                .into_response()
         }
     }
 }
@@ -40,15 +36,9 @@ pub async fn jwks_get(State(state): State<AppState>) -> Response {
     let body = state.auth.tokens().keys().ring().jwks();
     let mut res = body.into_response();
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     // Short enough that a rotation reaches caches well before the old key retires.
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=60"),
-    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
     res
 }
 
@@ -75,11 +65,8 @@ pub async fn metrics_get() -> Response {
 
 /// Counts requests and their latency by route template and status.
 pub async fn track_metrics(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
     let start = std::time::Instant::now();
     let res = next.run(req).await;
@@ -98,9 +85,5 @@ pub async fn route_fallback() -> ApiError {
 
 /// Known route, wrong method: 405 problem.
 pub async fn method_fallback() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        ErrorCode::MethodNotAllowed,
-        "this route does not accept that method",
-    )
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed, "this route does not accept that method")
 }

@@ -1,13 +1,19 @@
 //! Store rows to wire types.
 
-use portcullis_proto::{Session, User};
+use portcullis_proto::{AdminUser, ApiKey, Role, Session, User};
+use serde_json::Value;
 
 use crate::{
     clock::rfc3339,
-    store::{SessionRow, UserRow},
+    rbac::BUILTIN_ROLES,
+    store::{ApiKeyRow, RoleRow, SessionRow, UserRow},
 };
 
-/// A user as its owner sees it.
+fn json_object(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::Object(Default::default()))
+}
+
+/// A user as its owner sees it: never `private_metadata`.
 pub fn user_view(u: &UserRow) -> User {
     User {
         id: u.id.clone(),
@@ -15,13 +21,25 @@ pub fn user_view(u: &UserRow) -> User {
         email_verified: u.email_verified,
         name: u.name.clone(),
         roles: u.roles.clone(),
+        public_metadata: json_object(&u.public_metadata),
+        unsafe_metadata: json_object(&u.unsafe_metadata),
         created_at: rfc3339(u.created_at),
         updated_at: rfc3339(u.updated_at),
     }
 }
 
+/// A user as admins see it.
+pub fn admin_user_view(u: &UserRow) -> AdminUser {
+    AdminUser {
+        user: user_view(u),
+        private_metadata: json_object(&u.private_metadata),
+        banned: u.banned_at.is_some(),
+        banned_at: u.banned_at.map(rfc3339),
+    }
+}
+
 /// A session as its owner sees it; `current` marks the caller's own.
-pub fn session_view(s: &SessionRow, current: &str) -> Session {
+pub fn session_view(s: &SessionRow, current: Option<&str>) -> Session {
     Session {
         id: s.id.clone(),
         created_at: rfc3339(s.created_at),
@@ -29,6 +47,31 @@ pub fn session_view(s: &SessionRow, current: &str) -> Session {
         expires_at: rfc3339(s.expires_at),
         ip: s.ip.clone(),
         user_agent: s.user_agent.clone(),
-        current: s.id == current,
+        current: Some(s.id.as_str()) == current,
+    }
+}
+
+/// A role.
+pub fn role_view(r: &RoleRow) -> Role {
+    Role {
+        name: r.name.clone(),
+        description: r.description.clone(),
+        permissions: r.permissions.clone(),
+        builtin: BUILTIN_ROLES.contains(&r.name.as_str()),
+        created_at: rfc3339(r.created_at),
+        updated_at: rfc3339(r.updated_at),
+    }
+}
+
+/// An API key without its secret.
+pub fn api_key_view(k: &ApiKeyRow) -> ApiKey {
+    ApiKey {
+        id: k.id.clone(),
+        name: k.name.clone(),
+        prefix: k.prefix.clone(),
+        scopes: k.scopes.clone(),
+        created_at: rfc3339(k.created_at),
+        expires_at: k.expires_at.map(rfc3339),
+        last_used_at: k.last_used_at.map(rfc3339),
     }
 }

@@ -75,12 +75,10 @@ impl Db {
 
     /// Drops keys that have left the JWKS for good; their tokens have all expired.
     pub async fn keys_purge(&self, now: i64) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "DELETE FROM signing_keys WHERE publish_until IS NOT NULL AND publish_until < $1",
-        )
-        .bind(now)
-        .execute(self.pool())
-        .await?;
+        let done = sqlx::query("DELETE FROM signing_keys WHERE publish_until IS NOT NULL AND publish_until < $1")
+            .bind(now)
+            .execute(self.pool())
+            .await?;
         Ok(done.rows_affected())
     }
 }

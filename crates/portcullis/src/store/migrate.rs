@@ -12,12 +12,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "foundation",
-    sqlite: include_str!("../../migrations/sqlite/0001_foundation.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_foundation.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "foundation",
+        sqlite: include_str!("../../migrations/sqlite/0001_foundation.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_foundation.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "authorization",
+        sqlite: include_str!("../../migrations/sqlite/0002_authorization.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_authorization.sql"),
+    },
+];
 
 /// Applies what is missing; returns the names of the migrations it applied.
 pub(super) async fn run(db: &Db) -> StoreResult<Vec<String>> {
@@ -32,15 +40,12 @@ pub(super) async fn run(db: &Db) -> StoreResult<Vec<String>> {
         let mut tx = db.begin_write().await?;
         if db.backend() == Backend::Postgres {
             // Any constant works; it only has to be the same on every node.
-            sqlx::query("SELECT pg_advisory_xact_lock(7461626173)")
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(7461626173)").execute(&mut *tx).await?;
         }
-        let done: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM portcullis_migrations WHERE version = $1")
-                .bind(m.version)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let done: Option<i64> = sqlx::query_scalar("SELECT version FROM portcullis_migrations WHERE version = $1")
+            .bind(m.version)
+            .fetch_optional(&mut *tx)
+            .await?;
         if done.is_some() {
             tx.rollback().await?;
             continue;
@@ -50,14 +55,12 @@ pub(super) async fn run(db: &Db) -> StoreResult<Vec<String>> {
             Backend::Postgres => m.postgres,
         };
         sqlx::raw_sql(sql).execute(&mut *tx).await?;
-        sqlx::query(
-            "INSERT INTO portcullis_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-        )
-        .bind(m.version)
-        .bind(m.name)
-        .bind(crate::clock::now_ms())
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("INSERT INTO portcullis_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+            .bind(m.version)
+            .bind(m.name)
+            .bind(crate::clock::now_ms())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         applied.push(format!("{:04}_{}", m.version, m.name));
     }

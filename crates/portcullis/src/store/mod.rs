@@ -4,9 +4,11 @@
 //! tuning, write-transaction start and migration locking. `sqlx::Error` never leaves
 //! this module: callers see [`StoreError`].
 
+mod api_keys;
 mod audit;
 mod keys;
 mod migrate;
+mod roles;
 mod sessions;
 mod users;
 
@@ -17,10 +19,12 @@ use sqlx::{
     any::{Any, AnyConnectOptions, AnyPoolOptions},
 };
 
+pub use api_keys::{ApiKeyRow, KeyLookup};
 pub use audit::AuditRecord;
 pub use keys::KeyRow;
+pub use roles::RoleRow;
 pub use sessions::{RefreshOutcome, SessionRow};
-pub use users::{NewUser, UserRow};
+pub use users::{NewUser, UserFilter, UserPatch, UserRow};
 
 /// Failures of the store, with the cases callers must tell apart.
 #[derive(Debug, thiserror::Error)]
@@ -75,12 +79,9 @@ impl Db {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres
         } else {
-            return Err(StoreError::Database(
-                "database URL must start with sqlite:// or postgres://".into(),
-            ));
+            return Err(StoreError::Database("database URL must start with sqlite:// or postgres://".into()));
         };
-        let opts =
-            AnyConnectOptions::from_str(url).map_err(|e| StoreError::Database(e.to_string()))?;
+        let opts = AnyConnectOptions::from_str(url).map_err(|e| StoreError::Database(e.to_string()))?;
         // One direct connection first: a pool only reports "timed out" when the server
         // is unreachable, while the operator needs the cause (refused, bad password…).
         {
@@ -162,6 +163,5 @@ where
     T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
 {
     use sqlx::Row;
-    row.try_get(name)
-        .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
+    row.try_get(name).map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
 }

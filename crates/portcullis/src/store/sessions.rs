@@ -56,8 +56,7 @@ pub enum RefreshOutcome {
     Invalid,
 }
 
-const SESSION_COLS: &str =
-    "id, user_id, created_at, last_active_at, expires_at, revoked_at, ip, user_agent";
+const SESSION_COLS: &str = "id, user_id, created_at, last_active_at, expires_at, revoked_at, ip, user_agent";
 
 fn session_from_row(row: &AnyRow) -> StoreResult<SessionRow> {
     Ok(SessionRow {
@@ -88,27 +87,17 @@ impl Db {
         .bind(&s.user_agent)
         .execute(&mut *tx)
         .await?;
-        insert_refresh(
-            &mut tx,
-            refresh_hash,
-            &s.id,
-            &s.user_id,
-            s.created_at,
-            s.expires_at,
-        )
-        .await?;
+        insert_refresh(&mut tx, refresh_hash, &s.id, &s.user_id, s.created_at, s.expires_at).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// The session with this id, whatever its state.
     pub async fn session_get(&self, id: &str) -> StoreResult<Option<SessionRow>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {SESSION_COLS} FROM sessions WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(self.pool())
-        .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {SESSION_COLS} FROM sessions WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
         row.as_ref().map(session_from_row).transpose()
     }
 
@@ -127,13 +116,7 @@ impl Db {
 
     /// Ends one session of one user. The owner is part of the key, so a user can
     /// never end someone else's session by guessing an id. Returns whether it ended.
-    pub async fn session_revoke(
-        &self,
-        user_id: &str,
-        session_id: &str,
-        reason: &str,
-        now: i64,
-    ) -> StoreResult<bool> {
+    pub async fn session_revoke(&self, user_id: &str, session_id: &str, reason: &str, now: i64) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
              WHERE id = $3 AND user_id = $4 AND revoked_at IS NULL",
@@ -170,12 +153,7 @@ impl Db {
 
     /// Spends `old_hash` and stores `new_hash` in its place, atomically (see the
     /// module contract). Nothing is written unless the outcome is `Rotated`.
-    pub async fn refresh_rotate(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-        now: i64,
-    ) -> StoreResult<RefreshOutcome> {
+    pub async fn refresh_rotate(&self, old_hash: &str, new_hash: &str, now: i64) -> StoreResult<RefreshOutcome> {
         let mut tx = self.begin_write().await?;
         let spent = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $1 \
@@ -188,18 +166,13 @@ impl Db {
         .await?;
         let Some(spent) = spent else {
             tx.rollback().await?;
-            let prior = sqlx::query(
-                "SELECT used_at, user_id, session_id FROM refresh_tokens WHERE token_hash = $1",
-            )
-            .bind(old_hash)
-            .fetch_optional(self.pool())
-            .await?;
+            let prior = sqlx::query("SELECT used_at, user_id, session_id FROM refresh_tokens WHERE token_hash = $1")
+                .bind(old_hash)
+                .fetch_optional(self.pool())
+                .await?;
             return Ok(match prior {
                 Some(row) if col::<Option<i64>>(&row, "used_at")?.is_some() => {
-                    RefreshOutcome::Reused {
-                        user_id: col(&row, "user_id")?,
-                        session_id: col(&row, "session_id")?,
-                    }
+                    RefreshOutcome::Reused { user_id: col(&row, "user_id")?, session_id: col(&row, "session_id")? }
                 }
                 _ => RefreshOutcome::Invalid,
             });
@@ -218,15 +191,7 @@ impl Db {
             return Ok(RefreshOutcome::SessionEnded);
         };
         let session = session_from_row(&row)?;
-        insert_refresh(
-            &mut tx,
-            new_hash,
-            &session.id,
-            &session.user_id,
-            now,
-            session.expires_at,
-        )
-        .await?;
+        insert_refresh(&mut tx, new_hash, &session.id, &session.user_id, now, session.expires_at).await?;
         tx.commit().await?;
         Ok(RefreshOutcome::Rotated(session))
     }

@@ -1,4 +1,8 @@
 //! Users and the roles they hold.
+//!
+//! Contract: a user and its role grants are written in one transaction; deleting a
+//! user removes its sessions, refresh tokens, role grants and API keys with it (foreign
+//! keys with ON DELETE CASCADE), so nothing of a deleted account keeps working.
 
 use sqlx::any::AnyRow;
 
@@ -21,12 +25,20 @@ pub struct UserRow {
     pub created_at: i64,
     /// Milliseconds.
     pub updated_at: i64,
+    /// Set while the user is banned.
+    pub banned_at: Option<i64>,
+    /// JSON object readable by the user, optionally in tokens.
+    pub public_metadata: String,
+    /// JSON object for the admin API only.
+    pub private_metadata: String,
+    /// JSON object the user may write.
+    pub unsafe_metadata: String,
     /// Roles held, sorted.
     pub roles: Vec<String>,
 }
 
-/// What registration writes.
-#[derive(Debug, Clone)]
+/// What registration and the admin API write.
+#[derive(Debug, Clone, Default)]
 pub struct NewUser {
     /// `usr_…`.
     pub id: String,
@@ -38,9 +50,40 @@ pub struct NewUser {
     pub password_hash: Option<String>,
     /// Roles to grant; must exist.
     pub roles: Vec<String>,
+    /// JSON object text.
+    pub public_metadata: Option<String>,
+    /// JSON object text.
+    pub private_metadata: Option<String>,
 }
 
-const USER_COLS: &str = "id, email, email_verified, name, password_hash, created_at, updated_at";
+/// Fields an update may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    /// New normalised email.
+    pub email: Option<String>,
+    /// New name; `Some(None)` clears it.
+    pub name: Option<Option<String>>,
+    /// JSON object text.
+    pub public_metadata: Option<String>,
+    /// JSON object text.
+    pub private_metadata: Option<String>,
+    /// JSON object text.
+    pub unsafe_metadata: Option<String>,
+}
+
+/// Filters of the admin user list.
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    /// Substring of the email (case-insensitive; emails are stored lower-case).
+    pub email: Option<String>,
+    /// Holds this role.
+    pub role: Option<String>,
+    /// Banned or not.
+    pub banned: Option<bool>,
+}
+
+const USER_COLS: &str = "id, email, email_verified, name, password_hash, created_at, updated_at, banned_at, \
+                         public_metadata, private_metadata, unsafe_metadata";
 
 fn user_from_row(row: &AnyRow) -> StoreResult<UserRow> {
     Ok(UserRow {
@@ -51,81 +94,63 @@ fn user_from_row(row: &AnyRow) -> StoreResult<UserRow> {
         password_hash: col(row, "password_hash")?,
         created_at: col(row, "created_at")?,
         updated_at: col(row, "updated_at")?,
+        banned_at: col(row, "banned_at")?,
+        public_metadata: col(row, "public_metadata")?,
+        private_metadata: col(row, "private_metadata")?,
+        unsafe_metadata: col(row, "unsafe_metadata")?,
         roles: Vec::new(),
     })
 }
 
+fn email_conflict(e: sqlx::Error) -> StoreError {
+    match StoreError::from(e) {
+        StoreError::Conflict(_) => StoreError::Conflict("email already registered"),
+        other => other,
+    }
+}
+
 impl Db {
     /// Inserts a user and its roles in one transaction. A duplicate email is
-    /// `Conflict`; an unknown role is `Conflict` too, and nothing is written.
+    /// `Conflict("email already registered")`; an unknown role is
+    /// `Conflict("unknown role")`, and nothing is written.
     pub async fn user_insert(&self, new: &NewUser, now: i64) -> StoreResult<UserRow> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO users (id, email, email_verified, name, password_hash, created_at, updated_at) \
-             VALUES ($1, $2, 0, $3, $4, $5, $5)",
+            "INSERT INTO users (id, email, email_verified, name, password_hash, created_at, updated_at, \
+             public_metadata, private_metadata) VALUES ($1, $2, 0, $3, $4, $5, $5, $6, $7)",
         )
         .bind(&new.id)
         .bind(&new.email)
         .bind(&new.name)
         .bind(&new.password_hash)
         .bind(now)
+        .bind(new.public_metadata.as_deref().unwrap_or("{}"))
+        .bind(new.private_metadata.as_deref().unwrap_or("{}"))
         .execute(&mut *tx)
         .await
-        .map_err(|e| match StoreError::from(e) {
-            StoreError::Conflict(_) => StoreError::Conflict("email already registered"),
-            other => other,
-        })?;
+        .map_err(email_conflict)?;
         for role in &new.roles {
-            let exists: Option<String> =
-                sqlx::query_scalar("SELECT name FROM roles WHERE name = $1")
-                    .bind(role)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if exists.is_none() {
-                return Err(StoreError::Conflict("unknown role"));
-            }
-            sqlx::query("INSERT INTO user_roles (user_id, role, created_at) VALUES ($1, $2, $3)")
-                .bind(&new.id)
-                .bind(role)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            grant(&mut tx, &new.id, role, now).await?;
         }
         tx.commit().await?;
-        let mut roles = new.roles.clone();
-        roles.sort();
-        roles.dedup();
-        Ok(UserRow {
-            id: new.id.clone(),
-            email: new.email.clone(),
-            email_verified: false,
-            name: new.name.clone(),
-            password_hash: new.password_hash.clone(),
-            created_at: now,
-            updated_at: now,
-            roles,
-        })
+        self.user_by_id(&new.id).await?.ok_or(StoreError::Corrupt("user vanished after insert".into()))
     }
 
     /// The user with this normalised email, with roles.
     pub async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRow>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLS} FROM users WHERE email = $1"
-        )))
-        .bind(email)
-        .fetch_optional(self.pool())
-        .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS} FROM users WHERE email = $1")))
+            .bind(email)
+            .fetch_optional(self.pool())
+            .await?;
         self.with_roles(row).await
     }
 
     /// The user with this id, with roles.
     pub async fn user_by_id(&self, id: &str) -> StoreResult<Option<UserRow>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLS} FROM users WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(self.pool())
-        .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS} FROM users WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
         self.with_roles(row).await
     }
 
@@ -138,32 +163,10 @@ impl Db {
 
     /// Role names held by a user, sorted.
     pub async fn user_roles(&self, user_id: &str) -> StoreResult<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role")
-                .bind(user_id)
-                .fetch_all(self.pool())
-                .await?,
-        )
-    }
-
-    /// Permission strings granted by the given roles, deduplicated and sorted.
-    pub async fn role_permissions(&self, roles: &[String]) -> StoreResult<Vec<String>> {
-        let mut perms = Vec::new();
-        for role in roles {
-            let json: Option<String> =
-                sqlx::query_scalar("SELECT permissions FROM roles WHERE name = $1")
-                    .bind(role)
-                    .fetch_optional(self.pool())
-                    .await?;
-            if let Some(json) = json {
-                let list: Vec<String> = serde_json::from_str(&json)
-                    .map_err(|e| StoreError::Corrupt(format!("role {role}: {e}")))?;
-                perms.extend(list);
-            }
-        }
-        perms.sort();
-        perms.dedup();
-        Ok(perms)
+        Ok(sqlx::query_scalar("SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role")
+            .bind(user_id)
+            .fetch_all(self.pool())
+            .await?)
     }
 
     /// Replaces a user's password hash (after a change or a rehash on login).
@@ -177,12 +180,26 @@ impl Db {
         Ok(())
     }
 
-    /// Users ordered by id (creation order), for the CLI and later the admin API.
-    pub async fn user_list(&self, after: Option<&str>, limit: i64) -> StoreResult<Vec<UserRow>> {
+    /// Users in id (= creation) order after the cursor `after`. Ids only grow, so a
+    /// page boundary never moves: concurrent inserts appear on later pages, never as
+    /// duplicates or gaps.
+    pub async fn user_list(&self, filter: &UserFilter, after: Option<&str>, limit: i64) -> StoreResult<Vec<UserRow>> {
+        let email_like = filter.email.as_ref().map(|e| {
+            let escaped = e.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            format!("%{escaped}%")
+        });
+        let banned = filter.banned.map(i64::from);
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLS} FROM users WHERE id > $1 ORDER BY id LIMIT $2"
+            "SELECT {USER_COLS} FROM users WHERE id > $1 \
+             AND ($2 IS NULL OR email LIKE $2 ESCAPE '\\') \
+             AND ($3 IS NULL OR id IN (SELECT user_id FROM user_roles WHERE role = $3)) \
+             AND ($4 IS NULL OR (CASE WHEN banned_at IS NULL THEN 0 ELSE 1 END) = $4) \
+             ORDER BY id LIMIT $5"
         )))
         .bind(after.unwrap_or(""))
+        .bind(email_like)
+        .bind(filter.role.clone())
+        .bind(banned)
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
@@ -194,4 +211,105 @@ impl Db {
         }
         Ok(out)
     }
+
+    /// Applies a patch; `Ok(None)` when there is no such user.
+    pub async fn user_update(&self, id: &str, patch: &UserPatch, now: i64) -> StoreResult<Option<UserRow>> {
+        let (set_name, name) = match &patch.name {
+            Some(n) => (1i64, n.clone()),
+            None => (0, None),
+        };
+        let done = sqlx::query(
+            "UPDATE users SET email = COALESCE($1, email), \
+             name = CASE WHEN $2 = 1 THEN $3 ELSE name END, \
+             public_metadata = COALESCE($4, public_metadata), \
+             private_metadata = COALESCE($5, private_metadata), \
+             unsafe_metadata = COALESCE($6, unsafe_metadata), \
+             email_verified = CASE WHEN $1 IS NOT NULL AND $1 <> email THEN 0 ELSE email_verified END, \
+             updated_at = $7 WHERE id = $8",
+        )
+        .bind(patch.email.clone())
+        .bind(set_name)
+        .bind(name)
+        .bind(patch.public_metadata.clone())
+        .bind(patch.private_metadata.clone())
+        .bind(patch.unsafe_metadata.clone())
+        .bind(now)
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .map_err(email_conflict)?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.user_by_id(id).await
+    }
+
+    /// Deletes a user and, by cascade, everything that lets them in.
+    pub async fn user_delete(&self, id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(self.pool()).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Bans (with `Some(now)`) or unbans a user; a ban also ends every session, in the
+    /// same transaction, so no token of theirs outlives it.
+    pub async fn user_set_banned(&self, id: &str, banned_at: Option<i64>, now: i64) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("UPDATE users SET banned_at = $1, updated_at = $2 WHERE id = $3")
+            .bind(banned_at)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if banned_at.is_some() {
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = $1, revoked_reason = 'banned' WHERE user_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Grants a role; `Conflict("unknown role")` if it does not exist. Idempotent.
+    pub async fn user_grant_role(&self, user_id: &str, role: &str, now: i64) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let held: Option<String> = sqlx::query_scalar("SELECT role FROM user_roles WHERE user_id = $1 AND role = $2")
+            .bind(user_id)
+            .bind(role)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if held.is_none() {
+            grant(&mut tx, user_id, role, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Revokes a role; returns whether the user held it.
+    pub async fn user_revoke_role(&self, user_id: &str, role: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
+            .bind(user_id)
+            .bind(role)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+async fn grant(tx: &mut sqlx::Transaction<'static, sqlx::Any>, user_id: &str, role: &str, now: i64) -> StoreResult<()> {
+    let exists: Option<String> =
+        sqlx::query_scalar("SELECT name FROM roles WHERE name = $1").bind(role).fetch_optional(&mut **tx).await?;
+    if exists.is_none() {
+        return Err(StoreError::Conflict("unknown role"));
+    }
+    sqlx::query("INSERT INTO user_roles (user_id, role, created_at) VALUES ($1, $2, $3)")
+        .bind(user_id)
+        .bind(role)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

@@ -16,12 +16,8 @@ crate::backend_tests!(
 async fn register_login_me(backend: Backend) {
     let data = Data::new(&backend).await;
     let srv = TestServer::start_on(&data, |_| {}).await;
-    let reg = srv
-        .post(
-            "/v1/auth/register",
-            json!({"email": " Ann@Example.COM ", "password": PASSWORD, "name": "Ann"}),
-        )
-        .await;
+    let reg =
+        srv.post("/v1/auth/register", json!({"email": " Ann@Example.COM ", "password": PASSWORD, "name": "Ann"})).await;
     assert_eq!(reg.status(), StatusCode::CREATED);
     let user = reg.json::<serde_json::Value>().await.unwrap()["user"].clone();
     assert_eq!(user["email"], "ann@example.com");
@@ -30,12 +26,7 @@ async fn register_login_me(backend: Backend) {
     assert!(user["id"].as_str().unwrap().starts_with("usr_"));
     assert!(user.get("password_hash").is_none());
 
-    let res = srv
-        .post(
-            "/v1/auth/login",
-            json!({"email": "ANN@example.com", "password": PASSWORD}),
-        )
-        .await;
+    let res = srv.post("/v1/auth/login", json!({"email": "ANN@example.com", "password": PASSWORD})).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["cache-control"], "no-store");
     let body: serde_json::Value = res.json().await.unwrap();
@@ -43,28 +34,19 @@ async fn register_login_me(backend: Backend) {
     assert_eq!(body["expires_in"], 900);
     assert_eq!(body["user"]["id"], user["id"]);
     let access = body["access_token"].as_str().unwrap();
-    assert_eq!(
-        body["refresh_token"].as_str().unwrap().len(),
-        43,
-        "256 random bits, base64url"
-    );
+    assert_eq!(body["refresh_token"].as_str().unwrap().len(), 43, "256 random bits, base64url");
 
     let header = jwt_part(access, 0);
     assert_eq!(header["alg"], "RS256");
     assert_eq!(header["typ"], "at+jwt");
     assert!(header["kid"].is_string());
     let claims = jwt_part(access, 1);
-    for c in [
-        "iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "roles", "scope",
-    ] {
+    for c in ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid", "roles", "scope"] {
         assert!(claims.get(c).is_some(), "claim {c} missing: {claims}");
     }
     assert_eq!(claims["sub"], user["id"]);
     assert_eq!(claims["iss"], srv.base);
-    assert_eq!(
-        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
-        900
-    );
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 900);
 
     let me = srv.get_auth("/v1/me", access).await;
     assert_eq!(me.status(), StatusCode::OK);
@@ -74,10 +56,7 @@ async fn register_login_me(backend: Backend) {
 
     // Without a token: 401 missing_token and a bare Bearer challenge (RFC 6750 §3.1).
     let res = srv.client.get(srv.url("/v1/me")).send().await.unwrap();
-    assert_eq!(
-        res.headers()["www-authenticate"],
-        r#"Bearer realm="portcullis""#
-    );
+    assert_eq!(res.headers()["www-authenticate"], r#"Bearer realm="portcullis""#);
     assert_problem(res, StatusCode::UNAUTHORIZED, "missing_token").await;
     srv.stop().await;
 }
@@ -86,61 +65,23 @@ async fn register_validates_each_field(backend: Backend) {
     let data = Data::new(&backend).await;
     let srv = TestServer::start_on(&data, |_| {}).await;
     let cases = [
-        (
-            json!({"email": "not-an-email", "password": PASSWORD}),
-            "email",
-            "invalid_format",
-        ),
-        (
-            json!({"email": "a@example.com", "password": "short"}),
-            "password",
-            "too_short",
-        ),
-        (
-            json!({"email": "a@example.com", "password": "x".repeat(257)}),
-            "password",
-            "too_long",
-        ),
-        (
-            json!({"email": "a@example.com", "password": "password123"}),
-            "password",
-            "too_common",
-        ),
-        (
-            json!({"email": "a@example.com", "password": "a@example.com"}),
-            "password",
-            "too_common",
-        ),
+        (json!({"email": "not-an-email", "password": PASSWORD}), "email", "invalid_format"),
+        (json!({"email": "a@example.com", "password": "short"}), "password", "too_short"),
+        (json!({"email": "a@example.com", "password": "x".repeat(257)}), "password", "too_long"),
+        (json!({"email": "a@example.com", "password": "password123"}), "password", "too_common"),
+        (json!({"email": "a@example.com", "password": "a@example.com"}), "password", "too_common"),
         (json!({"email": "a@example.com"}), "password", "required"),
-        (
-            json!({"email": "a@example.com", "password": 12345678}),
-            "password",
-            "invalid_type",
-        ),
-        (
-            json!({"email": "a@example.com", "password": PASSWORD, "admin": true}),
-            "admin",
-            "unknown_field",
-        ),
+        (json!({"email": "a@example.com", "password": 12345678}), "password", "invalid_type"),
+        (json!({"email": "a@example.com", "password": PASSWORD, "admin": true}), "admin", "unknown_field"),
     ];
     for (body, field, code) in cases {
         let res = srv.post("/v1/auth/register", body.clone()).await;
         let problem = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
         let errors = problem["errors"].as_array().unwrap();
-        assert!(
-            errors
-                .iter()
-                .any(|e| e["field"] == field && e["code"] == code),
-            "{body} → {problem}"
-        );
+        assert!(errors.iter().any(|e| e["field"] == field && e["code"] == code), "{body} → {problem}");
     }
     // Both fields wrong: both reported at once.
-    let res = srv
-        .post(
-            "/v1/auth/register",
-            json!({"email": "nope", "password": "short"}),
-        )
-        .await;
+    let res = srv.post("/v1/auth/register", json!({"email": "nope", "password": "short"})).await;
     let problem = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
     assert_eq!(problem["errors"].as_array().unwrap().len(), 2, "{problem}");
     // Nothing was half-written: the email is still free.
@@ -152,12 +93,8 @@ async fn duplicate_email_conflicts_case_insensitively(backend: Backend) {
     let data = Data::new(&backend).await;
     let srv = TestServer::start_on(&data, |_| {}).await;
     srv.register("bob@example.com", PASSWORD).await;
-    let res = srv
-        .post(
-            "/v1/auth/register",
-            json!({"email": "BOB@example.com", "password": "another good passphrase"}),
-        )
-        .await;
+    let res =
+        srv.post("/v1/auth/register", json!({"email": "BOB@example.com", "password": "another good passphrase"})).await;
     assert_problem(res, StatusCode::CONFLICT, "conflict").await;
     // The original password still works: the duplicate changed nothing.
     srv.login("bob@example.com", PASSWORD).await;
@@ -168,24 +105,10 @@ async fn wrong_password_and_unknown_email_look_the_same(backend: Backend) {
     let data = Data::new(&backend).await;
     let srv = TestServer::start_on(&data, |_| {}).await;
     srv.register("carol@example.com", PASSWORD).await;
-    let wrong = srv
-        .post(
-            "/v1/auth/login",
-            json!({"email": "carol@example.com", "password": "not her password"}),
-        )
-        .await;
-    let unknown = srv
-        .post(
-            "/v1/auth/login",
-            json!({"email": "nobody@example.com", "password": "not her password"}),
-        )
-        .await;
-    let malformed = srv
-        .post(
-            "/v1/auth/login",
-            json!({"email": "no-at-sign", "password": "not her password"}),
-        )
-        .await;
+    let wrong = srv.post("/v1/auth/login", json!({"email": "carol@example.com", "password": "not her password"})).await;
+    let unknown =
+        srv.post("/v1/auth/login", json!({"email": "nobody@example.com", "password": "not her password"})).await;
+    let malformed = srv.post("/v1/auth/login", json!({"email": "no-at-sign", "password": "not her password"})).await;
     assert!(wrong.headers().get("www-authenticate").is_none());
     let a = assert_problem(wrong, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     let b = assert_problem(unknown, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
@@ -200,60 +123,24 @@ async fn operator_cli_creates_admin(backend: Backend) {
     let srv = TestServer::start_on(&data, |_| {}).await;
     let out = crate::keys::cli(
         &data,
-        &[
-            "users",
-            "create",
-            "--email",
-            "Root@Example.com",
-            "--role",
-            "admin",
-            "--password-stdin",
-        ],
+        &["users", "create", "--email", "Root@Example.com", "--role", "admin", "--password-stdin"],
         Some("an operator passphrase\n"),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("root@example.com"));
-    let tokens = srv
-        .login("root@example.com", "an operator passphrase")
-        .await;
+    let tokens = srv.login("root@example.com", "an operator passphrase").await;
     let claims = jwt_part(&tokens.access, 1);
     assert_eq!(claims["roles"], json!(["admin"]));
-    assert!(
-        claims["scope"]
-            .as_str()
-            .unwrap()
-            .split(' ')
-            .any(|s| s == "admin:users:read"),
-        "{claims}"
-    );
+    assert!(claims["scope"].as_str().unwrap().split(' ').any(|s| s == "admin:users:read"), "{claims}");
     // A weak password is refused with the reason, and nothing is created.
     let out = crate::keys::cli(
         &data,
-        &[
-            "users",
-            "create",
-            "--email",
-            "weak@example.com",
-            "--password-stdin",
-        ],
+        &["users", "create", "--email", "weak@example.com", "--password-stdin"],
         Some("password\n"),
     );
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("password"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let res = srv
-        .post(
-            "/v1/auth/login",
-            json!({"email": "weak@example.com", "password": "password"}),
-        )
-        .await;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password"), "{}", String::from_utf8_lossy(&out.stderr));
+    let res = srv.post("/v1/auth/login", json!({"email": "weak@example.com", "password": "password"})).await;
     assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     srv.stop().await;
 }

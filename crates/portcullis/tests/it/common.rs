@@ -23,14 +23,10 @@ impl Backend {
         match std::env::var("PORTCULLIS_TEST_DATABASE_URL") {
             Ok(url) if !url.is_empty() => Some(Backend::Postgres(url)),
             _ if std::env::var("CI").is_ok_and(|v| !v.is_empty()) => {
-                panic!(
-                    "CI is set but PORTCULLIS_TEST_DATABASE_URL is not: PostgreSQL tests cannot run"
-                )
+                panic!("CI is set but PORTCULLIS_TEST_DATABASE_URL is not: PostgreSQL tests cannot run")
             }
             _ => {
-                eprintln!(
-                    "skipping: set PORTCULLIS_TEST_DATABASE_URL (or use scripts/test) to run on PostgreSQL"
-                );
+                eprintln!("skipping: set PORTCULLIS_TEST_DATABASE_URL (or use scripts/test) to run on PostgreSQL");
                 None
             }
         }
@@ -66,23 +62,12 @@ impl Data {
 
 async fn create_pg_database(admin: &str) -> String {
     use sqlx::Connection;
-    let name = format!(
-        "pcl_{}",
-        portcullis::crypto::new_id("t", portcullis::clock::now_ms()).replace('_', "")
-    );
-    let mut conn = sqlx::PgConnection::connect(admin)
-        .await
-        .expect("connect to the PostgreSQL admin URL");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    let name = format!("pcl_{}", portcullis::crypto::new_id("t", portcullis::clock::now_ms()).replace('_', ""));
+    let mut conn = sqlx::PgConnection::connect(admin).await.expect("connect to the PostgreSQL admin URL");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
     conn.close().await.unwrap();
     // Swap the database name (the last path segment, before any query string).
-    let (base, query) = admin
-        .split_once('?')
-        .map(|(b, q)| (b, format!("?{q}")))
-        .unwrap_or((admin, String::new()));
+    let (base, query) = admin.split_once('?').map(|(b, q)| (b, format!("?{q}"))).unwrap_or((admin, String::new()));
     let (prefix, _) = base.rsplit_once('/').unwrap();
     format!("{prefix}/{name}{query}")
 }
@@ -106,16 +91,8 @@ impl TestServer {
     pub async fn start_cfg(cfg: Config) -> Self {
         let running = server::start(cfg.clone()).await.expect("server starts");
         let base = format!("http://{}", running.addr);
-        let client = Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
-        TestServer {
-            base,
-            client,
-            cfg,
-            running: Some(running),
-        }
+        let client = Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        TestServer { base, client, cfg, running: Some(running) }
     }
 
     pub async fn stop(mut self) {
@@ -129,52 +106,26 @@ impl TestServer {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Response {
-        self.client
-            .post(self.url(path))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
+        self.client.post(self.url(path)).json(&body).send().await.unwrap()
     }
 
     pub async fn post_auth(&self, path: &str, token: &str, body: Value) -> Response {
-        self.client
-            .post(self.url(path))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
+        self.client.post(self.url(path)).bearer_auth(token).json(&body).send().await.unwrap()
     }
 
     pub async fn get_auth(&self, path: &str, token: &str) -> Response {
-        self.client
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
+        self.client.get(self.url(path)).bearer_auth(token).send().await.unwrap()
     }
 
     pub async fn register(&self, email: &str, password: &str) -> Value {
-        let res = self
-            .post(
-                "/v1/auth/register",
-                json!({"email": email, "password": password}),
-            )
-            .await;
+        let res = self.post("/v1/auth/register", json!({"email": email, "password": password})).await;
         assert_eq!(res.status(), StatusCode::CREATED, "register {email}");
         res.json().await.unwrap()
     }
 
     /// Logs in and returns the token response.
     pub async fn login(&self, email: &str, password: &str) -> Tokens {
-        let res = self
-            .post(
-                "/v1/auth/login",
-                json!({"email": email, "password": password}),
-            )
-            .await;
+        let res = self.post("/v1/auth/login", json!({"email": email, "password": password})).await;
         assert_eq!(res.status(), StatusCode::OK, "login {email}");
         Tokens::from(res.json::<Value>().await.unwrap())
     }
@@ -191,8 +142,7 @@ impl TestServer {
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> Response {
-        self.post("/v1/auth/refresh", json!({"refresh_token": refresh_token}))
-            .await
+        self.post("/v1/auth/refresh", json!({"refresh_token": refresh_token})).await
     }
 }
 
@@ -219,13 +169,7 @@ impl From<Value> for Tokens {
 /// Asserts a problem+json answer with this status and code; returns the body.
 pub async fn assert_problem(res: Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(res.status(), status, "status");
-    let ct = res
-        .headers()
-        .get("content-type")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let ct = res.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
     assert_eq!(ct, "application/problem+json");
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["code"], code, "{body}");
@@ -242,12 +186,7 @@ pub fn jwt_part(token: &str, i: usize) -> Value {
 /// Re-assembles a JWT from JSON header and claims and a raw signature.
 pub fn jwt_build(header: &Value, claims: &Value, sig: &[u8]) -> String {
     use portcullis::crypto::b64url;
-    format!(
-        "{}.{}.{}",
-        b64url(header.to_string().as_bytes()),
-        b64url(claims.to_string().as_bytes()),
-        b64url(sig)
-    )
+    format!("{}.{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()), b64url(sig))
 }
 
 /// Runs each listed `async fn name(backend: Backend)` once per backend.

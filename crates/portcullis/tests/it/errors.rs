@@ -6,11 +6,7 @@ use serde_json::json;
 
 use crate::common::{Backend, Data, TestServer, assert_problem};
 
-crate::backend_tests!(
-    malformed_and_oversized_bodies,
-    unknown_routes_and_methods,
-    security_headers_everywhere
-);
+crate::backend_tests!(malformed_and_oversized_bodies, unknown_routes_and_methods, security_headers_everywhere);
 
 async fn malformed_and_oversized_bodies(backend: Backend) {
     let data = Data::new(&backend).await;
@@ -23,9 +19,7 @@ async fn malformed_and_oversized_bodies(backend: Backend) {
         req.send()
     };
     let p = assert_problem(
-        post_raw("{not json", Some("application/json"))
-            .await
-            .unwrap(),
+        post_raw("{not json", Some("application/json")).await.unwrap(),
         StatusCode::BAD_REQUEST,
         "validation_failed",
     )
@@ -46,21 +40,14 @@ async fn malformed_and_oversized_bodies(backend: Backend) {
     .await;
     assert_eq!(p["errors"][0]["code"], "invalid_type");
     let p = assert_problem(
-        post_raw(
-            r#"{"email":"a@b.io","password":"x"} trailing"#,
-            Some("application/json"),
-        )
-        .await
-        .unwrap(),
+        post_raw(r#"{"email":"a@b.io","password":"x"} trailing"#, Some("application/json")).await.unwrap(),
         StatusCode::BAD_REQUEST,
         "validation_failed",
     )
     .await;
     assert_eq!(p["errors"][0]["code"], "invalid_json");
     let p = assert_problem(
-        post_raw(r#"{"email":"a@b.io"}"#, Some("application/json"))
-            .await
-            .unwrap(),
+        post_raw(r#"{"email":"a@b.io"}"#, Some("application/json")).await.unwrap(),
         StatusCode::BAD_REQUEST,
         "validation_failed",
     )
@@ -68,17 +55,13 @@ async fn malformed_and_oversized_bodies(backend: Backend) {
     assert_eq!(p["errors"][0]["field"], "password");
     assert_eq!(p["errors"][0]["code"], "required");
     assert_problem(
-        post_raw(r#"{"email":"a@b.io","password":"x"}"#, None)
-            .await
-            .unwrap(),
+        post_raw(r#"{"email":"a@b.io","password":"x"}"#, None).await.unwrap(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
     )
     .await;
     assert_problem(
-        post_raw("email=a", Some("application/x-www-form-urlencoded"))
-            .await
-            .unwrap(),
+        post_raw("email=a", Some("application/x-www-form-urlencoded")).await.unwrap(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
     )
@@ -114,51 +97,27 @@ async fn malformed_and_oversized_bodies(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    let res = srv
-        .post(
-            "/v1/auth/login",
-            json!({"email": "\u{0}\u{202e}@x.io", "password": "\u{1F600}".repeat(300)}),
-        )
-        .await;
+    let res =
+        srv.post("/v1/auth/login", json!({"email": "\u{0}\u{202e}@x.io", "password": "\u{1F600}".repeat(300)})).await;
     assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     let res = srv
         .client
         .get(srv.url("/v1/me"))
-        .header(
-            "authorization",
-            reqwest::header::HeaderValue::from_bytes(b"Bearer \xff\xfejunk").unwrap(),
-        )
+        .header("authorization", reqwest::header::HeaderValue::from_bytes(b"Bearer \xff\xfejunk").unwrap())
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        srv.client
-            .get(srv.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(srv.client.get(srv.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
     srv.stop().await;
 }
 
 async fn unknown_routes_and_methods(backend: Backend) {
     let data = Data::new(&backend).await;
     let srv = TestServer::start_on(&data, |_| {}).await;
+    assert_problem(srv.client.get(srv.url("/v1/nope")).send().await.unwrap(), StatusCode::NOT_FOUND, "not_found").await;
     assert_problem(
-        srv.client.get(srv.url("/v1/nope")).send().await.unwrap(),
-        StatusCode::NOT_FOUND,
-        "not_found",
-    )
-    .await;
-    assert_problem(
-        srv.client
-            .get(srv.url("/v1/auth/login"))
-            .send()
-            .await
-            .unwrap(),
+        srv.client.get(srv.url("/v1/auth/login")).send().await.unwrap(),
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
     )
@@ -176,10 +135,7 @@ async fn security_headers_everywhere(backend: Backend) {
         let h = res.headers();
         assert_eq!(h["x-content-type-options"], "nosniff");
         assert_eq!(h["referrer-policy"], "no-referrer");
-        assert_eq!(
-            h["strict-transport-security"],
-            "max-age=31536000; includeSubDomains"
-        );
+        assert_eq!(h["strict-transport-security"], "max-age=31536000; includeSubDomains");
         assert!(h["x-request-id"].to_str().unwrap().starts_with("req_"));
     }
     srv.stop().await;

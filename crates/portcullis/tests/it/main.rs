@@ -1,11 +1,6 @@
 //! All end-to-end tests in ONE binary (each extra file under tests/ is another
 //! binary to link). One module per flow; every test runs on SQLite and PostgreSQL.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
 

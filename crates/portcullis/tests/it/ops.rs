@@ -18,29 +18,12 @@ async fn health_ready_and_metrics(backend: Backend) {
 
     srv.user("metrics@example.com").await;
     let _ = srv
-        .post(
-            "/v1/auth/login",
-            serde_json::json!({"email": "metrics@example.com", "password": "wrong password"}),
-        )
+        .post("/v1/auth/login", serde_json::json!({"email": "metrics@example.com", "password": "wrong password"}))
         .await;
-    let text = srv
-        .client
-        .get(srv.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = srv.client.get(srv.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("portcullis_http_requests_total"), "{text}");
     assert!(text.contains(r#"route="/v1/auth/login""#), "{text}");
-    assert!(
-        text.contains(r#"portcullis_logins_total{outcome="failure"}"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"portcullis_logins_total{outcome="success"}"#),
-        "{text}"
-    );
+    assert!(text.contains(r#"portcullis_logins_total{outcome="failure"}"#), "{text}");
+    assert!(text.contains(r#"portcullis_logins_total{outcome="success"}"#), "{text}");
     srv.stop().await;
 }

@@ -18,15 +18,7 @@ crate::backend_tests!(serve_logs_no_secrets_and_drains_on_sigterm);
 async fn serve_logs_no_secrets_and_drains_on_sigterm(backend: Backend) {
     let data = Data::new(&backend).await;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-        "--data-dir",
-    ])
-    .arg(data.data_dir());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"]).arg(data.data_dir());
     if let Some(url) = &data.database_url {
         cmd.arg("--database-url").arg(url);
     }
@@ -61,103 +53,43 @@ async fn serve_logs_no_secrets_and_drains_on_sigterm(backend: Backend) {
     let post = |path: &str, body: Value| client.post(format!("{base}{path}")).json(&body).send();
 
     let email = "logs@example.com";
-    assert_eq!(
-        post(
-            "/v1/auth/register",
-            json!({"email": email, "password": PASSWORD})
-        )
-        .await
-        .unwrap()
-        .status(),
-        201
-    );
-    let login: Value = post(
-        "/v1/auth/login",
-        json!({"email": email, "password": PASSWORD}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let (access, refresh) = (
-        login["access_token"].as_str().unwrap().to_owned(),
-        login["refresh_token"].as_str().unwrap().to_owned(),
-    );
-    let refreshed: Value = post("/v1/auth/refresh", json!({"refresh_token": refresh}))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(post("/v1/auth/register", json!({"email": email, "password": PASSWORD})).await.unwrap().status(), 201);
+    let login: Value =
+        post("/v1/auth/login", json!({"email": email, "password": PASSWORD})).await.unwrap().json().await.unwrap();
+    let (access, refresh) =
+        (login["access_token"].as_str().unwrap().to_owned(), login["refresh_token"].as_str().unwrap().to_owned());
+    let refreshed: Value =
+        post("/v1/auth/refresh", json!({"refresh_token": refresh})).await.unwrap().json().await.unwrap();
     let refresh2 = refreshed["refresh_token"].as_str().unwrap().to_owned();
-    let _ = post("/v1/auth/refresh", json!({"refresh_token": refresh}))
-        .await
-        .unwrap(); // reuse
-    let _ = post(
-        "/v1/auth/login",
-        json!({"email": email, "password": "the wrong passphrase"}),
-    )
-    .await
-    .unwrap();
-    let _ = client
-        .get(format!("{base}/v1/me"))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap();
+    let _ = post("/v1/auth/refresh", json!({"refresh_token": refresh})).await.unwrap(); // reuse
+    let _ = post("/v1/auth/login", json!({"email": email, "password": "the wrong passphrase"})).await.unwrap();
+    let _ = client.get(format!("{base}/v1/me")).bearer_auth(&access).send().await.unwrap();
 
     // In-flight logins when SIGTERM arrives all complete.
     let mut inflight = Vec::new();
     for _ in 0..8 {
-        let req = client
-            .post(format!("{base}/v1/auth/login"))
-            .json(&json!({"email": email, "password": PASSWORD}));
-        inflight.push(tokio::spawn(
-            async move { req.send().await.map(|r| r.status()) },
-        ));
+        let req = client.post(format!("{base}/v1/auth/login")).json(&json!({"email": email, "password": PASSWORD}));
+        inflight.push(tokio::spawn(async move { req.send().await.map(|r| r.status()) }));
     }
     tokio::time::sleep(Duration::from_millis(40)).await;
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     for r in inflight {
-        assert_eq!(
-            r.await.unwrap().expect("in-flight request completed"),
-            StatusCode::OK
-        );
+        assert_eq!(r.await.unwrap().expect("in-flight request completed"), StatusCode::OK);
     }
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
     reader.join().unwrap();
 
     let logs = lines.lock().unwrap().join("\n");
-    assert!(
-        logs.contains("\"request_id\":\"req_"),
-        "request ids are logged"
-    );
+    assert!(logs.contains("\"request_id\":\"req_"), "request ids are logged");
     assert!(logs.contains("refresh token reuse detected"));
     let master = std::fs::read_to_string(data.data_dir().join("master.key")).unwrap();
-    for secret in [
-        PASSWORD,
-        "the wrong passphrase",
-        &access,
-        &refresh,
-        &refresh2,
-        master.trim(),
-    ] {
+    for secret in [PASSWORD, "the wrong passphrase", &access, &refresh, &refresh2, master.trim()] {
         assert!(!logs.contains(secret), "a secret leaked into the logs");
     }
     // Every line is JSON.
     for line in logs.lines() {
-        assert!(
-            serde_json::from_str::<Value>(line).is_ok(),
-            "not JSON: {line}"
-        );
+        assert!(serde_json::from_str::<Value>(line).is_ok(), "not JSON: {line}");
     }
 }

@@ -34,12 +34,7 @@ async fn refresh_rotates_and_kills_the_old_token(backend: Backend) {
     let third = srv.refresh(&second.refresh).await;
     assert_eq!(third.status(), StatusCode::OK);
     // Garbage is just invalid, not "reused".
-    assert_problem(
-        srv.refresh("garbage").await,
-        StatusCode::UNAUTHORIZED,
-        "invalid_token",
-    )
-    .await;
+    assert_problem(srv.refresh("garbage").await, StatusCode::UNAUTHORIZED, "invalid_token").await;
     srv.stop().await;
 }
 
@@ -48,13 +43,7 @@ async fn reuse_revokes_every_session_and_is_audited(backend: Backend) {
     let srv = TestServer::start_on(&data, |_| {}).await;
     let laptop = srv.user("erin@example.com").await;
     let phone = srv.login("erin@example.com", PASSWORD).await;
-    let rotated = Tokens::from(
-        srv.refresh(&laptop.refresh)
-            .await
-            .json::<Value>()
-            .await
-            .unwrap(),
-    );
+    let rotated = Tokens::from(srv.refresh(&laptop.refresh).await.json::<Value>().await.unwrap());
 
     // The spent token comes back: theft.
     let res = srv.refresh(&laptop.refresh).await;
@@ -70,24 +59,14 @@ async fn reuse_revokes_every_session_and_is_audited(backend: Backend) {
     // Signing in again works: the account is not locked, only its sessions ended.
     srv.login("erin@example.com", PASSWORD).await;
 
-    let db = portcullis::store::Db::connect(&srv.cfg.database_url())
-        .await
-        .unwrap();
+    let db = portcullis::store::Db::connect(&srv.cfg.database_url()).await.unwrap();
     let user_id = laptop.body["user"]["id"].as_str().unwrap();
     let audit = db.audit_for_user(user_id, 50).await.unwrap();
-    let reuse = audit
-        .iter()
-        .find(|r| r.event_type == "refresh_reuse")
-        .expect("reuse audited");
+    let reuse = audit.iter().find(|r| r.event_type == "refresh_reuse").expect("reuse audited");
     assert_eq!(reuse.outcome, "failure");
     assert_eq!(reuse.reason.as_deref(), Some("refresh_token_reused"));
     assert_eq!(reuse.ip.as_deref(), Some("127.0.0.1"));
-    assert!(
-        reuse
-            .request_id
-            .as_deref()
-            .is_some_and(|r| r.starts_with("req_"))
-    );
+    assert!(reuse.request_id.as_deref().is_some_and(|r| r.starts_with("req_")));
     db.close().await;
     srv.stop().await;
 }
@@ -98,16 +77,7 @@ async fn race(servers: &[&TestServer], refresh_token: &str, n: usize) -> HashMap
         let srv = servers[i % servers.len()];
         let (client, url) = (srv.client.clone(), srv.url("/v1/auth/refresh"));
         let body = json!({"refresh_token": refresh_token});
-        tasks.push(tokio::spawn(async move {
-            client
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
+        tasks.push(tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap().status().as_u16() }));
     }
     let mut counts = HashMap::new();
     for t in tasks {
@@ -148,17 +118,9 @@ async fn logout_ends_the_session_at_once(backend: Backend) {
     let res = srv.post_auth("/v1/auth/logout", &t.access, json!({})).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let res = srv.get_auth("/v1/me", &t.access).await;
-    assert!(
-        res.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .contains(r#"error="invalid_token""#)
-    );
+    assert!(res.headers()["www-authenticate"].to_str().unwrap().contains(r#"error="invalid_token""#));
     assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
-    assert_eq!(
-        srv.refresh(&t.refresh).await.status(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(srv.refresh(&t.refresh).await.status(), StatusCode::UNAUTHORIZED);
     // Only that session ended.
     assert_eq!(srv.me_status(&other.access).await, StatusCode::OK);
     srv.stop().await;
@@ -171,51 +133,28 @@ async fn sessions_list_and_revoke_only_ones_own(backend: Backend) {
     let g2 = srv.login("gus@example.com", PASSWORD).await;
     let h = srv.user("hal@example.com").await;
 
-    let list: Value = srv
-        .get_auth("/v1/me/sessions", &g1.access)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list: Value = srv.get_auth("/v1/me/sessions", &g1.access).await.json().await.unwrap();
     let data_ = list["data"].as_array().unwrap();
     assert_eq!(data_.len(), 2, "{list}");
     assert!(list["next_cursor"].is_null());
     assert_eq!(data_.iter().filter(|s| s["current"] == true).count(), 1);
-    let g2_sid = crate::common::jwt_part(&g2.access, 1)["sid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let g2_sid = crate::common::jwt_part(&g2.access, 1)["sid"].as_str().unwrap().to_owned();
     assert!(data_.iter().any(|s| s["id"] == g2_sid));
 
     // Hal cannot end Gus's session: 404, and it stays alive.
-    let res = srv
-        .client
-        .delete(srv.url(&format!("/v1/me/sessions/{g2_sid}")))
-        .bearer_auth(&h.access)
-        .send()
-        .await
-        .unwrap();
+    let res =
+        srv.client.delete(srv.url(&format!("/v1/me/sessions/{g2_sid}"))).bearer_auth(&h.access).send().await.unwrap();
     assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
     assert_eq!(srv.me_status(&g2.access).await, StatusCode::OK);
 
     // Gus can.
-    let res = srv
-        .client
-        .delete(srv.url(&format!("/v1/me/sessions/{g2_sid}")))
-        .bearer_auth(&g1.access)
-        .send()
-        .await
-        .unwrap();
+    let res =
+        srv.client.delete(srv.url(&format!("/v1/me/sessions/{g2_sid}"))).bearer_auth(&g1.access).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert_eq!(srv.me_status(&g2.access).await, StatusCode::UNAUTHORIZED);
     assert_eq!(srv.me_status(&g1.access).await, StatusCode::OK);
-    let res = srv
-        .client
-        .delete(srv.url("/v1/me/sessions/ses_doesnotexist"))
-        .bearer_auth(&g1.access)
-        .send()
-        .await
-        .unwrap();
+    let res =
+        srv.client.delete(srv.url("/v1/me/sessions/ses_doesnotexist")).bearer_auth(&g1.access).send().await.unwrap();
     assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
     srv.stop().await;
 }
@@ -229,52 +168,25 @@ async fn password_change_ends_other_sessions(backend: Backend) {
 
     // Wrong current password: refused per field, nothing changes.
     let res = srv
-        .post_auth(
-            "/v1/me/password",
-            &here.access,
-            json!({"current_password": "wrong one!", "new_password": new_pw}),
-        )
+        .post_auth("/v1/me/password", &here.access, json!({"current_password": "wrong one!", "new_password": new_pw}))
         .await;
     let p = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
     assert_eq!(p["errors"][0]["field"], "current_password");
     assert_eq!(srv.me_status(&elsewhere.access).await, StatusCode::OK);
     // Weak new password: refused.
     let res = srv
-        .post_auth(
-            "/v1/me/password",
-            &here.access,
-            json!({"current_password": PASSWORD, "new_password": "12345678"}),
-        )
+        .post_auth("/v1/me/password", &here.access, json!({"current_password": PASSWORD, "new_password": "12345678"}))
         .await;
     assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
 
     let res = srv
-        .post_auth(
-            "/v1/me/password",
-            &here.access,
-            json!({"current_password": PASSWORD, "new_password": new_pw}),
-        )
+        .post_auth("/v1/me/password", &here.access, json!({"current_password": PASSWORD, "new_password": new_pw}))
         .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    assert_eq!(
-        srv.me_status(&here.access).await,
-        StatusCode::OK,
-        "the session that changed it lives on"
-    );
-    assert_eq!(
-        srv.me_status(&elsewhere.access).await,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        srv.refresh(&elsewhere.refresh).await.status(),
-        StatusCode::UNAUTHORIZED
-    );
-    let res = srv
-        .post(
-            "/v1/auth/login",
-            json!({"email": "ida@example.com", "password": PASSWORD}),
-        )
-        .await;
+    assert_eq!(srv.me_status(&here.access).await, StatusCode::OK, "the session that changed it lives on");
+    assert_eq!(srv.me_status(&elsewhere.access).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(srv.refresh(&elsewhere.refresh).await.status(), StatusCode::UNAUTHORIZED);
+    let res = srv.post("/v1/auth/login", json!({"email": "ida@example.com", "password": PASSWORD})).await;
     assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     srv.login("ida@example.com", new_pw).await;
     srv.stop().await;
@@ -284,29 +196,15 @@ async fn restart_keeps_tokens_and_sessions(backend: Backend) {
     let data = Data::new(&backend).await;
     let srv = TestServer::start_on(&data, |_| {}).await;
     let t = srv.user("jo@example.com").await;
-    let jwks_before: Value = srv
-        .client
-        .get(srv.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks_before: Value =
+        srv.client.get(srv.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
     let issuer = srv.base.clone();
     srv.stop().await;
 
     // Same data, same issuer (the issuer is part of every token).
     let srv = TestServer::start_on(&data, |c| c.issuer = Some(issuer.clone())).await;
-    let jwks_after: Value = srv
-        .client
-        .get(srv.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks_after: Value =
+        srv.client.get(srv.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
     assert_eq!(jwks_before, jwks_after, "no new key on restart");
     assert_eq!(srv.me_status(&t.access).await, StatusCode::OK);
     let res = srv.refresh(&t.refresh).await;

@@ -19,14 +19,8 @@ crate::backend_tests!(
 
 async fn invalid(srv: &TestServer, token: &str) {
     let res = srv.get_auth("/v1/me", token).await;
-    let challenge = res.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        challenge.starts_with(r#"Bearer realm="portcullis", error="invalid_token""#),
-        "{challenge}"
-    );
+    let challenge = res.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(challenge.starts_with(r#"Bearer realm="portcullis", error="invalid_token""#), "{challenge}");
     assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
 }
 
@@ -42,12 +36,7 @@ async fn expired_token_is_refused(backend: Backend) {
     assert_eq!(srv.me_status(&t.access).await, StatusCode::OK);
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let res = srv.get_auth("/v1/me", &t.access).await;
-    assert!(
-        res.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .contains("invalid_token")
-    );
+    assert!(res.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
     assert_problem(res, StatusCode::UNAUTHORIZED, "token_expired").await;
     // The refresh token still gets a fresh access token.
     assert_eq!(srv.refresh(&t.refresh).await.status(), StatusCode::OK);
@@ -62,26 +51,12 @@ async fn tampered_payload_is_refused(backend: Backend) {
     claims["roles"] = json!(["admin"]);
     claims["scope"] = json!("admin:users:write");
     let parts: Vec<&str> = t.access.split('.').collect();
-    let forged = format!(
-        "{}.{}.{}",
-        parts[0],
-        portcullis::crypto::b64url(claims.to_string().as_bytes()),
-        parts[2]
-    );
+    let forged = format!("{}.{}.{}", parts[0], portcullis::crypto::b64url(claims.to_string().as_bytes()), parts[2]);
     invalid(&srv, &forged).await;
     // A flipped signature bit, a truncated token, and junk.
     let mut sig = portcullis::crypto::b64url_decode(parts[2]).unwrap();
     sig[0] ^= 1;
-    invalid(
-        &srv,
-        &format!(
-            "{}.{}.{}",
-            parts[0],
-            parts[1],
-            portcullis::crypto::b64url(&sig)
-        ),
-    )
-    .await;
+    invalid(&srv, &format!("{}.{}.{}", parts[0], parts[1], portcullis::crypto::b64url(&sig))).await;
     invalid(&srv, &format!("{}.{}", parts[0], parts[1])).await;
     invalid(&srv, "not-a-jwt").await;
     srv.stop().await;
@@ -101,12 +76,7 @@ async fn token_of_another_server_is_refused(backend: Backend) {
     let mut header = jwt_part(&foreign.access, 0);
     header["kid"] = jwt_part(&ours.access, 0)["kid"].clone();
     let parts: Vec<&str> = foreign.access.split('.').collect();
-    let relabeled = format!(
-        "{}.{}.{}",
-        portcullis::crypto::b64url(header.to_string().as_bytes()),
-        parts[1],
-        parts[2]
-    );
+    let relabeled = format!("{}.{}.{}", portcullis::crypto::b64url(header.to_string().as_bytes()), parts[1], parts[2]);
     invalid(&srv, &relabeled).await;
     other.stop().await;
     srv.stop().await;
@@ -131,25 +101,15 @@ async fn hs256_key_confusion_is_refused(backend: Backend) {
     let data = Data::new(&backend).await;
     let srv = TestServer::start_on(&data, |_| {}).await;
     let t = srv.user("hmac@example.com").await;
-    let jwks: Value = srv
-        .client
-        .get(srv.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = srv.client.get(srv.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
     let jwk = &jwks["keys"][0];
     let mut header = jwt_part(&t.access, 0);
     header["alg"] = json!("HS256");
     let claims = jwt_part(&t.access, 1);
     // The classic attack: HMAC keyed with the public key, in each form a verifier
     // might have it (the JWK JSON, the raw modulus).
-    let secrets = [
-        jwk.to_string().into_bytes(),
-        portcullis::crypto::b64url_decode(jwk["n"].as_str().unwrap()).unwrap(),
-    ];
+    let secrets =
+        [jwk.to_string().into_bytes(), portcullis::crypto::b64url_decode(jwk["n"].as_str().unwrap()).unwrap()];
     for secret in secrets {
         let token = jsonwebtoken::encode(
             &jsonwebtoken::Header {
@@ -174,40 +134,16 @@ async fn unknown_kid_is_refused(backend: Backend) {
     let parts: Vec<&str> = t.access.split('.').collect();
     let mut header = jwt_part(&t.access, 0);
     header["kid"] = json!("no-such-key");
-    invalid(
-        &srv,
-        &format!(
-            "{}.{}.{}",
-            portcullis::crypto::b64url(header.to_string().as_bytes()),
-            parts[1],
-            parts[2]
-        ),
-    )
-    .await;
+    invalid(&srv, &format!("{}.{}.{}", portcullis::crypto::b64url(header.to_string().as_bytes()), parts[1], parts[2]))
+        .await;
     header.as_object_mut().unwrap().remove("kid");
-    invalid(
-        &srv,
-        &format!(
-            "{}.{}.{}",
-            portcullis::crypto::b64url(header.to_string().as_bytes()),
-            parts[1],
-            parts[2]
-        ),
-    )
-    .await;
+    invalid(&srv, &format!("{}.{}.{}", portcullis::crypto::b64url(header.to_string().as_bytes()), parts[1], parts[2]))
+        .await;
     // A token typed as something other than an access token (e.g. an ID token).
     let mut header = jwt_part(&t.access, 0);
     header["typ"] = json!("JWT");
-    invalid(
-        &srv,
-        &format!(
-            "{}.{}.{}",
-            portcullis::crypto::b64url(header.to_string().as_bytes()),
-            parts[1],
-            parts[2]
-        ),
-    )
-    .await;
+    invalid(&srv, &format!("{}.{}.{}", portcullis::crypto::b64url(header.to_string().as_bytes()), parts[1], parts[2]))
+        .await;
     srv.stop().await;
 }
 
@@ -215,39 +151,17 @@ async fn es256_and_eddsa_keys_work(backend: Backend) {
     let data = Data::new(&backend).await;
     for (alg, kty) in [("ES256", "EC"), ("EdDSA", "OKP"), ("RS256", "RSA")] {
         // Changing keys.algorithm rotates to a key of that kind at the next start.
-        let srv = TestServer::start_on(&data, |c| {
-            c.keys.algorithm = serde_json::from_value(json!(alg)).unwrap()
-        })
-        .await;
-        let t = srv
-            .user(&format!("{}@example.com", alg.to_lowercase()))
-            .await;
+        let srv = TestServer::start_on(&data, |c| c.keys.algorithm = serde_json::from_value(json!(alg)).unwrap()).await;
+        let t = srv.user(&format!("{}@example.com", alg.to_lowercase())).await;
         assert_eq!(jwt_part(&t.access, 0)["alg"], alg);
         assert_eq!(srv.me_status(&t.access).await, StatusCode::OK);
-        let jwks: Value = srv
-            .client
-            .get(srv.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let jwks: Value = srv.client.get(srv.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
         let kid = jwt_part(&t.access, 0)["kid"].clone();
-        let key = jwks["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|k| k["kid"] == kid)
-            .unwrap()
-            .clone();
+        let key = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid).unwrap().clone();
         assert_eq!(key["kty"], kty);
         assert_eq!(key["alg"], alg);
         assert_eq!(key["use"], "sig");
-        assert!(
-            key.get("d").is_none() && key.get("p").is_none(),
-            "no private material in the JWKS"
-        );
+        assert!(key.get("d").is_none() && key.get("p").is_none(), "no private material in the JWKS");
         srv.stop().await;
     }
 }
@@ -263,13 +177,9 @@ fn python_with_pyjwt() -> Option<&'static str> {
         return Some("python3");
     }
     if std::env::var("CI").is_ok_and(|v| !v.is_empty()) {
-        panic!(
-            "python3 with pyjwt and cryptography is required in CI (scripts/test installs them)"
-        );
+        panic!("python3 with pyjwt and cryptography is required in CI (scripts/test installs them)");
     }
-    eprintln!(
-        "skipping: python3 with pyjwt + cryptography not found (pip install pyjwt cryptography)"
-    );
+    eprintln!("skipping: python3 with pyjwt + cryptography not found (pip install pyjwt cryptography)");
     None
 }
 
@@ -279,21 +189,13 @@ async fn pyjwt_verifies_from_jwks_alone(backend: Backend) {
     };
     let data = Data::new(&backend).await;
     for alg in ["RS256", "ES256", "EdDSA"] {
-        let srv = TestServer::start_on(&data, |c| {
-            c.keys.algorithm = serde_json::from_value(json!(alg)).unwrap()
-        })
-        .await;
-        let t = srv
-            .user(&format!("py-{}@example.com", alg.to_lowercase()))
-            .await;
+        let srv = TestServer::start_on(&data, |c| c.keys.algorithm = serde_json::from_value(json!(alg)).unwrap()).await;
+        let t = srv.user(&format!("py-{}@example.com", alg.to_lowercase())).await;
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/pyjwt_verify.py");
         let jwks_url = srv.url("/.well-known/jwks.json");
         let (token, base) = (t.access.clone(), srv.base.clone());
         let out = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(python)
-                .args([script, &jwks_url, &token, &base, &base])
-                .output()
-                .unwrap()
+            std::process::Command::new(python).args([script, &jwks_url, &token, &base, &base]).output().unwrap()
         })
         .await
         .unwrap();

@@ -1,0 +1,353 @@
+//! User and role administration behind `/v1/admin/…` and the operator CLI. Callers
+//! have passed a scope guard already; every change is audited with the acting admin
+//! (or API key) as actor and the affected user as subject.
+
+use portcullis_proto::FieldError;
+use serde_json::Value;
+
+use crate::{
+    audit::{Audit, Event},
+    auth::{AuthError, Principal, RequestCtx, normalize_email},
+    crypto::{self, Secret},
+    passwords::{self, Hasher},
+    rbac,
+    store::{Db, NewUser, RoleRow, StoreError, UserFilter, UserPatch, UserRow},
+};
+
+/// Largest accepted metadata object, serialized (Clerk's limit).
+pub const METADATA_MAX_BYTES: usize = 8 * 1024;
+
+fn field(field: &str, code: &str, message: &str) -> FieldError {
+    FieldError { field: field.into(), code: code.into(), message: message.into() }
+}
+
+/// Checks a metadata value (a JSON object of at most 8 KiB) and returns its text.
+pub fn metadata_text(name: &str, value: &Value, errors: &mut Vec<FieldError>) -> Option<String> {
+    if !value.is_object() {
+        errors.push(field(name, "invalid_type", "must be a JSON object"));
+        return None;
+    }
+    let text = value.to_string();
+    if text.len() > METADATA_MAX_BYTES {
+        errors.push(field(name, "too_large", "must be at most 8 KiB of JSON"));
+        return None;
+    }
+    Some(text)
+}
+
+/// Trims a display name; empty becomes none; at most 200 characters.
+pub fn clean_name(name: Option<String>, errors: &mut Vec<FieldError>) -> Option<String> {
+    let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+    if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
+        errors.push(field("name", "too_long", "must be at most 200 characters"));
+    }
+    name
+}
+
+/// Opaque pagination cursor: the last id of the page, base64url.
+pub fn cursor_encode(id: &str) -> String {
+    crypto::b64url(id.as_bytes())
+}
+
+/// Reads a cursor; a malformed one is a validation error, not a 500.
+pub fn cursor_decode(cursor: Option<&str>) -> Result<Option<String>, AuthError> {
+    match cursor {
+        None | Some("") => Ok(None),
+        Some(c) => crypto::b64url_decode(c)
+            .and_then(|b| String::from_utf8(b).ok())
+            .map(Some)
+            .ok_or_else(|| AuthError::Validation(vec![field("cursor", "invalid", "is not a cursor from this API")])),
+    }
+}
+
+/// Checks `limit` (default 50, 1 to 200).
+pub fn page_limit(limit: Option<i64>) -> Result<i64, AuthError> {
+    match limit {
+        None => Ok(50),
+        Some(n) if (1..=200).contains(&n) => Ok(n),
+        Some(_) => Err(AuthError::Validation(vec![field("limit", "out_of_range", "must be between 1 and 200")])),
+    }
+}
+
+/// Admin operations on users and roles.
+pub struct Admin {
+    db: Db,
+    hasher: Hasher,
+    audit: Audit,
+}
+
+/// Input of [`Admin::user_create`].
+#[derive(Debug, Default)]
+pub struct UserCreate {
+    /// Sign-in email.
+    pub email: String,
+    /// Initial password.
+    pub password: Option<Secret>,
+    /// Display name.
+    pub name: Option<String>,
+    /// Roles (default `member`).
+    pub roles: Option<Vec<String>>,
+    /// Public metadata.
+    pub public_metadata: Option<Value>,
+    /// Private metadata.
+    pub private_metadata: Option<Value>,
+}
+
+/// Input of [`Admin::user_update`].
+#[derive(Debug, Default)]
+pub struct UserUpdate {
+    /// New name (`Some(None)` clears).
+    pub name: Option<Option<String>>,
+    /// New email.
+    pub email: Option<String>,
+    /// Replaces public metadata.
+    pub public_metadata: Option<Value>,
+    /// Replaces private metadata.
+    pub private_metadata: Option<Value>,
+}
+
+impl Admin {
+    /// Wires the service.
+    pub fn new(db: Db, hasher: Hasher) -> Self {
+        let audit = Audit::new(db.clone());
+        Self { db, hasher, audit }
+    }
+
+    /// A page of users matching `filter`, and the cursor of the next page.
+    pub async fn user_list(
+        &self,
+        filter: &UserFilter,
+        cursor: Option<&str>,
+        limit: Option<i64>,
+    ) -> Result<(Vec<UserRow>, Option<String>), AuthError> {
+        let limit = page_limit(limit)?;
+        let after = cursor_decode(cursor)?;
+        let mut rows = self.db.user_list(filter, after.as_deref(), limit + 1).await?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+        let next = if more { rows.last().map(|u| cursor_encode(&u.id)) } else { None };
+        Ok((rows, next))
+    }
+
+    /// One user.
+    pub async fn user_get(&self, id: &str) -> Result<UserRow, AuthError> {
+        self.db.user_by_id(id).await?.ok_or(AuthError::NotFound)
+    }
+
+    /// Creates a user, with or without a password.
+    pub async fn user_create(&self, ctx: &RequestCtx, who: &Principal, req: UserCreate) -> Result<UserRow, AuthError> {
+        let mut errors = Vec::new();
+        let email = normalize_email(&req.email).map_err(|e| errors.push(e)).ok();
+        if let Some(pw) = &req.password {
+            let e = email.as_deref().unwrap_or_default();
+            let local = e.split('@').next().unwrap_or_default();
+            errors.extend(passwords::check_policy("password", pw.expose(), &[e, local, "portcullis"]));
+        }
+        let name = clean_name(req.name, &mut errors);
+        let public = req.public_metadata.as_ref().and_then(|m| metadata_text("public_metadata", m, &mut errors));
+        let private = req.private_metadata.as_ref().and_then(|m| metadata_text("private_metadata", m, &mut errors));
+        let roles = req.roles.unwrap_or_else(|| vec![rbac::DEFAULT_ROLE.into()]);
+        for (i, r) in roles.iter().enumerate() {
+            if !rbac::valid_name(r) {
+                errors.push(field(&format!("roles[{i}]"), "invalid_format", "is not a role name"));
+            }
+        }
+        let Some(email) = email.filter(|_| errors.is_empty()) else {
+            return Err(AuthError::Validation(errors));
+        };
+        let password_hash = match req.password {
+            Some(pw) => Some(self.hasher.hash(pw).await?),
+            None => None,
+        };
+        let new = NewUser {
+            id: crypto::new_id("usr", ctx.now),
+            email,
+            name,
+            password_hash,
+            roles: rbac::normalized(&roles),
+            public_metadata: public,
+            private_metadata: private,
+        };
+        let user = self.db.user_insert(&new, ctx.now).await.map_err(conflict)?;
+        self.audit.record(ctx, Event::ok("user_created", Some(&user.id)).by(who.actor())).await;
+        Ok(user)
+    }
+
+    /// Updates name, email and metadata.
+    pub async fn user_update(
+        &self,
+        ctx: &RequestCtx,
+        who: &Principal,
+        id: &str,
+        req: UserUpdate,
+    ) -> Result<UserRow, AuthError> {
+        let mut errors = Vec::new();
+        let email = req.email.and_then(|e| normalize_email(&e).map_err(|e| errors.push(e)).ok());
+        let name = req.name.map(|n| clean_name(n, &mut errors));
+        let public = req.public_metadata.as_ref().and_then(|m| metadata_text("public_metadata", m, &mut errors));
+        let private = req.private_metadata.as_ref().and_then(|m| metadata_text("private_metadata", m, &mut errors));
+        if !errors.is_empty() {
+            return Err(AuthError::Validation(errors));
+        }
+        let patch =
+            UserPatch { email, name, public_metadata: public, private_metadata: private, unsafe_metadata: None };
+        let user = self.db.user_update(id, &patch, ctx.now).await.map_err(conflict)?.ok_or(AuthError::NotFound)?;
+        self.audit.record(ctx, Event::ok("user_updated", Some(id)).by(who.actor())).await;
+        Ok(user)
+    }
+
+    /// Deletes a user with their sessions, refresh tokens and API keys.
+    pub async fn user_delete(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<(), AuthError> {
+        if !self.db.user_delete(id).await? {
+            return Err(AuthError::NotFound);
+        }
+        self.audit.record(ctx, Event::ok("user_deleted", Some(id)).by(who.actor())).await;
+        Ok(())
+    }
+
+    /// Bans (ending every session) or unbans.
+    pub async fn user_ban(&self, ctx: &RequestCtx, who: &Principal, id: &str, ban: bool) -> Result<UserRow, AuthError> {
+        if ban && who.user_id == id {
+            return Err(AuthError::Forbidden("administrators cannot ban themselves"));
+        }
+        if !self.db.user_set_banned(id, ban.then_some(ctx.now), ctx.now).await? {
+            return Err(AuthError::NotFound);
+        }
+        let kind = if ban { "user_banned" } else { "user_unbanned" };
+        self.audit.record(ctx, Event::ok(kind, Some(id)).by(who.actor())).await;
+        self.user_get(id).await
+    }
+
+    /// Grants a role; it reaches the user's next token.
+    pub async fn user_role_grant(
+        &self,
+        ctx: &RequestCtx,
+        who: &Principal,
+        id: &str,
+        role: &str,
+    ) -> Result<UserRow, AuthError> {
+        self.user_get(id).await?;
+        if !rbac::valid_name(role) {
+            return Err(AuthError::Validation(vec![field("role", "invalid_format", "is not a role name")]));
+        }
+        self.db.user_grant_role(id, role, ctx.now).await.map_err(|e| match e {
+            StoreError::Conflict("unknown role") => {
+                AuthError::Validation(vec![field("role", "unknown", "no such role")])
+            }
+            other => other.into(),
+        })?;
+        self.audit
+            .record(ctx, Event { reason: Some(role), ..Event::ok("role_granted", Some(id)).by(who.actor()) })
+            .await;
+        self.user_get(id).await
+    }
+
+    /// Revokes a role; `NotFound` if the user does not hold it.
+    pub async fn user_role_revoke(
+        &self,
+        ctx: &RequestCtx,
+        who: &Principal,
+        id: &str,
+        role: &str,
+    ) -> Result<UserRow, AuthError> {
+        if !self.db.user_revoke_role(id, role).await? {
+            return Err(AuthError::NotFound);
+        }
+        self.audit
+            .record(ctx, Event { reason: Some(role), ..Event::ok("role_revoked", Some(id)).by(who.actor()) })
+            .await;
+        self.user_get(id).await
+    }
+
+    /// Ends every session of a user.
+    pub async fn user_sessions_revoke(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<u64, AuthError> {
+        self.user_get(id).await?;
+        let n = self.db.sessions_revoke_all(id, None, "revoked_by_admin", ctx.now).await?;
+        self.audit.record(ctx, Event::ok("sessions_revoked", Some(id)).by(who.actor())).await;
+        Ok(n)
+    }
+
+    /// Every role.
+    pub async fn role_list(&self) -> Result<Vec<RoleRow>, AuthError> {
+        Ok(self.db.role_list().await?)
+    }
+
+    /// Creates a role.
+    pub async fn role_create(
+        &self,
+        ctx: &RequestCtx,
+        who: &Principal,
+        name: &str,
+        description: Option<String>,
+        permissions: &[String],
+    ) -> Result<RoleRow, AuthError> {
+        let mut errors = rbac::check_permissions("permissions", permissions);
+        if !rbac::valid_name(name) {
+            errors.insert(0, field("name", "invalid_format", "must match [a-z0-9_.:-]+ (at most 128 characters)"));
+        }
+        if !errors.is_empty() {
+            return Err(AuthError::Validation(errors));
+        }
+        let role = RoleRow {
+            name: name.to_owned(),
+            description,
+            permissions: rbac::normalized(permissions),
+            created_at: ctx.now,
+            updated_at: ctx.now,
+        };
+        self.db.role_insert(&role).await.map_err(|e| match e {
+            StoreError::Conflict(_) => AuthError::Conflict("a role with this name already exists"),
+            other => other.into(),
+        })?;
+        self.audit.record(ctx, Event { reason: Some(name), ..Event::ok("role_created", None).by(who.actor()) }).await;
+        Ok(role)
+    }
+
+    /// Updates a role's description and/or permissions.
+    pub async fn role_update(
+        &self,
+        ctx: &RequestCtx,
+        who: &Principal,
+        name: &str,
+        description: Option<Option<String>>,
+        permissions: Option<Vec<String>>,
+    ) -> Result<RoleRow, AuthError> {
+        if let Some(p) = &permissions {
+            let errors = rbac::check_permissions("permissions", p);
+            if !errors.is_empty() {
+                return Err(AuthError::Validation(errors));
+            }
+        }
+        let perms = permissions.map(|p| rbac::normalized(&p));
+        if !self.db.role_update(name, description, perms.as_deref(), ctx.now).await? {
+            return Err(AuthError::NotFound);
+        }
+        self.audit.record(ctx, Event { reason: Some(name), ..Event::ok("role_updated", None).by(who.actor()) }).await;
+        self.db.role_get(name).await?.ok_or(AuthError::NotFound)
+    }
+
+    /// Deletes a role nobody holds; built-in roles are never deleted.
+    pub async fn role_delete(&self, ctx: &RequestCtx, who: &Principal, name: &str) -> Result<(), AuthError> {
+        if rbac::BUILTIN_ROLES.contains(&name) {
+            return Err(AuthError::Forbidden("built-in roles can be edited but not deleted"));
+        }
+        match self.db.role_delete(name).await {
+            Ok(true) => {}
+            Ok(false) => return Err(AuthError::NotFound),
+            Err(StoreError::Conflict(_)) => return Err(AuthError::Conflict("the role is still held by users")),
+            Err(e) => return Err(e.into()),
+        }
+        self.audit.record(ctx, Event { reason: Some(name), ..Event::ok("role_deleted", None).by(who.actor()) }).await;
+        Ok(())
+    }
+}
+
+fn conflict(e: StoreError) -> AuthError {
+    match e {
+        StoreError::Conflict("unknown role") => {
+            AuthError::Validation(vec![field("roles", "unknown", "names a role that does not exist")])
+        }
+        StoreError::Conflict(_) => AuthError::Conflict("an account with this email already exists"),
+        other => other.into(),
+    }
+}

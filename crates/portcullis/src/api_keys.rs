@@ -1,0 +1,382 @@
+//! API keys for machine-to-machine calls.
+//!
+//! Format: `pcl_` + 32 random base62 characters (≈190 bits) + a 6-character base62
+//! CRC32 of everything before it. The fixed prefix lets secret scanners find leaked
+//! keys; the checksum lets them — and us, before any database lookup — tell a real
+//! key from noise (the scheme GitHub uses for its tokens).
+//!
+//! Validation hashes the key (SHA-256) and looks the hash up, through a per-node
+//! cache whose entries live one second: a revoked key stops working on every node
+//! within a second, and a flood of requests with one key costs one query a second.
+//! `last_used_at` is kept in memory and flushed every few seconds, not written per
+//! request.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use portcullis_proto::FieldError;
+
+use crate::{
+    admin::{cursor_decode, cursor_encode, page_limit},
+    audit::{Audit, Event},
+    auth::{AuthError, Principal, RequestCtx},
+    crypto::{self, Secret},
+    rbac,
+    shutdown::Shutdown,
+    store::{ApiKeyRow, Db, StoreError},
+};
+
+/// The fixed, greppable prefix of every key.
+pub const PREFIX: &str = "pcl_";
+const RANDOM_LEN: usize = 32;
+const CHECK_LEN: usize = 6;
+/// Total length of a key.
+pub const KEY_LEN: usize = PREFIX.len() + RANDOM_LEN + CHECK_LEN;
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// How long a cached lookup may be served: the revocation delay.
+pub const CACHE_TTL: Duration = Duration::from_secs(1);
+const CACHE_MAX: usize = 10_000;
+
+fn base62_checksum(body: &str) -> String {
+    let mut n = crc32fast::hash(body.as_bytes());
+    let mut out = [b'0'; CHECK_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62.get((n % 62) as usize).copied().unwrap_or(b'0');
+        n /= 62;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A fresh key and the prefix shown in lists.
+pub fn generate() -> (Secret, String) {
+    let mut body = String::with_capacity(KEY_LEN);
+    body.push_str(PREFIX);
+    while body.len() < PREFIX.len() + RANDOM_LEN {
+        for b in crypto::random_bytes::<48>() {
+            // Rejection sampling: 248 = 4 × 62 keeps every character equally likely.
+            if b < 248 && body.len() < PREFIX.len() + RANDOM_LEN {
+                body.push(char::from(BASE62.get(usize::from(b % 62)).copied().unwrap_or(b'0')));
+            }
+        }
+    }
+    let key = format!("{body}{}", base62_checksum(&body));
+    let shown = display_prefix(&key);
+    (Secret::new(key), shown)
+}
+
+/// The part of a key that lists show: `pcl_` and 8 characters.
+pub fn display_prefix(key: &str) -> String {
+    key.chars().take(PREFIX.len() + 8).collect()
+}
+
+/// Whether `key` is shaped like one of ours with a valid checksum — no I/O.
+pub fn well_formed(key: &str) -> bool {
+    if key.len() != KEY_LEN || !key.starts_with(PREFIX) || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return false;
+    }
+    let (body, check) = key.split_at(KEY_LEN - CHECK_LEN);
+    body.get(PREFIX.len()..).is_some_and(|r| r.bytes().all(|b| b.is_ascii_alphanumeric()))
+        && crypto::ct_eq(base62_checksum(body).as_bytes(), check.as_bytes())
+}
+
+/// Why a key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRejection {
+    /// Not a well-formed key, unknown, revoked, rotated out, or its owner is banned.
+    Invalid,
+    /// Past its expiry.
+    Expired,
+}
+
+/// What a valid key grants.
+#[derive(Debug, Clone)]
+pub struct KeyGrant {
+    /// The key.
+    pub key: ApiKeyRow,
+    /// The key's scopes that its owner still holds.
+    pub effective_scopes: Vec<String>,
+}
+
+type CacheEntry = (Instant, Option<Arc<(ApiKeyRow, bool, Vec<String>)>>);
+
+/// Validates keys through the cache and coalesces last-used writes.
+pub struct ApiKeys {
+    db: Db,
+    audit: Audit,
+    cache: Mutex<HashMap<String, CacheEntry>>,
+    used: Mutex<HashMap<String, i64>>,
+}
+
+impl ApiKeys {
+    /// A validator over this database.
+    pub fn new(db: Db) -> Arc<Self> {
+        let audit = Audit::new(db.clone());
+        Arc::new(Self { db, audit, cache: Mutex::new(HashMap::new()), used: Mutex::new(HashMap::new()) })
+    }
+
+    /// Resolves a presented key: format, lookup, revocation, expiry, owner ban, and
+    /// scopes cut down to what the owner holds now.
+    pub async fn check(&self, key: &str, now: i64) -> Result<KeyGrant, KeyRejection> {
+        if !well_formed(key) {
+            return Err(KeyRejection::Invalid);
+        }
+        let hash = crypto::sha256_b64(key);
+        let cached =
+            self.cache.lock().ok().and_then(|c| c.get(&hash).filter(|(at, _)| at.elapsed() < CACHE_TTL).cloned());
+        let entry = match cached {
+            Some((_, entry)) => entry,
+            None => {
+                let entry = self.load(&hash, now).await.map_err(|e| {
+                    tracing::error!(error = %e, "API key lookup failed");
+                    KeyRejection::Invalid
+                })?;
+                if let Ok(mut c) = self.cache.lock() {
+                    if c.len() >= CACHE_MAX {
+                        c.clear();
+                    }
+                    c.insert(hash, (Instant::now(), entry.clone()));
+                }
+                entry
+            }
+        };
+        let Some(entry) = entry else { return Err(KeyRejection::Invalid) };
+        let (row, owner_banned, owner_perms) = &*entry;
+        if row.revoked_at.is_some() || *owner_banned {
+            return Err(KeyRejection::Invalid);
+        }
+        if row.expires_at.is_some_and(|t| t <= now) {
+            return Err(KeyRejection::Expired);
+        }
+        if let Ok(mut used) = self.used.lock() {
+            used.insert(row.id.clone(), now);
+        }
+        let effective_scopes = row.scopes.iter().filter(|s| owner_perms.contains(s)).cloned().collect();
+        Ok(KeyGrant { key: row.clone(), effective_scopes })
+    }
+
+    async fn load(&self, hash: &str, now: i64) -> Result<Option<Arc<(ApiKeyRow, bool, Vec<String>)>>, StoreError> {
+        let Some(found) = self.db.api_key_lookup(hash, now).await? else { return Ok(None) };
+        let perms = self.db.role_permissions(&found.owner_roles).await?;
+        Ok(Some(Arc::new((found.key, found.owner_banned, perms))))
+    }
+
+    /// Authenticates a request carrying `X-API-Key`.
+    pub async fn authenticate(&self, key: &str, now: i64) -> Result<Principal, KeyRejection> {
+        let grant = self.check(key, now).await?;
+        Ok(Principal {
+            user_id: grant.key.owner_id,
+            session_id: None,
+            api_key_id: Some(grant.key.id),
+            roles: Vec::new(),
+            scopes: grant.effective_scopes,
+        })
+    }
+
+    /// Drops cached lookups of a key on this node at once (other nodes: within
+    /// [`CACHE_TTL`]).
+    pub fn forget(&self, key_id: &str) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.retain(|_, (_, e)| e.as_ref().is_none_or(|e| e.0.id != key_id));
+        }
+    }
+
+    /// Writes pending last-used times.
+    pub async fn flush_last_used(&self) {
+        let pending: Vec<(String, i64)> = match self.used.lock() {
+            Ok(mut m) => m.drain().collect(),
+            Err(_) => return,
+        };
+        for (id, at) in pending {
+            if let Err(e) = self.db.api_key_touch(&id, at).await {
+                tracing::warn!(error = %e, "recording API key use failed");
+            }
+        }
+    }
+
+    /// Flushes last-used times every `every` until shutdown, and once more then.
+    pub fn spawn_flusher(self: &Arc<Self>, every: Duration, shutdown: Shutdown) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => me.flush_last_used().await,
+                    _ = shutdown.wait() => { me.flush_last_used().await; return; }
+                }
+            }
+        });
+    }
+
+    /// Creates a key for the caller's own user. Every scope must be one the caller
+    /// holds right now: a credential never mints a stronger one.
+    pub async fn create(
+        &self,
+        ctx: &RequestCtx,
+        who: &Principal,
+        name: &str,
+        scopes: &[String],
+        expires_in: Option<Duration>,
+    ) -> Result<(ApiKeyRow, Secret), AuthError> {
+        let mut errors = rbac::check_permissions("scopes", scopes);
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            errors.insert(
+                0,
+                FieldError {
+                    field: "name".into(),
+                    code: "invalid_length".into(),
+                    message: "must be 1 to 100 characters".into(),
+                },
+            );
+        }
+        if !errors.is_empty() {
+            return Err(AuthError::Validation(errors));
+        }
+        let scopes = rbac::normalized(scopes);
+        let required: Vec<&str> = scopes.iter().map(String::as_str).collect();
+        if let Err(denied) = rbac::require_scope(who, &required) {
+            self.audit
+                .record(ctx, Event::failed("api_key_created", Some(&who.user_id), "scope_escalation").by(who.actor()))
+                .await;
+            return Err(AuthError::Denied(denied.required));
+        }
+        let (secret, prefix) = generate();
+        let expires_at = expires_in.map(|d| ctx.now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+        let row = ApiKeyRow {
+            id: crypto::new_id("key", ctx.now),
+            owner_id: who.user_id.clone(),
+            name: name.to_owned(),
+            prefix,
+            scopes,
+            created_at: ctx.now,
+            expires_at,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        self.db.api_key_insert(&row, &crypto::sha256_b64(secret.expose())).await?;
+        self.audit
+            .record(
+                ctx,
+                Event { reason: Some(&row.id), ..Event::ok("api_key_created", Some(&who.user_id)).by(who.actor()) },
+            )
+            .await;
+        Ok((row, secret))
+    }
+
+    /// The caller's own live keys, a page at a time.
+    pub async fn list(
+        &self,
+        who: &Principal,
+        cursor: Option<&str>,
+        limit: Option<i64>,
+    ) -> Result<(Vec<ApiKeyRow>, Option<String>), AuthError> {
+        let limit = page_limit(limit)?;
+        let after = cursor_decode(cursor)?;
+        let mut rows = self.db.api_key_list(&who.user_id, after.as_deref(), limit + 1).await?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(0));
+        let next = if more { rows.last().map(|k| cursor_encode(&k.id)) } else { None };
+        Ok((rows, next))
+    }
+
+    /// Revokes one of the caller's keys; another user's id is `NotFound`.
+    pub async fn revoke(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<(), AuthError> {
+        if !self.db.api_key_revoke(&who.user_id, id, ctx.now).await? {
+            return Err(AuthError::NotFound);
+        }
+        self.forget(id);
+        self.audit
+            .record(ctx, Event { reason: Some(id), ..Event::ok("api_key_revoked", Some(&who.user_id)).by(who.actor()) })
+            .await;
+        Ok(())
+    }
+
+    /// Gives one of the caller's keys a new secret; the old one keeps working for
+    /// `grace` (default none).
+    pub async fn rotate(
+        &self,
+        ctx: &RequestCtx,
+        who: &Principal,
+        id: &str,
+        grace: Duration,
+    ) -> Result<(ApiKeyRow, Secret), AuthError> {
+        let (secret, prefix) = generate();
+        let until = ctx.now.saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+        let hash = crypto::sha256_b64(secret.expose());
+        if !self.db.api_key_rotate(&who.user_id, id, &hash, &prefix, until).await? {
+            return Err(AuthError::NotFound);
+        }
+        self.forget(id);
+        self.audit
+            .record(ctx, Event { reason: Some(id), ..Event::ok("api_key_rotated", Some(&who.user_id)).by(who.actor()) })
+            .await;
+        let row = self.db.api_key_get(&who.user_id, id).await?.ok_or(AuthError::NotFound)?;
+        Ok((row, secret))
+    }
+
+    /// For other services: is this key good, and what may it do?
+    pub async fn verify(&self, ctx: &RequestCtx, who: &Principal, key: &str) -> Option<KeyGrant> {
+        match self.check(key, ctx.now).await {
+            Ok(grant) => Some(grant),
+            Err(r) => {
+                self.audit
+                    .record(ctx, Event::failed("api_key_verify", None, rejection_reason(r)).by(who.actor()))
+                    .await;
+                None
+            }
+        }
+    }
+
+    /// Records a failed attempt to authenticate with a key.
+    pub async fn audit_failure(&self, ctx: &RequestCtx, r: KeyRejection) {
+        self.audit.record(ctx, Event::failed("api_key_auth", None, rejection_reason(r))).await;
+    }
+}
+
+impl From<StoreError> for KeyRejection {
+    fn from(_: StoreError) -> Self {
+        KeyRejection::Invalid
+    }
+}
+
+/// Context-free helper for callers that must audit key failures.
+pub fn rejection_reason(r: KeyRejection) -> &'static str {
+    match r {
+        KeyRejection::Invalid => "invalid_api_key",
+        KeyRejection::Expired => "expired_api_key",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_are_well_formed_and_distinct() {
+        let (a, pa) = generate();
+        let (b, _) = generate();
+        assert_eq!(a.expose().len(), KEY_LEN);
+        assert!(a.expose().starts_with("pcl_"));
+        assert!(well_formed(a.expose()) && well_formed(b.expose()));
+        assert_ne!(a.expose(), b.expose());
+        assert_eq!(pa.len(), 12);
+        assert!(a.expose().starts_with(&pa));
+    }
+
+    #[test]
+    fn noise_and_typos_are_rejected_without_lookup() {
+        let (k, _) = generate();
+        let k = k.expose().to_owned();
+        let mut typo = k.clone().into_bytes();
+        typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
+        assert!(!well_formed(&String::from_utf8(typo).unwrap()));
+        assert!(!well_formed(&k[..k.len() - 1]));
+        assert!(!well_formed(&k.replace("pcl_", "pk_x")));
+        assert!(!well_formed("pcl_"));
+        assert!(!well_formed(""));
+    }
+}

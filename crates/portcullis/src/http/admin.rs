@@ -1,0 +1,199 @@
+//! `/v1/admin/…`: user and role administration. Each handler takes the `Can<…>`
+//! guard of the permission it needs; the built-in `admin` role holds them all, and an
+//! API key can be given exactly the ones an automation needs.
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use portcullis_proto::{
+    AdminUser, AdminUserCreateRequest, AdminUserUpdateRequest, Page, Role, RoleCreateRequest, RoleGrantRequest,
+    RoleUpdateRequest,
+};
+use serde::Deserialize;
+
+use super::{
+    AppState,
+    error::ApiError,
+    extract::JsonBody,
+    guard::{Can, RolesRead, RolesWrite, UsersRead, UsersWrite},
+    views::{admin_user_view, role_view},
+};
+use crate::{
+    admin::{UserCreate, UserUpdate},
+    auth::RequestCtx,
+    crypto::Secret,
+    store::UserFilter,
+};
+
+/// Query of `GET /v1/admin/users`.
+#[derive(Debug, Deserialize)]
+pub struct UserListQuery {
+    email: Option<String>,
+    role: Option<String>,
+    banned: Option<bool>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/admin/users`.
+pub async fn admin_user_list(
+    State(state): State<AppState>,
+    _: Can<UsersRead>,
+    query: Result<Query<UserListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page<AdminUser>>, ApiError> {
+    let Query(q) = query.map_err(super::extract::query_error)?;
+    let filter = UserFilter { email: q.email, role: q.role, banned: q.banned };
+    let (users, next_cursor) = state.admin.user_list(&filter, q.cursor.as_deref(), q.limit).await?;
+    Ok(Json(Page { data: users.iter().map(admin_user_view).collect(), next_cursor }))
+}
+
+/// `POST /v1/admin/users`.
+pub async fn admin_user_create(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Can { who, .. }: Can<UsersWrite>,
+    JsonBody(req): JsonBody<AdminUserCreateRequest>,
+) -> Result<Response, ApiError> {
+    let input = UserCreate {
+        email: req.email,
+        password: req.password.map(Secret::new),
+        name: req.name,
+        roles: req.roles,
+        public_metadata: req.public_metadata,
+        private_metadata: req.private_metadata,
+    };
+    let user = state.admin.user_create(&ctx, &who, input).await?;
+    Ok((StatusCode::CREATED, Json(admin_user_view(&user))).into_response())
+}
+
+/// `GET /v1/admin/users/{id}`.
+pub async fn admin_user_get(
+    State(state): State<AppState>,
+    _: Can<UsersRead>,
+    Path(id): Path<String>,
+) -> Result<Json<AdminUser>, ApiError> {
+    Ok(Json(admin_user_view(&state.admin.user_get(&id).await?)))
+}
+
+/// `PATCH /v1/admin/users/{id}`.
+pub async fn admin_user_update(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Can { who, .. }: Can<UsersWrite>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<AdminUserUpdateRequest>,
+) -> Result<Json<AdminUser>, ApiError> {
+    let input = UserUpdate {
+        name: req.name,
+        email: req.email,
+        public_metadata: req.public_metadata,
+        private_metadata: req.private_metadata,
+    };
+    Ok(Json(admin_user_view(&state.admin.user_update(&ctx, &who, &id, input).await?)))
+}
+
+/// `DELETE /v1/admin/users/{id}`.
+pub async fn admin_user_delete(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Can { who, .. }: Can<UsersWrite>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.admin.user_delete(&ctx, &who, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/admin/users/{id}/ban`.
+pub async fn admin_user_ban(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Can { who, .. }: Can<UsersWrite>,
+    Path(id): Path<String>,
+) -> Result<Json<AdminUser>, ApiError> {
+    Ok(Json(admin_user_view(&state.admin.user_ban(&ctx, &who, &id, true).await?)))
+}
+
+/// `POST /v1/admin/users/{id}/unban`.
+pub async fn admin_user_unban(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Can { who, .. }: Can<UsersWrite>,
+    Path(id): Path<String>,
+) -> Result<Json<AdminUser>, ApiError> {
+    Ok(Json(admin_user_view(&state.admin.user_ban(&ctx, &who, &id, false).await?)))
+}
+
+/// `POST /v1/admin/users/{id}/roles`.
+pub async fn admin_user_role_grant(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Can { who, .. }: Can<UsersWrite>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<RoleGrantRequest>,
+) -> Result<Json<AdminUser>, ApiError> {
+    Ok(Json(admin_user_view(&state.admin.user_role_grant(&ctx, &who, &id, &req.role).await?)))
+}
+
+/// `DELETE /v1/admin/users/{id}/roles/{role}`.
+pub async fn admin_user_role_revoke(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Can { who, .. }: Can<UsersWrite>,
+    Path((id, role)): Path<(String, String)>,
+) -> Result<Json<AdminUser>, ApiError> {
+    Ok(Json(admin_user_view(&state.admin.user_role_revoke(&ctx, &who, &id, &role).await?)))
+}
+
+/// `DELETE /v1/admin/users/{id}/sessions`.
+pub async fn admin_user_sessions_revoke(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Can { who, .. }: Can<UsersWrite>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.admin.user_sessions_revoke(&ctx, &who, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/admin/roles`.
+pub async fn role_list(State(state): State<AppState>, _: Can<RolesRead>) -> Result<Json<Page<Role>>, ApiError> {
+    let roles = state.admin.role_list().await?;
+    Ok(Json(Page { data: roles.iter().map(role_view).collect(), next_cursor: None }))
+}
+
+/// `POST /v1/admin/roles`.
+pub async fn role_create(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Can { who, .. }: Can<RolesWrite>,
+    JsonBody(req): JsonBody<RoleCreateRequest>,
+) -> Result<Response, ApiError> {
+    let role = state.admin.role_create(&ctx, &who, &req.name, req.description, &req.permissions).await?;
+    Ok((StatusCode::CREATED, Json(role_view(&role))).into_response())
+}
+
+/// `PATCH /v1/admin/roles/{name}`.
+pub async fn role_update(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Can { who, .. }: Can<RolesWrite>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<RoleUpdateRequest>,
+) -> Result<Json<Role>, ApiError> {
+    let role = state.admin.role_update(&ctx, &who, &name, req.description, req.permissions).await?;
+    Ok(Json(role_view(&role)))
+}
+
+/// `DELETE /v1/admin/roles/{name}`.
+pub async fn role_delete(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Can { who, .. }: Can<RolesWrite>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.admin.role_delete(&ctx, &who, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,139 @@
+//! `/v1/api-keys…`: a user's own machine credentials, and verification for other
+//! services. Keys are looked up with their owner, so another user's key id is 404.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use portcullis_proto::{
+    ApiKey, ApiKeyCreateRequest, ApiKeyCreated, ApiKeyRotateRequest, ApiKeyVerifyRequest, ApiKeyVerifyResponse,
+    FieldError, Page,
+};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{
+    AppState,
+    error::ApiError,
+    extract::{Authed, JsonBody},
+    guard::{Can, KeysVerify},
+    views::api_key_view,
+};
+use crate::{auth::RequestCtx, clock::rfc3339, config::HumanDuration};
+
+/// Reads a duration given as seconds (`3600`) or as text (`"30d"`).
+fn duration_field(field: &str, v: Option<Value>) -> Result<Option<Duration>, ApiError> {
+    let bad = |msg: &str| {
+        ApiError::validation(vec![FieldError { field: field.into(), code: "invalid".into(), message: msg.into() }])
+    };
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(s) if s <= 100 * 365 * 86_400 => Ok(Some(Duration::from_secs(s))),
+            _ => Err(bad("must be a whole number of seconds, at most 100 years")),
+        },
+        Some(Value::String(s)) => s
+            .parse::<HumanDuration>()
+            .ok()
+            .filter(|d| d.0 <= Duration::from_secs(100 * 365 * 86_400))
+            .map(|d| Some(d.0))
+            .ok_or_else(|| bad("must be seconds or a duration like 900s, 15m, 12h, 30d")),
+        Some(_) => Err(bad("must be seconds or a duration like 900s, 15m, 12h, 30d")),
+    }
+}
+
+/// `POST /v1/api-keys`.
+pub async fn api_key_create(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Authed(who): Authed,
+    JsonBody(req): JsonBody<ApiKeyCreateRequest>,
+) -> Result<Response, ApiError> {
+    let expires_in = duration_field("expires_in", req.expires_in)?;
+    if expires_in.is_some_and(|d| d.is_zero()) {
+        return Err(ApiError::validation(vec![FieldError {
+            field: "expires_in".into(),
+            code: "invalid".into(),
+            message: "must be positive".into(),
+        }]));
+    }
+    let (row, secret) = state.api_keys.create(&ctx, &who, &req.name, &req.scopes, expires_in).await?;
+    let body = ApiKeyCreated { api_key: api_key_view(&row), key: secret.expose().to_owned() };
+    let mut res = (StatusCode::CREATED, Json(body)).into_response();
+    res.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// Paging query.
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/api-keys`.
+pub async fn api_key_list(
+    State(state): State<AppState>,
+    Authed(who): Authed,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page<ApiKey>>, ApiError> {
+    let Query(q) = query.map_err(super::extract::query_error)?;
+    let (keys, next_cursor) = state.api_keys.list(&who, q.cursor.as_deref(), q.limit).await?;
+    Ok(Json(Page { data: keys.iter().map(api_key_view).collect(), next_cursor }))
+}
+
+/// `DELETE /v1/api-keys/{id}`.
+pub async fn api_key_revoke(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Authed(who): Authed,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.api_keys.revoke(&ctx, &who, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/api-keys/{id}/rotate`; the body is optional.
+pub async fn api_key_rotate(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Authed(who): Authed,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: ApiKeyRotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ApiKeyRotateRequest::default()
+    } else {
+        super::extract::parse_json(&body)?
+    };
+    let grace = duration_field("grace_period", req.grace_period)?.unwrap_or_default();
+    let (row, secret) = state.api_keys.rotate(&ctx, &who, &id, grace).await?;
+    let body = ApiKeyCreated { api_key: api_key_view(&row), key: secret.expose().to_owned() };
+    let mut res = Json(body).into_response();
+    res.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// `POST /v1/api-keys/verify`: for services holding `api_keys:verify`.
+pub async fn api_key_verify(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Can { who, .. }: Can<KeysVerify>,
+    JsonBody(req): JsonBody<ApiKeyVerifyRequest>,
+) -> Result<Json<ApiKeyVerifyResponse>, ApiError> {
+    let reply = match state.api_keys.verify(&ctx, &who, &req.key).await {
+        Some(grant) => ApiKeyVerifyResponse {
+            active: true,
+            key_id: Some(grant.key.id),
+            owner: Some(grant.key.owner_id),
+            scopes: Some(grant.effective_scopes),
+            expires_at: Some(grant.key.expires_at.map(rfc3339)),
+        },
+        None => ApiKeyVerifyResponse { active: false, key_id: None, owner: None, scopes: None, expires_at: None },
+    };
+    Ok(Json(reply))
+}

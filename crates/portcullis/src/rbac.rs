@@ -1,0 +1,108 @@
+//! Role-based access control: what a permission string may look like, the
+//! `require_scope` / `require_role` guards every protected operation goes through,
+//! and the rule that a credential never exceeds the permissions behind it.
+
+use portcullis_proto::FieldError;
+
+use crate::auth::Principal;
+
+/// Roles that ship with Portcullis: editable, never deletable (registration and the
+/// admin API rely on them).
+pub const BUILTIN_ROLES: &[&str] = &["admin", "member"];
+
+/// The role every new user gets.
+pub const DEFAULT_ROLE: &str = "member";
+
+/// Longest permission or role name accepted.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Whether `s` is a well-formed permission or role name: `[a-z0-9_.:-]+`.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME_LEN
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.:-".contains(&b))
+}
+
+/// Validates a list of permissions; returns per-item field errors under `field`.
+pub fn check_permissions(field: &str, perms: &[String]) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if perms.len() > 256 {
+        errors.push(FieldError { field: field.into(), code: "too_many".into(), message: "at most 256 entries".into() });
+    }
+    for (i, p) in perms.iter().enumerate() {
+        if !valid_name(p) {
+            errors.push(FieldError {
+                field: format!("{field}[{i}]"),
+                code: "invalid_format".into(),
+                message: "must match [a-z0-9_.:-]+ (at most 128 characters)".into(),
+            });
+        }
+    }
+    errors
+}
+
+/// Sorted, deduplicated copy.
+pub fn normalized(perms: &[String]) -> Vec<String> {
+    let mut v = perms.to_vec();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// A refused authorization: the scopes that would have allowed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// Scopes the caller lacks.
+    pub required: Vec<String>,
+}
+
+/// Passes when the principal holds every scope in `required`.
+pub fn require_scope(who: &Principal, required: &[&str]) -> Result<(), Denied> {
+    let missing: Vec<String> =
+        required.iter().filter(|s| !who.scopes.iter().any(|h| h == *s)).map(|s| (*s).to_owned()).collect();
+    if missing.is_empty() { Ok(()) } else { Err(Denied { required: missing }) }
+}
+
+/// Passes when the principal is a user holding `role` (API keys carry no roles).
+pub fn require_role(who: &Principal, role: &str) -> Result<(), Denied> {
+    if who.roles.iter().any(|r| r == role) { Ok(()) } else { Err(Denied { required: vec![format!("role:{role}")] }) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(scopes: &[&str], roles: &[&str]) -> Principal {
+        Principal {
+            user_id: "usr_1".into(),
+            session_id: Some("ses_1".into()),
+            api_key_id: None,
+            roles: roles.iter().map(|s| (*s).to_owned()).collect(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for ok in ["read:users", "write:orders", "a.b-c_d:e", "x"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", "Read:users", "a b", "a*", "ü", &"a".repeat(129)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn guards_report_what_is_missing() {
+        let w = who(&["read:users"], &["member"]);
+        assert!(require_scope(&w, &["read:users"]).is_ok());
+        assert_eq!(
+            require_scope(&w, &["read:users", "write:users"]),
+            Err(Denied { required: vec!["write:users".into()] })
+        );
+        assert!(require_role(&w, "member").is_ok());
+        assert!(require_role(&w, "admin").is_err());
+        // Prefixes are not wildcards.
+        assert!(require_scope(&who(&["admin"], &[]), &["admin:users:read"]).is_err());
+    }
+}

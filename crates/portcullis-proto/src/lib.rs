@@ -109,7 +109,7 @@ pub struct Problem {
 }
 
 /// `POST /v1/auth/register` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// Sign-in email; normalised (trimmed, lower-cased) by the server.
@@ -122,7 +122,7 @@ pub struct RegisterRequest {
 }
 
 /// `POST /v1/auth/login` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// Sign-in email.
@@ -132,7 +132,7 @@ pub struct LoginRequest {
 }
 
 /// `POST /v1/auth/refresh` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     /// The opaque refresh token from the last login or refresh.
@@ -140,7 +140,7 @@ pub struct RefreshRequest {
 }
 
 /// `POST /v1/me/password` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChangeRequest {
     /// The password in use now, re-checked before any change (ASVS 2.1.5).
@@ -309,7 +309,7 @@ pub struct ApiKey {
 }
 
 /// Reply of key creation and rotation: the only time the secret is shown.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct ApiKeyCreated {
     /// The key's metadata.
     #[serde(flatten)]
@@ -342,7 +342,7 @@ pub struct ApiKeyRotateRequest {
 }
 
 /// `POST /v1/api-keys/verify` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyVerifyRequest {
     /// The key to check.
@@ -394,7 +394,7 @@ pub struct RegisterResponse {
 }
 
 /// Reply of login and refresh: a fresh access token and a fresh refresh token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct TokenResponse {
     /// JWT access token.
     pub access_token: String,
@@ -434,4 +434,30 @@ pub struct Page<T> {
     pub data: Vec<T>,
     /// Opaque cursor for the next page, `null` on the last.
     pub next_cursor: Option<String>,
+}
+
+/// Request and response types that carry secrets print them as `[redacted]`, so a
+/// stray `{:?}` in a log line cannot leak a password or token.
+macro_rules! redacted_debug {
+    ($($ty:ident { $($field:ident),* })*) => {
+        $(
+            impl std::fmt::Debug for $ty {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    let mut d = f.debug_struct(stringify!($ty));
+                    $( let _ = &self.$field; d.field(stringify!($field), &"[redacted]"); )*
+                    d.finish_non_exhaustive()
+                }
+            }
+        )*
+    };
+}
+
+redacted_debug! {
+    RegisterRequest { password }
+    LoginRequest { password }
+    RefreshRequest { refresh_token }
+    PasswordChangeRequest { current_password, new_password }
+    ApiKeyVerifyRequest { key }
+    TokenResponse { access_token, refresh_token }
+    ApiKeyCreated { key }
 }

@@ -40,6 +40,8 @@ pub fn clean_name(name: Option<String>, errors: &mut Vec<FieldError>) -> Option<
     let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
     if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
         errors.push(field("name", "too_long", "must be at most 200 characters"));
+    } else if name.as_ref().is_some_and(|n| n.chars().any(char::is_control)) {
+        errors.push(field("name", "invalid_characters", "must not contain control characters"));
     }
     name
 }

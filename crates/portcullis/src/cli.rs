@@ -47,6 +47,33 @@ enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Create API keys, and tell real keys from noise.
+    #[command(subcommand, name = "api-keys")]
+    ApiKeys(ApiKeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeysCommand {
+    /// Create a key for a user and print it once.
+    Create {
+        /// Email of the owning user; the key can never do more than they can.
+        #[arg(long)]
+        owner: String,
+        /// Scope to grant; repeat for several.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// Label shown in lists.
+        #[arg(long)]
+        name: String,
+        /// Lifetime, e.g. 90d (default: no expiry).
+        #[arg(long, value_parser = parse_duration)]
+        expires_in: Option<HumanDuration>,
+    },
+    /// Check that a string is a well-formed key (prefix, length, checksum); no database needed.
+    Check {
+        /// The key (or `-` to read it from standard input, keeping it out of shell history).
+        key: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +190,48 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         }
         Command::Keys(cmd) => keys(cmd, cfg).await,
         Command::Users(cmd) => users(cmd, cfg).await,
+        Command::ApiKeys(ApiKeysCommand::Check { key }) => {
+            let key = if key == "-" {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                line.trim().to_owned()
+            } else {
+                key
+            };
+            if crate::api_keys::well_formed(&key) {
+                println!("well-formed Portcullis API key ({}…)", crate::api_keys::display_prefix(&key));
+                Ok(())
+            } else {
+                anyhow::bail!("not a Portcullis API key (wrong prefix, length or checksum)")
+            }
+        }
+        Command::ApiKeys(ApiKeysCommand::Create { owner, scopes, name, expires_in }) => {
+            let store = server::open_store(&cfg).await?;
+            let email = crate::auth::normalize_email(&owner).map_err(|e| anyhow::anyhow!("--owner {}", e.message))?;
+            let user = store.db.user_by_email(&email).await?.ok_or_else(|| anyhow::anyhow!("no user {email}"))?;
+            let perms = store.db.role_permissions(&user.roles).await?;
+            let who = crate::auth::Principal {
+                user_id: user.id.clone(),
+                session_id: None,
+                api_key_id: None,
+                roles: user.roles.clone(),
+                scopes: perms,
+            };
+            let keys = crate::api_keys::ApiKeys::new(store.db.clone());
+            let (row, secret) = keys
+                .create(&RequestCtx::system(), &who, &name, &scopes, expires_in.map(|d| d.0))
+                .await
+                .map_err(explain)?;
+            eprintln!(
+                "created {} for {} with scopes [{}]; the key is shown once:",
+                row.id,
+                email,
+                row.scopes.join(" ")
+            );
+            println!("{}", secret.expose());
+            store.db.close().await;
+            Ok(())
+        }
     }
 }
 
@@ -199,7 +268,7 @@ async fn wait_for_signal() {
 
 async fn keys(cmd: KeysCommand, cfg: Config) -> anyhow::Result<()> {
     let store = server::open_store(&cfg).await?;
-    let mgr = server::key_manager(&cfg, &store).await?;
+    let mgr = server::key_manager(&cfg, &store, false).await?;
     match cmd {
         KeysCommand::List => {
             println!("{:<45} {:<6} {:<8} {:<25} {:<25}", "KID", "ALG", "STATE", "ACTIVATES", "PUBLISHED UNTIL");
@@ -239,29 +308,15 @@ async fn users(cmd: UsersCommand, cfg: Config) -> anyhow::Result<()> {
     match cmd {
         UsersCommand::Create { email, roles, name, password_stdin } => {
             let password = read_password(password_stdin)?;
-            let keys = server::key_manager(&cfg, &store).await?;
-            let tokens = std::sync::Arc::new(crate::tokens::Tokens::new(
-                keys,
-                cfg.issuer.clone().unwrap_or_default(),
-                String::new(),
-                cfg.tokens.access_ttl.0,
-                cfg.tokens.leeway.0,
-            ));
-            let hasher = crate::passwords::Hasher::new(1, 0)?;
-            let auth = crate::auth::Auth::new(
-                store.db.clone(),
-                hasher,
-                tokens,
-                crate::auth::AuthSettings { refresh_ttl: cfg.tokens.refresh_ttl.0, include_metadata: false },
-            );
-            let user =
-                auth.register(&RequestCtx::system(), &email, password, name, roles).await.map_err(|e| match e {
-                    crate::auth::AuthError::Validation(errors) => anyhow::anyhow!(
-                        "{}",
-                        errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect::<Vec<_>>().join("; ")
-                    ),
-                    other => anyhow::anyhow!("{other}"),
-                })?;
+            let admin = crate::admin::Admin::new(store.db.clone(), crate::passwords::Hasher::new(1, 0)?);
+            let input = crate::admin::UserCreate {
+                email,
+                password: Some(password),
+                name,
+                roles: if roles.is_empty() { None } else { Some(roles) },
+                ..Default::default()
+            };
+            let user = admin.user_create(&RequestCtx::system(), &operator(), input).await.map_err(explain)?;
             println!("created {} <{}> with roles {}", user.id, user.email, user.roles.join(","));
         }
         UsersCommand::List { limit } => {
@@ -282,6 +337,31 @@ async fn users(cmd: UsersCommand, cfg: Config) -> anyhow::Result<()> {
     }
     store.db.close().await;
     Ok(())
+}
+
+/// The principal of operator commands: named `cli` in the audit trail.
+fn operator() -> crate::auth::Principal {
+    crate::auth::Principal {
+        user_id: "cli".into(),
+        session_id: None,
+        api_key_id: None,
+        roles: vec!["admin".into()],
+        scopes: Vec::new(),
+    }
+}
+
+/// A domain error as one line an operator can act on.
+fn explain(e: crate::auth::AuthError) -> anyhow::Error {
+    match e {
+        crate::auth::AuthError::Validation(errors) => anyhow::anyhow!(
+            "{}",
+            errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect::<Vec<_>>().join("; ")
+        ),
+        crate::auth::AuthError::Denied(missing) => {
+            anyhow::anyhow!("the owner does not hold the scope(s): {}", missing.join(" "))
+        }
+        other => anyhow::anyhow!("{other}"),
+    }
 }
 
 fn read_password(from_stdin: bool) -> anyhow::Result<Secret> {

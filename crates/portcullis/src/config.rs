@@ -290,6 +290,12 @@ impl Config {
         if self.tokens.refresh_ttl.0 < self.tokens.access_ttl.0 {
             anyhow::bail!("tokens.refresh_ttl must not be shorter than tokens.access_ttl");
         }
+        if self.tokens.leeway.0 > Duration::from_secs(300) {
+            anyhow::bail!("tokens.leeway must be at most 5m");
+        }
+        if self.tokens.access_ttl.0 > Duration::from_secs(86_400) {
+            anyhow::bail!("tokens.access_ttl must be at most 1d: access tokens cannot be recalled by third parties");
+        }
         if self.http.body_limit < 1024 {
             anyhow::bail!("http.body_limit must be at least 1024 bytes");
         }

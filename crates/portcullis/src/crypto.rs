@@ -144,8 +144,7 @@ impl MasterKey {
                 std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
             return Ok((Self::parse(&text)?, MasterKeySource::DataDirFile));
         }
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", data_dir.display()))?;
+        create_private_dir(data_dir)?;
         let bytes: [u8; 32] = random_bytes();
         write_private_file(&path, format!("{}\n", STANDARD.encode(bytes)).as_bytes())?;
         Ok((Self::from_bytes(&bytes)?, MasterKeySource::Generated))
@@ -183,6 +182,32 @@ impl MasterKey {
             .map_err(|_| anyhow::anyhow!("decryption failed: wrong master key or tampered data"))?;
         Ok(plain.to_vec())
     }
+}
+
+/// Creates the data directory readable by its owner only (0700): it holds the
+/// database (password hashes, audit trail) and the master key. An existing directory
+/// open to others is warned about, not changed behind the operator's back.
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(dir)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(dir = %dir.display(), "the data directory is readable by other users; chmod 700 it");
+            }
+        }
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", dir.display()))
 }
 
 /// Writes a file readable by its owner only (0600), never briefly world-readable.

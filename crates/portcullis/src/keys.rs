@@ -278,7 +278,12 @@ pub enum KeyState {
 impl KeyManager {
     /// Loads the key set; on an empty database, or when the configured algorithm
     /// changed, rotates in a new key first.
-    pub async fn init(db: Db, master: Arc<MasterKey>, alg: Algorithm, token_ttl: Duration) -> anyhow::Result<Self> {
+    pub async fn init(
+        db: Db,
+        master: Arc<MasterKey>,
+        alg: Option<Algorithm>,
+        token_ttl: Duration,
+    ) -> anyhow::Result<Self> {
         let mgr = Self {
             db,
             master,
@@ -292,6 +297,7 @@ impl KeyManager {
             token_ttl,
         };
         mgr.reload().await?;
+        let Some(alg) = alg else { return Ok(mgr) };
         let needs_key = match mgr.ring().signer() {
             None => true,
             Some(s) => s.alg() != alg,

@@ -74,6 +74,22 @@ pub enum HashError {
     Internal(String),
 }
 
+/// Counts running hashes in `/metrics`, decremented on drop whatever happens.
+struct RunningGauge;
+
+impl RunningGauge {
+    fn start() -> Self {
+        metrics::gauge!("portcullis_password_hashes_running").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for RunningGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("portcullis_password_hashes_running").decrement(1.0);
+    }
+}
+
 /// The bounded Argon2id pool.
 #[derive(Clone)]
 pub struct Hasher {
@@ -104,12 +120,17 @@ impl Hasher {
     }
 
     async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, HashError> {
-        let _admitted = self.admitted.clone().try_acquire_owned().map_err(|_| HashError::Overloaded)?;
-        let _running = self.running.clone().acquire_owned().await.map_err(|e| HashError::Internal(e.to_string()))?;
-        metrics::gauge!("portcullis_password_hashes_running").increment(1.0);
-        let out = tokio::task::spawn_blocking(job).await.map_err(|e| HashError::Internal(e.to_string()));
-        metrics::gauge!("portcullis_password_hashes_running").decrement(1.0);
-        out
+        let admitted = self.admitted.clone().try_acquire_owned().map_err(|_| HashError::Overloaded)?;
+        let running = self.running.clone().acquire_owned().await.map_err(|e| HashError::Internal(e.to_string()))?;
+        // The permits move into the blocking job: if the client hangs up, the request
+        // future is dropped but the hash keeps running, and must keep holding its slot
+        // until it ends — otherwise disconnects would let unbounded hashes pile up.
+        tokio::task::spawn_blocking(move || {
+            let _slot = (admitted, running, RunningGauge::start());
+            job()
+        })
+        .await
+        .map_err(|e| HashError::Internal(e.to_string()))
     }
 
     /// A PHC string for a new password.

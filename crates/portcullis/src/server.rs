@@ -46,7 +46,7 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
         }
     }
     if cfg.database_url.is_none() {
-        std::fs::create_dir_all(&cfg.data_dir)?;
+        crate::crypto::create_private_dir(&cfg.data_dir)?;
     }
     let url = cfg.database_url();
     let db = Db::connect(&url).await.map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
@@ -60,10 +60,13 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     Ok(Store { db, master: Arc::new(master) })
 }
 
-/// Builds the key manager the way `serve` and the `keys` commands both need it.
-pub async fn key_manager(cfg: &Config, store: &Store) -> anyhow::Result<Arc<KeyManager>> {
+/// Builds the key manager. `serve` bootstraps (creates a key on an empty database,
+/// rotates when `keys.algorithm` changed); operator commands only load, so listing
+/// keys or creating a user never rotates anything behind the operator's back.
+pub async fn key_manager(cfg: &Config, store: &Store, bootstrap: bool) -> anyhow::Result<Arc<KeyManager>> {
     let token_ttl = cfg.tokens.access_ttl.0 + cfg.tokens.leeway.0;
-    Ok(Arc::new(KeyManager::init(store.db.clone(), store.master.clone(), cfg.keys.algorithm, token_ttl).await?))
+    let alg = bootstrap.then_some(cfg.keys.algorithm);
+    Ok(Arc::new(KeyManager::init(store.db.clone(), store.master.clone(), alg, token_ttl).await?))
 }
 
 /// A server that is accepting connections.
@@ -99,7 +102,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let issuer = cfg.issuer.clone().unwrap_or_else(|| format!("http://{addr}")).trim_end_matches('/').to_owned();
     let audience = cfg.tokens.audience.clone().unwrap_or_else(|| issuer.clone());
-    let keys = key_manager(&cfg, &store).await?;
+    let keys = key_manager(&cfg, &store, true).await?;
     let tokens =
         Arc::new(Tokens::new(keys.clone(), issuer.clone(), audience, cfg.tokens.access_ttl.0, cfg.tokens.leeway.0));
     let hasher = Hasher::new(cfg.security.hash_concurrency, cfg.security.hash_queue)?;

@@ -61,6 +61,11 @@ impl From<StoreError> for AuthError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(what) => AuthError::Conflict(what),
+            StoreError::InvalidInput => AuthError::Validation(vec![FieldError {
+                field: String::new(),
+                code: "invalid_characters".into(),
+                message: "the request contains characters that cannot be stored (such as NUL)".into(),
+            }]),
             other => AuthError::Internal(other.to_string()),
         }
     }

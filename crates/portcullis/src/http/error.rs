@@ -109,7 +109,9 @@ impl IntoResponse for ApiError {
             // RFC 6750 §3.1: no error attribute when the request had no credential.
             let value = match self.code {
                 ErrorCode::MissingToken => r#"Bearer realm="portcullis""#.to_owned(),
-                ErrorCode::InvalidCredentials | ErrorCode::RefreshTokenReused => String::new(),
+                ErrorCode::InvalidCredentials | ErrorCode::RefreshTokenReused => {
+                    r#"Bearer realm="portcullis""#.to_owned()
+                }
                 _ => format!(
                     r#"Bearer realm="portcullis", error="invalid_token", error_description="{}""#,
                     self.detail.as_deref().unwrap_or("invalid token").replace(['"', '\\'], "'")

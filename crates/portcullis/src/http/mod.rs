@@ -23,11 +23,7 @@ use axum::{
     routing::{delete, get, post},
 };
 use portcullis_proto::ErrorCode;
-use tower_http::{
-    request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
-    set_header::SetResponseHeaderLayer,
-    trace::TraceLayer,
-};
+use tower_http::{request_id::PropagateRequestIdLayer, set_header::SetResponseHeaderLayer, trace::TraceLayer};
 
 pub use ops::prometheus;
 
@@ -44,15 +40,6 @@ pub struct AppState {
     pub api_keys: Arc<ApiKeys>,
     /// The audit trail, for guards.
     pub audit: Audit,
-}
-
-#[derive(Clone, Copy)]
-struct MakeId;
-
-impl MakeRequestId for MakeId {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&crate::crypto::new_id("req", crate::clock::now_ms())).ok().map(RequestId::new)
-    }
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -94,6 +81,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .layer(DefaultBodyLimit::max(http.body_limit))
         .layer(middleware::from_fn_with_state(timeout, request_timeout))
         .layer(middleware::from_fn(ops::track_metrics))
+        .layer(middleware::map_response(problem_everywhere))
         .with_state(state);
     if let Some(hsts) = http.hsts
         && let Ok(v) = HeaderValue::from_str(&format!("max-age={}; includeSubDomains", hsts.0.as_secs()))
@@ -109,7 +97,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
-        .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeId))
+        .layer(middleware::map_request(mint_request_id))
 }
 
 /// Answers 503 `timeout` when a request outlives `http.request_timeout`.
@@ -122,3 +110,46 @@ async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next
 }
 
 use error::ApiError;
+
+/// Gives every request a fresh id of ours. A client-supplied `X-Request-Id` is
+/// replaced, never trusted: it would be stored in audit records and logs, so it could
+/// forge correlation or fill the disk with 400 KB headers.
+async fn mint_request_id(mut req: Request) -> Request {
+    if let Ok(v) = HeaderValue::from_str(&crate::crypto::new_id("req", crate::clock::now_ms())) {
+        req.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    }
+    req
+}
+
+/// The safety net of the problem+json contract: an error answered by a built-in
+/// extractor (a path segment that is not UTF-8, a bad query string) arrives here as
+/// text/plain and leaves as a problem document with a stable code.
+async fn problem_everywhere(res: Response) -> Response {
+    let status = res.status();
+    let is_problem =
+        res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if status.as_u16() < 400 || is_problem {
+        return res;
+    }
+    let code = match status {
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::ValidationFailed,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::REQUEST_TIMEOUT => ErrorCode::Timeout,
+        _ => ErrorCode::InternalError,
+    };
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let detail = String::from_utf8_lossy(&text).chars().take(300).collect::<String>();
+    let detail =
+        if detail.trim().is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { detail };
+    let mut out = ApiError::new(status, code, detail).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}

@@ -32,6 +32,9 @@ pub enum StoreError {
     /// A unique constraint refused the write (e.g. a duplicate email).
     #[error("conflict: {0}")]
     Conflict(&'static str),
+    /// The input holds characters the database cannot store (NUL in PostgreSQL text).
+    #[error("the input contains characters that cannot be stored")]
+    InvalidInput,
     /// The database could not be reached or failed; details were logged.
     #[error("database error: {0}")]
     Database(String),
@@ -42,10 +45,14 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &e
-            && db.is_unique_violation()
-        {
-            return StoreError::Conflict("unique constraint");
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                return StoreError::Conflict("unique constraint");
+            }
+            // 22021: character_not_in_repertoire (e.g. NUL), 22P05: untranslatable_character.
+            if matches!(db.code().as_deref(), Some("22021" | "22P05")) {
+                return StoreError::InvalidInput;
+            }
         }
         StoreError::Database(e.to_string())
     }

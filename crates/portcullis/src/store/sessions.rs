@@ -166,10 +166,18 @@ impl Db {
         .await?;
         let Some(spent) = spent else {
             tx.rollback().await?;
-            let prior = sqlx::query("SELECT used_at, user_id, session_id FROM refresh_tokens WHERE token_hash = $1")
-                .bind(old_hash)
-                .fetch_optional(self.pool())
-                .await?;
+            // A spent token is theft only while its session lives: a token of a session
+            // that has ended (logout, expiry) is merely invalid, so an old leaked token
+            // cannot be used to sign its owner out everywhere.
+            let prior = sqlx::query(
+                "SELECT rt.used_at, rt.user_id, rt.session_id FROM refresh_tokens rt \
+                 JOIN sessions s ON s.id = rt.session_id \
+                 WHERE rt.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2",
+            )
+            .bind(old_hash)
+            .bind(now)
+            .fetch_optional(self.pool())
+            .await?;
             return Ok(match prior {
                 Some(row) if col::<Option<i64>>(&row, "used_at")?.is_some() => {
                     RefreshOutcome::Reused { user_id: col(&row, "user_id")?, session_id: col(&row, "session_id")? }

@@ -145,6 +145,16 @@ impl Db {
         self.with_roles(row).await
     }
 
+    /// The user with this email, without roles: one query whether or not it exists,
+    /// so sign-in timing does not tell the two apart.
+    pub async fn user_for_login(&self, email: &str) -> StoreResult<Option<UserRow>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS} FROM users WHERE email = $1")))
+            .bind(email)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
     /// The user with this id, with roles.
     pub async fn user_by_id(&self, id: &str) -> StoreResult<Option<UserRow>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS} FROM users WHERE id = $1")))

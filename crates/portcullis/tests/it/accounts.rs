@@ -109,7 +109,9 @@ async fn wrong_password_and_unknown_email_look_the_same(backend: Backend) {
     let unknown =
         srv.post("/v1/auth/login", json!({"email": "nobody@example.com", "password": "not her password"})).await;
     let malformed = srv.post("/v1/auth/login", json!({"email": "no-at-sign", "password": "not her password"})).await;
-    assert!(wrong.headers().get("www-authenticate").is_none());
+    // RFC 9110 §15.5.2: every 401 carries a challenge, the same for both.
+    assert_eq!(wrong.headers()["www-authenticate"], r#"Bearer realm="portcullis""#);
+    assert_eq!(wrong.headers()["www-authenticate"], unknown.headers()["www-authenticate"]);
     let a = assert_problem(wrong, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     let b = assert_problem(unknown, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     let c = assert_problem(malformed, StatusCode::UNAUTHORIZED, "invalid_credentials").await;

@@ -198,7 +198,7 @@ impl ApiKeys {
     }
 
     /// Flushes last-used times every `every` until shutdown, and once more then.
-    pub fn spawn_flusher(self: &Arc<Self>, every: Duration, shutdown: Shutdown) {
+    pub fn spawn_flusher(self: &Arc<Self>, every: Duration, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -208,7 +208,7 @@ impl ApiKeys {
                     _ = shutdown.wait() => { me.flush_last_used().await; return; }
                 }
             }
-        });
+        })
     }
 
     /// Creates a key for the caller's own user. Every scope must be one the caller

@@ -148,6 +148,8 @@ pub struct HttpConfig {
     pub request_timeout: HumanDuration,
     /// `Strict-Transport-Security` max-age; set only when served over TLS.
     pub hsts: Option<HumanDuration>,
+    /// How long in-flight requests may run on after SIGTERM.
+    pub shutdown_grace: HumanDuration,
 }
 
 /// Password hashing and abuse limits.
@@ -218,7 +220,12 @@ impl Default for KeysConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { body_limit: 64 * 1024, request_timeout: HumanDuration::secs(30), hsts: None }
+        Self {
+            body_limit: 64 * 1024,
+            request_timeout: HumanDuration::secs(30),
+            hsts: None,
+            shutdown_grace: HumanDuration::secs(30),
+        }
     }
 }
 

@@ -77,14 +77,30 @@ pub struct Running {
     pub issuer: String,
     trigger: Trigger,
     task: JoinHandle<std::io::Result<()>>,
+    background: Vec<JoinHandle<()>>,
+    grace: Duration,
     db: Db,
 }
 
 impl Running {
     /// Stops accepting, lets in-flight requests finish, closes the database.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    /// In-flight requests get `http.shutdown_grace`; a client that holds its
+    /// connection open past that is cut off rather than holding the process hostage.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         self.trigger.fire();
-        let served = self.task.await;
+        let served = match tokio::time::timeout(self.grace, &mut self.task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace, "connections still open after the shutdown grace; closing them");
+                self.task.abort();
+                Ok(Ok(()))
+            }
+        };
+        // Background tasks flush what they hold (API key last-use times) before the
+        // database closes.
+        for task in self.background {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
         self.db.close().await;
         served??;
         Ok(())
@@ -116,7 +132,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let api_keys = ApiKeys::new(store.db.clone());
     let (trigger, shutdown) = shutdown::channel();
     keys.spawn_reloader(cfg.keys.reload_interval.0.max(Duration::from_millis(100)), shutdown.clone());
-    api_keys.spawn_flusher(Duration::from_secs(5), shutdown.clone());
+    let background = vec![api_keys.spawn_flusher(Duration::from_secs(5), shutdown.clone())];
     let audit = Audit::new(store.db.clone());
     let app = router(AppState { auth, admin, api_keys, audit }, &cfg.http);
     let task = tokio::spawn(async move {
@@ -125,5 +141,5 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             .await
     });
     tracing::info!(%addr, %issuer, backend = ?store.db.backend(), ready_in_ms = started.elapsed().as_millis() as u64, "portcullis is ready");
-    Ok(Running { addr, issuer, trigger, task, db: store.db })
+    Ok(Running { addr, issuer, trigger, task, background, grace: cfg.http.shutdown_grace.0, db: store.db })
 }

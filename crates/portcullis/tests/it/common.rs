@@ -141,6 +141,32 @@ impl TestServer {
         self.get_auth("/v1/me", token).await.status()
     }
 
+    /// Registers a user, makes them an admin directly in the database (as an
+    /// operator's `users create --role admin` would), and logs in.
+    pub async fn admin(&self, email: &str) -> Tokens {
+        let body = self.register(email, PASSWORD).await;
+        let db = portcullis::store::Db::connect(&self.cfg.database_url()).await.unwrap();
+        db.user_grant_role(body["user"]["id"].as_str().unwrap(), "admin", 0).await.unwrap();
+        db.close().await;
+        self.login(email, PASSWORD).await
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> Response {
+        let mut req = self.client.request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn with_key(&self, method: reqwest::Method, path: &str, key: &str, body: Option<Value>) -> Response {
+        let mut req = self.client.request(method, self.url(path)).header("x-api-key", key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.unwrap()
+    }
+
     pub async fn refresh(&self, refresh_token: &str) -> Response {
         self.post("/v1/auth/refresh", json!({"refresh_token": refresh_token})).await
     }

@@ -5,6 +5,8 @@
 mod common;
 
 mod accounts;
+mod admin;
+mod api_keys;
 mod errors;
 mod keys;
 mod ops;

@@ -157,6 +157,7 @@ impl Admin {
         let Some(email) = email.filter(|_| errors.is_empty()) else {
             return Err(AuthError::Validation(errors));
         };
+        self.may_grant(ctx, who, &roles).await?;
         let password_hash = match req.password {
             Some(pw) => Some(self.hasher.hash(pw).await?),
             None => None,
@@ -232,6 +233,7 @@ impl Admin {
         if !rbac::valid_name(role) {
             return Err(AuthError::Validation(vec![field("role", "invalid_format", "is not a role name")]));
         }
+        self.may_grant(ctx, who, &[role.to_owned()]).await?;
         self.db.user_grant_role(id, role, ctx.now).await.map_err(|e| match e {
             StoreError::Conflict("unknown role") => {
                 AuthError::Validation(vec![field("role", "unknown", "no such role")])
@@ -267,6 +269,24 @@ impl Admin {
         let n = self.db.sessions_revoke_all(id, None, "revoked_by_admin", ctx.now).await?;
         self.audit.record(ctx, Event::ok("sessions_revoked", Some(id)).by(who.actor())).await;
         Ok(n)
+    }
+
+    /// Refuses to hand out more than the caller holds: granting a role requires
+    /// every permission in it, so `admin:users:write` alone cannot mint an admin.
+    /// Holders of `admin:roles:write` may grant any role: they can already put any
+    /// permission into a role of their own, so the check would protect nothing.
+    async fn may_grant(&self, ctx: &RequestCtx, who: &Principal, roles: &[String]) -> Result<(), AuthError> {
+        if rbac::require_scope(who, &["admin:roles:write"]).is_ok() {
+            return Ok(());
+        }
+        let perms = self.db.role_permissions(roles).await?;
+        let required: Vec<&str> = perms.iter().map(String::as_str).collect();
+        if let Err(denied) = rbac::require_scope(who, &required) {
+            let reason = format!("granting {} needs {}", roles.join(","), denied.required.join(" "));
+            self.audit.record(ctx, Event::failed("role_granted", None, &reason).by(who.actor())).await;
+            return Err(AuthError::Denied(denied.required));
+        }
+        Ok(())
     }
 
     /// Every role.

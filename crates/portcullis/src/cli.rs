@@ -309,6 +309,9 @@ async fn users(cmd: UsersCommand, cfg: Config) -> anyhow::Result<()> {
         UsersCommand::Create { email, roles, name, password_stdin } => {
             let password = read_password(password_stdin)?;
             let admin = crate::admin::Admin::new(store.db.clone(), crate::passwords::Hasher::new(1, 0)?);
+            let all_roles: Vec<String> = store.db.role_list().await?.into_iter().map(|r| r.name).collect();
+            let operator =
+                crate::auth::Principal { scopes: store.db.role_permissions(&all_roles).await?, ..operator() };
             let input = crate::admin::UserCreate {
                 email,
                 password: Some(password),
@@ -316,7 +319,7 @@ async fn users(cmd: UsersCommand, cfg: Config) -> anyhow::Result<()> {
                 roles: if roles.is_empty() { None } else { Some(roles) },
                 ..Default::default()
             };
-            let user = admin.user_create(&RequestCtx::system(), &operator(), input).await.map_err(explain)?;
+            let user = admin.user_create(&RequestCtx::system(), &operator, input).await.map_err(explain)?;
             println!("created {} <{}> with roles {}", user.id, user.email, user.roles.join(","));
         }
         UsersCommand::List { limit } => {

@@ -188,6 +188,25 @@ async fn role_changes_reach_the_next_token(backend: Backend) {
         .send(Method::POST, &format!("/v1/admin/users/{lee}/roles"), &admin.access, Some(json!({"role": "nope"})))
         .await;
     assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+
+    // With admin:users:write alone, a role holding more than the caller cannot be
+    // granted: no minting admins through user management.
+    let k = srv
+        .send(Method::POST, "/v1/api-keys", &admin.access, Some(json!({"name": "w", "scopes": ["admin:users:write"]})))
+        .await;
+    let key = k.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_owned();
+    let res =
+        srv.with_key(Method::POST, &format!("/v1/admin/users/{lee}/roles"), &key, Some(json!({"role": "admin"}))).await;
+    let p = assert_problem(res, StatusCode::FORBIDDEN, "insufficient_scope").await;
+    assert!(p["required_scopes"].as_array().unwrap().iter().any(|s| s == "admin:roles:write"), "{p}");
+    let sneaky = json!({"email": "sneaky@example.com", "roles": ["admin"]});
+    let res = srv.with_key(Method::POST, "/v1/admin/users", &key, Some(sneaky)).await;
+    assert_problem(res, StatusCode::FORBIDDEN, "insufficient_scope").await;
+    // Roles within the caller's own permissions (member: none) are fine.
+    let res = srv
+        .with_key(Method::POST, &format!("/v1/admin/users/{lee}/roles"), &key, Some(json!({"role": "member"})))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
     srv.stop().await;
 }
 

@@ -368,6 +368,32 @@ pub struct ApiKeyVerifyResponse {
     pub expires_at: Option<Option<String>>,
 }
 
+/// One audit record, as `GET /v1/admin/audit` lists it. Never holds a secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Opaque id, `aud_…`; ids grow with time.
+    pub id: String,
+    /// RFC 3339.
+    pub time: String,
+    /// Event type: `login`, `refresh`, `refresh_reuse`, `logout`, `account_locked`, …
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// `success` or `failure`.
+    pub outcome: String,
+    /// The user concerned, when known.
+    pub user_id: Option<String>,
+    /// Who acted: the user, an admin's id, an API key's id, `cli`, `anonymous`.
+    pub actor: Option<String>,
+    /// Client address.
+    pub ip: Option<String>,
+    /// Client `User-Agent`.
+    pub user_agent: Option<String>,
+    /// The request that caused it (`X-Request-Id` of the response).
+    pub request_id: Option<String>,
+    /// Why: `bad_password`, `unknown_user`, `locked`, `banned`, `rate_limited`, …
+    pub reason: Option<String>,
+}
+
 /// Distinguishes an absent field from an explicit `null` in PATCH bodies.
 pub mod double_option {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};

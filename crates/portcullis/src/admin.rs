@@ -110,8 +110,7 @@ pub struct UserUpdate {
 
 impl Admin {
     /// Wires the service.
-    pub fn new(db: Db, hasher: Hasher) -> Self {
-        let audit = Audit::new(db.clone());
+    pub fn new(db: Db, hasher: Hasher, audit: Audit) -> Self {
         Self { db, hasher, audit }
     }
 
@@ -261,6 +260,17 @@ impl Admin {
             .record(ctx, Event { reason: Some(role), ..Event::ok("role_revoked", Some(id)).by(who.actor()) })
             .await;
         self.user_get(id).await
+    }
+
+    /// Lifts a lockout of the user's email at once.
+    pub async fn user_unlock(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<UserRow, AuthError> {
+        let user = self.user_get(id).await?;
+        let was_locked = self.db.lock_clear(&user.email).await?;
+        let reason = if was_locked { "cleared" } else { "was not locked" };
+        self.audit
+            .record(ctx, Event { reason: Some(reason), ..Event::ok("account_unlocked", Some(id)).by(who.actor()) })
+            .await;
+        Ok(user)
     }
 
     /// Ends every session of a user.

@@ -113,8 +113,7 @@ pub struct ApiKeys {
 
 impl ApiKeys {
     /// A validator over this database.
-    pub fn new(db: Db) -> Arc<Self> {
-        let audit = Audit::new(db.clone());
+    pub fn new(db: Db, audit: Audit) -> Arc<Self> {
         Arc::new(Self { db, audit, cache: Mutex::new(HashMap::new()), used: Mutex::new(HashMap::new()) })
     }
 

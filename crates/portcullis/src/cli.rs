@@ -217,7 +217,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
                 roles: user.roles.clone(),
                 scopes: perms,
             };
-            let keys = crate::api_keys::ApiKeys::new(store.db.clone());
+            let keys = crate::api_keys::ApiKeys::new(store.db.clone(), crate::audit::Audit::new(store.db.clone()));
             let (row, secret) = keys
                 .create(&RequestCtx::system(), &who, &name, &scopes, expires_in.map(|d| d.0))
                 .await
@@ -308,7 +308,8 @@ async fn users(cmd: UsersCommand, cfg: Config) -> anyhow::Result<()> {
     match cmd {
         UsersCommand::Create { email, roles, name, password_stdin } => {
             let password = read_password(password_stdin)?;
-            let admin = crate::admin::Admin::new(store.db.clone(), crate::passwords::Hasher::new(1, 0)?);
+            let audit = crate::audit::Audit::new(store.db.clone());
+            let admin = crate::admin::Admin::new(store.db.clone(), crate::passwords::Hasher::new(1, 0)?, audit);
             let all_roles: Vec<String> = store.db.role_list().await?.into_iter().map(|r| r.name).collect();
             let operator =
                 crate::auth::Principal { scopes: store.db.role_permissions(&all_roles).await?, ..operator() };

@@ -11,7 +11,9 @@ use figment::{
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::keys::Algorithm;
+use ipnet::IpNet;
+
+use crate::{abuse::RateRule, keys::Algorithm};
 
 /// A duration written the way operators write it: `900s`, `15m`, `12h`, `30d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -108,6 +110,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Password hashing and abuse limits.
     pub security: SecurityConfig,
+    /// The audit trail.
+    pub audit: AuditConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -160,6 +164,32 @@ pub struct SecurityConfig {
     pub hash_concurrency: usize,
     /// Hash requests allowed to wait for a slot; beyond this, 503 `overloaded`.
     pub hash_queue: usize,
+    /// Attempts per client address on every endpoint that checks a password.
+    pub login_rate: RateRule,
+    /// Calls per client address to `POST /v1/api-keys/verify`.
+    pub api_key_verify_rate: RateRule,
+    /// Consecutive failed passwords that lock an account.
+    pub lockout_threshold: u32,
+    /// Lock durations, escalating; the last repeats.
+    pub lockout_durations: Vec<HumanDuration>,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` is believed; nobody else's is.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// The audit trail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuditConfig {
+    /// How long records are kept.
+    pub retention: HumanDuration,
+    /// Records buffered for the background writer; when full, writes go inline.
+    pub buffer: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { retention: HumanDuration::secs(90 * 86_400), buffer: 4096 }
+    }
 }
 
 /// Log output.
@@ -195,6 +225,7 @@ impl Default for Config {
             keys: KeysConfig::default(),
             http: HttpConfig::default(),
             security: SecurityConfig::default(),
+            audit: AuditConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -231,7 +262,15 @@ impl Default for HttpConfig {
 
 impl Default for SecurityConfig {
     fn default() -> Self {
-        Self { hash_concurrency: 0, hash_queue: 256 }
+        Self {
+            hash_concurrency: 0,
+            hash_queue: 256,
+            login_rate: RateRule { max: 5, window: Duration::from_secs(60) },
+            api_key_verify_rate: RateRule { max: 600, window: Duration::from_secs(60) },
+            lockout_threshold: 5,
+            lockout_durations: vec![HumanDuration::secs(15 * 60), HumanDuration::secs(3600)],
+            trusted_proxies: Vec::new(),
+        }
     }
 }
 
@@ -303,6 +342,9 @@ impl Config {
         if self.tokens.access_ttl.0 > Duration::from_secs(86_400) {
             anyhow::bail!("tokens.access_ttl must be at most 1d: access tokens cannot be recalled by third parties");
         }
+        if self.security.lockout_threshold == 0 || self.security.lockout_durations.is_empty() {
+            anyhow::bail!("security.lockout_threshold must be at least 1 and security.lockout_durations non-empty");
+        }
         if self.http.body_limit < 1024 {
             anyhow::bail!("http.body_limit must be at least 1024 bytes");
         }
@@ -327,7 +369,14 @@ impl Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir,
-            security: SecurityConfig { hash_concurrency: 2, hash_queue: 256 },
+            // Tests sign in far more than 5 times a minute from 127.0.0.1; the tests of
+            // the limit itself set it back.
+            security: SecurityConfig {
+                hash_concurrency: 2,
+                login_rate: RateRule { max: 100_000, window: Duration::from_secs(60) },
+                api_key_verify_rate: RateRule { max: 100_000, window: Duration::from_secs(60) },
+                ..SecurityConfig::default()
+            },
             ..Self::default()
         }
     }

@@ -7,6 +7,7 @@
 //! all SQL for SQLite and PostgreSQL, `http` the routes and the problem+json errors,
 //! `server` the wiring, `cli` the `portcullis` command.
 
+pub mod abuse;
 pub mod admin;
 pub mod api_keys;
 pub mod audit;

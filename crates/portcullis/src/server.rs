@@ -7,6 +7,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::task::JoinHandle;
 
 use crate::{
+    abuse::Limiter,
     admin::Admin,
     api_keys::ApiKeys,
     audit::Audit,
@@ -122,19 +123,19 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let tokens =
         Arc::new(Tokens::new(keys.clone(), issuer.clone(), audience, cfg.tokens.access_ttl.0, cfg.tokens.leeway.0));
     let hasher = Hasher::new(cfg.security.hash_concurrency, cfg.security.hash_queue)?;
-    let auth = Arc::new(Auth::new(
-        store.db.clone(),
-        hasher.clone(),
-        tokens,
-        AuthSettings { refresh_ttl: cfg.tokens.refresh_ttl.0, include_metadata: cfg.tokens.include_metadata },
-    ));
-    let admin = Arc::new(Admin::new(store.db.clone(), hasher));
-    let api_keys = ApiKeys::new(store.db.clone());
     let (trigger, shutdown) = shutdown::channel();
+    let (audit, audit_writer) = Audit::buffered(store.db.clone(), cfg.audit.buffer, shutdown.clone());
+    audit.spawn_retention(cfg.audit.retention.0, Duration::from_secs(3600), shutdown.clone());
+    let auth =
+        Arc::new(Auth::new(store.db.clone(), hasher.clone(), tokens, AuthSettings::from_config(&cfg), audit.clone()));
+    let admin = Arc::new(Admin::new(store.db.clone(), hasher, audit.clone()));
+    let api_keys = ApiKeys::new(store.db.clone(), audit.clone());
     keys.spawn_reloader(cfg.keys.reload_interval.0.max(Duration::from_millis(100)), shutdown.clone());
-    let background = vec![api_keys.spawn_flusher(Duration::from_secs(5), shutdown.clone())];
-    let audit = Audit::new(store.db.clone());
-    let app = router(AppState { auth, admin, api_keys, audit }, &cfg.http);
+    // Drained, in this order, before the database closes on shutdown.
+    let background = vec![api_keys.spawn_flusher(Duration::from_secs(5), shutdown.clone()), audit_writer];
+    let trusted_proxies = Arc::new(cfg.security.trusted_proxies.clone());
+    let verify_limiter = Arc::new(Limiter::new(store.db.clone(), "verify", cfg.security.api_key_verify_rate));
+    let app = router(AppState { auth, admin, api_keys, audit, trusted_proxies, verify_limiter }, &cfg.http);
     let task = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move { shutdown.wait().await })

@@ -1,39 +1,97 @@
-//! Password sign-in: one answer for every failure, one cost for every email.
+//! Password sign-in, and the one place any password is checked.
 //!
-//! An unknown email is verified against a dummy hash and yields the same error as a
-//! wrong password, so neither the body nor the timing tells which emails have
-//! accounts (OWASP ASVS 2.2.1, 3.2.x).
+//! Every path that checks a user's password goes through [`Auth::check_password`]:
+//! per-client rate limit, then lockout, then the hash, then failure counting. An
+//! alternate path that skips lockout is the classic break of auth servers, so no
+//! caller checks a hash itself.
+//!
+//! An unknown email is verified against a dummy hash, counts failures and locks like
+//! a real one, and yields the same errors, so neither body, status nor timing tells
+//! which emails have accounts (OWASP ASVS 2.2.1, 3.2.x).
 
 use super::{Auth, AuthError, Issued, RequestCtx, normalize_email};
 use crate::{
     crypto::{self, Secret},
-    store::SessionRow,
+    store::{SessionRow, UserRow},
 };
 
+/// The lockout key of what the client typed: the normalised email, or for input
+/// that is not an email the trimmed lower-cased text (bounded), so garbage locks too.
+fn lock_key(input: &str) -> String {
+    normalize_email(input).unwrap_or_else(|_| input.trim().to_lowercase().chars().take(320).collect())
+}
+
 impl Auth {
-    /// Checks email and password and opens a new session.
-    pub async fn login(&self, ctx: &RequestCtx, email: &str, password: Secret) -> Result<Issued, AuthError> {
+    /// Checks `password` for `email` under rate limit and lockout. Returns the user
+    /// (without roles) and whether their hash should be upgraded.
+    pub(super) async fn check_password(
+        &self,
+        ctx: &RequestCtx,
+        event: &str,
+        email: &str,
+        password: Secret,
+    ) -> Result<(UserRow, bool), AuthError> {
+        if let Some(limiter) = &self.limiter
+            && let Err(retry) = limiter.hit(ctx.ip.as_deref().unwrap_or("unknown"), ctx.now).await
+        {
+            self.audit(ctx, event, false, None, Some("rate_limited")).await;
+            metrics::counter!("portcullis_logins_total", "outcome" => "rate_limited").increment(1);
+            return Err(AuthError::RateLimited(retry));
+        }
+        let key = lock_key(email);
         let user = match normalize_email(email) {
             Ok(email) => self.db.user_for_login(&email).await?,
             Err(_) => None,
         };
-        let (ok, outdated) =
-            self.hasher.verify(password.clone(), user.as_ref().and_then(|u| u.password_hash.clone())).await?;
-        // A banned user gets the same answer as a wrong password, and only after the
-        // same hashing work, so a ban reveals nothing to someone without the password.
-        let Some(user) = user.clone().filter(|u| ok && u.banned_at.is_none()) else {
-            let (uid, reason) = match &user {
-                Some(u) if ok => (Some(u.id.as_str()), "banned"),
-                Some(u) => (Some(u.id.as_str()), "bad_password"),
-                None => (None, "unknown_user"),
-            };
-            self.audit(ctx, "login", false, uid, Some(reason)).await;
-            metrics::counter!("portcullis_logins_total", "outcome" => "failure").increment(1);
-            return Err(AuthError::InvalidCredentials);
+        let uid = user.as_ref().map(|u| u.id.as_str());
+        if let Some(until) = self.db.lock_get(&key).await?.and_then(|s| s.locked_until).filter(|u| *u > ctx.now) {
+            self.audit(ctx, event, false, uid, Some("locked")).await;
+            metrics::counter!("portcullis_logins_total", "outcome" => "locked").increment(1);
+            return Err(AuthError::AccountLocked(u64::try_from((until - ctx.now + 999) / 1000).unwrap_or(1).max(1)));
+        }
+        let (ok, outdated) = self.hasher.verify(password, user.as_ref().and_then(|u| u.password_hash.clone())).await?;
+        match user {
+            // A banned user gets the same answer as a wrong password, and only after
+            // the same work, so a ban reveals nothing to someone without the password.
+            Some(u) if ok && u.banned_at.is_some() => {
+                self.audit(ctx, event, false, Some(&u.id), Some("banned")).await;
+                Err(AuthError::InvalidCredentials)
+            }
+            Some(u) if ok => {
+                self.db.lock_clear(&key).await?;
+                Ok((u, outdated))
+            }
+            _ => {
+                let reason = if uid.is_some() { "bad_password" } else { "unknown_user" };
+                self.audit(ctx, event, false, uid, Some(reason)).await;
+                let policy = &self.settings.lockout;
+                let (prior, next) = self.db.lock_record_failure(&key, |s| policy.on_failure(s, ctx.now)).await?;
+                if next.locked_until != prior.locked_until && next.locked_until.is_some_and(|u| u > ctx.now) {
+                    let reason = format!("level {}", next.lock_level);
+                    self.audit(ctx, "account_locked", true, uid, Some(&reason)).await;
+                    metrics::counter!("portcullis_lockouts_total").increment(1);
+                }
+                Err(AuthError::InvalidCredentials)
+            }
+        }
+    }
+
+    /// Checks email and password and opens a new session.
+    pub async fn login(&self, ctx: &RequestCtx, email: &str, password: Secret) -> Result<Issued, AuthError> {
+        let checked = self.check_password(ctx, "login", email, password.clone()).await;
+        let (mut user, outdated) = match checked {
+            Ok(found) => found,
+            Err(e) => {
+                let outcome = if matches!(e, AuthError::Overloaded) { "overloaded" } else { "failure" };
+                if matches!(e, AuthError::Overloaded | AuthError::Internal(_)) {
+                    self.audit(ctx, "login", false, None, Some(outcome)).await;
+                }
+                metrics::counter!("portcullis_logins_total", "outcome" => outcome).increment(1);
+                return Err(e);
+            }
         };
         // Roles are loaded only now: loading them before the password check would
         // make known emails measurably slower than unknown ones.
-        let mut user = user;
         user.roles = self.db.user_roles(&user.id).await?;
         if outdated {
             // Upgrade hashes made with older parameters while we hold the password.
@@ -48,7 +106,7 @@ impl Auth {
         Ok(issued)
     }
 
-    async fn open_session(&self, ctx: &RequestCtx, user: crate::store::UserRow) -> Result<Issued, AuthError> {
+    async fn open_session(&self, ctx: &RequestCtx, user: UserRow) -> Result<Issued, AuthError> {
         let refresh = crypto::b64url(&crypto::random_bytes::<32>());
         let ttl = i64::try_from(self.settings.refresh_ttl.as_millis()).unwrap_or(i64::MAX);
         let session = SessionRow {

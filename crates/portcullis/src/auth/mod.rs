@@ -15,6 +15,7 @@ use portcullis_proto::FieldError;
 pub use account::normalize_email;
 
 use crate::{
+    abuse::{Limiter, LockoutPolicy, RateRule},
     audit::{Audit, Event},
     clock, crypto,
     passwords::{HashError, Hasher},
@@ -52,6 +53,12 @@ pub enum AuthError {
     /// Password hashing is at capacity.
     #[error("the server is busy; retry shortly")]
     Overloaded,
+    /// Too many attempts from this client; retry after this many seconds.
+    #[error("too many attempts")]
+    RateLimited(u64),
+    /// The account (or email) is locked; retry after this many seconds.
+    #[error("account locked")]
+    AccountLocked(u64),
     /// A failure on our side.
     #[error("internal error: {0}")]
     Internal(String),
@@ -149,6 +156,25 @@ pub struct AuthSettings {
     pub refresh_ttl: Duration,
     /// Put the user's `public_metadata` into access tokens as `metadata`.
     pub include_metadata: bool,
+    /// Password attempts per client address; `None` for operator commands.
+    pub login_rate: Option<RateRule>,
+    /// Progressive lockout.
+    pub lockout: LockoutPolicy,
+}
+
+impl AuthSettings {
+    /// Settings from the configuration.
+    pub fn from_config(cfg: &crate::config::Config) -> Self {
+        Self {
+            refresh_ttl: cfg.tokens.refresh_ttl.0,
+            include_metadata: cfg.tokens.include_metadata,
+            login_rate: Some(cfg.security.login_rate),
+            lockout: LockoutPolicy {
+                threshold: cfg.security.lockout_threshold,
+                durations: cfg.security.lockout_durations.iter().map(|d| d.0).collect(),
+            },
+        }
+    }
 }
 
 /// The first-party authentication service.
@@ -158,13 +184,14 @@ pub struct Auth {
     tokens: Arc<Tokens>,
     settings: AuthSettings,
     audit: Audit,
+    limiter: Option<Limiter>,
 }
 
 impl Auth {
     /// Wires the service.
-    pub fn new(db: Db, hasher: Hasher, tokens: Arc<Tokens>, settings: AuthSettings) -> Self {
-        let audit = Audit::new(db.clone());
-        Self { db, hasher, tokens, settings, audit }
+    pub fn new(db: Db, hasher: Hasher, tokens: Arc<Tokens>, settings: AuthSettings, audit: Audit) -> Self {
+        let limiter = settings.login_rate.map(|rule| Limiter::new(db.clone(), "password", rule));
+        Self { db, hasher, tokens, settings, audit, limiter }
     }
 
     /// The database, for handlers that only read.

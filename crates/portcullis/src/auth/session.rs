@@ -96,9 +96,14 @@ impl Auth {
                 message: "must differ from the current password".into(),
             });
         }
-        let (ok, _) = self.hasher.verify(current, user.password_hash.clone()).await?;
+        // The same gate as sign-in: rate limit, lockout, failure counting. A stolen
+        // access token must not become an unthrottled password oracle.
+        let ok = match self.check_password(ctx, "password_change", &user.email, current).await {
+            Ok(_) => true,
+            Err(AuthError::InvalidCredentials) => false,
+            Err(other) => return Err(other),
+        };
         if !ok {
-            self.audit(ctx, "password_change", false, Some(&user.id), Some("bad_password")).await;
             errors.insert(
                 0,
                 FieldError {

@@ -126,6 +126,16 @@ pub async fn admin_user_unban(
     Ok(Json(admin_user_view(&state.admin.user_ban(&ctx, &who, &id, false).await?)))
 }
 
+/// `POST /v1/admin/users/{id}/unlock`.
+pub async fn admin_user_unlock(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Can { who, .. }: Can<UsersWrite>,
+    Path(id): Path<String>,
+) -> Result<Json<AdminUser>, ApiError> {
+    Ok(Json(admin_user_view(&state.admin.user_unlock(&ctx, &who, &id).await?)))
+}
+
 /// `POST /v1/admin/users/{id}/roles`.
 pub async fn admin_user_role_grant(
     State(state): State<AppState>,
@@ -196,4 +206,78 @@ pub async fn role_delete(
 ) -> Result<StatusCode, ApiError> {
     state.admin.role_delete(&ctx, &who, &name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query of `GET /v1/admin/audit`.
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    user_id: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    outcome: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/admin/audit`: newest first, filterable, cursor-paginated.
+pub async fn audit_list(
+    State(state): State<AppState>,
+    _: Can<super::guard::AuditRead>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page<portcullis_proto::AuditEvent>>, ApiError> {
+    let Query(q) = query.map_err(super::extract::query_error)?;
+    let time = |name: &str, v: Option<String>| -> Result<Option<i64>, ApiError> {
+        v.map(|t| {
+            crate::clock::parse_rfc3339(&t).ok_or_else(|| {
+                ApiError::validation(vec![portcullis_proto::FieldError {
+                    field: name.into(),
+                    code: "invalid_format".into(),
+                    message: "must be an RFC 3339 time such as 2026-01-31T12:00:00Z".into(),
+                }])
+            })
+        })
+        .transpose()
+    };
+    if let Some(o) = &q.outcome
+        && o != "success"
+        && o != "failure"
+    {
+        return Err(ApiError::validation(vec![portcullis_proto::FieldError {
+            field: "outcome".into(),
+            code: "invalid".into(),
+            message: "must be success or failure".into(),
+        }]));
+    }
+    let filter = crate::store::AuditFilter {
+        user_id: q.user_id,
+        event_type: q.event_type,
+        outcome: q.outcome,
+        since: time("since", q.since)?,
+        until: time("until", q.until)?,
+    };
+    let limit = crate::admin::page_limit(q.limit)?;
+    let before = crate::admin::cursor_decode(q.cursor.as_deref())?;
+    let mut rows =
+        state.auth.db().audit_list(&filter, before.as_deref(), limit + 1).await.map_err(ApiError::internal)?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    let next_cursor = if more { rows.last().map(|r| crate::admin::cursor_encode(&r.id)) } else { None };
+    let data = rows
+        .into_iter()
+        .map(|r| portcullis_proto::AuditEvent {
+            id: r.id,
+            time: crate::clock::rfc3339(r.time),
+            event_type: r.event_type,
+            outcome: r.outcome,
+            user_id: r.user_id,
+            actor: r.actor,
+            ip: r.ip,
+            user_agent: r.user_agent,
+            request_id: r.request_id,
+            reason: r.reason,
+        })
+        .collect();
+    Ok(Json(Page { data, next_cursor }))
 }

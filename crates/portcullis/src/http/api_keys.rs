@@ -125,6 +125,9 @@ pub async fn api_key_verify(
     Can { who, .. }: Can<KeysVerify>,
     JsonBody(req): JsonBody<ApiKeyVerifyRequest>,
 ) -> Result<Json<ApiKeyVerifyResponse>, ApiError> {
+    if let Err(secs) = state.verify_limiter.hit(ctx.ip.as_deref().unwrap_or("unknown"), ctx.now).await {
+        return Err(crate::auth::AuthError::RateLimited(secs).into());
+    }
     let reply = match state.api_keys.verify(&ctx, &who, &req.key).await {
         Some(grant) => ApiKeyVerifyResponse {
             active: true,

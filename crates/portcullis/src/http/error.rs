@@ -163,6 +163,23 @@ impl From<AuthError> for ApiError {
             AuthError::Denied(required) => Self::insufficient_scope(required),
             AuthError::Forbidden(why) => Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, why),
             AuthError::Overloaded => Self::overloaded(),
+            AuthError::RateLimited(secs) => {
+                let mut e =
+                    Self::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, "too many attempts; retry later");
+                e.retry_after = Some(secs);
+                e
+            }
+            // The same status as rate limiting, and returned for unknown emails too:
+            // lockout must not reveal which accounts exist.
+            AuthError::AccountLocked(secs) => {
+                let mut e = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::AccountLocked,
+                    "too many failed attempts for this account; retry later",
+                );
+                e.retry_after = Some(secs);
+                e
+            }
             AuthError::Internal(cause) => Self::internal(cause),
         }
     }

@@ -43,6 +43,7 @@ permissions! {
     RolesRead => "admin:roles:read",
     RolesWrite => "admin:roles:write",
     KeysVerify => "api_keys:verify",
+    AuditRead => "admin:audit:read",
 }
 
 /// Proof that the caller holds `P`; only this module can make one.

@@ -40,6 +40,10 @@ pub struct AppState {
     pub api_keys: Arc<ApiKeys>,
     /// The audit trail, for guards.
     pub audit: Audit,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// Per-client limit of `POST /v1/api-keys/verify`.
+    pub verify_limiter: Arc<crate::abuse::Limiter>,
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -67,9 +71,11 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         )
         .route("/v1/admin/users/{id}/ban", post(admin::admin_user_ban))
         .route("/v1/admin/users/{id}/unban", post(admin::admin_user_unban))
+        .route("/v1/admin/users/{id}/unlock", post(admin::admin_user_unlock))
         .route("/v1/admin/users/{id}/roles", post(admin::admin_user_role_grant))
         .route("/v1/admin/users/{id}/roles/{role}", delete(admin::admin_user_role_revoke))
         .route("/v1/admin/users/{id}/sessions", delete(admin::admin_user_sessions_revoke))
+        .route("/v1/admin/audit", get(admin::audit_list))
         .route("/v1/admin/roles", get(admin::role_list).post(admin::role_create))
         .route("/v1/admin/roles/{name}", axum::routing::patch(admin::role_update).delete(admin::role_delete))
         .route("/.well-known/jwks.json", get(ops::jwks_get))

@@ -50,6 +50,33 @@ impl Db {
         Ok(())
     }
 
+    /// Deletes records older than `before`.
+    pub async fn audit_purge(&self, before: i64) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM audit_events WHERE time < $1").bind(before).execute(self.pool()).await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Records matching `f`, newest first, older than the cursor id `before`. Ids
+    /// grow with time, so pages stay stable while new records arrive.
+    pub async fn audit_list(&self, f: &AuditFilter, before: Option<&str>, limit: i64) -> StoreResult<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, time, type, outcome, user_id, actor, ip, user_agent, request_id, reason FROM audit_events \
+             WHERE ($1 IS NULL OR id < $1) AND ($2 IS NULL OR user_id = $2) AND ($3 IS NULL OR type = $3) \
+             AND ($4 IS NULL OR outcome = $4) AND ($5 IS NULL OR time >= $5) AND ($6 IS NULL OR time < $6) \
+             ORDER BY id DESC LIMIT $7",
+        )
+        .bind(before.map(str::to_owned))
+        .bind(f.user_id.clone())
+        .bind(f.event_type.clone())
+        .bind(f.outcome.clone())
+        .bind(f.since)
+        .bind(f.until)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
     /// Records about one user, newest first (the admin query API builds on this).
     pub async fn audit_for_user(&self, user_id: &str, limit: i64) -> StoreResult<Vec<AuditRecord>> {
         let rows = sqlx::query(
@@ -60,21 +87,36 @@ impl Db {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    id: col(r, "id")?,
-                    time: col(r, "time")?,
-                    event_type: col(r, "type")?,
-                    outcome: col(r, "outcome")?,
-                    user_id: col(r, "user_id")?,
-                    actor: col(r, "actor")?,
-                    ip: col(r, "ip")?,
-                    user_agent: col(r, "user_agent")?,
-                    request_id: col(r, "request_id")?,
-                    reason: col(r, "reason")?,
-                })
-            })
-            .collect()
+        rows.iter().map(record_from_row).collect()
     }
+}
+
+/// Filters of the audit query API.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only records about this user.
+    pub user_id: Option<String>,
+    /// Only this event type.
+    pub event_type: Option<String>,
+    /// `success` or `failure`.
+    pub outcome: Option<String>,
+    /// From this time (milliseconds, inclusive).
+    pub since: Option<i64>,
+    /// Before this time (milliseconds, exclusive).
+    pub until: Option<i64>,
+}
+
+fn record_from_row(r: &sqlx::any::AnyRow) -> StoreResult<AuditRecord> {
+    Ok(AuditRecord {
+        id: col(r, "id")?,
+        time: col(r, "time")?,
+        event_type: col(r, "type")?,
+        outcome: col(r, "outcome")?,
+        user_id: col(r, "user_id")?,
+        actor: col(r, "actor")?,
+        ip: col(r, "ip")?,
+        user_agent: col(r, "user_agent")?,
+        request_id: col(r, "request_id")?,
+        reason: col(r, "reason")?,
+    })
 }

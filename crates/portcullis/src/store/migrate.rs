@@ -25,6 +25,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0002_authorization.sql"),
         postgres: include_str!("../../migrations/postgres/0002_authorization.sql"),
     },
+    Migration {
+        version: 3,
+        name: "abuse",
+        sqlite: include_str!("../../migrations/sqlite/0003_abuse.sql"),
+        postgres: include_str!("../../migrations/postgres/0003_abuse.sql"),
+    },
 ];
 
 /// Applies what is missing; returns the names of the migrations it applied.

@@ -4,6 +4,7 @@
 //! tuning, write-transaction start and migration locking. `sqlx::Error` never leaves
 //! this module: callers see [`StoreError`].
 
+mod abuse;
 mod api_keys;
 mod audit;
 mod keys;
@@ -19,8 +20,9 @@ use sqlx::{
     any::{Any, AnyConnectOptions, AnyPoolOptions},
 };
 
+pub use abuse::{LockState, RateWindow};
 pub use api_keys::{ApiKeyRow, KeyLookup};
-pub use audit::AuditRecord;
+pub use audit::{AuditFilter, AuditRecord};
 pub use keys::KeyRow;
 pub use roles::RoleRow;
 pub use sessions::{RefreshOutcome, SessionRow};

@@ -43,13 +43,12 @@ async fn guards_answer_401_then_403_with_required_scopes(backend: Backend) {
         assert_eq!(p["required_scopes"], json!([scope]), "{path}");
     }
     // Each refusal is audited with user and route.
-    let db = portcullis::store::Db::connect(&srv.cfg.database_url()).await.unwrap();
     let uid = member.body["user"]["id"].as_str().unwrap();
-    let denied: Vec<_> =
-        db.audit_for_user(uid, 100).await.unwrap().into_iter().filter(|r| r.event_type == "access_denied").collect();
+    let is_denied = |r: &portcullis::store::AuditRecord| r.event_type == "access_denied";
+    let records = crate::common::audit_until(&srv, uid, |rs| rs.iter().filter(|r| is_denied(r)).count() >= 6).await;
+    let denied: Vec<_> = records.into_iter().filter(is_denied).collect();
     assert_eq!(denied.len(), 6);
     assert!(denied.iter().any(|r| r.reason.as_deref() == Some("GET /v1/admin/users needs admin:users:read")));
-    db.close().await;
     srv.stop().await;
 }
 

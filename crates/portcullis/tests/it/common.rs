@@ -238,3 +238,22 @@ macro_rules! backend_tests {
         }
     };
 }
+
+/// Audit records about a user once `pred` holds for them: audit writes are
+/// buffered, so a test polls (bounded) instead of assuming they already landed.
+pub async fn audit_until(
+    srv: &TestServer,
+    user_id: &str,
+    pred: impl Fn(&[portcullis::store::AuditRecord]) -> bool,
+) -> Vec<portcullis::store::AuditRecord> {
+    let db = portcullis::store::Db::connect(&srv.cfg.database_url()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let records = db.audit_for_user(user_id, 500).await.unwrap();
+        if pred(&records) || std::time::Instant::now() > deadline {
+            db.close().await;
+            return records;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

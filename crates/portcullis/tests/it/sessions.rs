@@ -59,15 +59,14 @@ async fn reuse_revokes_every_session_and_is_audited(backend: Backend) {
     // Signing in again works: the account is not locked, only its sessions ended.
     srv.login("erin@example.com", PASSWORD).await;
 
-    let db = portcullis::store::Db::connect(&srv.cfg.database_url()).await.unwrap();
     let user_id = laptop.body["user"]["id"].as_str().unwrap();
-    let audit = db.audit_for_user(user_id, 50).await.unwrap();
+    let audit =
+        crate::common::audit_until(&srv, user_id, |rs| rs.iter().any(|r| r.event_type == "refresh_reuse")).await;
     let reuse = audit.iter().find(|r| r.event_type == "refresh_reuse").expect("reuse audited");
     assert_eq!(reuse.outcome, "failure");
     assert_eq!(reuse.reason.as_deref(), Some("refresh_token_reused"));
     assert_eq!(reuse.ip.as_deref(), Some("127.0.0.1"));
     assert!(reuse.request_id.as_deref().is_some_and(|r| r.starts_with("req_")));
-    db.close().await;
     srv.stop().await;
 }
 

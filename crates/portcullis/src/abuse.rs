@@ -1,0 +1,267 @@
+//! Abuse protection: per-client rate limits and progressive account lockout, both
+//! kept in the database so every node enforces the same numbers, and the client
+//! address as seen through trusted proxies only.
+//!
+//! Rate limits use a sliding window (the current fixed window plus the previous one
+//! weighted by how much of it still overlaps), counted with one atomic upsert. Once a
+//! client is over the limit, this node remembers it until `Retry-After`, so a flood
+//! costs one database write per window, not one per request.
+//!
+//! Lockout is keyed by normalised email, not by account: an unknown email locks
+//! exactly like a real one, so lockout cannot be used to learn which accounts exist.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    str::FromStr,
+    sync::Mutex,
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{
+    config::HumanDuration,
+    store::{Db, LockState},
+};
+
+/// A limit such as `5/1m`: at most `max` attempts per sliding `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateRule {
+    /// Attempts allowed per window.
+    pub max: u32,
+    /// Window length.
+    pub window: Duration,
+}
+
+impl FromStr for RateRule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}` is not a rate like 5/1m (attempts/window)");
+        let (max, window) = s.split_once('/').ok_or_else(bad)?;
+        let max: u32 = max.trim().parse().map_err(|_| bad())?;
+        let window: HumanDuration = window.trim().parse().map_err(|_| bad())?;
+        if max == 0 || window.0 < Duration::from_secs(1) {
+            return Err(format!("`{s}`: need at least 1 attempt per at least 1s"));
+        }
+        Ok(Self { max, window: window.0 })
+    }
+}
+
+impl std::fmt::Display for RateRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.max, HumanDuration(self.window))
+    }
+}
+
+impl Serialize for RateRule {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RateRule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Seconds until one more attempt fits under `max`, given the window counts after
+/// this attempt, `elapsed` ms into a window of `w` ms. Bounded: at most two windows.
+pub fn retry_after_secs(max: i64, count: i64, prev: i64, elapsed: i64, w: i64) -> u64 {
+    let steps = (2 * w / 1000).max(1) + 1;
+    for s in 1..=steps {
+        let t = elapsed + s * 1000;
+        let estimate = if t < w {
+            prev * (w - t) / w + count + 1
+        } else if t < 2 * w {
+            count * (2 * w - t) / w + 1
+        } else {
+            1
+        };
+        if estimate <= max {
+            return u64::try_from(s).unwrap_or(1);
+        }
+    }
+    u64::try_from(steps).unwrap_or(1)
+}
+
+/// One rate limit, shared by all nodes through the database.
+pub struct Limiter {
+    db: Db,
+    rule: RateRule,
+    scope: &'static str,
+    blocked: Mutex<HashMap<String, i64>>,
+}
+
+impl Limiter {
+    /// A limiter for one kind of attempt (`login`, `verify`, …).
+    pub fn new(db: Db, scope: &'static str, rule: RateRule) -> Self {
+        Self { db, rule, scope, blocked: Mutex::new(HashMap::new()) }
+    }
+
+    /// Counts an attempt by `client`; `Err(retry_after_secs)` when over the limit.
+    /// A database failure lets the attempt through (logged): the lockout and the
+    /// bounded hash pool still protect the accounts, and an outage of the limiter
+    /// must not become an outage of sign-in.
+    pub async fn hit(&self, client: &str, now: i64) -> Result<(), u64> {
+        let bucket = format!("{}:{client}", self.scope);
+        if let Ok(blocked) = self.blocked.lock()
+            && let Some(until) = blocked.get(&bucket)
+            && *until > now
+        {
+            return Err(u64::try_from((until - now + 999) / 1000).unwrap_or(1).max(1));
+        }
+        let w = i64::try_from(self.rule.window.as_millis()).unwrap_or(i64::MAX);
+        let start = now - now.rem_euclid(w);
+        let counts = match self.db.rate_hit(&bucket, start, w).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "rate limiter unavailable; letting the attempt through");
+                return Ok(());
+            }
+        };
+        let elapsed = now - start;
+        let max = i64::from(self.rule.max);
+        let estimate = counts.prev_count * (w - elapsed) / w + counts.count;
+        if estimate <= max {
+            return Ok(());
+        }
+        let retry = retry_after_secs(max, counts.count, counts.prev_count, elapsed, w);
+        if let Ok(mut blocked) = self.blocked.lock() {
+            if blocked.len() > 100_000 {
+                blocked.retain(|_, until| *until > now);
+            }
+            blocked.insert(bucket, now + i64::try_from(retry).unwrap_or(1) * 1000);
+        }
+        Err(retry)
+    }
+}
+
+/// Progressive lockout: `threshold` consecutive failures lock for the first
+/// duration; a failure after a lock ends locks again for the next (the last
+/// repeats); a success or an admin unlock resets everything.
+#[derive(Debug, Clone)]
+pub struct LockoutPolicy {
+    /// Failures that trigger the first lock.
+    pub threshold: u32,
+    /// Lock durations, escalating.
+    pub durations: Vec<Duration>,
+}
+
+/// Without failures for this long, an email's lock history is forgotten.
+const LOCK_MEMORY_MS: i64 = 24 * 3600 * 1000;
+
+impl LockoutPolicy {
+    /// The state after one more failure at `now`.
+    pub fn on_failure(&self, prior: LockState, now: i64) -> LockState {
+        let mut s = if now - prior.last_failure_at > LOCK_MEMORY_MS { LockState::default() } else { prior };
+        let lock_for = |level: i64| {
+            let idx = usize::try_from(level.saturating_sub(1)).unwrap_or(0).min(self.durations.len().saturating_sub(1));
+            let d = self.durations.get(idx).copied().unwrap_or(Duration::from_secs(900));
+            now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        };
+        if s.locked_until.is_some_and(|u| u > now) {
+            // Still locked (a race with the check): count nothing more.
+        } else if s.lock_level > 0 {
+            // The first failure after a lock ends escalates at once.
+            s.lock_level += 1;
+            s.locked_until = Some(lock_for(s.lock_level));
+            s.failures = 0;
+        } else {
+            s.failures += 1;
+            if s.failures >= i64::from(self.threshold) {
+                s.lock_level = 1;
+                s.locked_until = Some(lock_for(1));
+                s.failures = 0;
+            }
+        }
+        s.last_failure_at = now;
+        s
+    }
+}
+
+/// Resolves the client address: the socket peer, unless the peer is a trusted
+/// proxy; then `X-Forwarded-For` is read right to left, skipping trusted hops, and
+/// the first untrusted address is the client. A header from an untrusted peer is
+/// ignored entirely, so clients cannot spoof their address.
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let Some(header) = forwarded_for else { return peer };
+    let mut client = peer;
+    for hop in header.rsplit(',') {
+        let hop = hop.trim();
+        let parsed = hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()));
+        let Some(ip) = parsed else { break };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_parse() {
+        assert_eq!("5/1m".parse::<RateRule>().unwrap(), RateRule { max: 5, window: Duration::from_secs(60) });
+        assert_eq!("5/1m".parse::<RateRule>().unwrap().to_string(), "5/1m");
+        for bad in ["5", "0/1m", "5/0s", "x/1m", "5/1x"] {
+            assert!(bad.parse::<RateRule>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn retry_after_covers_the_sliding_window() {
+        // 6th attempt 10 s into a fresh window: the window must end and decay.
+        let s = retry_after_secs(5, 6, 0, 10_000, 60_000);
+        assert!((50..=61).contains(&s), "{s}");
+        // Over the limit only through the previous window: decays sooner.
+        let s = retry_after_secs(5, 1, 10, 30_000, 60_000);
+        assert!(s > 0 && s < 31, "{s}");
+    }
+
+    #[test]
+    fn lockout_escalates_and_repeats_the_last_duration() {
+        let p = LockoutPolicy { threshold: 3, durations: vec![Duration::from_secs(10), Duration::from_secs(60)] };
+        let mut s = LockState::default();
+        for i in 0..2 {
+            s = p.on_failure(s, 1000 + i);
+            assert_eq!(s.locked_until, None);
+        }
+        s = p.on_failure(s, 2000);
+        assert_eq!(s.locked_until, Some(12_000));
+        // After the lock ends, a single failure locks for the next duration.
+        s = p.on_failure(s, 13_000);
+        assert_eq!(s.locked_until, Some(73_000));
+        s = p.on_failure(s, 80_000);
+        assert_eq!(s.locked_until, Some(140_000), "the last duration repeats");
+        // A day of quiet forgets the history.
+        let s = p.on_failure(s, 80_000 + LOCK_MEMORY_MS + 1);
+        assert_eq!((s.failures, s.lock_level, s.locked_until), (1, 0, None));
+    }
+
+    #[test]
+    fn forwarded_for_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer_untrusted: IpAddr = "203.0.113.9".parse().unwrap();
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(client_ip(peer_untrusted, Some("1.2.3.4"), &trusted), peer_untrusted);
+        assert_eq!(client_ip(proxy, Some("1.2.3.4"), &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
+        // Right to left: a spoofed leftmost entry is not believed.
+        assert_eq!(
+            client_ip(proxy, Some("6.6.6.6, 1.2.3.4, 10.0.0.7"), &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(proxy, Some("garbage"), &trusted), proxy);
+        assert_eq!(client_ip(proxy, None, &trusted), proxy);
+    }
+}

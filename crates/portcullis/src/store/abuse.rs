@@ -1,0 +1,132 @@
+//! Rate-limit windows and lockout state.
+//!
+//! Contract: counting an attempt is ONE statement (an upsert with RETURNING), so
+//! concurrent attempts on any number of nodes never lose a count. Lockout updates
+//! run in a write transaction: the failure that crosses the threshold is the one
+//! that sets the lock.
+
+use super::{Db, StoreResult, col};
+
+/// The counts of one client's current and previous window after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateWindow {
+    /// Start of the current window, milliseconds.
+    pub window_start: i64,
+    /// Attempts in the current window, this one included.
+    pub count: i64,
+    /// Attempts in the window before.
+    pub prev_count: i64,
+}
+
+/// Lockout state of an email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LockState {
+    /// Consecutive failures since the last success or lock.
+    pub failures: i64,
+    /// How many locks in a row (selects the duration).
+    pub lock_level: i64,
+    /// Locked until this time (milliseconds), if locked.
+    pub locked_until: Option<i64>,
+    /// Last failure time.
+    pub last_failure_at: i64,
+}
+
+impl Db {
+    /// Counts an attempt in `bucket` for the window starting at `window_start`,
+    /// sliding the previous window's count along when a new window begins.
+    pub async fn rate_hit(&self, bucket: &str, window_start: i64, window_ms: i64) -> StoreResult<RateWindow> {
+        let row = sqlx::query(
+            "INSERT INTO rate_limits (bucket, window_start, count, prev_count) VALUES ($1, $2, 1, 0) \
+             ON CONFLICT (bucket) DO UPDATE SET \
+               prev_count = CASE WHEN rate_limits.window_start = excluded.window_start THEN rate_limits.prev_count \
+                                 WHEN rate_limits.window_start = excluded.window_start - $3 THEN rate_limits.count \
+                                 ELSE 0 END, \
+               count = CASE WHEN rate_limits.window_start = excluded.window_start THEN rate_limits.count + 1 ELSE 1 END, \
+               window_start = excluded.window_start \
+             RETURNING window_start, count, prev_count",
+        )
+        .bind(bucket)
+        .bind(window_start)
+        .bind(window_ms)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(RateWindow {
+            window_start: col(&row, "window_start")?,
+            count: col(&row, "count")?,
+            prev_count: col(&row, "prev_count")?,
+        })
+    }
+
+    /// Drops windows nobody has touched since `before`.
+    pub async fn rate_purge(&self, before: i64) -> StoreResult<u64> {
+        let done =
+            sqlx::query("DELETE FROM rate_limits WHERE window_start < $1").bind(before).execute(self.pool()).await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The lockout state of an email.
+    pub async fn lock_get(&self, email: &str) -> StoreResult<Option<LockState>> {
+        let row = sqlx::query(
+            "SELECT failures, lock_level, locked_until, last_failure_at FROM login_failures WHERE email = $1",
+        )
+        .bind(email)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| {
+            Ok(LockState {
+                failures: col(&r, "failures")?,
+                lock_level: col(&r, "lock_level")?,
+                locked_until: col(&r, "locked_until")?,
+                last_failure_at: col(&r, "last_failure_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records a failure; `decide` turns the previous state into the new one (the
+    /// policy lives in the domain, the atomicity here).
+    pub async fn lock_record_failure(
+        &self,
+        email: &str,
+        decide: impl FnOnce(LockState) -> LockState,
+    ) -> StoreResult<(LockState, LockState)> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "SELECT failures, lock_level, locked_until, last_failure_at FROM login_failures WHERE email = $1",
+        )
+        .bind(email)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let prior = match row {
+            Some(r) => LockState {
+                failures: col(&r, "failures")?,
+                lock_level: col(&r, "lock_level")?,
+                locked_until: col(&r, "locked_until")?,
+                last_failure_at: col(&r, "last_failure_at")?,
+            },
+            None => LockState::default(),
+        };
+        let next = decide(prior);
+        sqlx::query(
+            "INSERT INTO login_failures (email, failures, lock_level, locked_until, last_failure_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (email) DO UPDATE SET failures = excluded.failures, \
+             lock_level = excluded.lock_level, locked_until = excluded.locked_until, \
+             last_failure_at = excluded.last_failure_at",
+        )
+        .bind(email)
+        .bind(next.failures)
+        .bind(next.lock_level)
+        .bind(next.locked_until)
+        .bind(next.last_failure_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((prior, next))
+    }
+
+    /// Forgets failures and locks of an email (a success, or an admin unlock).
+    pub async fn lock_clear(&self, email: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM login_failures WHERE email = $1").bind(email).execute(self.pool()).await?;
+        Ok(done.rows_affected() > 0)
+    }
+}

@@ -16,9 +16,10 @@ use crate::{
 };
 
 /// The lockout key of what the client typed: the normalised email, or for input
-/// that is not an email the trimmed lower-cased text (bounded), so garbage locks too.
+/// that is not an email a hash of it — garbage locks too, with a key of fixed size
+/// that any database can store (PostgreSQL refuses NUL in text).
 fn lock_key(input: &str) -> String {
-    normalize_email(input).unwrap_or_else(|_| input.trim().to_lowercase().chars().take(320).collect())
+    normalize_email(input).unwrap_or_else(|_| format!("invalid:{}", crypto::sha256_b64(&input.trim().to_lowercase())))
 }
 
 impl Auth {

@@ -174,3 +174,45 @@ where
     use sqlx::Row;
     row.try_get(name).map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
 }
+
+/// Every table the store writes, for [`Db::debug_dump_text`].
+const ALL_TABLES: &[&str] = &[
+    "users",
+    "roles",
+    "user_roles",
+    "sessions",
+    "refresh_tokens",
+    "signing_keys",
+    "audit_events",
+    "api_keys",
+    "rate_limits",
+    "login_failures",
+];
+
+impl Db {
+    /// Every value of every table as text, one line per row: lets tests prove that
+    /// no secret is ever stored, on either backend. Not for production use.
+    #[doc(hidden)]
+    pub async fn debug_dump_text(&self) -> StoreResult<String> {
+        use sqlx::{Column, Row};
+        let mut out = String::new();
+        for table in ALL_TABLES {
+            let rows =
+                sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table}"))).fetch_all(self.pool()).await?;
+            for row in rows {
+                out.push_str(table);
+                for (i, c) in row.columns().iter().enumerate() {
+                    let text = row
+                        .try_get::<Option<String>, _>(i)
+                        .ok()
+                        .flatten()
+                        .or_else(|| row.try_get::<Option<i64>, _>(i).ok().flatten().map(|n| n.to_string()))
+                        .unwrap_or_default();
+                    out.push_str(&format!(" {}={text}", c.name()));
+                }
+                out.push('\n');
+            }
+        }
+        Ok(out)
+    }
+}

@@ -91,7 +91,7 @@ impl TestServer {
     pub async fn start_cfg(cfg: Config) -> Self {
         let running = server::start(cfg.clone()).await.expect("server starts");
         let base = format!("http://{}", running.addr);
-        let client = Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let client = Client::builder().timeout(Duration::from_secs(60)).user_agent("portcullis-tests").build().unwrap();
         TestServer { base, client, cfg, running: Some(running) }
     }
 

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod abuse;
 mod accounts;
 mod admin;
 mod api_keys;

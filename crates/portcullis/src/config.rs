@@ -154,6 +154,10 @@ pub struct HttpConfig {
     pub hsts: Option<HumanDuration>,
     /// How long in-flight requests may run on after SIGTERM.
     pub shutdown_grace: HumanDuration,
+    /// Time a client gets to send a request's headers (slowloris defence).
+    pub header_read_timeout: HumanDuration,
+    /// Connections open at once; more are closed on accept.
+    pub max_connections: usize,
 }
 
 /// Password hashing and abuse limits.
@@ -256,6 +260,8 @@ impl Default for HttpConfig {
             request_timeout: HumanDuration::secs(30),
             hsts: None,
             shutdown_grace: HumanDuration::secs(30),
+            header_read_timeout: HumanDuration::secs(10),
+            max_connections: 10_000,
         }
     }
 }

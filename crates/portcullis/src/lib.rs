@@ -18,6 +18,7 @@ pub mod config;
 pub mod crypto;
 pub mod http;
 pub mod keys;
+pub mod listener;
 pub mod passwords;
 pub mod rbac;
 pub mod server;

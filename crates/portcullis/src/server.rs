@@ -136,11 +136,11 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let trusted_proxies = Arc::new(cfg.security.trusted_proxies.clone());
     let verify_limiter = Arc::new(Limiter::new(store.db.clone(), "verify", cfg.security.api_key_verify_rate));
     let app = router(AppState { auth, admin, api_keys, audit, trusted_proxies, verify_limiter }, &cfg.http);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await
-    });
+    let limits = crate::listener::Limits {
+        header_read_timeout: cfg.http.header_read_timeout.0,
+        max_connections: cfg.http.max_connections,
+    };
+    let task = tokio::spawn(crate::listener::serve(listener, app, limits, shutdown));
     tracing::info!(%addr, %issuer, backend = ?store.db.backend(), ready_in_ms = started.elapsed().as_millis() as u64, "portcullis is ready");
     Ok(Running { addr, issuer, trigger, task, background, grace: cfg.http.shutdown_grace.0, db: store.db })
 }

@@ -117,7 +117,8 @@ impl Audit {
         write(&self.db, &record).await;
     }
 
-    /// Deletes records older than `retention`, every `every`, until shutdown.
+    /// Housekeeping every `every` until shutdown: audit records older than
+    /// `retention`, stale rate-limit windows, sessions that ended over a day ago.
     pub fn spawn_retention(&self, retention: Duration, every: Duration, shutdown: Shutdown) {
         let db = self.db.clone();
         tokio::spawn(async move {
@@ -134,8 +135,14 @@ impl Audit {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "audit retention failed"),
                 }
-                // Rate-limit windows older than a day count for nothing any more.
+                // Rate-limit windows older than a day count for nothing any more, and
+                // sessions that ended a day ago can no longer be refreshed or reused.
                 let _ = db.rate_purge(now - 86_400_000).await;
+                match db.sessions_purge(now - 86_400_000).await {
+                    Ok(n) if n > 0 => tracing::info!(deleted = n, "removed ended sessions and their refresh tokens"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "session cleanup failed"),
+                }
             }
         });
     }

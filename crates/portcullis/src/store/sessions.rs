@@ -151,6 +151,24 @@ impl Db {
         Ok(done.rows_affected())
     }
 
+    /// Deletes sessions that ended (expired or revoked) before `before`, with their
+    /// refresh tokens, and spent refresh tokens of live sessions older than that.
+    /// Reuse detection only needs spent tokens while their session lives.
+    pub async fn sessions_purge(&self, before: i64) -> StoreResult<u64> {
+        let tokens = sqlx::query(
+            "DELETE FROM refresh_tokens WHERE expires_at < $1 OR session_id IN \
+             (SELECT id FROM sessions WHERE expires_at < $1 OR revoked_at < $1)",
+        )
+        .bind(before)
+        .execute(self.pool())
+        .await?;
+        let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at < $1 OR revoked_at < $1")
+            .bind(before)
+            .execute(self.pool())
+            .await?;
+        Ok(tokens.rows_affected() + sessions.rows_affected())
+    }
+
     /// Spends `old_hash` and stores `new_hash` in its place, atomically (see the
     /// module contract). Nothing is written unless the outcome is `Rotated`.
     pub async fn refresh_rotate(&self, old_hash: &str, new_hash: &str, now: i64) -> StoreResult<RefreshOutcome> {

@@ -211,3 +211,22 @@ async fn restart_keeps_tokens_and_sessions(backend: Backend) {
     srv.login("jo@example.com", PASSWORD).await;
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_sessions_are_purged() {
+    let data = Data::new(&Backend::Sqlite).await;
+    let srv = TestServer::start_on(&data, |_| {}).await;
+    let t = srv.user("purge@example.com").await;
+    let live = srv.login("purge@example.com", PASSWORD).await;
+    srv.post_auth("/v1/auth/logout", &t.access, json!({})).await;
+    let db = portcullis::store::Db::connect(&srv.cfg.database_url()).await.unwrap();
+    // Nothing ended a day ago yet.
+    assert_eq!(db.sessions_purge(portcullis::clock::now_ms() - 86_400_000).await.unwrap(), 0);
+    // Seen from two days on, the logged-out session and its tokens go; the live one stays.
+    let purged = db.sessions_purge(portcullis::clock::now_ms() + 86_400_000).await.unwrap();
+    assert_eq!(purged, 2, "one session and its one refresh token");
+    db.close().await;
+    assert_eq!(srv.me_status(&live.access).await, StatusCode::OK);
+    assert_eq!(srv.refresh(&live.refresh).await.status(), StatusCode::OK);
+    srv.stop().await;
+}

@@ -227,6 +227,7 @@ async fn full_hash_queue_is_503_while_health_answers(backend: Backend) {
     })
     .await;
     srv.register("flood@example.com", PASSWORD).await;
+    let held = srv.login("flood@example.com", PASSWORD).await;
     let mut logins = Vec::new();
     for _ in 0..12 {
         let (client, url) = (srv.client.clone(), srv.url("/v1/auth/login"));
@@ -246,6 +247,11 @@ async fn full_hash_queue_is_503_while_health_answers(backend: Backend) {
         let start = std::time::Instant::now();
         assert_eq!(srv.client.get(srv.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
         assert_eq!(srv.client.get(srv.url("/.well-known/jwks.json")).send().await.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            srv.me_status(&held.access).await,
+            StatusCode::OK,
+            "bearer verification is not queued behind hashing"
+        );
         assert!(start.elapsed() < Duration::from_secs(2));
     }
     let mut overloaded = 0;

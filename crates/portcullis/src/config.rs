@@ -87,7 +87,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
 }
 
 /// Every setting of the server. Field names are the `portcullis.toml` keys.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// Socket address to listen on.
@@ -214,6 +214,26 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log shippers.
     Json,
+}
+
+impl std::fmt::Debug for Config {
+    /// The master key and the database URL (which may hold a password) never print.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_ref().map(|_| "[redacted]"))
+            .field("issuer", &self.issuer)
+            .field("master_key", &self.master_key.as_ref().map(|_| "[redacted]"))
+            .field("master_key_file", &self.master_key_file)
+            .field("tokens", &self.tokens)
+            .field("keys", &self.keys)
+            .field("http", &self.http)
+            .field("security", &self.security)
+            .field("audit", &self.audit)
+            .field("log", &self.log)
+            .finish()
+    }
 }
 
 impl Default for Config {

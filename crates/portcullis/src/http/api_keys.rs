@@ -71,8 +71,10 @@ pub async fn api_key_create(
 /// Paging query.
 #[derive(Debug, Deserialize)]
 pub struct PageQuery {
-    limit: Option<i64>,
-    cursor: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
 }
 
 /// `GET /v1/api-keys`.

@@ -37,12 +37,11 @@ pub async fn session_list(
     State(state): State<AppState>,
     ctx: RequestCtx,
     Authed(who): Authed,
+    query: Result<axum::extract::Query<super::api_keys::PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page<Session>>, ApiError> {
-    let sessions = state.auth.sessions(&who, ctx.now).await?;
-    Ok(Json(Page {
-        data: sessions.iter().map(|s| session_view(s, who.session_id.as_deref())).collect(),
-        next_cursor: None,
-    }))
+    let axum::extract::Query(q) = query.map_err(super::extract::query_error)?;
+    let (sessions, next_cursor) = state.auth.sessions(&who, ctx.now, q.cursor.as_deref(), q.limit).await?;
+    Ok(Json(Page { data: sessions.iter().map(|s| session_view(s, who.session_id.as_deref())).collect(), next_cursor }))
 }
 
 /// `DELETE /v1/me/sessions/{id}`.

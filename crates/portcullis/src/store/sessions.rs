@@ -102,13 +102,23 @@ impl Db {
     }
 
     /// A user's sessions that are still usable at `now`, newest first.
-    pub async fn sessions_active(&self, user_id: &str, now: i64) -> StoreResult<Vec<SessionRow>> {
+    /// Ids grow with time, so `before` (the last id of the previous page) pages
+    /// newest first without gaps or repeats.
+    pub async fn sessions_active(
+        &self,
+        user_id: &str,
+        now: i64,
+        before: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<SessionRow>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {SESSION_COLS} FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
-             ORDER BY created_at DESC, id DESC"
+             AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
         )))
         .bind(user_id)
         .bind(now)
+        .bind(before.map(str::to_owned))
+        .bind(limit)
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(session_from_row).collect()

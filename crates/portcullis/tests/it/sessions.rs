@@ -138,6 +138,15 @@ async fn sessions_list_and_revoke_only_ones_own(backend: Backend) {
     assert!(list["next_cursor"].is_null());
     assert_eq!(data_.iter().filter(|s| s["current"] == true).count(), 1);
     let g2_sid = crate::common::jwt_part(&g2.access, 1)["sid"].as_str().unwrap().to_owned();
+    // Paged like every list: one per page, newest first, then the end.
+    let p1: Value = srv.get_auth("/v1/me/sessions?limit=1", &g1.access).await.json().await.unwrap();
+    assert_eq!(p1["data"][0]["id"], g2_sid);
+    let c = p1["next_cursor"].as_str().unwrap().to_owned();
+    let p2: Value =
+        srv.get_auth(&format!("/v1/me/sessions?limit=1&cursor={c}"), &g1.access).await.json().await.unwrap();
+    assert_eq!(p2["data"].as_array().unwrap().len(), 1);
+    assert_ne!(p2["data"][0]["id"], g2_sid);
+    assert!(p2["next_cursor"].is_null());
     assert!(data_.iter().any(|s| s["id"] == g2_sid));
 
     // Hal cannot end Gus's session: 404, and it stays alive.

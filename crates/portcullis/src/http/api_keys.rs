@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::{
     AppState,
     error::ApiError,
-    extract::{Authed, JsonBody},
+    extract::{JsonBody, SessionAuthed},
     guard::{Can, KeysVerify},
     views::api_key_view,
 };
@@ -50,7 +50,7 @@ fn duration_field(field: &str, v: Option<Value>) -> Result<Option<Duration>, Api
 pub async fn api_key_create(
     State(state): State<AppState>,
     ctx: RequestCtx,
-    Authed(who): Authed,
+    SessionAuthed(who): SessionAuthed,
     JsonBody(req): JsonBody<ApiKeyCreateRequest>,
 ) -> Result<Response, ApiError> {
     let expires_in = duration_field("expires_in", req.expires_in)?;
@@ -80,7 +80,7 @@ pub struct PageQuery {
 /// `GET /v1/api-keys`.
 pub async fn api_key_list(
     State(state): State<AppState>,
-    Authed(who): Authed,
+    SessionAuthed(who): SessionAuthed,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page<ApiKey>>, ApiError> {
     let Query(q) = query.map_err(super::extract::query_error)?;
@@ -92,7 +92,7 @@ pub async fn api_key_list(
 pub async fn api_key_revoke(
     State(state): State<AppState>,
     ctx: RequestCtx,
-    Authed(who): Authed,
+    SessionAuthed(who): SessionAuthed,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.api_keys.revoke(&ctx, &who, &id).await?;
@@ -103,7 +103,7 @@ pub async fn api_key_revoke(
 pub async fn api_key_rotate(
     State(state): State<AppState>,
     ctx: RequestCtx,
-    Authed(who): Authed,
+    SessionAuthed(who): SessionAuthed,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {

@@ -205,3 +205,19 @@ pub fn query_error(rej: axum::extract::rejection::QueryRejection) -> ApiError {
     let (field, message) = detail.split_once(": ").unwrap_or(("", detail));
     ApiError::validation(vec![field_error(field, "invalid", message)])
 }
+
+/// A signed-in user's session — never an API key. For routes that manage the
+/// account's own credentials and sessions: a key that could list, rotate, revoke or
+/// mint keys, or end sessions, would turn any stolen narrow key into the account.
+#[derive(Debug, Clone)]
+pub struct SessionAuthed(pub Principal);
+
+impl FromRequestParts<AppState> for SessionAuthed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let authed = Authed::from_request_parts(parts, state).await?;
+        authed.session_id()?;
+        Ok(SessionAuthed(authed.0))
+    }
+}

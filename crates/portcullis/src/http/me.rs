@@ -11,7 +11,7 @@ use portcullis_proto::{MeUpdateRequest, Page, PasswordChangeRequest, Session, Us
 use super::{
     AppState,
     error::ApiError,
-    extract::{Authed, JsonBody},
+    extract::{Authed, JsonBody, SessionAuthed},
     views::{session_view, user_view},
 };
 use crate::{auth::RequestCtx, crypto::Secret};
@@ -25,7 +25,7 @@ pub async fn me_get(State(state): State<AppState>, Authed(who): Authed) -> Resul
 pub async fn me_update(
     State(state): State<AppState>,
     ctx: RequestCtx,
-    Authed(who): Authed,
+    SessionAuthed(who): SessionAuthed,
     JsonBody(req): JsonBody<MeUpdateRequest>,
 ) -> Result<Json<User>, ApiError> {
     let user = state.auth.me_update(&ctx, &who, req.name, req.unsafe_metadata).await?;
@@ -36,7 +36,7 @@ pub async fn me_update(
 pub async fn session_list(
     State(state): State<AppState>,
     ctx: RequestCtx,
-    Authed(who): Authed,
+    SessionAuthed(who): SessionAuthed,
     query: Result<axum::extract::Query<super::api_keys::PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page<Session>>, ApiError> {
     let axum::extract::Query(q) = query.map_err(super::extract::query_error)?;
@@ -48,7 +48,7 @@ pub async fn session_list(
 pub async fn session_revoke(
     State(state): State<AppState>,
     ctx: RequestCtx,
-    Authed(who): Authed,
+    SessionAuthed(who): SessionAuthed,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.auth.session_revoke(&ctx, &who, &id).await?;

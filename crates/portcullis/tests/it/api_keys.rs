@@ -13,6 +13,7 @@ crate::backend_tests!(
     scopes_never_exceed_the_owner,
     keys_act_on_admin_routes_and_verify,
     no_id_swapping_between_users,
+    keys_cannot_manage_keys_or_sessions,
     revocation_reaches_another_node_within_a_second,
     cli_creates_and_checks_keys,
 );
@@ -123,7 +124,9 @@ async fn key_lifecycle_shown_once_rotate_revoke_expire(backend: Backend) {
     let issuer = srv.base.clone();
     srv.stop().await;
     let srv = TestServer::start_on(&data, |c| c.issuer = Some(issuer)).await;
-    let list: Value = srv.with_key(Method::GET, "/v1/api-keys", &long_key, None).await.json().await.unwrap();
+    let t = srv.login("keys@example.com", crate::common::PASSWORD).await;
+    let list: Value = srv.get_auth("/v1/api-keys", &t.access).await.json().await.unwrap();
+    let _ = long_key;
     let entry = list["data"].as_array().unwrap().iter().find(|k| k["id"] == long["id"]).unwrap().clone();
     assert!(entry["last_used_at"].is_string(), "{entry}");
     srv.stop().await;
@@ -163,12 +166,12 @@ async fn scopes_never_exceed_the_owner(backend: Backend) {
     let t2 = crate::common::Tokens::from(srv.refresh(&t.refresh).await.json::<Value>().await.unwrap());
     let k = create(&srv, &t2.access, json!({"name": "reports bot", "scopes": ["read:reports"]})).await;
     assert_eq!(k["scopes"], json!(["read:reports"]));
-    // A key cannot mint a wider key either.
+    // A key cannot mint keys at all (not even narrower ones): key management needs a session.
     let key = k["key"].as_str().unwrap().to_owned();
     let res = srv
         .with_key(Method::POST, "/v1/api-keys", &key, Some(json!({"name": "y", "scopes": ["admin:users:read"]})))
         .await;
-    assert_problem(res, StatusCode::FORBIDDEN, "insufficient_scope").await;
+    assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
 
     // The owner loses the role: the key loses the scope (within the cache second).
     srv.send(Method::DELETE, &format!("/v1/admin/users/{uid}/roles/reports"), &admin.access, None).await;
@@ -331,5 +334,42 @@ async fn cli_creates_and_checks_keys(backend: Backend) {
     });
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("root:everything"));
+    srv.stop().await;
+}
+
+/// A stolen narrow key must not become the account: it cannot list, mint, rotate or
+/// revoke keys (its own or its siblings), see or end sessions, or edit the profile.
+async fn keys_cannot_manage_keys_or_sessions(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let srv = TestServer::start_on(&data, |_| {}).await;
+    let admin = srv.admin("holder@example.com").await;
+    let strong = create(&srv, &admin.access, json!({"name": "strong", "scopes": ["admin:users:write"]})).await;
+    let narrow = create(&srv, &admin.access, json!({"name": "narrow", "expires_in": 3600})).await;
+    let narrow_key = narrow["key"].as_str().unwrap();
+    let sid = crate::common::jwt_part(&admin.access, 1)["sid"].as_str().unwrap().to_owned();
+    let strong_id = strong["id"].as_str().unwrap();
+    let attempts = [
+        (Method::GET, "/v1/api-keys".to_owned(), None),
+        (Method::POST, "/v1/api-keys".to_owned(), Some(json!({"name": "child"}))),
+        (Method::POST, format!("/v1/api-keys/{strong_id}/rotate"), Some(json!({"grace_period": "100d"}))),
+        (Method::DELETE, format!("/v1/api-keys/{strong_id}"), None),
+        (Method::GET, "/v1/me/sessions".to_owned(), None),
+        (Method::DELETE, format!("/v1/me/sessions/{sid}"), None),
+        (Method::PATCH, "/v1/me".to_owned(), Some(json!({"name": "pwned"}))),
+        (Method::POST, "/v1/me/password".to_owned(), Some(json!({"current_password": "x", "new_password": "y"}))),
+        (Method::POST, "/v1/auth/logout".to_owned(), None),
+    ];
+    for (method, path, body) in attempts {
+        let res = srv.with_key(method.clone(), &path, narrow_key, body).await;
+        assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    }
+    // Nothing changed: the strong key still works with its old secret, the session lives.
+    assert_eq!(
+        srv.with_key(Method::GET, "/v1/me", strong["key"].as_str().unwrap(), None).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(srv.me_status(&admin.access).await, StatusCode::OK);
+    let list: Value = srv.get_auth("/v1/api-keys", &admin.access).await.json().await.unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
     srv.stop().await;
 }

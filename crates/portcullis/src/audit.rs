@@ -138,6 +138,7 @@ impl Audit {
                 // Rate-limit windows older than a day count for nothing any more, and
                 // sessions that ended a day ago can no longer be refreshed or reused.
                 let _ = db.rate_purge(now - 86_400_000).await;
+                let _ = db.lock_purge(now - 86_400_000, now).await;
                 match db.sessions_purge(now - 86_400_000).await {
                     Ok(n) if n > 0 => tracing::info!(deleted = n, "removed ended sessions and their refresh tokens"),
                     Ok(_) => {}

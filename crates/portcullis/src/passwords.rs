@@ -90,6 +90,10 @@ impl Drop for RunningGauge {
     }
 }
 
+/// A reserved place in the hashing queue.
+#[derive(Debug)]
+pub struct Admission(tokio::sync::OwnedSemaphorePermit);
+
 /// The bounded Argon2id pool.
 #[derive(Clone)]
 pub struct Hasher {
@@ -119,8 +123,22 @@ impl Hasher {
         })
     }
 
+    /// A place in the hashing queue, taken before any other work so that a request
+    /// the pool cannot take is refused (503) before it has changed anything.
+    pub fn admit(&self) -> Result<Admission, HashError> {
+        self.admitted.clone().try_acquire_owned().map(Admission).map_err(|_| HashError::Overloaded)
+    }
+
     async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, HashError> {
-        let admitted = self.admitted.clone().try_acquire_owned().map_err(|_| HashError::Overloaded)?;
+        let admission = self.admit()?;
+        self.run_admitted(admission, job).await
+    }
+
+    async fn run_admitted<T: Send + 'static>(
+        &self,
+        Admission(admitted): Admission,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
         let running = self.running.clone().acquire_owned().await.map_err(|e| HashError::Internal(e.to_string()))?;
         // The permits move into the blocking job: if the client hangs up, the request
         // future is dropped but the hash keeps running, and must keep holding its slot
@@ -148,9 +166,20 @@ impl Hasher {
     /// time against a dummy hash and answers `false`. The second value tells whether
     /// the stored hash should be upgraded to the current parameters.
     pub async fn verify(&self, password: Secret, phc: Option<String>) -> Result<(bool, bool), HashError> {
+        let admission = self.admit()?;
+        self.verify_admitted(admission, password, phc).await
+    }
+
+    /// [`Hasher::verify`] with a place taken earlier by [`Hasher::admit`].
+    pub async fn verify_admitted(
+        &self,
+        admission: Admission,
+        password: Secret,
+        phc: Option<String>,
+    ) -> Result<(bool, bool), HashError> {
         let known = phc.is_some();
         let phc = phc.unwrap_or_else(|| self.dummy.to_string());
-        self.run(move || {
+        self.run_admitted(admission, move || {
             let ok = argon2().verify_password(password.expose().as_bytes(), phc.as_str()).is_ok() && known;
             let outdated = ok && !phc.starts_with(&format!("$argon2id$v=19$m={M_COST_KIB},t={T_COST},p={P_COST}$"));
             (ok, outdated)

@@ -39,18 +39,35 @@ impl Auth {
             metrics::counter!("portcullis_logins_total", "outcome" => "rate_limited").increment(1);
             return Err(AuthError::RateLimited(retry));
         }
+        // Take a place in the hashing pool first: a request refused for capacity
+        // must not have counted as a failed attempt.
+        let admission = self.hasher.admit()?;
         let key = lock_key(email);
         let user = match normalize_email(email) {
             Ok(email) => self.db.user_for_login(&email).await?,
             Err(_) => None,
         };
         let uid = user.as_ref().map(|u| u.id.as_str());
-        if let Some(until) = self.db.lock_get(&key).await?.and_then(|s| s.locked_until).filter(|u| *u > ctx.now) {
+        // Count the attempt as a failure before hashing; a success clears it. At most
+        // `threshold` guesses can ever be in flight, however many arrive at once.
+        let policy = &self.settings.lockout;
+        let locked = |s: &crate::store::LockState| s.locked_until.is_some_and(|u| u > ctx.now);
+        let (prior, next) =
+            self.db.lock_attempt(&key, |s| if locked(&s) { None } else { Some(policy.on_failure(s, ctx.now)) }).await?;
+        if let Some(until) = prior.locked_until.filter(|_| locked(&prior)) {
             self.audit(ctx, event, false, uid, Some("locked")).await;
             metrics::counter!("portcullis_logins_total", "outcome" => "locked").increment(1);
             return Err(AuthError::AccountLocked(u64::try_from((until - ctx.now + 999) / 1000).unwrap_or(1).max(1)));
         }
-        let (ok, outdated) = self.hasher.verify(password, user.as_ref().and_then(|u| u.password_hash.clone())).await?;
+        let (ok, outdated) = self
+            .hasher
+            .verify_admitted(admission, password, user.as_ref().and_then(|u| u.password_hash.clone()))
+            .await?;
+        if ok && user.is_some() {
+            // The right password proves the owner: forget the reserved failure (and a
+            // lock this very attempt may have set).
+            self.db.lock_clear(&key).await?;
+        }
         match user {
             // A banned user gets the same answer as a wrong password, and only after
             // the same work, so a ban reveals nothing to someone without the password.
@@ -58,16 +75,11 @@ impl Auth {
                 self.audit(ctx, event, false, Some(&u.id), Some("banned")).await;
                 Err(AuthError::InvalidCredentials)
             }
-            Some(u) if ok => {
-                self.db.lock_clear(&key).await?;
-                Ok((u, outdated))
-            }
+            Some(u) if ok => Ok((u, outdated)),
             _ => {
                 let reason = if uid.is_some() { "bad_password" } else { "unknown_user" };
                 self.audit(ctx, event, false, uid, Some(reason)).await;
-                let policy = &self.settings.lockout;
-                let (prior, next) = self.db.lock_record_failure(&key, |s| policy.on_failure(s, ctx.now)).await?;
-                if next.locked_until != prior.locked_until && next.locked_until.is_some_and(|u| u > ctx.now) {
+                if next.locked_until != prior.locked_until && locked(&next) {
                     let reason = format!("level {}", next.lock_level);
                     self.audit(ctx, "account_locked", true, uid, Some(&reason)).await;
                     metrics::counter!("portcullis_lockouts_total").increment(1);

@@ -83,45 +83,69 @@ impl Db {
         .transpose()
     }
 
-    /// Records a failure; `decide` turns the previous state into the new one (the
-    /// policy lives in the domain, the atomicity here).
-    pub async fn lock_record_failure(
+    /// Reserves an attempt: reads the state under a row lock and writes what
+    /// `decide` returns (`None`: write nothing, e.g. while locked). Attempts are
+    /// counted BEFORE the password is hashed, so requests in flight cannot all slip
+    /// past a lock that only the last of them would have set; concurrent attempts on
+    /// any node serialise on the row (`FOR UPDATE` on PostgreSQL, the write lock on
+    /// SQLite), so no count is lost.
+    pub async fn lock_attempt(
         &self,
         email: &str,
-        decide: impl FnOnce(LockState) -> LockState,
+        decide: impl FnOnce(LockState) -> Option<LockState>,
     ) -> StoreResult<(LockState, LockState)> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "SELECT failures, lock_level, locked_until, last_failure_at FROM login_failures WHERE email = $1",
-        )
-        .bind(email)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let prior = match row {
-            Some(r) => LockState {
-                failures: col(&r, "failures")?,
-                lock_level: col(&r, "lock_level")?,
-                locked_until: col(&r, "locked_until")?,
-                last_failure_at: col(&r, "last_failure_at")?,
-            },
-            None => LockState::default(),
-        };
-        let next = decide(prior);
         sqlx::query(
             "INSERT INTO login_failures (email, failures, lock_level, locked_until, last_failure_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (email) DO UPDATE SET failures = excluded.failures, \
-             lock_level = excluded.lock_level, locked_until = excluded.locked_until, \
-             last_failure_at = excluded.last_failure_at",
+             VALUES ($1, 0, 0, NULL, 0) ON CONFLICT (email) DO NOTHING",
         )
         .bind(email)
+        .execute(&mut *tx)
+        .await?;
+        let select = match self.backend() {
+            super::Backend::Postgres => {
+                "SELECT failures, lock_level, locked_until, last_failure_at FROM login_failures WHERE email = $1 FOR UPDATE"
+            }
+            super::Backend::Sqlite => {
+                "SELECT failures, lock_level, locked_until, last_failure_at FROM login_failures WHERE email = $1"
+            }
+        };
+        let r = sqlx::query(select).bind(email).fetch_one(&mut *tx).await?;
+        let prior = LockState {
+            failures: col(&r, "failures")?,
+            lock_level: col(&r, "lock_level")?,
+            locked_until: col(&r, "locked_until")?,
+            last_failure_at: col(&r, "last_failure_at")?,
+        };
+        let Some(next) = decide(prior) else {
+            tx.rollback().await?;
+            return Ok((prior, prior));
+        };
+        sqlx::query(
+            "UPDATE login_failures SET failures = $1, lock_level = $2, locked_until = $3, last_failure_at = $4 \
+             WHERE email = $5",
+        )
         .bind(next.failures)
         .bind(next.lock_level)
         .bind(next.locked_until)
         .bind(next.last_failure_at)
+        .bind(email)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok((prior, next))
+    }
+
+    /// Forgets lockout state nobody needs: no failure for `before` and no lock running.
+    pub async fn lock_purge(&self, before: i64, now: i64) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM login_failures WHERE last_failure_at < $1 AND (locked_until IS NULL OR locked_until < $2)",
+        )
+        .bind(before)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Forgets failures and locks of an email (a success, or an admin unlock).

@@ -13,6 +13,7 @@ crate::backend_tests!(
     sixth_attempt_in_a_minute_is_429,
     rate_limit_is_shared_by_two_nodes,
     lockout_progresses_and_looks_like_unknown_emails,
+    concurrent_guesses_cannot_outrun_the_lock,
     forwarded_for_only_from_trusted_proxies,
     full_hash_queue_is_503_while_health_answers,
     every_event_is_audited_and_queryable,
@@ -448,4 +449,41 @@ async fn no_secret_in_the_database_or_audit(backend: Backend) {
             }
         }
     }
+}
+
+async fn concurrent_guesses_cannot_outrun_the_lock(backend: Backend) {
+    let data = Data::new(&backend).await;
+    // Two nodes, attackers spread over many addresses behind a trusted proxy.
+    let cfg = |c: &mut portcullis::config::Config| {
+        c.security.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.security.lockout_threshold = 5;
+    };
+    let a = TestServer::start_on(&data, cfg).await;
+    let b = TestServer::start_on(&data, cfg).await;
+    a.register("target@example.com", PASSWORD).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let srv = if i % 2 == 0 { &a } else { &b };
+        let (client, url) = (srv.client.clone(), srv.url("/v1/auth/login"));
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"email": "target@example.com", "password": format!("guess number {i}")});
+            let res =
+                client.post(url).header("x-forwarded-for", format!("198.51.100.{i}")).json(&body).send().await.unwrap();
+            res.json::<Value>().await.unwrap()["code"].as_str().unwrap().to_owned()
+        }));
+    }
+    let mut checked = 0;
+    for t in tasks {
+        match t.await.unwrap().as_str() {
+            "invalid_credentials" => checked += 1,
+            "account_locked" => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(checked <= 5, "{checked} guesses were checked against the hash; the threshold is 5");
+    // And the account is locked now, even for the right password.
+    let res = login_raw(&a, "target@example.com", PASSWORD, Some("203.0.113.50")).await;
+    assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "account_locked").await;
+    a.stop().await;
+    b.stop().await;
 }

@@ -7,9 +7,10 @@
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::Router;
+use hyper::server::conn::http1;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto::Builder, graceful::GracefulShutdown},
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
 };
 use tokio::{net::TcpListener, sync::Semaphore};
 use tower::Service;
@@ -28,9 +29,11 @@ pub struct Limits {
 /// Serves `app` on `listener` until `shutdown`, then waits for open connections.
 pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: Shutdown) -> std::io::Result<()> {
     let mut make = app.into_make_service_with_connect_info::<SocketAddr>();
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/1.1 only: TLS (and HTTP/2 to browsers) ends at the proxy in front. Without
+    // protocol sniffing, the header-read timeout covers the whole wait for a request,
+    // so silent sockets are closed too, not only slow ones.
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
@@ -62,7 +65,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
                 Ok::<_, Infallible>(router.call(req.map(axum::body::Body::new)).await.unwrap_or_else(|e| match e {}))
             }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _ = conn.await;

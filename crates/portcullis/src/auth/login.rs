@@ -48,16 +48,30 @@ impl Auth {
             Err(_) => None,
         };
         let uid = user.as_ref().map(|u| u.id.as_str());
-        // Count the attempt as a failure before hashing; a success clears it. At most
-        // `threshold` guesses can ever be in flight, however many arrive at once.
+        // Count the attempt before hashing; a success clears it. At most `threshold`
+        // guesses per email can ever be in flight, however many arrive at once.
         let policy = &self.settings.lockout;
-        let locked = |s: &crate::store::LockState| s.locked_until.is_some_and(|u| u > ctx.now);
-        let (prior, next) =
-            self.db.lock_attempt(&key, |s| if locked(&s) { None } else { Some(policy.on_failure(s, ctx.now)) }).await?;
-        if let Some(until) = prior.locked_until.filter(|_| locked(&prior)) {
-            self.audit(ctx, event, false, uid, Some("locked")).await;
-            metrics::counter!("portcullis_logins_total", "outcome" => "locked").increment(1);
-            return Err(AuthError::AccountLocked(u64::try_from((until - ctx.now + 999) / 1000).unwrap_or(1).max(1)));
+        let mut decision = crate::abuse::Reservation::Busy;
+        self.db
+            .lock_attempt(&key, |s| {
+                let (d, next) = policy.reserve(s, ctx.now);
+                decision = d;
+                next
+            })
+            .await?;
+        match decision {
+            crate::abuse::Reservation::Granted => {}
+            crate::abuse::Reservation::Locked(until) => {
+                self.audit(ctx, event, false, uid, Some("locked")).await;
+                metrics::counter!("portcullis_logins_total", "outcome" => "locked").increment(1);
+                return Err(AuthError::AccountLocked(
+                    u64::try_from((until - ctx.now + 999) / 1000).unwrap_or(1).max(1),
+                ));
+            }
+            crate::abuse::Reservation::Busy => {
+                self.audit(ctx, event, false, uid, Some("too_many_in_flight")).await;
+                return Err(AuthError::RateLimited(1));
+            }
         }
         let (ok, outdated) = self
             .hasher
@@ -79,7 +93,8 @@ impl Auth {
             _ => {
                 let reason = if uid.is_some() { "bad_password" } else { "unknown_user" };
                 self.audit(ctx, event, false, uid, Some(reason)).await;
-                if next.locked_until != prior.locked_until && locked(&next) {
+                let (prior, next) = self.db.lock_attempt(&key, |s| Some(policy.after_failure(s, ctx.now))).await?;
+                if next.locked_until != prior.locked_until && next.locked_until.is_some_and(|u| u > ctx.now) {
                     let reason = format!("level {}", next.lock_level);
                     self.audit(ctx, "account_locked", true, uid, Some(&reason)).await;
                     metrics::counter!("portcullis_lockouts_total").increment(1);

@@ -46,6 +46,12 @@ async fn slow_headers_are_cut_off_and_connections_capped(backend: Backend) {
     assert!(read.is_ok(), "the connection was not closed");
     assert!(started.elapsed() < std::time::Duration::from_secs(4));
 
+    // A socket that says nothing at all is closed after the timeout too.
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), silent.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "a silent connection was kept open");
+
     // At the cap, new connections are closed on accept; when one frees, service resumes.
     let idle: Vec<_> = futures::future::join_all((0..3).map(|_| tokio::net::TcpStream::connect(addr.clone()))).await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

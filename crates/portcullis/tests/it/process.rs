@@ -26,6 +26,7 @@ async fn serve_logs_no_secrets_and_drains_on_sigterm(backend: Backend) {
         .env("RUST_LOG", "debug")
         .env("PORTCULLIS_SECURITY__HASH_CONCURRENCY", "2")
         .env("PORTCULLIS_SECURITY__LOGIN_RATE", "1000/1m")
+        .env("PORTCULLIS_SECURITY__LOCKOUT_THRESHOLD", "20")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

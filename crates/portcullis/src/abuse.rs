@@ -88,6 +88,18 @@ pub fn retry_after_secs(max: i64, count: i64, prev: i64, elapsed: i64, w: i64) -
     u64::try_from(steps).unwrap_or(1)
 }
 
+/// The rate-limit identity of a client: its IPv4 address, or its IPv6 /64 — one
+/// IPv6 host usually owns a whole /64, so per-address limits would not limit it.
+pub fn rate_key(ip: &str) -> String {
+    match ip.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => {
+            let seg = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", seg[0], seg[1], seg[2], seg[3])
+        }
+        _ => ip.to_owned(),
+    }
+}
+
 /// One rate limit, shared by all nodes through the database.
 pub struct Limiter {
     db: Db,
@@ -107,7 +119,7 @@ impl Limiter {
     /// bounded hash pool still protect the accounts, and an outage of the limiter
     /// must not become an outage of sign-in.
     pub async fn hit(&self, client: &str, now: i64) -> Result<(), u64> {
-        let bucket = format!("{}:{client}", self.scope);
+        let bucket = format!("{}:{}", self.scope, rate_key(client));
         if let Ok(blocked) = self.blocked.lock()
             && let Some(until) = blocked.get(&bucket)
             && *until > now
@@ -220,6 +232,8 @@ impl LockoutPolicy {
 /// the first untrusted address is the client. A header from an untrusted peer is
 /// ignored entirely, so clients cannot spoof their address.
 pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+    // `::ffff:10.0.0.1` (a dual-stack listener) is the IPv4 address it carries.
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -230,6 +244,7 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -
         let hop = hop.trim();
         let parsed = hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()));
         let Some(ip) = parsed else { break };
+        let ip = ip.to_canonical();
         client = ip;
         if !is_trusted(&ip) {
             break;
@@ -312,5 +327,11 @@ mod tests {
         );
         assert_eq!(client_ip(proxy, Some("garbage"), &trusted), proxy);
         assert_eq!(client_ip(proxy, None, &trusted), proxy);
+        // IPv4-mapped peers match IPv4 CIDRs.
+        let mapped: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
+        assert_eq!(client_ip(mapped, Some("1.2.3.4"), &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(rate_key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
+        assert_eq!(rate_key("2001:db8:1:2:ffff::1"), rate_key("2001:db8:1:2::9"));
+        assert_eq!(rate_key("192.0.2.1"), "192.0.2.1");
     }
 }

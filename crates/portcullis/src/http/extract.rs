@@ -117,8 +117,12 @@ impl FromRequestParts<AppState> for RequestCtx {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         // The client is the socket peer unless that peer is a trusted proxy.
         let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| {
-            let forwarded = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-            crate::abuse::client_ip(c.0.ip(), forwarded, &state.trusted_proxies).to_string()
+            // Every X-Forwarded-For line, in order: a proxy may append its own line
+            // after one the client forged.
+            let forwarded: Vec<&str> =
+                parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+            let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
+            crate::abuse::client_ip(c.0.ip(), forwarded.as_deref(), &state.trusted_proxies).to_string()
         });
         let user_agent =
             parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(256).collect());

@@ -195,6 +195,17 @@ async fn forwarded_for_only_from_trusted_proxies(backend: Backend) {
         "rate_limited",
     )
     .await;
+    // A forged header line followed by the proxy's own line: the proxy's is believed.
+    let res = srv
+        .client
+        .post(srv.url("/v1/auth/login"))
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-for", "198.51.100.7")
+        .json(&json!({"email": "x4@example.com", "password": "whatever pass"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
     // The audit trail records the real client.
     let admin = srv.admin("px@example.com").await;
     let page: Value = srv

@@ -191,6 +191,7 @@ impl Admin {
         if !errors.is_empty() {
             return Err(AuthError::Validation(errors));
         }
+        self.may_act_on(ctx, who, id).await?;
         let patch =
             UserPatch { email, name, public_metadata: public, private_metadata: private, unsafe_metadata: None };
         let user = self.db.user_update(id, &patch, ctx.now).await.map_err(conflict)?.ok_or(AuthError::NotFound)?;
@@ -200,6 +201,7 @@ impl Admin {
 
     /// Deletes a user with their sessions, refresh tokens and API keys.
     pub async fn user_delete(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<(), AuthError> {
+        self.may_act_on(ctx, who, id).await?;
         if !self.db.user_delete(id).await? {
             return Err(AuthError::NotFound);
         }
@@ -209,6 +211,7 @@ impl Admin {
 
     /// Bans (ending every session) or unbans.
     pub async fn user_ban(&self, ctx: &RequestCtx, who: &Principal, id: &str, ban: bool) -> Result<UserRow, AuthError> {
+        self.may_act_on(ctx, who, id).await?;
         if ban && who.user_id == id {
             return Err(AuthError::Forbidden("administrators cannot ban themselves"));
         }
@@ -253,6 +256,7 @@ impl Admin {
         id: &str,
         role: &str,
     ) -> Result<UserRow, AuthError> {
+        self.may_act_on(ctx, who, id).await?;
         if !self.db.user_revoke_role(id, role).await? {
             return Err(AuthError::NotFound);
         }
@@ -265,6 +269,7 @@ impl Admin {
     /// Lifts a lockout of the user's email at once.
     pub async fn user_unlock(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<UserRow, AuthError> {
         let user = self.user_get(id).await?;
+        self.may_act_on(ctx, who, id).await?;
         let was_locked = self.db.lock_clear(&user.email).await?;
         let reason = if was_locked { "cleared" } else { "was not locked" };
         self.audit
@@ -276,6 +281,7 @@ impl Admin {
     /// Ends every session of a user.
     pub async fn user_sessions_revoke(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<u64, AuthError> {
         self.user_get(id).await?;
+        self.may_act_on(ctx, who, id).await?;
         let n = self.db.sessions_revoke_all(id, None, "revoked_by_admin", ctx.now).await?;
         self.audit.record(ctx, Event::ok("sessions_revoked", Some(id)).by(who.actor())).await;
         Ok(n)
@@ -285,6 +291,14 @@ impl Admin {
     /// every permission in it, so `admin:users:write` alone cannot mint an admin.
     /// Holders of `admin:roles:write` may grant any role: they can already put any
     /// permission into a role of their own, so the check would protect nothing.
+    /// Refuses to act on a user who holds more than the caller: without this,
+    /// `admin:users:write` could change an administrator's email (then reset their
+    /// password), ban them or strip their role. Unknown ids pass (they 404 later).
+    async fn may_act_on(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<(), AuthError> {
+        let roles = self.db.user_roles(id).await?;
+        self.may_grant(ctx, who, &roles).await
+    }
+
     async fn may_grant(&self, ctx: &RequestCtx, who: &Principal, roles: &[String]) -> Result<(), AuthError> {
         if rbac::require_scope(who, &["admin:roles:write"]).is_ok() {
             return Ok(());

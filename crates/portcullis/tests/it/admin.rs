@@ -201,6 +201,19 @@ async fn role_changes_reach_the_next_token(backend: Backend) {
     let sneaky = json!({"email": "sneaky@example.com", "roles": ["admin"]});
     let res = srv.with_key(Method::POST, "/v1/admin/users", &key, Some(sneaky)).await;
     assert_problem(res, StatusCode::FORBIDDEN, "insufficient_scope").await;
+    // Nor act against a user who holds more than the caller: the admin stays intact.
+    let boss = admin.body["user"]["id"].as_str().unwrap().to_owned();
+    for (method, path, body) in [
+        (Method::PATCH, format!("/v1/admin/users/{boss}"), Some(json!({"email": "attacker@evil.test"}))),
+        (Method::POST, format!("/v1/admin/users/{boss}/ban"), None),
+        (Method::DELETE, format!("/v1/admin/users/{boss}/roles/admin"), None),
+        (Method::DELETE, format!("/v1/admin/users/{boss}/sessions"), None),
+        (Method::DELETE, format!("/v1/admin/users/{boss}"), None),
+    ] {
+        assert_problem(srv.with_key(method, &path, &key, body).await, StatusCode::FORBIDDEN, "insufficient_scope")
+            .await;
+    }
+    assert_eq!(srv.me_status(&admin.access).await, StatusCode::OK);
     // Roles within the caller's own permissions (member: none) are fine.
     let res = srv
         .with_key(Method::POST, &format!("/v1/admin/users/{lee}/roles"), &key, Some(json!({"role": "member"})))

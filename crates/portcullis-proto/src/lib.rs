@@ -199,7 +199,7 @@ pub struct MeUpdateRequest {
 }
 
 /// `POST /v1/admin/users` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminUserCreateRequest {
     /// Sign-in email.
@@ -486,4 +486,5 @@ redacted_debug! {
     ApiKeyVerifyRequest { key }
     TokenResponse { access_token, refresh_token }
     ApiKeyCreated { key }
+    AdminUserCreateRequest { password }
 }

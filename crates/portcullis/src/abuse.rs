@@ -135,7 +135,9 @@ impl Limiter {
                 return Ok(());
             }
         };
-        let elapsed = now - start;
+        // The stored window may be newer than ours (another node's clock is ahead).
+        let start = counts.window_start;
+        let elapsed = (now - start).clamp(0, w);
         let max = i64::from(self.rule.max);
         let estimate = counts.prev_count * (w - elapsed) / w + counts.count;
         if estimate <= max {

@@ -170,6 +170,8 @@ pub struct SecurityConfig {
     pub hash_queue: usize,
     /// Attempts per client address on every endpoint that checks a password.
     pub login_rate: RateRule,
+    /// Sign-ups per client address.
+    pub register_rate: RateRule,
     /// Calls per client address to `POST /v1/api-keys/verify`.
     pub api_key_verify_rate: RateRule,
     /// Consecutive failed passwords that lock an account.
@@ -293,6 +295,7 @@ impl Default for SecurityConfig {
             hash_queue: 256,
             login_rate: RateRule { max: 5, window: Duration::from_secs(60) },
             api_key_verify_rate: RateRule { max: 600, window: Duration::from_secs(60) },
+            register_rate: RateRule { max: 20, window: Duration::from_secs(3600) },
             lockout_threshold: 5,
             lockout_durations: vec![HumanDuration::secs(15 * 60), HumanDuration::secs(3600)],
             trusted_proxies: Vec::new(),
@@ -401,6 +404,7 @@ impl Config {
                 hash_concurrency: 2,
                 login_rate: RateRule { max: 100_000, window: Duration::from_secs(60) },
                 api_key_verify_rate: RateRule { max: 100_000, window: Duration::from_secs(60) },
+                register_rate: RateRule { max: 100_000, window: Duration::from_secs(60) },
                 ..SecurityConfig::default()
             },
             ..Self::default()

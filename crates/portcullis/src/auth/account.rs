@@ -48,6 +48,14 @@ impl Auth {
         name: Option<String>,
         roles: Vec<String>,
     ) -> Result<UserRow, AuthError> {
+        // Registration hashes a password and answers 409 for taken emails: unthrottled,
+        // it would starve sign-in of hashing slots and enumerate accounts.
+        if let Some(limiter) = &self.register_limiter
+            && let Err(retry) = limiter.hit(ctx.ip.as_deref().unwrap_or("unknown"), ctx.now).await
+        {
+            self.audit(ctx, "user_registered", false, None, Some("rate_limited")).await;
+            return Err(AuthError::RateLimited(retry));
+        }
         let mut errors = Vec::new();
         let email = normalize_email(email).map_err(|e| errors.push(e)).ok();
         let local = email.as_deref().and_then(|e| e.split('@').next()).unwrap_or_default();

@@ -158,6 +158,8 @@ pub struct AuthSettings {
     pub include_metadata: bool,
     /// Password attempts per client address; `None` for operator commands.
     pub login_rate: Option<RateRule>,
+    /// Registrations per client address.
+    pub register_rate: Option<RateRule>,
     /// Progressive lockout.
     pub lockout: LockoutPolicy,
 }
@@ -169,6 +171,7 @@ impl AuthSettings {
             refresh_ttl: cfg.tokens.refresh_ttl.0,
             include_metadata: cfg.tokens.include_metadata,
             login_rate: Some(cfg.security.login_rate),
+            register_rate: Some(cfg.security.register_rate),
             lockout: LockoutPolicy {
                 threshold: cfg.security.lockout_threshold,
                 durations: cfg.security.lockout_durations.iter().map(|d| d.0).collect(),
@@ -185,13 +188,15 @@ pub struct Auth {
     settings: AuthSettings,
     audit: Audit,
     limiter: Option<Limiter>,
+    register_limiter: Option<Limiter>,
 }
 
 impl Auth {
     /// Wires the service.
     pub fn new(db: Db, hasher: Hasher, tokens: Arc<Tokens>, settings: AuthSettings, audit: Audit) -> Self {
         let limiter = settings.login_rate.map(|rule| Limiter::new(db.clone(), "password", rule));
-        Self { db, hasher, tokens, settings, audit, limiter }
+        let register_limiter = settings.register_rate.map(|rule| Limiter::new(db.clone(), "register", rule));
+        Self { db, hasher, tokens, settings, audit, limiter, register_limiter }
     }
 
     /// The database, for handlers that only read.

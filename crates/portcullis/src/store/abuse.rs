@@ -33,16 +33,19 @@ pub struct LockState {
 
 impl Db {
     /// Counts an attempt in `bucket` for the window starting at `window_start`,
-    /// sliding the previous window's count along when a new window begins.
+    /// sliding the previous window's count along when a new window begins. A node
+    /// whose clock lags never moves the window back (which would reset the count):
+    /// its attempt counts in the newer window.
     pub async fn rate_hit(&self, bucket: &str, window_start: i64, window_ms: i64) -> StoreResult<RateWindow> {
         let row = sqlx::query(
             "INSERT INTO rate_limits (bucket, window_start, count, prev_count) VALUES ($1, $2, 1, 0) \
              ON CONFLICT (bucket) DO UPDATE SET \
-               prev_count = CASE WHEN rate_limits.window_start = excluded.window_start THEN rate_limits.prev_count \
+               prev_count = CASE WHEN rate_limits.window_start >= excluded.window_start THEN rate_limits.prev_count \
                                  WHEN rate_limits.window_start = excluded.window_start - $3 THEN rate_limits.count \
                                  ELSE 0 END, \
-               count = CASE WHEN rate_limits.window_start = excluded.window_start THEN rate_limits.count + 1 ELSE 1 END, \
-               window_start = excluded.window_start \
+               count = CASE WHEN rate_limits.window_start >= excluded.window_start THEN rate_limits.count + 1 ELSE 1 END, \
+               window_start = CASE WHEN rate_limits.window_start >= excluded.window_start \
+                                   THEN rate_limits.window_start ELSE excluded.window_start END \
              RETURNING window_start, count, prev_count",
         )
         .bind(bucket)

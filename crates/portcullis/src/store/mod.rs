@@ -51,6 +51,11 @@ impl From<sqlx::Error> for StoreError {
             if db.is_unique_violation() {
                 return StoreError::Conflict("unique constraint");
             }
+            // A row vanished under us (a role deleted while being granted): a conflict
+            // the client can retry, not a server error.
+            if db.is_foreign_key_violation() {
+                return StoreError::Conflict("referenced row is gone");
+            }
             // 22021: character_not_in_repertoire (e.g. NUL), 22P05: untranslatable_character.
             if matches!(db.code().as_deref(), Some("22021" | "22P05")) {
                 return StoreError::InvalidInput;

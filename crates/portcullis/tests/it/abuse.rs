@@ -12,6 +12,7 @@ use crate::common::{Backend, Data, PASSWORD, TestServer, assert_problem};
 crate::backend_tests!(
     sixth_attempt_in_a_minute_is_429,
     rate_limit_is_shared_by_two_nodes,
+    registration_is_rate_limited,
     lockout_progresses_and_looks_like_unknown_emails,
     concurrent_guesses_cannot_outrun_the_lock,
     forwarded_for_only_from_trusted_proxies,
@@ -498,4 +499,18 @@ async fn concurrent_guesses_cannot_outrun_the_lock(backend: Backend) {
     assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "account_locked").await;
     a.stop().await;
     b.stop().await;
+}
+
+async fn registration_is_rate_limited(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let srv = TestServer::start_on(&data, |c| c.security.register_rate = "3/1m".parse().unwrap()).await;
+    for i in 0..3 {
+        srv.register(&format!("signup{i}@example.com"), PASSWORD).await;
+    }
+    let res = srv.post("/v1/auth/register", json!({"email": "signup9@example.com", "password": PASSWORD})).await;
+    assert!(res.headers().contains_key("retry-after"));
+    assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    // Sign-in is a separate budget.
+    srv.login("signup0@example.com", PASSWORD).await;
+    srv.stop().await;
 }

@@ -135,7 +135,16 @@ impl ApiKeys {
                 })?;
                 if let Ok(mut c) = self.cache.lock() {
                     if c.len() >= CACHE_MAX {
-                        c.clear();
+                        // Make room without evicting real keys for junk: first drop
+                        // expired entries, then the cached misses (well-formed random
+                        // keys are cheap to forge, the checksum is public).
+                        c.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+                        if c.len() >= CACHE_MAX {
+                            c.retain(|_, (_, e)| e.is_some());
+                        }
+                        if c.len() >= CACHE_MAX {
+                            c.clear();
+                        }
                     }
                     c.insert(hash, (Instant::now(), entry.clone()));
                 }

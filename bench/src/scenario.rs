@@ -1,0 +1,116 @@
+//! The scenarios: what is loaded, which machine limit it is compared with, and its
+//! target. Scenarios the server cannot serve yet are listed too, marked unavailable,
+//! so the report shows the gap instead of a made-up figure.
+
+use clap::ValueEnum;
+
+/// A load scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// `POST /v1/auth/login` with a registered account's password.
+    Login,
+    /// `POST /v1/auth/refresh`, each connection chaining its own refresh tokens.
+    Refresh,
+    /// `GET /v1/me` with a bearer token (verification plus session check).
+    Me,
+    /// `GET /.well-known/jwks.json`.
+    Jwks,
+    /// OAuth 2.0 client-credentials grant (not served yet; limit: signature rate).
+    // When `/oauth/token` lands: create a client in `load_scenarios` (main.rs), build
+    // its `Work` there, and make `available` return true for it.
+    ClientCredentials,
+    /// `GET /v1/me` with `X-API-Key` (limit: SHA-256, what the server hashes the key with).
+    ApiKey,
+}
+
+impl Scenario {
+    /// Report order.
+    pub const ALL: [Scenario; 6] = [
+        Scenario::Login,
+        Scenario::Refresh,
+        Scenario::Me,
+        Scenario::ApiKey,
+        Scenario::Jwks,
+        Scenario::ClientCredentials,
+    ];
+
+    /// Run order: cheap, memory-light scenarios first, so Argon2id's 19 MiB
+    /// buffers (which the allocator keeps) do not inflate the others' peak RSS.
+    pub const RUN_ORDER: [Scenario; 6] = [
+        Scenario::Jwks,
+        Scenario::Me,
+        Scenario::ApiKey,
+        Scenario::Refresh,
+        Scenario::Login,
+        Scenario::ClientCredentials,
+    ];
+
+    /// Stable key for JSON.
+    pub fn key(self) -> &'static str {
+        match self {
+            Scenario::Login => "login",
+            Scenario::Refresh => "refresh",
+            Scenario::Me => "me",
+            Scenario::Jwks => "jwks",
+            Scenario::ClientCredentials => "client_credentials",
+            Scenario::ApiKey => "api_key",
+        }
+    }
+
+    /// What is requested.
+    pub fn label(self) -> &'static str {
+        match self {
+            Scenario::Login => "POST /v1/auth/login",
+            Scenario::Refresh => "POST /v1/auth/refresh",
+            Scenario::Me => "GET /v1/me (bearer)",
+            Scenario::Jwks => "GET /.well-known/jwks.json",
+            Scenario::ClientCredentials => "POST /oauth/token (client_credentials)",
+            Scenario::ApiKey => "GET /v1/me (X-API-Key)",
+        }
+    }
+
+    /// Whether the server has the endpoint today.
+    pub fn available(self) -> bool {
+        !matches!(self, Scenario::ClientCredentials)
+    }
+
+    /// The key of the machine limit this scenario is bounded by (see `limits`).
+    pub fn limit_key(self) -> Option<&'static str> {
+        match self {
+            Scenario::Login => Some("argon2id"),
+            Scenario::Refresh | Scenario::ClientCredentials => Some("sign"),
+            Scenario::Me => Some("verify"),
+            Scenario::ApiKey => Some("sha256"),
+            Scenario::Jwks => None,
+        }
+    }
+}
+
+/// What a run is judged against; targets are reported, never asserted.
+#[derive(Debug, Clone, Copy)]
+pub struct TargetCtx {
+    /// Cores the server may use (1 when pinned).
+    pub server_cores: usize,
+    /// Whether the backend is SQLite (the refresh target is for SQLite).
+    pub sqlite: bool,
+}
+
+/// A target's text and whether it was met.
+pub fn target(s: Scenario, rps: f64, p99_ms: f64, ratio: Option<f64>, ctx: TargetCtx) -> Option<(String, bool)> {
+    match s {
+        Scenario::Login => ratio.map(|r| ("≥ 90% of raw Argon2id".to_owned(), r >= 0.9)),
+        Scenario::Me => {
+            let per_core = rps / ctx.server_cores.max(1) as f64;
+            Some(("≥ 20k/s per server core, p99 < 5 ms".to_owned(), per_core >= 20_000.0 && p99_ms < 5.0))
+        }
+        Scenario::Refresh if ctx.sqlite => Some(("≥ 3k/s on SQLite".to_owned(), rps >= 3_000.0)),
+        _ => None,
+    }
+}
+
+/// Peak RSS under load target, MiB.
+pub const LOAD_RSS_MIB: f64 = 100.0;
+/// Idle RSS target, MiB.
+pub const IDLE_RSS_MIB: f64 = 30.0;
+/// Ready on an empty database, milliseconds.
+pub const READY_MS: f64 = 200.0;

@@ -112,6 +112,8 @@ pub struct Config {
     pub security: SecurityConfig,
     /// The audit trail.
     pub audit: AuditConfig,
+    /// Storage engine tuning.
+    pub storage: StorageConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -182,6 +184,26 @@ pub struct SecurityConfig {
     pub trusted_proxies: Vec<IpNet>,
 }
 
+/// Storage engine tuning.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageConfig {
+    /// SQLite durability: `full` (default) survives a power cut with every committed
+    /// transaction; `normal` writes faster and survives process crashes only.
+    pub sqlite_synchronous: SqliteSync,
+}
+
+/// SQLite `synchronous` level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// fsync at every commit.
+    #[default]
+    Full,
+    /// fsync at checkpoints (WAL): a power cut may lose the last commits.
+    Normal,
+}
+
 /// The audit trail.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -233,6 +255,7 @@ impl std::fmt::Debug for Config {
             .field("http", &self.http)
             .field("security", &self.security)
             .field("audit", &self.audit)
+            .field("storage", &self.storage)
             .field("log", &self.log)
             .finish()
     }
@@ -252,6 +275,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             security: SecurityConfig::default(),
             audit: AuditConfig::default(),
+            storage: StorageConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -12,7 +12,7 @@ use std::{
     sync::{Arc, LazyLock},
 };
 
-use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
+use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, Version};
 use portcullis_proto::FieldError;
 use tokio::sync::Semaphore;
 
@@ -100,6 +100,79 @@ pub struct Hasher {
     running: Arc<Semaphore>,
     admitted: Arc<Semaphore>,
     dummy: Arc<str>,
+    memory: Arc<MemoryPool>,
+}
+
+/// Argon2 working memory (19 MiB a hash), kept and reused. Allocating it afresh per
+/// hash leaves it in per-thread malloc arenas (hundreds of MiB of RSS under load)
+/// and pays page faults on every hash. At most `concurrency` buffers exist, one per
+/// running hash.
+#[derive(Default)]
+struct MemoryPool(std::sync::Mutex<Vec<Vec<argon2::Block>>>);
+
+impl MemoryPool {
+    fn take(&self, blocks: usize) -> Vec<argon2::Block> {
+        let reused = self.0.lock().ok().and_then(|mut pool| {
+            let i = pool.iter().position(|b| b.len() == blocks)?;
+            Some(pool.swap_remove(i))
+        });
+        reused.unwrap_or_else(|| vec![argon2::Block::default(); blocks])
+    }
+
+    fn give(&self, buf: Vec<argon2::Block>) {
+        // Only buffers of the current parameters are worth keeping.
+        if buf.len() == M_COST_KIB as usize
+            && let Ok(mut pool) = self.0.lock()
+            && pool.len() < 64
+        {
+            pool.push(buf);
+        }
+    }
+}
+
+/// Hashes with pooled memory; returns the raw output.
+fn hash_raw(
+    pool: &MemoryPool,
+    params: argon2::Params,
+    alg: Algorithm,
+    version: Version,
+    password: &[u8],
+    salt: &[u8],
+    out_len: usize,
+) -> Result<Vec<u8>, HashError> {
+    let mut buf = pool.take(params.block_count());
+    let mut out = vec![0u8; out_len];
+    let result = Argon2::new(alg, version, params).hash_password_into_with_memory(password, salt, &mut out, &mut buf);
+    pool.give(buf);
+    result.map_err(|e| HashError::Internal(e.to_string()))?;
+    Ok(out)
+}
+
+/// A PHC string for a new password, with pooled memory.
+fn hash_new(pool: &MemoryPool, password: &[u8]) -> Result<String, HashError> {
+    use base64::{Engine, engine::general_purpose::STANDARD_NO_PAD};
+    let salt: [u8; 16] = crate::crypto::random_bytes();
+    let params = Params::new(M_COST_KIB, T_COST, P_COST, Some(32)).map_err(|e| HashError::Internal(e.to_string()))?;
+    let out = hash_raw(pool, params, Algorithm::Argon2id, Version::V0x13, password, &salt, 32)?;
+    Ok(format!(
+        "$argon2id$v=19$m={M_COST_KIB},t={T_COST},p={P_COST}${}${}",
+        STANDARD_NO_PAD.encode(salt),
+        STANDARD_NO_PAD.encode(out)
+    ))
+}
+
+/// Checks a password against any Argon2 PHC string (other parameters included),
+/// comparing in constant time.
+fn verify_phc(pool: &MemoryPool, password: &[u8], phc: &str) -> bool {
+    let Ok(parsed) = argon2::password_hash::phc::PasswordHash::new(phc) else { return false };
+    let Ok(alg) = Algorithm::try_from(parsed.algorithm.as_str()) else { return false };
+    let Ok(params) = Params::try_from(&parsed) else { return false };
+    let version = parsed.version.and_then(|v| Version::try_from(v).ok()).unwrap_or(Version::V0x13);
+    let (Some(salt), Some(expected)) = (parsed.salt.as_ref(), parsed.hash.as_ref()) else { return false };
+    match hash_raw(pool, params, alg, version, password, salt, expected.len()) {
+        Ok(out) => crate::crypto::ct_eq(&out, expected.as_bytes()),
+        Err(_) => false,
+    }
 }
 
 impl Hasher {
@@ -120,6 +193,7 @@ impl Hasher {
             running: Arc::new(Semaphore::new(concurrency)),
             admitted: Arc::new(Semaphore::new(concurrency + queue)),
             dummy: dummy.into(),
+            memory: Arc::new(MemoryPool::default()),
         })
     }
 
@@ -153,13 +227,8 @@ impl Hasher {
 
     /// A PHC string for a new password.
     pub async fn hash(&self, password: Secret) -> Result<String, HashError> {
-        self.run(move || {
-            argon2()
-                .hash_password(password.expose().as_bytes())
-                .map(|h| h.to_string())
-                .map_err(|e| HashError::Internal(e.to_string()))
-        })
-        .await?
+        let pool = self.memory.clone();
+        self.run(move || hash_new(&pool, password.expose().as_bytes())).await?
     }
 
     /// Whether `password` matches `phc`; with `None` (unknown user) it burns the same
@@ -179,8 +248,9 @@ impl Hasher {
     ) -> Result<(bool, bool), HashError> {
         let known = phc.is_some();
         let phc = phc.unwrap_or_else(|| self.dummy.to_string());
+        let pool = self.memory.clone();
         self.run_admitted(admission, move || {
-            let ok = argon2().verify_password(password.expose().as_bytes(), phc.as_str()).is_ok() && known;
+            let ok = verify_phc(&pool, password.expose().as_bytes(), &phc) && known;
             let outdated = ok && !phc.starts_with(&format!("$argon2id$v=19$m={M_COST_KIB},t={T_COST},p={P_COST}$"));
             (ok, outdated)
         })
@@ -213,6 +283,26 @@ mod tests {
         assert_eq!(h.verify(Secret::new("a fine passphrase"), Some(phc.clone())).await.unwrap(), (true, false));
         assert_eq!(h.verify(Secret::new("wrong"), Some(phc)).await.unwrap(), (false, false));
         assert_eq!(h.verify(Secret::new("anything"), None).await.unwrap(), (false, false));
+    }
+
+    #[test]
+    fn pooled_hashing_matches_the_argon2_crate_both_ways() {
+        use argon2::PasswordVerifier as _;
+        let pool = MemoryPool::default();
+        let ours = hash_new(&pool, b"pooled passphrase").unwrap();
+        assert!(ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{ours}");
+        assert!(argon2().verify_password(b"pooled passphrase", ours.as_str()).is_ok(), "the crate verifies ours");
+        let theirs = argon2().hash_password(b"their passphrase").unwrap().to_string();
+        assert!(verify_phc(&pool, b"their passphrase", &theirs), "we verify the crate's");
+        assert!(!verify_phc(&pool, b"wrong", &theirs));
+        // Other parameters (an imported or older hash) verify too, with their own memory.
+        let light = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(4096, 3, 1, None).unwrap());
+        let old = light.hash_password(b"older passphrase").unwrap().to_string();
+        assert!(verify_phc(&pool, b"older passphrase", &old));
+        assert!(!verify_phc(&pool, b"older passphrase", "$argon2id$garbage"));
+        assert!(!verify_phc(&pool, b"x", "$2b$10$notargon"));
+        // Buffers are reused, not piled up.
+        assert!(pool.0.lock().unwrap().len() <= 1);
     }
 
     #[tokio::test]

@@ -50,7 +50,8 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
         crate::crypto::create_private_dir(&cfg.data_dir)?;
     }
     let url = cfg.database_url();
-    let db = Db::connect(&url).await.map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
+    let durable = cfg.storage.sqlite_synchronous == crate::config::SqliteSync::Full;
+    let db = Db::connect_with(&url, durable).await.map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
     let applied = db.migrate().await.map_err(|e| anyhow::anyhow!("migrating the database failed: {e}"))?;
     if !applied.is_empty() {
         tracing::info!(migrations = ?applied, "applied migrations");

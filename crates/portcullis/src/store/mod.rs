@@ -87,6 +87,13 @@ pub struct Db {
 impl Db {
     /// Connects (creating the SQLite file if needed) and tunes each connection.
     pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::connect_with(url, true).await
+    }
+
+    /// Connects; `durable_sqlite` chooses SQLite's `synchronous` level: FULL keeps
+    /// every committed transaction across a power cut, NORMAL (faster writes) only
+    /// across a crash or kill of the process. PostgreSQL ignores it.
+    pub async fn connect_with(url: &str, durable_sqlite: bool) -> StoreResult<Self> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -111,17 +118,21 @@ impl Db {
             Backend::Sqlite => {
                 pool_opts
                     .max_connections(8)
-                    .after_connect(|conn, _| {
+                    // A connection to a local file cannot go stale: skip the ping
+                    // round trip before every statement.
+                    .test_before_acquire(false)
+                    .after_connect(move |conn, _| {
                         Box::pin(async move {
-                            // WAL lets readers run beside the one writer; FULL sync keeps
-                            // every committed transaction across a power cut; the busy
+                            // WAL lets readers run beside the one writer; the busy
                             // timeout queues writers instead of failing them.
-                            sqlx::raw_sql(
+                            let pragmas = if durable_sqlite {
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                            )
-                            .execute(conn)
-                            .await?;
+                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;"
+                            } else {
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;"
+                            };
+                            sqlx::raw_sql(pragmas).execute(conn).await?;
                             Ok(())
                         })
                     })

@@ -138,11 +138,7 @@ impl Db {
 
     /// The user with this normalised email, with roles.
     pub async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRow>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS} FROM users WHERE email = $1")))
-            .bind(email)
-            .fetch_optional(self.pool())
-            .await?;
-        self.with_roles(row).await
+        self.user_with_roles("email = $1", email).await
     }
 
     /// The user with this email, without roles: one query whether or not it exists,
@@ -157,17 +153,30 @@ impl Db {
 
     /// The user with this id, with roles.
     pub async fn user_by_id(&self, id: &str) -> StoreResult<Option<UserRow>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS} FROM users WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        self.with_roles(row).await
+        self.user_with_roles("id = $1", id).await
     }
 
-    async fn with_roles(&self, row: Option<AnyRow>) -> StoreResult<Option<UserRow>> {
+    /// One statement for a user and their roles: the roles come from a correlated
+    /// aggregate (the one place the dialects differ: `group_concat` / `string_agg`).
+    /// Every authenticated request loads a user, so a round trip saved here counts.
+    async fn user_with_roles(&self, predicate: &'static str, value: &str) -> StoreResult<Option<UserRow>> {
+        let agg = match self.backend() {
+            super::Backend::Sqlite => "group_concat(role, ' ')",
+            super::Backend::Postgres => "string_agg(role, ' ')",
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLS}, (SELECT {agg} FROM user_roles WHERE user_id = users.id) AS role_list \
+             FROM users WHERE {predicate}"
+        )))
+        .bind(value)
+        .fetch_optional(self.pool())
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let mut user = user_from_row(&row)?;
-        user.roles = self.user_roles(&user.id).await?;
+        let list: Option<String> = col(&row, "role_list")?;
+        let mut roles: Vec<String> = list.unwrap_or_default().split_whitespace().map(str::to_owned).collect();
+        roles.sort();
+        user.roles = roles;
         Ok(Some(user))
     }
 

@@ -181,6 +181,7 @@ impl ApiKeys {
             api_key_id: Some(grant.key.id),
             roles: Vec::new(),
             scopes: grant.effective_scopes,
+            user: None,
         })
     }
 

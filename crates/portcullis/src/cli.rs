@@ -216,6 +216,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
                 api_key_id: None,
                 roles: user.roles.clone(),
                 scopes: perms,
+                user: None,
             };
             let keys = crate::api_keys::ApiKeys::new(store.db.clone(), crate::audit::Audit::new(store.db.clone()));
             let (row, secret) = keys
@@ -351,6 +352,7 @@ fn operator() -> crate::auth::Principal {
         api_key_id: None,
         roles: vec!["admin".into()],
         scopes: Vec::new(),
+        user: None,
     }
 }
 

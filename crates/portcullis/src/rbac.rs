@@ -79,6 +79,7 @@ mod tests {
             api_key_id: None,
             roles: roles.iter().map(|s| (*s).to_owned()).collect(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            user: None,
         }
     }
 

@@ -127,6 +127,9 @@ pub struct Principal {
     pub roles: Vec<String>,
     /// Permissions: the token's `scope`, or the key's effective scopes.
     pub scopes: Vec<String>,
+    /// The user as loaded by the bearer check, when it loaded one (saves the handler
+    /// a second read).
+    pub user: Option<Arc<UserRow>>,
 }
 
 impl Principal {

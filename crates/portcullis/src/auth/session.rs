@@ -1,6 +1,8 @@
 //! Live sessions: bearer authentication against them, listing, ending one or all,
 //! and password change (which ends every other session, OWASP ASVS 3.3.3).
 
+use std::sync::Arc;
+
 use portcullis_proto::FieldError;
 
 use super::{Auth, AuthError, Principal, RequestCtx};
@@ -16,21 +18,27 @@ impl Auth {
     /// ends its access tokens at once, not when they expire.
     pub async fn authenticate(&self, token: &str, now: i64) -> Result<Principal, AuthError> {
         let claims = self.tokens.verify(token).await?;
-        let live = self.db.session_get(&claims.sid).await?.is_some_and(|s| s.user_id == claims.sub && s.is_active(now));
-        if !live {
+        // One statement: the session is live, belongs to `sub`, and its user is not
+        // banned (a login racing a ban cannot leave a working token behind).
+        let user = self.db.user_by_live_session(&claims.sid, now).await?.filter(|u| u.id == claims.sub);
+        let Some(user) = user else {
             return Err(TokenError::Invalid("the session of this token has ended").into());
-        }
+        };
         Ok(Principal {
             user_id: claims.sub,
             session_id: Some(claims.sid),
             api_key_id: None,
             roles: claims.roles,
             scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
+            user: Some(Arc::new(user)),
         })
     }
 
     /// The caller's own account.
     pub async fn me(&self, who: &Principal) -> Result<UserRow, AuthError> {
+        if let Some(user) = &who.user {
+            return Ok(UserRow::clone(user));
+        }
         self.db.user_by_id(&who.user_id).await?.ok_or(AuthError::NotFound)
     }
 

@@ -102,6 +102,16 @@ fn user_from_row(row: &AnyRow) -> StoreResult<UserRow> {
     })
 }
 
+/// A user row plus its `role_list` aggregate column.
+fn user_with_role_list(row: &AnyRow) -> StoreResult<UserRow> {
+    let mut user = user_from_row(row)?;
+    let list: Option<String> = col(row, "role_list")?;
+    let mut roles: Vec<String> = list.unwrap_or_default().split_whitespace().map(str::to_owned).collect();
+    roles.sort();
+    user.roles = roles;
+    Ok(user)
+}
+
 fn email_conflict(e: sqlx::Error) -> StoreError {
     match StoreError::from(e) {
         StoreError::Conflict(_) => StoreError::Conflict("email already registered"),
@@ -156,6 +166,27 @@ impl Db {
         self.user_with_roles("id = $1", id).await
     }
 
+    /// The user behind a session, with roles, if the session is live at `now` and
+    /// the user is not banned — the bearer check and the user load in one statement.
+    pub async fn user_by_live_session(&self, session_id: &str, now: i64) -> StoreResult<Option<UserRow>> {
+        let agg = match self.backend() {
+            super::Backend::Sqlite => "group_concat(role, ' ')",
+            super::Backend::Postgres => "string_agg(role, ' ')",
+        };
+        let cols: Vec<String> = USER_COLS.split(',').map(|c| format!("u.{}", c.trim())).collect();
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {}, (SELECT {agg} FROM user_roles r WHERE r.user_id = u.id) AS role_list \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 AND u.banned_at IS NULL",
+            cols.join(", ")
+        )))
+        .bind(session_id)
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(user_with_role_list).transpose()
+    }
+
     /// One statement for a user and their roles: the roles come from a correlated
     /// aggregate (the one place the dialects differ: `group_concat` / `string_agg`).
     /// Every authenticated request loads a user, so a round trip saved here counts.
@@ -171,13 +202,7 @@ impl Db {
         .bind(value)
         .fetch_optional(self.pool())
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let mut user = user_from_row(&row)?;
-        let list: Option<String> = col(&row, "role_list")?;
-        let mut roles: Vec<String> = list.unwrap_or_default().split_whitespace().map(str::to_owned).collect();
-        roles.sort();
-        user.roles = roles;
-        Ok(Some(user))
+        row.as_ref().map(user_with_role_list).transpose()
     }
 
     /// Role names held by a user, sorted.

@@ -62,6 +62,16 @@ pub fn cursor_decode(cursor: Option<&str>) -> Result<Option<String>, AuthError> 
     }
 }
 
+/// Cuts a fetch of `limit + 1` rows to one page and derives the next cursor from
+/// the last row kept (there is a next page exactly when the extra row came back).
+pub fn paginate<T>(mut rows: Vec<T>, limit: i64, id: impl Fn(&T) -> &str) -> (Vec<T>, Option<String>) {
+    let keep = usize::try_from(limit).unwrap_or(0);
+    let more = rows.len() > keep;
+    rows.truncate(keep);
+    let next = if more { rows.last().map(|r| cursor_encode(id(r))) } else { None };
+    (rows, next)
+}
+
 /// Checks `limit` (default 50, 1 to 200).
 pub fn page_limit(limit: Option<i64>) -> Result<i64, AuthError> {
     match limit {
@@ -123,11 +133,8 @@ impl Admin {
     ) -> Result<(Vec<UserRow>, Option<String>), AuthError> {
         let limit = page_limit(limit)?;
         let after = cursor_decode(cursor)?;
-        let mut rows = self.db.user_list(filter, after.as_deref(), limit + 1).await?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(usize::try_from(limit).unwrap_or(0));
-        let next = if more { rows.last().map(|u| cursor_encode(&u.id)) } else { None };
-        Ok((rows, next))
+        let rows = self.db.user_list(filter, after.as_deref(), limit + 1).await?;
+        Ok(paginate(rows, limit, |u| &u.id))
     }
 
     /// One user.

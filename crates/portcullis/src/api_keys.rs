@@ -20,7 +20,7 @@ use std::{
 use portcullis_proto::FieldError;
 
 use crate::{
-    admin::{cursor_decode, cursor_encode, page_limit},
+    admin::{cursor_decode, page_limit, paginate},
     audit::{Audit, Event},
     auth::{AuthError, Principal, RequestCtx},
     crypto::{self, Secret},
@@ -285,11 +285,8 @@ impl ApiKeys {
     ) -> Result<(Vec<ApiKeyRow>, Option<String>), AuthError> {
         let limit = page_limit(limit)?;
         let after = cursor_decode(cursor)?;
-        let mut rows = self.db.api_key_list(&who.user_id, after.as_deref(), limit + 1).await?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(usize::try_from(limit).unwrap_or(0));
-        let next = if more { rows.last().map(|k| cursor_encode(&k.id)) } else { None };
-        Ok((rows, next))
+        let rows = self.db.api_key_list(&who.user_id, after.as_deref(), limit + 1).await?;
+        Ok(paginate(rows, limit, |k| &k.id))
     }
 
     /// Revokes one of the caller's keys; another user's id is `NotFound`.

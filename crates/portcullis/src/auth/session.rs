@@ -80,11 +80,8 @@ impl Auth {
     ) -> Result<(Vec<SessionRow>, Option<String>), AuthError> {
         let limit = crate::admin::page_limit(limit)?;
         let before = crate::admin::cursor_decode(cursor)?;
-        let mut rows = self.db.sessions_active(&who.user_id, now, before.as_deref(), limit + 1).await?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(usize::try_from(limit).unwrap_or(0));
-        let next = if more { rows.last().map(|s| crate::admin::cursor_encode(&s.id)) } else { None };
-        Ok((rows, next))
+        let rows = self.db.sessions_active(&who.user_id, now, before.as_deref(), limit + 1).await?;
+        Ok(crate::admin::paginate(rows, limit, |s| &s.id))
     }
 
     /// Ends one of the caller's sessions; someone else's id is `NotFound`.

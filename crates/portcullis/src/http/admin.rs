@@ -259,15 +259,13 @@ pub async fn audit_list(
     };
     let limit = crate::admin::page_limit(q.limit)?;
     let before = crate::admin::cursor_decode(q.cursor.as_deref())?;
-    let mut rows = state
+    let rows = state
         .auth
         .db()
         .audit_list(&filter, before.as_deref(), limit + 1)
         .await
         .map_err(crate::auth::AuthError::from)?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
-    let next_cursor = if more { rows.last().map(|r| crate::admin::cursor_encode(&r.id)) } else { None };
+    let (rows, next_cursor) = crate::admin::paginate(rows, limit, |r| &r.id);
     let data = rows
         .into_iter()
         .map(|r| portcullis_proto::AuditEvent {

@@ -174,6 +174,8 @@ pub struct SecurityConfig {
     pub login_rate: RateRule,
     /// Sign-ups per client address.
     pub register_rate: RateRule,
+    /// Failed `X-API-Key` authentications per client address.
+    pub api_key_failure_rate: RateRule,
     /// Calls per client address to `POST /v1/api-keys/verify`.
     pub api_key_verify_rate: RateRule,
     /// Consecutive failed passwords that lock an account.
@@ -320,6 +322,7 @@ impl Default for SecurityConfig {
             login_rate: RateRule { max: 5, window: Duration::from_secs(60) },
             api_key_verify_rate: RateRule { max: 600, window: Duration::from_secs(60) },
             register_rate: RateRule { max: 20, window: Duration::from_secs(3600) },
+            api_key_failure_rate: RateRule { max: 60, window: Duration::from_secs(60) },
             lockout_threshold: 5,
             lockout_durations: vec![HumanDuration::secs(15 * 60), HumanDuration::secs(3600)],
             trusted_proxies: Vec::new(),

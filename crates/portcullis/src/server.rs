@@ -136,7 +136,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let background = vec![api_keys.spawn_flusher(Duration::from_secs(5), shutdown.clone()), audit_writer];
     let trusted_proxies = Arc::new(cfg.security.trusted_proxies.clone());
     let verify_limiter = Arc::new(Limiter::new(store.db.clone(), "verify", cfg.security.api_key_verify_rate));
-    let app = router(AppState { auth, admin, api_keys, audit, trusted_proxies, verify_limiter }, &cfg.http);
+    let key_fail_limiter = Arc::new(Limiter::new(store.db.clone(), "key_fail", cfg.security.api_key_failure_rate));
+    let app =
+        router(AppState { auth, admin, api_keys, audit, trusted_proxies, verify_limiter, key_fail_limiter }, &cfg.http);
     let limits = crate::listener::Limits {
         header_read_timeout: cfg.http.header_read_timeout.0,
         max_connections: cfg.http.max_connections,

@@ -172,6 +172,13 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Authed, Api
                 Ok(p) => Ok(Authed(p)),
                 Err(r) => {
                     let ctx = RequestCtx::from_request_parts(parts, state).await.unwrap_or_default();
+                    // Failed keys are counted per client: past the limit this node
+                    // answers 429 from memory, so junk keys cannot flood the database
+                    // and the audit trail with one write per request.
+                    if let Err(secs) = state.key_fail_limiter.hit(ctx.ip.as_deref().unwrap_or("unknown"), ctx.now).await
+                    {
+                        return Err(crate::auth::AuthError::RateLimited(secs).into());
+                    }
                     state.api_keys.audit_failure(&ctx, r).await;
                     Err(match r {
                         crate::api_keys::KeyRejection::Expired => {

@@ -44,6 +44,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     /// Per-client limit of `POST /v1/api-keys/verify`.
     pub verify_limiter: Arc<crate::abuse::Limiter>,
+    /// Per-client limit of failed `X-API-Key` authentications.
+    pub key_fail_limiter: Arc<crate::abuse::Limiter>,
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -13,6 +13,7 @@ crate::backend_tests!(
     sixth_attempt_in_a_minute_is_429,
     rate_limit_is_shared_by_two_nodes,
     registration_is_rate_limited,
+    junk_api_keys_are_throttled_without_flooding_the_audit,
     lockout_progresses_and_looks_like_unknown_emails,
     concurrent_guesses_cannot_outrun_the_lock,
     forwarded_for_only_from_trusted_proxies,
@@ -512,5 +513,42 @@ async fn registration_is_rate_limited(backend: Backend) {
     assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
     // Sign-in is a separate budget.
     srv.login("signup0@example.com", PASSWORD).await;
+    srv.stop().await;
+}
+
+async fn junk_api_keys_are_throttled_without_flooding_the_audit(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let srv = TestServer::start_on(&data, |c| c.security.api_key_failure_rate = "3/1m".parse().unwrap()).await;
+    let admin = srv.admin("keyflood@example.com").await;
+    let good: Value = srv
+        .send(Method::POST, "/v1/api-keys", &admin.access, Some(json!({"name": "good"})))
+        .await
+        .json()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_problem(
+            srv.with_key(Method::GET, "/v1/me", "pcl_junk", None).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        )
+        .await;
+    }
+    for _ in 0..20 {
+        let res = srv.with_key(Method::GET, "/v1/me", "pcl_junk", None).await;
+        assert!(res.headers().contains_key("retry-after"));
+        assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    }
+    // A real key from the same client still works: only failures are counted.
+    assert_eq!(srv.with_key(Method::GET, "/v1/me", good["key"].as_str().unwrap(), None).await.status(), StatusCode::OK);
+    // Three audit rows, not twenty-three.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let page: Value = srv
+        .send(Method::GET, "/v1/admin/audit?type=api_key_auth&limit=200", &admin.access, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["data"].as_array().unwrap().len(), 3);
     srv.stop().await;
 }

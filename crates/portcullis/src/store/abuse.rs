@@ -67,25 +67,6 @@ impl Db {
         Ok(done.rows_affected())
     }
 
-    /// The lockout state of an email.
-    pub async fn lock_get(&self, email: &str) -> StoreResult<Option<LockState>> {
-        let row = sqlx::query(
-            "SELECT failures, lock_level, locked_until, last_failure_at FROM login_failures WHERE email = $1",
-        )
-        .bind(email)
-        .fetch_optional(self.pool())
-        .await?;
-        row.map(|r| {
-            Ok(LockState {
-                failures: col(&r, "failures")?,
-                lock_level: col(&r, "lock_level")?,
-                locked_until: col(&r, "locked_until")?,
-                last_failure_at: col(&r, "last_failure_at")?,
-            })
-        })
-        .transpose()
-    }
-
     /// Reserves an attempt: reads the state under a row lock and writes what
     /// `decide` returns (`None`: write nothing, e.g. while locked). Attempts are
     /// counted BEFORE the password is hashed, so requests in flight cannot all slip

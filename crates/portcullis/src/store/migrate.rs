@@ -1,4 +1,5 @@
-//! Embedded, forward-only migrations, one SQL file per backend and version. Each runs
+//! Embedded, forward-only migrations, one portable SQL file per version (add a
+//! per-backend file only where a dialect truly differs). Each runs
 //! in its own transaction with its version record, so a crash leaves either all of it
 //! or none. Concurrent starts serialise on a lock (PostgreSQL advisory lock, SQLite's
 //! write lock).
@@ -8,29 +9,13 @@ use super::{Backend, Db, StoreResult};
 struct Migration {
     version: i64,
     name: &'static str,
-    sqlite: &'static str,
-    postgres: &'static str,
+    sql: &'static str,
 }
 
 const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "foundation",
-        sqlite: include_str!("../../migrations/sqlite/0001_foundation.sql"),
-        postgres: include_str!("../../migrations/postgres/0001_foundation.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "authorization",
-        sqlite: include_str!("../../migrations/sqlite/0002_authorization.sql"),
-        postgres: include_str!("../../migrations/postgres/0002_authorization.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "abuse",
-        sqlite: include_str!("../../migrations/sqlite/0003_abuse.sql"),
-        postgres: include_str!("../../migrations/postgres/0003_abuse.sql"),
-    },
+    Migration { version: 1, name: "foundation", sql: include_str!("../../migrations/0001_foundation.sql") },
+    Migration { version: 2, name: "authorization", sql: include_str!("../../migrations/0002_authorization.sql") },
+    Migration { version: 3, name: "abuse", sql: include_str!("../../migrations/0003_abuse.sql") },
 ];
 
 /// Applies what is missing; returns the names of the migrations it applied.
@@ -56,10 +41,7 @@ pub(super) async fn run(db: &Db) -> StoreResult<Vec<String>> {
             tx.rollback().await?;
             continue;
         }
-        let sql = match db.backend() {
-            Backend::Sqlite => m.sqlite,
-            Backend::Postgres => m.postgres,
-        };
+        let sql = m.sql;
         sqlx::raw_sql(sql).execute(&mut *tx).await?;
         sqlx::query("INSERT INTO portcullis_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
             .bind(m.version)

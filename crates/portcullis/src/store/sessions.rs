@@ -92,15 +92,6 @@ impl Db {
         Ok(())
     }
 
-    /// The session with this id, whatever its state.
-    pub async fn session_get(&self, id: &str) -> StoreResult<Option<SessionRow>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {SESSION_COLS} FROM sessions WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(session_from_row).transpose()
-    }
-
     /// A user's sessions that are still usable at `now`, newest first.
     /// Ids grow with time, so `before` (the last id of the previous page) pages
     /// newest first without gaps or repeats.

@@ -169,10 +169,7 @@ impl Db {
     /// The user behind a session, with roles, if the session is live at `now` and
     /// the user is not banned — the bearer check and the user load in one statement.
     pub async fn user_by_live_session(&self, session_id: &str, now: i64) -> StoreResult<Option<UserRow>> {
-        let agg = match self.backend() {
-            super::Backend::Sqlite => "group_concat(role, ' ')",
-            super::Backend::Postgres => "string_agg(role, ' ')",
-        };
+        let agg = self.roles_agg();
         let cols: Vec<String> = USER_COLS.split(',').map(|c| format!("u.{}", c.trim())).collect();
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {}, (SELECT {agg} FROM user_roles r WHERE r.user_id = u.id) AS role_list \
@@ -187,14 +184,20 @@ impl Db {
         row.as_ref().map(user_with_role_list).transpose()
     }
 
+    /// The aggregate that joins a user's role names into one column: the one place
+    /// the two dialects differ in user queries.
+    fn roles_agg(&self) -> &'static str {
+        match self.backend() {
+            super::Backend::Sqlite => "group_concat(role, ' ')",
+            super::Backend::Postgres => "string_agg(role, ' ')",
+        }
+    }
+
     /// One statement for a user and their roles: the roles come from a correlated
     /// aggregate (the one place the dialects differ: `group_concat` / `string_agg`).
     /// Every authenticated request loads a user, so a round trip saved here counts.
     async fn user_with_roles(&self, predicate: &'static str, value: &str) -> StoreResult<Option<UserRow>> {
-        let agg = match self.backend() {
-            super::Backend::Sqlite => "group_concat(role, ' ')",
-            super::Backend::Postgres => "string_agg(role, ' ')",
-        };
+        let agg = self.roles_agg();
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {USER_COLS}, (SELECT {agg} FROM user_roles WHERE user_id = users.id) AS role_list \
              FROM users WHERE {predicate}"

@@ -179,6 +179,7 @@ impl ApiKeys {
             user_id: grant.key.owner_id,
             session_id: None,
             api_key_id: Some(grant.key.id),
+            client_id: None,
             roles: Vec::new(),
             scopes: grant.effective_scopes,
             user: None,

@@ -89,6 +89,16 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// A wait in words for people: "42 seconds", "15 minutes", "1 hour".
+pub fn human_secs(secs: u64) -> String {
+    let (n, unit) = match secs {
+        0..=119 => (secs.max(1), "second"),
+        120..=7199 => (secs.div_ceil(60), "minute"),
+        _ => (secs.div_ceil(3600), "hour"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

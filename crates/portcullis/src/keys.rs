@@ -140,6 +140,18 @@ impl Signer {
         }
     }
 
+    /// A compact JWS of `claims` with header `typ` set to `typ`.
+    pub fn sign_jwt<T: Serialize>(&self, typ: &str, claims: &T) -> anyhow::Result<String> {
+        let header = json!({"alg": self.alg.as_str(), "kid": self.kid, "typ": typ});
+        let mut token = b64url(header.to_string().as_bytes());
+        token.push('.');
+        token.push_str(&b64url(&serde_json::to_vec(claims)?));
+        let sig = self.sign(token.as_bytes())?;
+        token.push('.');
+        token.push_str(&b64url(&sig));
+        Ok(token)
+    }
+
     /// A compact JWS of `claims` with header `typ: at+jwt` (RFC 9068 §2.1).
     pub fn sign_access_token<T: Serialize>(&self, claims: &T) -> anyhow::Result<String> {
         let payload = serde_json::to_vec(claims)?;

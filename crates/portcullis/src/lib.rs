@@ -19,6 +19,7 @@ pub mod crypto;
 pub mod http;
 pub mod keys;
 pub mod listener;
+pub mod oauth;
 pub mod passwords;
 pub mod rbac;
 pub mod server;

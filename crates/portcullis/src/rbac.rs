@@ -77,6 +77,7 @@ mod tests {
             user_id: "usr_1".into(),
             session_id: Some("ses_1".into()),
             api_key_id: None,
+            client_id: None,
             roles: roles.iter().map(|s| (*s).to_owned()).collect(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             user: None,

@@ -16,6 +16,7 @@ use crate::{
     crypto::{MasterKey, MasterKeySource},
     http::{AppState, router},
     keys::KeyManager,
+    oauth::{Clients, OAuth, OAuthSettings},
     passwords::Hasher,
     shutdown::{self, Trigger},
     store::{Backend, Db},
@@ -127,18 +128,34 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let (trigger, shutdown) = shutdown::channel();
     let (audit, audit_writer) = Audit::buffered(store.db.clone(), cfg.audit.buffer, shutdown.clone());
     audit.spawn_retention(cfg.audit.retention.0, Duration::from_secs(3600), shutdown.clone());
-    let auth =
-        Arc::new(Auth::new(store.db.clone(), hasher.clone(), tokens, AuthSettings::from_config(&cfg), audit.clone()));
+    let clients = Clients::new(store.db.clone());
+    let auth = Arc::new(Auth::new(
+        store.db.clone(),
+        hasher.clone(),
+        tokens,
+        AuthSettings::from_config(&cfg),
+        audit.clone(),
+        clients.clone(),
+    ));
     let admin = Arc::new(Admin::new(store.db.clone(), hasher, audit.clone()));
     let api_keys = ApiKeys::new(store.db.clone(), audit.clone());
+    let oauth_settings = OAuthSettings {
+        issuer: issuer.clone(),
+        code_ttl: Duration::from_secs(60),
+        refresh_ttl: cfg.tokens.refresh_ttl.0,
+        browser_session_ttl: cfg.tokens.refresh_ttl.0,
+    };
+    let oauth = Arc::new(OAuth::new(auth.clone(), clients, api_keys.clone(), audit.clone(), oauth_settings));
+    let cookies = crate::http::CookiePolicy::for_issuer(&issuer);
     keys.spawn_reloader(cfg.keys.reload_interval.0.max(Duration::from_millis(100)), shutdown.clone());
     // Drained, in this order, before the database closes on shutdown.
     let background = vec![api_keys.spawn_flusher(Duration::from_secs(5), shutdown.clone()), audit_writer];
     let trusted_proxies = Arc::new(cfg.security.trusted_proxies.clone());
     let verify_limiter = Arc::new(Limiter::new(store.db.clone(), "verify", cfg.security.api_key_verify_rate));
     let key_fail_limiter = Arc::new(Limiter::new(store.db.clone(), "key_fail", cfg.security.api_key_failure_rate));
-    let app =
-        router(AppState { auth, admin, api_keys, audit, trusted_proxies, verify_limiter, key_fail_limiter }, &cfg.http);
+    let state =
+        AppState { auth, admin, api_keys, audit, trusted_proxies, verify_limiter, key_fail_limiter, oauth, cookies };
+    let app = router(state, &cfg.http);
     let limits = crate::listener::Limits {
         header_read_timeout: cfg.http.header_read_timeout.0,
         max_connections: cfg.http.max_connections,

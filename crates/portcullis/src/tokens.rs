@@ -29,9 +29,16 @@ pub struct AccessClaims {
     pub nbf: i64,
     /// Unique token id.
     pub jti: String,
-    /// Session the token belongs to: ending the session ends the token.
-    pub sid: String,
-    /// Roles at issue time.
+    /// Session the token belongs to: ending the session ends the token. Absent in
+    /// client-credentials tokens, which have no user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// The OAuth client the token was issued to (RFC 9068 §2.2); absent in
+    /// first-party tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Roles at issue time (first-party tokens only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
     /// Space-separated permissions at issue time.
     pub scope: String,
@@ -108,12 +115,79 @@ impl Tokens {
             iat: now,
             nbf: now,
             jti: crypto::b64url(&crypto::random_bytes::<16>()),
-            sid: session_id.to_owned(),
+            sid: Some(session_id.to_owned()),
+            client_id: None,
             roles,
             scope,
             metadata,
         };
         signer.sign_access_token(&claims)
+    }
+
+    /// Issues an access token to an OAuth client (RFC 9068): for a user's grant
+    /// (`session_id` set, `sub` the user) or for the client itself (client
+    /// credentials: `sub` is the client, no session).
+    pub fn issue_for_client(
+        &self,
+        sub: &str,
+        session_id: Option<&str>,
+        client_id: &str,
+        scope: String,
+        now_ms: i64,
+    ) -> anyhow::Result<String> {
+        let ring = self.keys.ring();
+        let signer = ring.signer().ok_or_else(|| anyhow::anyhow!("no active signing key"))?;
+        let now = now_ms / 1000;
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            sub: sub.to_owned(),
+            aud: self.audience.clone(),
+            exp: now + i64::try_from(self.access_ttl.as_secs())?,
+            iat: now,
+            nbf: now,
+            jti: crypto::b64url(&crypto::random_bytes::<16>()),
+            sid: session_id.map(str::to_owned),
+            client_id: Some(client_id.to_owned()),
+            roles: Vec::new(),
+            scope,
+            metadata: None,
+        };
+        signer.sign_access_token(&claims)
+    }
+
+    /// Signs an OpenID Connect ID token (`typ: JWT`) with the current key; returns
+    /// the token and the algorithm, which decides how `at_hash` is computed.
+    pub fn sign_id_token(&self, claims: &serde_json::Value) -> anyhow::Result<String> {
+        let ring = self.keys.ring();
+        let signer = ring.signer().ok_or_else(|| anyhow::anyhow!("no active signing key"))?;
+        signer.sign_jwt("JWT", claims)
+    }
+
+    /// The algorithm of the key that signs now, for `at_hash`.
+    pub fn signing_alg(&self) -> Option<crate::keys::Algorithm> {
+        self.keys.ring().signer().map(|s| s.alg())
+    }
+
+    /// Checks an ID token we issued (for `id_token_hint`): signature, `typ`,
+    /// issuer; expiry is ignored, as OpenID RP-initiated logout allows. Returns the
+    /// claims.
+    pub async fn verify_id_token_hint(&self, token: &str) -> Option<serde_json::Value> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        if header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("at+jwt")) {
+            return None;
+        }
+        let kid = header.kid.as_deref()?;
+        let ring = self.keys.ring();
+        let verifier = ring.verifier(kid)?;
+        if header.alg != verifier.alg {
+            return None;
+        }
+        let mut validation = jsonwebtoken::Validation::new(verifier.alg);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_required_spec_claims(&["iss", "sub", "aud"]);
+        jsonwebtoken::decode::<serde_json::Value>(token, &verifier.key, &validation).ok().map(|d| d.claims)
     }
 
     /// Checks signature, type, algorithm, issuer, audience and time claims.

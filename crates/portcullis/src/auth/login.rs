@@ -106,6 +106,21 @@ impl Auth {
 
     /// Checks email and password and opens a new session.
     pub async fn login(&self, ctx: &RequestCtx, email: &str, password: Secret) -> Result<Issued, AuthError> {
+        let user = self.password_sign_in(ctx, email, password).await?;
+        let issued = self.open_session(ctx, user).await?;
+        self.audit(ctx, "login", true, Some(&issued.user.id), None).await;
+        metrics::counter!("portcullis_logins_total", "outcome" => "success").increment(1);
+        Ok(issued)
+    }
+
+    /// The password check of a sign-in, with its metrics, role loading and hash
+    /// upgrade: shared by the JSON login and the hosted sign-in page.
+    pub(super) async fn password_sign_in(
+        &self,
+        ctx: &RequestCtx,
+        email: &str,
+        password: Secret,
+    ) -> Result<UserRow, AuthError> {
         let checked = self.check_password(ctx, "login", email, password.clone()).await;
         let (mut user, outdated) = match checked {
             Ok(found) => found,
@@ -128,10 +143,7 @@ impl Auth {
                 Err(e) => tracing::warn!(error = %e, "could not upgrade a password hash"),
             }
         }
-        let issued = self.open_session(ctx, user).await?;
-        self.audit(ctx, "login", true, Some(&issued.user.id), None).await;
-        metrics::counter!("portcullis_logins_total", "outcome" => "success").increment(1);
-        Ok(issued)
+        Ok(user)
     }
 
     async fn open_session(&self, ctx: &RequestCtx, user: UserRow) -> Result<Issued, AuthError> {
@@ -146,6 +158,9 @@ impl Auth {
             revoked_at: None,
             ip: ctx.ip.clone(),
             user_agent: ctx.user_agent.clone(),
+            client_id: None,
+            scope: None,
+            auth_time: Some(ctx.now),
         };
         self.db.session_create(&session, &crypto::sha256_b64(&refresh)).await?;
         let access_token = self.access_token(&user, &session.id, ctx.now).await?;

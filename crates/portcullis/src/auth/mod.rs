@@ -4,6 +4,7 @@
 //! `crate::store`: this layer decides, they carry.
 
 mod account;
+mod browser;
 mod login;
 mod refresh;
 mod session;
@@ -13,6 +14,7 @@ use std::{sync::Arc, time::Duration};
 use portcullis_proto::FieldError;
 
 pub use account::normalize_email;
+pub use browser::BrowserSession;
 
 use crate::{
     abuse::{Limiter, LockoutPolicy, RateRule},
@@ -123,6 +125,9 @@ pub struct Principal {
     pub session_id: Option<String>,
     /// The API key, when that is the credential.
     pub api_key_id: Option<String>,
+    /// The OAuth client the token was issued to; with no session, the client
+    /// itself is the caller (client credentials) and `user_id` is its id.
+    pub client_id: Option<String>,
     /// Roles from the token (API keys carry none).
     pub roles: Vec<String>,
     /// Permissions: the token's `scope`, or the key's effective scopes.
@@ -136,6 +141,11 @@ impl Principal {
     /// Who to name as the actor in audit records.
     pub fn actor(&self) -> &str {
         self.api_key_id.as_deref().unwrap_or(&self.user_id)
+    }
+
+    /// Whether a user is behind the credential (not a client acting for itself).
+    pub fn has_user(&self) -> bool {
+        self.client_id.is_none() || self.session_id.is_some()
     }
 }
 
@@ -192,14 +202,27 @@ pub struct Auth {
     audit: Audit,
     limiter: Option<Limiter>,
     register_limiter: Option<Limiter>,
+    clients: Arc<crate::oauth::Clients>,
 }
 
 impl Auth {
     /// Wires the service.
-    pub fn new(db: Db, hasher: Hasher, tokens: Arc<Tokens>, settings: AuthSettings, audit: Audit) -> Self {
+    pub fn new(
+        db: Db,
+        hasher: Hasher,
+        tokens: Arc<Tokens>,
+        settings: AuthSettings,
+        audit: Audit,
+        clients: Arc<crate::oauth::Clients>,
+    ) -> Self {
         let limiter = settings.login_rate.map(|rule| Limiter::new(db.clone(), "password", rule));
         let register_limiter = settings.register_rate.map(|rule| Limiter::new(db.clone(), "register", rule));
-        Self { db, hasher, tokens, settings, audit, limiter, register_limiter }
+        Self { db, hasher, tokens, settings, audit, limiter, register_limiter, clients }
+    }
+
+    /// Session lifetime settings.
+    pub fn settings(&self) -> &AuthSettings {
+        &self.settings
     }
 
     /// The database, for handlers that only read.

@@ -14,8 +14,10 @@ impl Auth {
     /// Exchanges a refresh token for a new access and refresh token.
     pub async fn refresh(&self, ctx: &RequestCtx, token: &Secret) -> Result<Issued, AuthError> {
         let next = crypto::b64url(&crypto::random_bytes::<32>());
-        let outcome =
-            self.db.refresh_rotate(&crypto::sha256_b64(token.expose()), &crypto::sha256_b64(&next), ctx.now).await?;
+        let outcome = self
+            .db
+            .refresh_rotate(&crypto::sha256_b64(token.expose()), &crypto::sha256_b64(&next), None, ctx.now)
+            .await?;
         match outcome {
             RefreshOutcome::Rotated(session) => {
                 let Some(user) = self.db.user_by_id(&session.user_id).await? else {

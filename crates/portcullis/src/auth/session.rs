@@ -18,16 +18,37 @@ impl Auth {
     /// ends its access tokens at once, not when they expire.
     pub async fn authenticate(&self, token: &str, now: i64) -> Result<Principal, AuthError> {
         let claims = self.tokens.verify(token).await?;
+        let Some(sid) = claims.sid else {
+            // A client-credentials token: the client acts for itself, while it
+            // stays registered.
+            let client = match &claims.client_id {
+                Some(c) if *c == claims.sub => self.clients.get(c).await?,
+                _ => None,
+            };
+            if client.is_none() {
+                return Err(TokenError::Invalid("the client of this token is gone").into());
+            }
+            return Ok(Principal {
+                user_id: claims.sub,
+                session_id: None,
+                api_key_id: None,
+                client_id: claims.client_id,
+                roles: Vec::new(),
+                scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
+                user: None,
+            });
+        };
         // One statement: the session is live, belongs to `sub`, and its user is not
         // banned (a login racing a ban cannot leave a working token behind).
-        let user = self.db.user_by_live_session(&claims.sid, now).await?.filter(|u| u.id == claims.sub);
+        let user = self.db.user_by_live_session(&sid, now).await?.filter(|u| u.id == claims.sub);
         let Some(user) = user else {
             return Err(TokenError::Invalid("the session of this token has ended").into());
         };
         Ok(Principal {
             user_id: claims.sub,
-            session_id: Some(claims.sid),
+            session_id: Some(sid),
             api_key_id: None,
+            client_id: claims.client_id,
             roles: claims.roles,
             scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
             user: Some(Arc::new(user)),
@@ -36,6 +57,9 @@ impl Auth {
 
     /// The caller's own account.
     pub async fn me(&self, who: &Principal) -> Result<UserRow, AuthError> {
+        if !who.has_user() {
+            return Err(AuthError::Forbidden("a client-credentials token has no user"));
+        }
         if let Some(user) = &who.user {
             return Ok(UserRow::clone(user));
         }

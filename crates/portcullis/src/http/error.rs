@@ -52,6 +52,11 @@ impl ApiError {
         e
     }
 
+    /// The per-field errors.
+    pub fn fields(&self) -> &[FieldError] {
+        &self.errors
+    }
+
     /// 404 `not_found`.
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, detail)

@@ -44,6 +44,8 @@ permissions! {
     RolesWrite => "admin:roles:write",
     KeysVerify => "api_keys:verify",
     AuditRead => "admin:audit:read",
+    ClientsRead => "admin:clients:read",
+    ClientsWrite => "admin:clients:write",
 }
 
 /// Proof that the caller holds `P`; only this module can make one.

@@ -5,12 +5,17 @@
 mod admin;
 mod api_keys;
 mod auth;
+mod clients;
 pub mod error;
 pub mod extract;
 pub mod guard;
 mod me;
+mod oauth;
 mod ops;
+mod pages;
 mod views;
+
+pub use pages::CookiePolicy;
 
 use std::{sync::Arc, time::Duration};
 
@@ -46,6 +51,10 @@ pub struct AppState {
     pub verify_limiter: Arc<crate::abuse::Limiter>,
     /// Per-client limit of failed `X-API-Key` authentications.
     pub key_fail_limiter: Arc<crate::abuse::Limiter>,
+    /// The OAuth 2.0 / OpenID Connect provider.
+    pub oauth: Arc<crate::oauth::OAuth>,
+    /// Cookie names and attributes of the hosted pages.
+    pub cookies: CookiePolicy,
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -53,7 +62,33 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Builds the whole application.
 pub fn router(state: AppState, http: &HttpConfig) -> Router {
     let timeout = http.request_timeout.0;
+    // Browsers may read public documents from anywhere, and call the token and
+    // userinfo endpoints from the origins clients registered.
+    let public_docs = Router::new()
+        .route("/.well-known/jwks.json", get(ops::jwks_get).options(oauth::preflight))
+        .route("/.well-known/openid-configuration", get(oauth::openid_configuration).options(oauth::preflight))
+        .route("/.well-known/oauth-authorization-server", get(oauth::oauth_metadata).options(oauth::preflight))
+        .layer(middleware::from_fn(oauth::cors_public));
+    let client_calls = Router::new()
+        .route("/oauth/token", post(oauth::oauth_token).options(oauth::preflight))
+        .route("/oauth/userinfo", get(oauth::oauth_userinfo).post(oauth::oauth_userinfo).options(oauth::preflight))
+        .layer(middleware::from_fn_with_state(state.clone(), oauth::cors_clients));
     let mut app = Router::new()
+        .merge(public_docs)
+        .merge(client_calls)
+        .route("/oauth/introspect", post(oauth::oauth_introspect))
+        .route("/oauth/revoke", post(oauth::oauth_revoke))
+        .route("/oauth/authorize", get(pages::authorize_get).post(pages::authorize_post))
+        .route("/oauth/signup", get(pages::signup_get).post(pages::signup_post))
+        .route("/oauth/signin", get(pages::signin_get))
+        .route("/oauth/logout", get(pages::logout).post(pages::logout))
+        .route("/oauth/assets/style.css", get(pages::stylesheet))
+        .route("/v1/admin/clients", get(clients::client_list).post(clients::client_create))
+        .route(
+            "/v1/admin/clients/{id}",
+            get(clients::client_get).patch(clients::client_update).delete(clients::client_delete),
+        )
+        .route("/v1/admin/clients/{id}/rotate-secret", post(clients::client_rotate_secret))
         .route("/v1/auth/register", post(auth::user_register))
         .route("/v1/auth/login", post(auth::session_login))
         .route("/v1/auth/refresh", post(auth::session_refresh))
@@ -80,7 +115,6 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/v1/admin/audit", get(admin::audit_list))
         .route("/v1/admin/roles", get(admin::role_list).post(admin::role_create))
         .route("/v1/admin/roles/{name}", axum::routing::patch(admin::role_update).delete(admin::role_delete))
-        .route("/.well-known/jwks.json", get(ops::jwks_get))
         .route("/healthz", get(ops::health_get))
         .route("/readyz", get(ops::ready_get))
         .route("/metrics", get(ops::metrics_get))
@@ -134,9 +168,12 @@ async fn mint_request_id(mut req: Request) -> Request {
 /// text/plain and leaves as a problem document with a stable code.
 async fn problem_everywhere(res: Response) -> Response {
     let status = res.status();
-    let is_problem =
-        res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if status.as_u16() < 400 || is_problem {
+    // Problems pass; so do the OAuth endpoints' JSON errors and the hosted pages.
+    let own_format = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.starts_with(b"application/problem+json") || v.starts_with(b"application/json") || v.starts_with(b"text/html")
+    });
+    if status.as_u16() < 400 || own_format {
         return res;
     }
     let code = match status {

@@ -7,8 +7,10 @@
 mod abuse;
 mod api_keys;
 mod audit;
+mod clients;
 mod keys;
 mod migrate;
+mod oauth;
 mod roles;
 mod sessions;
 mod users;
@@ -23,7 +25,9 @@ use sqlx::{
 pub use abuse::{LockState, RateWindow};
 pub use api_keys::{ApiKeyRow, KeyLookup};
 pub use audit::{AuditFilter, AuditRecord};
+pub use clients::ClientRow;
 pub use keys::KeyRow;
+pub use oauth::{CodeExchange, CodeRow};
 pub use roles::RoleRow;
 pub use sessions::{RefreshOutcome, SessionRow};
 pub use users::{NewUser, UserFilter, UserPatch, UserRow};
@@ -203,6 +207,10 @@ const ALL_TABLES: &[&str] = &[
     "api_keys",
     "rate_limits",
     "login_failures",
+    "oauth_clients",
+    "oauth_codes",
+    "oauth_consents",
+    "oauth_assertions",
 ];
 
 impl Db {
@@ -230,5 +238,13 @@ impl Db {
             }
         }
         Ok(out)
+    }
+}
+
+impl Db {
+    /// Runs one statement; lets tests age rows (expire a code). Not for production use.
+    #[doc(hidden)]
+    pub async fn debug_exec(&self, sql: &str) -> StoreResult<u64> {
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(self.pool()).await?.rows_affected())
     }
 }

@@ -29,6 +29,13 @@ pub struct SessionRow {
     pub ip: Option<String>,
     /// Client `User-Agent` at sign-in.
     pub user_agent: Option<String>,
+    /// The OAuth client this session is a grant to; `None` for first-party and
+    /// browser sessions.
+    pub client_id: Option<String>,
+    /// The scope granted to that client.
+    pub scope: Option<String>,
+    /// Milliseconds of the sign-in the session rests on (OpenID `auth_time`).
+    pub auth_time: Option<i64>,
 }
 
 impl SessionRow {
@@ -56,7 +63,8 @@ pub enum RefreshOutcome {
     Invalid,
 }
 
-const SESSION_COLS: &str = "id, user_id, created_at, last_active_at, expires_at, revoked_at, ip, user_agent";
+const SESSION_COLS: &str =
+    "id, user_id, created_at, last_active_at, expires_at, revoked_at, ip, user_agent, client_id, scope, auth_time";
 
 fn session_from_row(row: &AnyRow) -> StoreResult<SessionRow> {
     Ok(SessionRow {
@@ -68,6 +76,9 @@ fn session_from_row(row: &AnyRow) -> StoreResult<SessionRow> {
         revoked_at: col(row, "revoked_at")?,
         ip: col(row, "ip")?,
         user_agent: col(row, "user_agent")?,
+        client_id: col(row, "client_id")?,
+        scope: col(row, "scope")?,
+        auth_time: col(row, "auth_time")?,
     })
 }
 
@@ -75,21 +86,90 @@ impl Db {
     /// Creates a session and its first refresh token, atomically.
     pub async fn session_create(&self, s: &SessionRow, refresh_hash: &str) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, created_at, last_active_at, expires_at, ip, user_agent) \
-             VALUES ($1, $2, $3, $3, $4, $5, $6)",
-        )
-        .bind(&s.id)
-        .bind(&s.user_id)
-        .bind(s.created_at)
-        .bind(s.expires_at)
-        .bind(&s.ip)
-        .bind(&s.user_agent)
-        .execute(&mut *tx)
-        .await?;
+        insert_session(&mut tx, s, None).await?;
         insert_refresh(&mut tx, refresh_hash, &s.id, &s.user_id, s.created_at, s.expires_at).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Creates a browser session of the hosted pages, found again by the SHA-256 of
+    /// its cookie. It has no refresh token.
+    pub async fn browser_session_create(&self, s: &SessionRow, cookie_hash: &str) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        insert_session(&mut tx, s, Some(cookie_hash)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The live browser session of a cookie, with its user (not banned).
+    pub async fn browser_session(&self, cookie_hash: &str, now: i64) -> StoreResult<Option<SessionRow>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLS} FROM sessions WHERE cookie_hash = $1 AND revoked_at IS NULL AND expires_at > $2"
+        )))
+        .bind(cookie_hash)
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    /// One session by id, whatever its state.
+    pub async fn session_get(&self, id: &str) -> StoreResult<Option<SessionRow>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {SESSION_COLS} FROM sessions WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    /// The live session of an unspent, unexpired refresh token.
+    pub async fn refresh_session(&self, token_hash: &str, now: i64) -> StoreResult<Option<(SessionRow, i64)>> {
+        let cols: Vec<String> = SESSION_COLS.split(',').map(|c| format!("s.{}", c.trim())).collect();
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {}, rt.expires_at AS token_expires_at FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id \
+             WHERE rt.token_hash = $1 AND rt.used_at IS NULL AND rt.expires_at > $2 \
+             AND s.revoked_at IS NULL AND s.expires_at > $2",
+            cols.join(", ")
+        )))
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(|r| Ok((session_from_row(r)?, col(r, "token_expires_at")?))).transpose()
+    }
+
+    /// Ends one session by id (the caller has checked who may). Returns whether it ended.
+    pub async fn session_end(&self, session_id: &str, reason: &str, now: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(session_id)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Ends every live session a user granted to one client; returns how many.
+    pub async fn sessions_revoke_client(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        reason: &str,
+        now: i64,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+             WHERE user_id = $3 AND client_id = $4 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(user_id)
+        .bind(client_id)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// A user's sessions that are still usable at `now`, newest first.
@@ -172,15 +252,27 @@ impl Db {
 
     /// Spends `old_hash` and stores `new_hash` in its place, atomically (see the
     /// module contract). Nothing is written unless the outcome is `Rotated`.
-    pub async fn refresh_rotate(&self, old_hash: &str, new_hash: &str, now: i64) -> StoreResult<RefreshOutcome> {
+    /// `client_id` is the client the token must belong to (`None`: first party); a
+    /// token of another party is `Invalid` and stays unspent.
+    pub async fn refresh_rotate(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        client_id: Option<&str>,
+        now: i64,
+    ) -> StoreResult<RefreshOutcome> {
+        let party = client_id.unwrap_or("");
         let mut tx = self.begin_write().await?;
         let spent = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $1 \
              WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 \
+             AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = refresh_tokens.session_id \
+                         AND COALESCE(s.client_id, '') = $3) \
              RETURNING session_id, user_id",
         )
         .bind(now)
         .bind(old_hash)
+        .bind(party)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(spent) = spent else {
@@ -191,10 +283,12 @@ impl Db {
             let prior = sqlx::query(
                 "SELECT rt.used_at, rt.user_id, rt.session_id FROM refresh_tokens rt \
                  JOIN sessions s ON s.id = rt.session_id \
-                 WHERE rt.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2",
+                 WHERE rt.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
+                 AND COALESCE(s.client_id, '') = $3",
             )
             .bind(old_hash)
             .bind(now)
+            .bind(party)
             .fetch_optional(self.pool())
             .await?;
             return Ok(match prior {
@@ -224,7 +318,33 @@ impl Db {
     }
 }
 
-async fn insert_refresh(
+/// Inserts a session row (inside the caller's transaction).
+pub(super) async fn insert_session(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    s: &SessionRow,
+    cookie_hash: Option<&str>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, created_at, last_active_at, expires_at, ip, user_agent, \
+         client_id, scope, auth_time, cookie_hash) VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&s.id)
+    .bind(&s.user_id)
+    .bind(s.created_at)
+    .bind(s.expires_at)
+    .bind(&s.ip)
+    .bind(&s.user_agent)
+    .bind(&s.client_id)
+    .bind(&s.scope)
+    .bind(s.auth_time)
+    .bind(cookie_hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Inserts a refresh token (inside the caller's transaction).
+pub(super) async fn insert_refresh(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     hash: &str,
     session_id: &str,

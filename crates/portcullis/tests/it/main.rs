@@ -10,6 +10,7 @@ mod admin;
 mod api_keys;
 mod errors;
 mod keys;
+mod oauth;
 mod ops;
 mod process;
 mod sessions;

@@ -1,0 +1,92 @@
+//! Browser sessions of the hosted pages: a sign-in (or sign-up) through the same
+//! password gate as the JSON API opens a session found again by the SHA-256 of an
+//! opaque cookie. The session shows up in the user's session list and ends like any
+//! other.
+
+use super::{Auth, AuthError, RequestCtx};
+use crate::{
+    crypto::{self, Secret},
+    store::{SessionRow, UserRow},
+};
+
+/// A signed-in browser: the session and its user (with roles).
+#[derive(Debug, Clone)]
+pub struct BrowserSession {
+    /// The session.
+    pub session: SessionRow,
+    /// Its user.
+    pub user: UserRow,
+}
+
+impl Auth {
+    /// Signs a browser in with email and password; returns the session and the
+    /// cookie value (shown once, stored as a hash).
+    pub async fn browser_sign_in(
+        &self,
+        ctx: &RequestCtx,
+        email: &str,
+        password: Secret,
+    ) -> Result<(BrowserSession, Secret), AuthError> {
+        let user = self.password_sign_in(ctx, email, password).await?;
+        let opened = self.open_browser_session(ctx, user).await?;
+        self.audit(ctx, "login", true, Some(&opened.0.user.id), Some("hosted_page")).await;
+        metrics::counter!("portcullis_logins_total", "outcome" => "success").increment(1);
+        Ok(opened)
+    }
+
+    /// Registers an account from the hosted sign-up page and signs the browser in.
+    pub async fn browser_sign_up(
+        &self,
+        ctx: &RequestCtx,
+        email: &str,
+        password: Secret,
+        name: Option<String>,
+    ) -> Result<(BrowserSession, Secret), AuthError> {
+        let mut user = self.register(ctx, email, password, name, Vec::new()).await?;
+        user.roles = self.db.user_roles(&user.id).await?;
+        self.open_browser_session(ctx, user).await
+    }
+
+    async fn open_browser_session(
+        &self,
+        ctx: &RequestCtx,
+        user: UserRow,
+    ) -> Result<(BrowserSession, Secret), AuthError> {
+        let cookie = crypto::b64url(&crypto::random_bytes::<32>());
+        let ttl = i64::try_from(self.settings.refresh_ttl.as_millis()).unwrap_or(i64::MAX);
+        let session = SessionRow {
+            id: crypto::new_id("ses", ctx.now),
+            user_id: user.id.clone(),
+            created_at: ctx.now,
+            last_active_at: ctx.now,
+            expires_at: ctx.now.saturating_add(ttl),
+            revoked_at: None,
+            ip: ctx.ip.clone(),
+            user_agent: ctx.user_agent.clone(),
+            client_id: None,
+            scope: None,
+            auth_time: Some(ctx.now),
+        };
+        self.db.browser_session_create(&session, &crypto::sha256_b64(&cookie)).await?;
+        Ok((BrowserSession { session, user }, Secret::new(cookie)))
+    }
+
+    /// The live session of a browser cookie, if its user may still sign in.
+    pub async fn browser_session(&self, cookie: &str, now: i64) -> Result<Option<BrowserSession>, AuthError> {
+        if cookie.is_empty() || cookie.len() > 128 {
+            return Ok(None);
+        }
+        let Some(session) = self.db.browser_session(&crypto::sha256_b64(cookie), now).await? else {
+            return Ok(None);
+        };
+        let user = self.db.user_by_id(&session.user_id).await?.filter(|u| u.banned_at.is_none());
+        Ok(user.map(|user| BrowserSession { session, user }))
+    }
+
+    /// Ends a browser session (sign-out from the hosted pages).
+    pub async fn browser_sign_out(&self, ctx: &RequestCtx, b: &BrowserSession) -> Result<(), AuthError> {
+        self.db.session_end(&b.session.id, "logout", ctx.now).await?;
+        self.audit(ctx, "logout", true, Some(&b.user.id), Some("hosted_page")).await;
+        Ok(())
+    }
+}

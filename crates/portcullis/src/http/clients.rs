@@ -1,0 +1,104 @@
+//! `/v1/admin/clients`: the OAuth client registry, for admins (`admin:clients:*`).
+//! Bodies use the RFC 7591 metadata names; a generated secret is in the reply once.
+
+use axum::{
+    extract::{Path, Query, State, rejection::QueryRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    AppState,
+    error::ApiError,
+    extract::{JsonBody, parse_json, query_error},
+    guard::{Can, ClientsRead, ClientsWrite},
+};
+use crate::{auth::RequestCtx, oauth::ClientMetadata};
+
+/// `?cursor=&limit=`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `POST /v1/admin/clients/{id}/rotate-secret` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateBody {
+    /// Seconds the old secret keeps working (default 0: it stops at once).
+    #[serde(default)]
+    grace_seconds: u64,
+}
+
+/// `POST /v1/admin/clients`.
+pub async fn client_create(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    can: Can<ClientsWrite>,
+    JsonBody(meta): JsonBody<ClientMetadata>,
+) -> Result<Response, ApiError> {
+    let view = state.oauth.client_create(&ctx, can.who.actor(), meta).await?;
+    Ok((StatusCode::CREATED, axum::Json(view)).into_response())
+}
+
+/// `GET /v1/admin/clients`.
+pub async fn client_list(
+    State(state): State<AppState>,
+    _can: Can<ClientsRead>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Query(q) = q.map_err(query_error)?;
+    let (data, next) = state.oauth.client_list(q.cursor.as_deref(), q.limit).await?;
+    Ok(axum::Json(json!({"data": data, "next_cursor": next})))
+}
+
+/// `GET /v1/admin/clients/{id}`.
+pub async fn client_get(
+    State(state): State<AppState>,
+    _can: Can<ClientsRead>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Value>, ApiError> {
+    Ok(axum::Json(state.oauth.client_get(&id).await?))
+}
+
+/// `PATCH /v1/admin/clients/{id}`: replaces the metadata fields given.
+pub async fn client_update(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    can: Can<ClientsWrite>,
+    Path(id): Path<String>,
+    JsonBody(patch): JsonBody<Value>,
+) -> Result<axum::Json<Value>, ApiError> {
+    Ok(axum::Json(state.oauth.client_update(&ctx, can.who.actor(), &id, patch).await?))
+}
+
+/// `POST /v1/admin/clients/{id}/rotate-secret`.
+pub async fn client_rotate_secret(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    can: Can<ClientsWrite>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
+    // The body is optional: no body means no grace.
+    let body: RotateBody =
+        if body.iter().all(u8::is_ascii_whitespace) { RotateBody::default() } else { parse_json(&body)? };
+    let grace = body.grace_seconds.min(30 * 86_400);
+    let grace_ms = i64::try_from(grace).unwrap_or(0) * 1000;
+    Ok(axum::Json(state.oauth.client_rotate_secret(&ctx, can.who.actor(), &id, grace_ms).await?))
+}
+
+/// `DELETE /v1/admin/clients/{id}`: also ends every grant the client holds.
+pub async fn client_delete(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    can: Can<ClientsWrite>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.oauth.client_delete(&ctx, can.who.actor(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

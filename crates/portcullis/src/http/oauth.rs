@@ -1,0 +1,304 @@
+//! The OAuth/OIDC machine endpoints: `/oauth/token`, `/oauth/introspect`,
+//! `/oauth/revoke`, `/oauth/userinfo`, the two discovery documents, and the CORS
+//! policy of the endpoints browsers call. They speak form-encoded requests and
+//! RFC 6749 JSON errors, not problem+json.
+
+use axum::{
+    body::Bytes,
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+
+use super::{AppState, error::ApiError, extract::Authed};
+use crate::{
+    auth::RequestCtx,
+    crypto::Secret,
+    oauth::{OAuthError, Presented, clients, put, token::TokenRequest},
+};
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.error, "error_description": self.description});
+        let mut res = (self.status, axum::Json(body)).into_response();
+        res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        // RFC 6749 §5.2: a client that tried HTTP Basic gets the matching challenge.
+        if self.status == StatusCode::UNAUTHORIZED && self.basic_challenge {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"portcullis\""));
+        }
+        res
+    }
+}
+
+/// The parameters of a form-encoded body; a parameter given twice is refused
+/// (RFC 6749 §3.2).
+pub fn form_pairs(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    if !form {
+        return Err(OAuthError::invalid_request("send the parameters as application/x-www-form-urlencoded"));
+    }
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+    for (i, (k, _)) in pairs.iter().enumerate() {
+        if pairs.iter().skip(i + 1).any(|(k2, _)| k2 == k) {
+            return Err(OAuthError::invalid_request(format!("parameter {k} appears more than once")));
+        }
+    }
+    Ok(pairs)
+}
+
+fn take(pairs: &mut Vec<(String, String)>, name: &str) -> Option<String> {
+    let i = pairs.iter().position(|(k, _)| k == name)?;
+    Some(pairs.swap_remove(i).1).filter(|v| !v.is_empty())
+}
+
+/// Client credentials from the `Authorization: Basic` header (RFC 6749 §2.3.1:
+/// both halves are form-encoded before base64) and the form.
+fn presented(headers: &HeaderMap, pairs: &mut Vec<(String, String)>) -> Result<Presented, OAuthError> {
+    let mut p = Presented {
+        client_id: take(pairs, "client_id"),
+        client_secret: take(pairs, "client_secret").map(Secret::new),
+        assertion_type: take(pairs, "client_assertion_type"),
+        assertion: take(pairs, "client_assertion"),
+        ..Presented::default()
+    };
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let bad = || {
+            OAuthError::invalid_client("the Authorization header is not valid Basic credentials").with_basic_challenge()
+        };
+        let value = value.to_str().map_err(|_| bad())?;
+        let (scheme, rest) = value.split_once(' ').ok_or_else(bad)?;
+        if scheme.eq_ignore_ascii_case("basic") {
+            use base64::Engine;
+            let raw = base64::engine::general_purpose::STANDARD.decode(rest.trim()).map_err(|_| bad())?;
+            let text = String::from_utf8(raw).map_err(|_| bad())?;
+            let (id, secret) = text.split_once(':').ok_or_else(bad)?;
+            let decode =
+                |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+            let id = decode(id).ok_or_else(bad)?;
+            let secret = decode(secret).ok_or_else(bad)?;
+            p.basic = Some((id, Secret::new(secret)));
+        }
+    }
+    Ok(p)
+}
+
+fn json_no_store(body: Value) -> Response {
+    let mut res = axum::Json(body).into_response();
+    res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    res
+}
+
+/// `POST /oauth/token`.
+pub async fn oauth_token(State(state): State<AppState>, ctx: RequestCtx, headers: HeaderMap, body: Bytes) -> Response {
+    let run = async {
+        let mut pairs = form_pairs(&headers, &body)?;
+        let presented = presented(&headers, &mut pairs)?;
+        let req = TokenRequest {
+            grant_type: take(&mut pairs, "grant_type"),
+            code: take(&mut pairs, "code").map(Secret::new),
+            redirect_uri: take(&mut pairs, "redirect_uri"),
+            code_verifier: take(&mut pairs, "code_verifier").map(Secret::new),
+            refresh_token: take(&mut pairs, "refresh_token").map(Secret::new),
+            scope: take(&mut pairs, "scope"),
+        };
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let out = state.oauth.token(&ctx, presented, req).await?;
+        // A browser client may only call from an origin it registered.
+        if let Some(o) = origin
+            && let Some(cid) = out_client(&out.access_token)
+            && let Ok(Some(c)) = state.oauth.clients().get(&cid).await
+            && !c.meta.allowed_cors_origins.contains(&o)
+            && o != origin_of(&state.oauth.settings().issuer)
+        {
+            return Err(OAuthError::invalid_request(format!("origin {o} is not allowed for this client")));
+        }
+        let mut body = json!({
+            "access_token": out.access_token,
+            "token_type": "Bearer",
+            "expires_in": out.expires_in,
+            "scope": out.scope,
+        });
+        if let Some(r) = &out.refresh_token {
+            put(&mut body, "refresh_token", json!(r.expose()));
+        }
+        if let Some(id) = out.id_token {
+            put(&mut body, "id_token", json!(id));
+        }
+        Ok::<_, OAuthError>(json_no_store(body))
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The `client_id` claim of a token we just signed (no verification needed).
+fn out_client(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let claims: Value = serde_json::from_slice(&crate::crypto::b64url_decode(payload)?).ok()?;
+    claims.get("client_id")?.as_str().map(str::to_owned)
+}
+
+/// `scheme://host[:port]` of a URL.
+pub fn origin_of(url: &str) -> String {
+    url::Url::parse(url).map(|u| u.origin().ascii_serialization()).unwrap_or_default()
+}
+
+/// `POST /oauth/introspect` (RFC 7662).
+pub async fn oauth_introspect(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let run = async {
+        let mut pairs = form_pairs(&headers, &body)?;
+        let presented = presented(&headers, &mut pairs)?;
+        let token = take(&mut pairs, "token").map(Secret::new);
+        let out = state.oauth.introspect(&ctx, presented, token).await?;
+        Ok::<_, OAuthError>(json_no_store(out))
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /oauth/revoke` (RFC 7009).
+pub async fn oauth_revoke(State(state): State<AppState>, ctx: RequestCtx, headers: HeaderMap, body: Bytes) -> Response {
+    let run = async {
+        let mut pairs = form_pairs(&headers, &body)?;
+        let presented = presented(&headers, &mut pairs)?;
+        let token = take(&mut pairs, "token").map(Secret::new);
+        state.oauth.revoke(&ctx, presented, token).await?;
+        Ok::<_, OAuthError>(StatusCode::OK.into_response())
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET|POST /oauth/userinfo`: claims about the token's user, by scope.
+pub async fn oauth_userinfo(State(state): State<AppState>, Authed(who): Authed) -> Result<Response, ApiError> {
+    if !who.scopes.iter().any(|s| s == "openid") || !who.has_user() {
+        return Err(ApiError::insufficient_scope(vec!["openid".into()]));
+    }
+    let user = state.auth.me(&who).await?;
+    Ok(json_no_store(Value::Object(crate::oauth::token::user_claims(&user, &who.scopes))))
+}
+
+fn metadata(state: &AppState, openid: bool) -> Value {
+    let iss = state.oauth.settings().issuer.clone();
+    let algs: Vec<&str> = state.oauth.tokens().signing_alg().map(|a| a.as_str()).into_iter().collect();
+    let mut doc = json!({
+        "issuer": iss,
+        "authorization_endpoint": format!("{iss}/oauth/authorize"),
+        "token_endpoint": format!("{iss}/oauth/token"),
+        "jwks_uri": format!("{iss}/.well-known/jwks.json"),
+        "userinfo_endpoint": format!("{iss}/oauth/userinfo"),
+        "introspection_endpoint": format!("{iss}/oauth/introspect"),
+        "revocation_endpoint": format!("{iss}/oauth/revoke"),
+        "end_session_endpoint": format!("{iss}/oauth/logout"),
+        "scopes_supported": clients::OIDC_SCOPES,
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": clients::GRANT_TYPES,
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": algs,
+        "token_endpoint_auth_methods_supported": clients::AUTH_METHODS,
+        "token_endpoint_auth_signing_alg_values_supported": clients::ASSERTION_ALGS,
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "introspection_endpoint_auth_signing_alg_values_supported": clients::ASSERTION_ALGS,
+        "revocation_endpoint_auth_methods_supported": clients::AUTH_METHODS,
+        "revocation_endpoint_auth_signing_alg_values_supported": clients::ASSERTION_ALGS,
+        "code_challenge_methods_supported": ["S256"],
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "amr", "azp",
+                             "name", "updated_at", "email", "email_verified"],
+        "claims_parameter_supported": false,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "authorization_response_iss_parameter_supported": true,
+    });
+    if !openid {
+        // RFC 8414 has no userinfo or end-session endpoint, nor OpenID-only fields.
+        for k in [
+            "userinfo_endpoint",
+            "end_session_endpoint",
+            "subject_types_supported",
+            "id_token_signing_alg_values_supported",
+            "claims_supported",
+            "claims_parameter_supported",
+            "request_parameter_supported",
+            "request_uri_parameter_supported",
+            "prompt_values_supported",
+        ] {
+            if let Some(o) = doc.as_object_mut() {
+                o.remove(k);
+            }
+        }
+    }
+    doc
+}
+
+fn public_json(body: Value) -> Response {
+    let mut res = axum::Json(body).into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    res
+}
+
+/// `GET /.well-known/openid-configuration` (OpenID Connect Discovery 1.0).
+pub async fn openid_configuration(State(state): State<AppState>) -> Response {
+    public_json(metadata(&state, true))
+}
+
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414).
+pub async fn oauth_metadata(State(state): State<AppState>) -> Response {
+    public_json(metadata(&state, false))
+}
+
+/// `OPTIONS` on a CORS-enabled route: the CORS layer adds the headers it allows.
+pub async fn preflight() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+/// CORS for public documents (discovery, JWKS): any origin may read them.
+pub async fn cors_public(req: Request, next: Next) -> Response {
+    let preflight = req.method() == Method::OPTIONS;
+    let has_origin = req.headers().contains_key(header::ORIGIN);
+    let mut res = if preflight { StatusCode::NO_CONTENT.into_response() } else { next.run(req).await };
+    if has_origin {
+        let h = res.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        if preflight {
+            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, OPTIONS"));
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        }
+    }
+    res
+}
+
+/// CORS for the token and userinfo endpoints: only origins some client registered
+/// in `allowed_cors_origins` (the token endpoint then checks it is the calling
+/// client's own).
+pub async fn cors_clients(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let preflight = req.method() == Method::OPTIONS && origin.is_some();
+    let allowed = match &origin {
+        Some(o) => state.oauth.clients().cors_origins().await.contains(o),
+        None => false,
+    };
+    let mut res = if preflight { StatusCode::NO_CONTENT.into_response() } else { next.run(req).await };
+    let h = res.headers_mut();
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+    if allowed && let Some(v) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        if preflight {
+            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("Authorization, Content-Type, DPoP"),
+            );
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        }
+    }
+    res
+}

@@ -1,0 +1,581 @@
+//! The client registry: RFC 7591 metadata and its rules, generated secrets, and
+//! client authentication at the token, introspection and revocation endpoints
+//! (`client_secret_basic`, `client_secret_post`, `private_key_jwt`, `none`).
+//!
+//! Clients are read through a per-node cache whose entries live one second, so a
+//! client-credentials request costs a SHA-256 and a constant-time comparison, not a
+//! database round trip, and a rotated secret or deleted client stops working on
+//! every node within a second.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use portcullis_proto::FieldError;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::OAuthError;
+use crate::{
+    crypto::{self, Secret},
+    rbac,
+    store::{ClientRow, Db, StoreError},
+};
+
+/// How long a cached client may be served.
+pub const CACHE_TTL: Duration = Duration::from_secs(1);
+const CACHE_MAX: usize = 10_000;
+/// The assertion type of `private_key_jwt` (RFC 7523 §2.2).
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// Grant types a client may be registered for.
+pub const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token", "client_credentials"];
+/// Token endpoint authentication methods we support.
+pub const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "private_key_jwt", "none"];
+/// Signature algorithms accepted on client assertions (never `none` or HMAC).
+pub const ASSERTION_ALGS: &[&str] = &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
+/// The OpenID Connect scopes every client may ask for.
+pub const OIDC_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
+
+/// Client metadata under its RFC 7591 names: what the admin API takes and returns.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientMetadata {
+    /// Human-readable name, shown on the consent page.
+    pub client_name: String,
+    /// Exact redirect URIs.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Allowed grant types.
+    #[serde(default)]
+    pub grant_types: Vec<String>,
+    /// Allowed response types (`code`).
+    #[serde(default)]
+    pub response_types: Vec<String>,
+    /// How the client authenticates at the token endpoint.
+    #[serde(default)]
+    pub token_endpoint_auth_method: String,
+    /// Space-separated scopes the client may request.
+    #[serde(default)]
+    pub scope: String,
+    /// The client's public keys, for `private_key_jwt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<Value>,
+    /// Where to fetch the client's public keys, for `private_key_jwt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// Where RP-initiated logout may send the browser back to.
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Browser origins allowed to call the token and userinfo endpoints (CORS).
+    #[serde(default)]
+    pub allowed_cors_origins: Vec<String>,
+    /// Home page of the client, shown on the consent page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_uri: Option<String>,
+    /// A first-party client: users are not asked for consent (an extension).
+    #[serde(default)]
+    pub trusted: bool,
+}
+
+fn field(field: &str, code: &str, message: &str) -> FieldError {
+    FieldError { field: field.into(), code: code.into(), message: message.into() }
+}
+
+/// Whether `host` is a loopback name or address (RFC 8252 §7.3).
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+}
+
+/// Checks a redirect-style URI: absolute, no fragment, `https`, `http` only on
+/// loopback, or a private-use scheme with a dot (RFC 8252 §7.1) for native apps.
+fn check_uri(name: &str, uri: &str, allow_private_scheme: bool, errors: &mut Vec<FieldError>) {
+    let bad = |errors: &mut Vec<FieldError>, msg: &str| errors.push(field(name, "invalid_uri", msg));
+    if uri.len() > 2000 {
+        return bad(errors, "must be at most 2000 characters");
+    }
+    let Ok(url) = url::Url::parse(uri) else {
+        return bad(errors, "must be an absolute URI");
+    };
+    if url.fragment().is_some() {
+        return bad(errors, "must not contain a fragment");
+    }
+    match url.scheme() {
+        "https" if url.host_str().is_some() => {}
+        "http" if url.host_str().is_some_and(is_loopback) => {}
+        "http" => bad(errors, "http is only allowed for loopback addresses (127.0.0.1, [::1], localhost); use https"),
+        s if allow_private_scheme && s.contains('.') => {}
+        _ => bad(errors, "must be https (http only on loopback)"),
+    }
+}
+
+/// Checks a CORS origin: `scheme://host[:port]`, nothing more.
+fn check_origin(name: &str, origin: &str, errors: &mut Vec<FieldError>) {
+    let ok = url::Url::parse(origin).ok().is_some_and(|u| {
+        let host_ok = match u.scheme() {
+            "https" => u.host_str().is_some(),
+            "http" => u.host_str().is_some_and(is_loopback),
+            _ => false,
+        };
+        host_ok && u.origin().ascii_serialization() == origin
+    });
+    if !ok {
+        errors.push(field(name, "invalid_origin", "must be an origin like https://app.example.com (no path or slash)"));
+    }
+}
+
+impl ClientMetadata {
+    /// Fills defaults and checks every rule; the result is what gets stored.
+    pub fn validated(mut self) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        self.client_name = self.client_name.trim().to_owned();
+        if self.client_name.is_empty() || self.client_name.chars().count() > 200 {
+            errors.push(field("client_name", "invalid_length", "must be 1 to 200 characters"));
+        }
+        if self.token_endpoint_auth_method.is_empty() {
+            self.token_endpoint_auth_method = "client_secret_basic".into();
+        }
+        if !AUTH_METHODS.contains(&self.token_endpoint_auth_method.as_str()) {
+            errors.push(field(
+                "token_endpoint_auth_method",
+                "unsupported",
+                &format!("must be one of {}", AUTH_METHODS.join(", ")),
+            ));
+        }
+        if self.grant_types.is_empty() {
+            self.grant_types = vec!["authorization_code".into()];
+        }
+        self.grant_types = rbac::normalized(&self.grant_types);
+        for (i, g) in self.grant_types.iter().enumerate() {
+            if !GRANT_TYPES.contains(&g.as_str()) {
+                errors.push(field(
+                    &format!("grant_types[{i}]"),
+                    "unsupported",
+                    &format!("must be one of {}", GRANT_TYPES.join(", ")),
+                ));
+            }
+        }
+        let code_flow = self.has_grant("authorization_code");
+        if self.response_types.is_empty() && code_flow {
+            self.response_types = vec!["code".into()];
+        }
+        self.response_types = rbac::normalized(&self.response_types);
+        if self.response_types.iter().any(|r| r != "code") {
+            errors.push(field("response_types", "unsupported", "only \"code\" is supported"));
+        }
+        if code_flow != self.response_types.iter().any(|r| r == "code") {
+            errors.push(field(
+                "response_types",
+                "inconsistent",
+                "\"code\" goes with the authorization_code grant, and only with it",
+            ));
+        }
+        if self.is_public() && self.has_grant("client_credentials") {
+            errors.push(field(
+                "grant_types",
+                "inconsistent",
+                "a public client (token_endpoint_auth_method none) cannot use client_credentials",
+            ));
+        }
+        if self.has_grant("refresh_token") && !code_flow {
+            errors.push(field("grant_types", "inconsistent", "refresh_token needs authorization_code"));
+        }
+        if code_flow && self.redirect_uris.is_empty() {
+            errors.push(field("redirect_uris", "required", "the authorization_code grant needs a redirect URI"));
+        }
+        for (name, list) in
+            [("redirect_uris", &self.redirect_uris), ("post_logout_redirect_uris", &self.post_logout_redirect_uris)]
+        {
+            if list.len() > 20 {
+                errors.push(field(name, "too_many", "at most 20 entries"));
+            }
+            for (i, uri) in list.iter().enumerate() {
+                check_uri(&format!("{name}[{i}]"), uri, true, &mut errors);
+            }
+        }
+        if self.allowed_cors_origins.len() > 20 {
+            errors.push(field("allowed_cors_origins", "too_many", "at most 20 entries"));
+        }
+        for (i, o) in self.allowed_cors_origins.iter().enumerate() {
+            check_origin(&format!("allowed_cors_origins[{i}]"), o, &mut errors);
+        }
+        if let Some(uri) = &self.client_uri {
+            check_uri("client_uri", uri, false, &mut errors);
+        }
+        if self.scope.trim().is_empty() {
+            let mut s = vec!["openid", "profile", "email"];
+            if self.has_grant("refresh_token") {
+                s.push("offline_access");
+            }
+            if !code_flow {
+                s.clear();
+            }
+            self.scope = s.join(" ");
+        }
+        let scopes: Vec<String> = self.scope.split_whitespace().map(str::to_owned).collect();
+        errors.extend(rbac::check_permissions("scope", &scopes));
+        self.scope = rbac::normalized(&scopes).join(" ");
+        let jwt_auth = self.token_endpoint_auth_method == "private_key_jwt";
+        match (&self.jwks, &self.jwks_uri) {
+            (Some(_), Some(_)) => errors.push(field("jwks", "inconsistent", "give jwks or jwks_uri, not both")),
+            (None, None) if jwt_auth => {
+                errors.push(field("jwks", "required", "private_key_jwt needs the client's jwks or jwks_uri"))
+            }
+            (Some(jwks), None) => {
+                if let Err(msg) = parse_jwks(jwks) {
+                    errors.push(field("jwks", "invalid", &msg));
+                }
+            }
+            (None, Some(uri)) => check_uri("jwks_uri", uri, false, &mut errors),
+            (None, None) => {}
+        }
+        if errors.is_empty() { Ok(self) } else { Err(errors) }
+    }
+
+    /// Whether the client may use `grant`.
+    pub fn has_grant(&self, grant: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant)
+    }
+
+    /// A public client has no credentials (`none`), so PKCE stands in for them.
+    pub fn is_public(&self) -> bool {
+        self.token_endpoint_auth_method == "none"
+    }
+
+    /// Whether the client authenticates with a generated secret.
+    pub fn uses_secret(&self) -> bool {
+        matches!(self.token_endpoint_auth_method.as_str(), "client_secret_basic" | "client_secret_post")
+    }
+
+    /// The scopes the client may request.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope.split_whitespace()
+    }
+}
+
+/// Parses a JWK Set of public signing keys; private members are refused.
+pub fn parse_jwks(jwks: &Value) -> Result<Vec<jsonwebtoken::jwk::Jwk>, String> {
+    let keys = jwks.get("keys").and_then(Value::as_array).ok_or("must be a JWK Set: {\"keys\": [...]}")?;
+    if keys.is_empty() || keys.len() > 10 {
+        return Err("must hold 1 to 10 keys".into());
+    }
+    let mut out = Vec::with_capacity(keys.len());
+    for (i, k) in keys.iter().enumerate() {
+        if ["d", "p", "q", "dp", "dq", "qi", "k"].iter().any(|m| k.get(m).is_some()) {
+            return Err(format!("key {i} contains private key material: register the public key only"));
+        }
+        let jwk: jsonwebtoken::jwk::Jwk =
+            serde_json::from_value(k.clone()).map_err(|e| format!("key {i} is not a valid JWK: {e}"))?;
+        jsonwebtoken::DecodingKey::from_jwk(&jwk).map_err(|e| format!("key {i} cannot verify signatures: {e}"))?;
+        out.push(jwk);
+    }
+    Ok(out)
+}
+
+/// A registered client, parsed once and shared through the cache.
+#[derive(Debug)]
+pub struct Client {
+    /// As stored.
+    pub row: ClientRow,
+    /// Its metadata.
+    pub meta: ClientMetadata,
+    /// Parsed inline keys, for `private_key_jwt`.
+    pub jwks: Vec<jsonwebtoken::jwk::Jwk>,
+}
+
+impl Client {
+    fn from_row(row: ClientRow) -> Result<Self, StoreError> {
+        let meta: ClientMetadata = serde_json::from_str(&row.metadata)
+            .map_err(|e| StoreError::Corrupt(format!("client {} metadata: {e}", row.id)))?;
+        let jwks = meta.jwks.as_ref().map(parse_jwks).transpose().map_err(StoreError::Corrupt)?.unwrap_or_default();
+        Ok(Self { row, meta, jwks })
+    }
+
+    /// The client id.
+    pub fn id(&self) -> &str {
+        &self.row.id
+    }
+
+    /// Whether `secret` is the client's current secret, or its previous one within
+    /// the grace period. Constant time in the secret.
+    fn secret_matches(&self, secret: &str, now: i64) -> bool {
+        let hash = crypto::sha256_b64(secret);
+        let current = self.row.secret_hash.as_deref().is_some_and(|h| crypto::ct_eq(h.as_bytes(), hash.as_bytes()));
+        let previous = self.row.previous_expires_at.is_some_and(|until| until > now)
+            && self.row.previous_secret_hash.as_deref().is_some_and(|h| crypto::ct_eq(h.as_bytes(), hash.as_bytes()));
+        current | previous
+    }
+}
+
+/// How a request presented client credentials.
+#[derive(Debug, Default)]
+pub struct Presented {
+    /// From `Authorization: Basic` (already form-decoded).
+    pub basic: Option<(String, Secret)>,
+    /// `client_id` form parameter.
+    pub client_id: Option<String>,
+    /// `client_secret` form parameter.
+    pub client_secret: Option<Secret>,
+    /// `client_assertion_type` form parameter.
+    pub assertion_type: Option<String>,
+    /// `client_assertion` form parameter.
+    pub assertion: Option<String>,
+}
+
+type CacheEntry = (Instant, Option<Arc<Client>>);
+type KeySet = Arc<Vec<jsonwebtoken::jwk::Jwk>>;
+
+/// The registry with its cache.
+pub struct Clients {
+    db: Db,
+    cache: Mutex<HashMap<String, CacheEntry>>,
+    jwks_cache: Mutex<HashMap<String, (Instant, KeySet)>>,
+    origins: Mutex<Option<(Instant, Arc<HashSet<String>>)>>,
+    http: reqwest::Client,
+}
+
+impl Clients {
+    /// A registry over this database.
+    pub fn new(db: Db) -> Arc<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Arc::new(Self {
+            db,
+            cache: Mutex::new(HashMap::new()),
+            jwks_cache: Mutex::new(HashMap::new()),
+            origins: Mutex::new(None),
+            http,
+        })
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// A client by id, through the cache.
+    pub async fn get(&self, id: &str) -> Result<Option<Arc<Client>>, StoreError> {
+        if !id.starts_with("cli_") || id.len() > 64 {
+            return Ok(None);
+        }
+        let cached = self.cache.lock().ok().and_then(|c| c.get(id).filter(|(at, _)| at.elapsed() < CACHE_TTL).cloned());
+        if let Some((_, entry)) = cached {
+            return Ok(entry);
+        }
+        let entry = self.db.client_get(id).await?.map(Client::from_row).transpose()?.map(Arc::new);
+        if let Ok(mut c) = self.cache.lock() {
+            if c.len() >= CACHE_MAX {
+                c.retain(|_, (at, e)| at.elapsed() < CACHE_TTL && e.is_some());
+                if c.len() >= CACHE_MAX {
+                    c.clear();
+                }
+            }
+            c.insert(id.to_owned(), (Instant::now(), entry.clone()));
+        }
+        Ok(entry)
+    }
+
+    /// Drops a client from this node's cache after a change made here.
+    pub fn forget(&self, id: &str) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.remove(id);
+        }
+        if let Ok(mut o) = self.origins.lock() {
+            *o = None;
+        }
+    }
+
+    /// Every origin some client allows, refreshed at most every few seconds.
+    pub async fn cors_origins(&self) -> Arc<HashSet<String>> {
+        if let Some((at, set)) = self.origins.lock().ok().and_then(|o| o.clone())
+            && at.elapsed() < Duration::from_secs(5)
+        {
+            return set;
+        }
+        let mut set = HashSet::new();
+        match self.db.client_all_metadata().await {
+            Ok(all) => {
+                for m in all {
+                    if let Ok(meta) = serde_json::from_str::<ClientMetadata>(&m) {
+                        set.extend(meta.allowed_cors_origins);
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "loading CORS origins failed"),
+        }
+        let set = Arc::new(set);
+        if let Ok(mut o) = self.origins.lock() {
+            *o = Some((Instant::now(), set.clone()));
+        }
+        set
+    }
+
+    /// Authenticates the client of a token, introspection or revocation request
+    /// (RFC 6749 §2.3, RFC 7523). `audiences` are the values a client assertion's
+    /// `aud` may carry. One method per request; it must be the registered one.
+    pub async fn authenticate(
+        &self,
+        presented: Presented,
+        audiences: &[&str],
+        now: i64,
+    ) -> Result<Arc<Client>, OAuthError> {
+        let used_basic = presented.basic.is_some();
+        let methods = usize::from(presented.basic.is_some())
+            + usize::from(presented.client_secret.is_some())
+            + usize::from(presented.assertion.is_some());
+        if methods > 1 {
+            return Err(OAuthError::invalid_request("use exactly one client authentication method"));
+        }
+        let fail = |why: &str| {
+            let e = OAuthError::invalid_client(why);
+            if used_basic { e.with_basic_challenge() } else { e }
+        };
+        if let Some((id, secret)) = presented.basic {
+            if presented.client_id.as_deref().is_some_and(|c| c != id) {
+                return Err(OAuthError::invalid_request("client_id does not match the Authorization header"));
+            }
+            let client = self.known(&id).await?.ok_or_else(|| fail("client authentication failed"))?;
+            if client.meta.token_endpoint_auth_method != "client_secret_basic"
+                || !client.secret_matches(secret.expose(), now)
+            {
+                return Err(fail("client authentication failed"));
+            }
+            return Ok(client);
+        }
+        if let Some(secret) = presented.client_secret {
+            let id = presented.client_id.ok_or_else(|| fail("client_id is required with client_secret"))?;
+            let client = self.known(&id).await?.ok_or_else(|| fail("client authentication failed"))?;
+            if client.meta.token_endpoint_auth_method != "client_secret_post"
+                || !client.secret_matches(secret.expose(), now)
+            {
+                return Err(fail("client authentication failed"));
+            }
+            return Ok(client);
+        }
+        if let Some(assertion) = presented.assertion {
+            if presented.assertion_type.as_deref() != Some(JWT_BEARER) {
+                return Err(OAuthError::invalid_request(format!("client_assertion_type must be {JWT_BEARER}")));
+            }
+            return self.authenticate_assertion(&assertion, presented.client_id.as_deref(), audiences, now).await;
+        }
+        let id = presented.client_id.ok_or_else(|| fail("client authentication is required"))?;
+        let client = self.known(&id).await?.ok_or_else(|| fail("client authentication failed"))?;
+        if !client.meta.is_public() {
+            return Err(fail("this client must authenticate"));
+        }
+        Ok(client)
+    }
+
+    async fn known(&self, id: &str) -> Result<Option<Arc<Client>>, OAuthError> {
+        self.get(id).await.map_err(|e| OAuthError::server_error(&e.to_string()))
+    }
+
+    async fn authenticate_assertion(
+        &self,
+        assertion: &str,
+        client_id: Option<&str>,
+        audiences: &[&str],
+        now: i64,
+    ) -> Result<Arc<Client>, OAuthError> {
+        let fail = || OAuthError::invalid_client("client assertion is not valid");
+        let header = jsonwebtoken::decode_header(assertion).map_err(|_| fail())?;
+        let alg = format!("{:?}", header.alg);
+        if !ASSERTION_ALGS.contains(&alg.as_str()) {
+            return Err(OAuthError::invalid_client("client assertion algorithm is not allowed"));
+        }
+        // The issuer names the client; nothing is trusted before the signature checks.
+        let unverified: Value = assertion
+            .split('.')
+            .nth(1)
+            .and_then(crypto::b64url_decode)
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(fail)?;
+        let iss = unverified.get("iss").and_then(Value::as_str).ok_or_else(fail)?.to_owned();
+        if client_id.is_some_and(|c| c != iss) {
+            return Err(OAuthError::invalid_client("client_id does not match the assertion"));
+        }
+        let client = self.known(&iss).await?.ok_or_else(fail)?;
+        if client.meta.token_endpoint_auth_method != "private_key_jwt" {
+            return Err(fail());
+        }
+        let keys = self.client_keys(&client, header.kid.as_deref()).await;
+        let candidates: Vec<&jsonwebtoken::jwk::Jwk> = keys
+            .iter()
+            .filter(|k| header.kid.is_none() || k.common.key_id.as_deref() == header.kid.as_deref())
+            .collect();
+        let mut validation = jsonwebtoken::Validation::new(header.alg);
+        validation.set_audience(audiences);
+        validation.set_issuer(&[&iss]);
+        validation.sub = Some(iss.clone());
+        validation.leeway = 30;
+        validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+        let claims = candidates
+            .iter()
+            .find_map(|jwk| {
+                let key = jsonwebtoken::DecodingKey::from_jwk(jwk).ok()?;
+                jsonwebtoken::decode::<Value>(assertion, &key, &validation).ok()
+            })
+            .ok_or_else(fail)?
+            .claims;
+        let exp = claims.get("exp").and_then(Value::as_i64).ok_or_else(fail)?;
+        if exp * 1000 > now + 10 * 60 * 1000 {
+            return Err(OAuthError::invalid_client("client assertion lives too long (at most 10 minutes)"));
+        }
+        let jti = claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty() && j.len() <= 256);
+        let jti = jti.ok_or_else(|| OAuthError::invalid_client("client assertion needs a jti"))?;
+        let key = crypto::sha256_b64(&format!("{iss}\n{jti}"));
+        match self.db.assertion_use(&key, exp * 1000 + 60_000).await {
+            Ok(true) => Ok(client),
+            Ok(false) => Err(OAuthError::invalid_client("client assertion was already used")),
+            Err(e) => Err(OAuthError::server_error(&e.to_string())),
+        }
+    }
+
+    /// The client's keys: inline, or fetched from `jwks_uri` (cached ten minutes,
+    /// fetched again at once for an unknown `kid`, at most every ten seconds).
+    async fn client_keys(&self, client: &Client, kid: Option<&str>) -> KeySet {
+        let Some(uri) = &client.meta.jwks_uri else {
+            return Arc::new(client.jwks.clone());
+        };
+        let cached = self.jwks_cache.lock().ok().and_then(|c| c.get(uri).cloned());
+        if let Some((at, keys)) = &cached {
+            let known = kid.is_none_or(|k| keys.iter().any(|j| j.common.key_id.as_deref() == Some(k)));
+            if at.elapsed() < Duration::from_secs(600) && (known || at.elapsed() < Duration::from_secs(10)) {
+                return keys.clone();
+            }
+        }
+        let fetched = async {
+            let res = self.http.get(uri).send().await.ok()?.error_for_status().ok()?;
+            if res.content_length().is_some_and(|l| l > 256 * 1024) {
+                return None;
+            }
+            let body = res.bytes().await.ok()?;
+            parse_jwks(&serde_json::from_slice(&body).ok()?).ok()
+        }
+        .await;
+        match fetched {
+            Some(keys) => {
+                let keys = Arc::new(keys);
+                if let Ok(mut c) = self.jwks_cache.lock() {
+                    c.insert(uri.clone(), (Instant::now(), keys.clone()));
+                }
+                keys
+            }
+            None => {
+                tracing::warn!(client_id = %client.id(), "could not fetch the client's jwks_uri");
+                cached.map(|(_, k)| k).unwrap_or_default()
+            }
+        }
+    }
+}
+
+/// A new client secret: 256 random bits, base64url, with a recognisable prefix.
+pub fn generate_secret() -> Secret {
+    Secret::new(format!("pcs_{}", crypto::b64url(&crypto::random_bytes::<32>())))
+}

@@ -1,0 +1,144 @@
+//! Token introspection (RFC 7662) for our access tokens, refresh tokens and `pcl_`
+//! API keys, and revocation (RFC 7009). Both need an authenticated client.
+//!
+//! A token is active only if everything that could have ended it agrees: signature
+//! and expiry, its session (grant) still live, its user not banned, its client
+//! still registered. Anything else is `{"active": false}` and nothing more: the
+//! answer never says why.
+
+use serde_json::{Value, json};
+
+use super::{OAuth, OAuthError, Presented, put};
+use crate::{auth::RequestCtx, crypto, crypto::Secret};
+
+fn inactive() -> Value {
+    json!({"active": false})
+}
+
+impl OAuth {
+    /// Answers an introspection request.
+    pub async fn introspect(
+        &self,
+        ctx: &RequestCtx,
+        presented: Presented,
+        token: Option<Secret>,
+    ) -> Result<Value, OAuthError> {
+        let auds = self.assertion_audiences("/oauth/introspect");
+        let auds: Vec<&str> = auds.iter().map(String::as_str).collect();
+        let caller = self.clients.authenticate(presented, &auds, ctx.now).await?;
+        if caller.meta.is_public() {
+            return Err(OAuthError::invalid_client("public clients cannot introspect tokens"));
+        }
+        let token = token.ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        let token = token.expose().trim();
+        if token.is_empty() || token.len() > 8192 {
+            return Ok(inactive());
+        }
+        if token.starts_with(crate::api_keys::PREFIX) {
+            return Ok(match self.api_keys.check(token, ctx.now).await {
+                Ok(grant) => {
+                    let mut out = json!({
+                        "active": true,
+                        "token_type": "api_key",
+                        "sub": grant.key.owner_id,
+                        "scope": grant.effective_scopes.join(" "),
+                        "iat": grant.key.created_at / 1000,
+                        "iss": self.settings.issuer,
+                    });
+                    if let Some(exp) = grant.key.expires_at {
+                        put(&mut out, "exp", json!(exp / 1000));
+                    }
+                    out
+                }
+                Err(_) => inactive(),
+            });
+        }
+        if token.matches('.').count() == 2 {
+            let Ok(claims) = self.tokens.verify(token).await else {
+                return Ok(inactive());
+            };
+            let live = match (&claims.sid, &claims.client_id) {
+                (Some(sid), _) => self.db.user_by_live_session(sid, ctx.now).await?.is_some_and(|u| u.id == claims.sub),
+                (None, Some(cid)) => cid == &claims.sub && self.clients.get(cid).await?.is_some(),
+                (None, None) => false,
+            };
+            if !live {
+                return Ok(inactive());
+            }
+            let mut out = json!({
+                "active": true,
+                "token_type": "Bearer",
+                "scope": claims.scope,
+                "sub": claims.sub,
+                "aud": claims.aud,
+                "iss": claims.iss,
+                "exp": claims.exp,
+                "iat": claims.iat,
+                "nbf": claims.nbf,
+                "jti": claims.jti,
+            });
+            if let Some(c) = claims.client_id {
+                put(&mut out, "client_id", json!(c));
+            }
+            return Ok(out);
+        }
+        let Some((session, expires_at)) = self.db.refresh_session(&crypto::sha256_b64(token), ctx.now).await? else {
+            return Ok(inactive());
+        };
+        if self.db.user_by_live_session(&session.id, ctx.now).await?.is_none() {
+            return Ok(inactive());
+        }
+        let mut out = json!({
+            "active": true,
+            "token_type": "refresh_token",
+            "sub": session.user_id,
+            "iss": self.settings.issuer,
+            "exp": expires_at / 1000,
+            "iat": session.last_active_at / 1000,
+        });
+        if let Some(c) = session.client_id {
+            put(&mut out, "client_id", json!(c));
+        }
+        if let Some(s) = session.scope {
+            put(&mut out, "scope", json!(s));
+        }
+        Ok(out)
+    }
+
+    /// Answers a revocation request: a refresh or access token of the calling
+    /// client ends its grant (and with it every token of the grant). Tokens that are
+    /// unknown, already dead or another client's are left alone and still get 200
+    /// (RFC 7009 §2.2), so the answer reveals nothing.
+    pub async fn revoke(
+        &self,
+        ctx: &RequestCtx,
+        presented: Presented,
+        token: Option<Secret>,
+    ) -> Result<(), OAuthError> {
+        let auds = self.assertion_audiences("/oauth/revoke");
+        let auds: Vec<&str> = auds.iter().map(String::as_str).collect();
+        let caller = self.clients.authenticate(presented, &auds, ctx.now).await?;
+        let token = token.ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        let token = token.expose().trim();
+        if token.is_empty() || token.len() > 8192 {
+            return Ok(());
+        }
+        let session = if token.matches('.').count() == 2 {
+            match self.tokens.verify(token).await {
+                Ok(c) if c.client_id.as_deref() == Some(caller.id()) => c.sid,
+                _ => None,
+            }
+        } else {
+            match self.db.refresh_session(&crypto::sha256_b64(token), ctx.now).await? {
+                Some((s, _)) if s.client_id.as_deref() == Some(caller.id()) => Some(s.id),
+                _ => None,
+            }
+        };
+        if let Some(sid) = session
+            && self.db.session_end(&sid, "revoked_by_client", ctx.now).await?
+        {
+            self.audit(ctx, "oauth_revoke", true, None, caller.id(), None).await;
+        }
+        Ok(())
+    }
+}

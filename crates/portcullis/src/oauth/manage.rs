@@ -1,0 +1,209 @@
+//! Client administration, for `/v1/admin/clients` and `portcullis clients`:
+//! create, read, change, rotate the secret, delete. A secret is shown once, at
+//! creation or rotation, and only its SHA-256 is kept.
+
+use serde_json::{Value, json};
+
+use super::{
+    ClientMetadata, OAuth,
+    clients::{Client, generate_secret},
+    put,
+};
+use crate::{
+    admin::{cursor_decode, page_limit, paginate},
+    audit::Event,
+    auth::{AuthError, RequestCtx},
+    clock::rfc3339,
+    crypto::{self, Secret},
+    store::ClientRow,
+};
+
+/// A client as the admin API shows it: its metadata under RFC 7591 names plus
+/// `client_id` and times; `client_secret` only when just generated.
+pub fn client_view(c: &Client, secret: Option<&Secret>) -> Value {
+    let mut v = serde_json::to_value(&c.meta).unwrap_or_else(|_| json!({}));
+    put(&mut v, "client_id", json!(c.row.id));
+    put(&mut v, "client_id_issued_at", json!(c.row.created_at / 1000));
+    put(&mut v, "created_at", json!(rfc3339(c.row.created_at)));
+    put(&mut v, "updated_at", json!(rfc3339(c.row.updated_at)));
+    if let Some(s) = secret {
+        put(&mut v, "client_secret", json!(s.expose()));
+        put(&mut v, "client_secret_expires_at", json!(0));
+    }
+    if let Some(until) = c.row.previous_expires_at.filter(|_| c.row.previous_secret_hash.is_some()) {
+        put(&mut v, "previous_secret_expires_at", json!(rfc3339(until)));
+    }
+    v
+}
+
+fn parsed(row: ClientRow) -> Result<Client, AuthError> {
+    let meta: ClientMetadata =
+        serde_json::from_str(&row.metadata).map_err(|e| AuthError::Internal(format!("client metadata: {e}")))?;
+    Ok(Client { row, jwks: Vec::new(), meta })
+}
+
+impl OAuth {
+    /// Registers a client; returns its view with the secret (if it uses one).
+    pub async fn client_create(&self, ctx: &RequestCtx, actor: &str, meta: ClientMetadata) -> Result<Value, AuthError> {
+        let meta = meta.validated().map_err(AuthError::Validation)?;
+        let secret = meta.uses_secret().then(generate_secret);
+        let row = ClientRow {
+            id: crypto::new_id("cli", ctx.now),
+            name: meta.client_name.clone(),
+            metadata: serde_json::to_string(&meta).map_err(|e| AuthError::Internal(e.to_string()))?,
+            secret_hash: secret.as_ref().map(|s| crypto::sha256_b64(s.expose())),
+            previous_secret_hash: None,
+            previous_expires_at: None,
+            trusted: meta.trusted,
+            created_at: ctx.now,
+            updated_at: ctx.now,
+        };
+        self.db.client_insert(&row).await?;
+        self.audit
+            .record(
+                ctx,
+                Event {
+                    kind: "client_created",
+                    success: true,
+                    user_id: None,
+                    actor: Some(actor),
+                    reason: Some(&row.id),
+                },
+            )
+            .await;
+        Ok(client_view(&Client { row, meta, jwks: Vec::new() }, secret.as_ref()))
+    }
+
+    /// One client.
+    pub async fn client_get(&self, id: &str) -> Result<Value, AuthError> {
+        let row = self.db.client_get(id).await?.ok_or(AuthError::NotFound)?;
+        Ok(client_view(&parsed(row)?, None))
+    }
+
+    /// A page of clients.
+    pub async fn client_list(
+        &self,
+        cursor: Option<&str>,
+        limit: Option<i64>,
+    ) -> Result<(Vec<Value>, Option<String>), AuthError> {
+        let limit = page_limit(limit)?;
+        let after = cursor_decode(cursor)?;
+        let rows = self.db.client_list(after.as_deref(), limit + 1).await?;
+        let (rows, next) = paginate(rows, limit, |r| &r.id);
+        let views = rows.into_iter().map(|r| parsed(r).map(|c| client_view(&c, None))).collect::<Result<_, _>>()?;
+        Ok((views, next))
+    }
+
+    /// Changes metadata: the fields given replace the stored ones (JSON merge of
+    /// the top level). A client that newly needs a secret gets one, shown once.
+    pub async fn client_update(
+        &self,
+        ctx: &RequestCtx,
+        actor: &str,
+        id: &str,
+        patch: Value,
+    ) -> Result<Value, AuthError> {
+        let row = self.db.client_get(id).await?.ok_or(AuthError::NotFound)?;
+        let Value::Object(patch) = patch else {
+            return Err(AuthError::Validation(vec![portcullis_proto::FieldError {
+                field: String::new(),
+                code: "invalid_type".into(),
+                message: "send a JSON object of client metadata".into(),
+            }]));
+        };
+        let mut merged: Value = serde_json::from_str(&row.metadata).map_err(|e| AuthError::Internal(e.to_string()))?;
+        for (k, v) in patch {
+            if [
+                "client_id",
+                "client_secret",
+                "client_id_issued_at",
+                "client_secret_expires_at",
+                "created_at",
+                "updated_at",
+            ]
+            .contains(&k.as_str())
+            {
+                continue;
+            }
+            put(&mut merged, &k, v);
+        }
+        let meta: ClientMetadata = crate::http::extract::parse_json(merged.to_string().as_bytes())
+            .map_err(|e| AuthError::Validation(e.fields().to_vec()))?;
+        let meta = meta.validated().map_err(AuthError::Validation)?;
+        let text = serde_json::to_string(&meta).map_err(|e| AuthError::Internal(e.to_string()))?;
+        let mut updated = self
+            .db
+            .client_update(id, &meta.client_name, &text, meta.trusted, ctx.now)
+            .await?
+            .ok_or(AuthError::NotFound)?;
+        let mut secret = None;
+        if meta.uses_secret() && updated.secret_hash.is_none() {
+            let s = generate_secret();
+            updated = self
+                .db
+                .client_set_secret(id, &crypto::sha256_b64(s.expose()), None, ctx.now)
+                .await?
+                .ok_or(AuthError::NotFound)?;
+            secret = Some(s);
+        }
+        self.clients.forget(id);
+        self.audit
+            .record(
+                ctx,
+                Event { kind: "client_updated", success: true, user_id: None, actor: Some(actor), reason: Some(id) },
+            )
+            .await;
+        Ok(client_view(&parsed(updated)?, secret.as_ref()))
+    }
+
+    /// Issues a new secret; the old one keeps working for `grace_ms` (0: stops now).
+    pub async fn client_rotate_secret(
+        &self,
+        ctx: &RequestCtx,
+        actor: &str,
+        id: &str,
+        grace_ms: i64,
+    ) -> Result<Value, AuthError> {
+        let row = self.db.client_get(id).await?.ok_or(AuthError::NotFound)?;
+        let client = parsed(row)?;
+        if !client.meta.uses_secret() {
+            return Err(AuthError::Conflict("this client does not authenticate with a secret"));
+        }
+        let secret = generate_secret();
+        let prev = (grace_ms > 0).then(|| ctx.now.saturating_add(grace_ms));
+        let row = self
+            .db
+            .client_set_secret(id, &crypto::sha256_b64(secret.expose()), prev, ctx.now)
+            .await?
+            .ok_or(AuthError::NotFound)?;
+        self.clients.forget(id);
+        self.audit
+            .record(
+                ctx,
+                Event {
+                    kind: "client_secret_rotated",
+                    success: true,
+                    user_id: None,
+                    actor: Some(actor),
+                    reason: Some(id),
+                },
+            )
+            .await;
+        Ok(client_view(&parsed(row)?, Some(&secret)))
+    }
+
+    /// Deletes a client and ends every grant it holds.
+    pub async fn client_delete(&self, ctx: &RequestCtx, actor: &str, id: &str) -> Result<(), AuthError> {
+        if !self.db.client_delete(id, ctx.now).await? {
+            return Err(AuthError::NotFound);
+        }
+        self.clients.forget(id);
+        self.audit
+            .record(
+                ctx,
+                Event { kind: "client_deleted", success: true, user_id: None, actor: Some(actor), reason: Some(id) },
+            )
+            .await;
+        Ok(())
+    }
+}

@@ -50,6 +50,64 @@ enum Command {
     /// Create API keys, and tell real keys from noise.
     #[command(subcommand, name = "api-keys")]
     ApiKeys(ApiKeysCommand),
+    /// Register and manage OAuth clients.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientsCommand {
+    /// Register a client; prints its metadata as JSON, with the secret (shown once).
+    Create(ClientCreateArgs),
+    /// List clients.
+    List,
+    /// Issue a new secret (printed once); the old one works for --grace.
+    RotateSecret {
+        /// The client id (cli_…).
+        id: String,
+        /// How long the old secret keeps working, e.g. 1h (default: it stops now).
+        #[arg(long, default_value = "0s", value_parser = parse_duration)]
+        grace: HumanDuration,
+    },
+    /// Delete a client and end every grant it holds.
+    Delete {
+        /// The client id (cli_…).
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ClientCreateArgs {
+    /// Name shown to users on the consent page.
+    #[arg(long)]
+    name: String,
+    /// Exact redirect URI; repeat for several (https, or http on loopback).
+    #[arg(long = "redirect-uri", value_name = "URI")]
+    redirect_uris: Vec<String>,
+    /// Grant type: authorization_code, refresh_token, client_credentials; repeat for several.
+    #[arg(long = "grant-type", value_name = "GRANT")]
+    grant_types: Vec<String>,
+    /// client_secret_basic (default), client_secret_post, private_key_jwt, or none (public client).
+    #[arg(long = "auth-method", value_name = "METHOD")]
+    auth_method: Option<String>,
+    /// Space-separated scopes the client may request.
+    #[arg(long)]
+    scope: Option<String>,
+    /// Where logout may return to; repeat for several.
+    #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
+    post_logout_redirect_uris: Vec<String>,
+    /// Browser origin allowed to call the token and userinfo endpoints; repeat for several.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
+    /// File with the client's public JWK Set (for private_key_jwt).
+    #[arg(long, value_name = "FILE")]
+    jwks_file: Option<PathBuf>,
+    /// URL of the client's JWK Set (for private_key_jwt).
+    #[arg(long, value_name = "URL")]
+    jwks_uri: Option<String>,
+    /// First-party client: users are not asked for consent.
+    #[arg(long)]
+    trusted: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,6 +248,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         }
         Command::Keys(cmd) => keys(cmd, cfg).await,
         Command::Users(cmd) => users(cmd, cfg).await,
+        Command::Clients(cmd) => clients(cmd, cfg).await,
         Command::ApiKeys(ApiKeysCommand::Check { key }) => {
             let key = if key == "-" {
                 let mut line = String::new();
@@ -339,6 +398,70 @@ async fn users(cmd: UsersCommand, cfg: Config) -> anyhow::Result<()> {
                 left -= page.len() as i64;
                 after = page.last().map(|u| u.id.clone());
             }
+        }
+    }
+    store.db.close().await;
+    Ok(())
+}
+
+async fn clients(cmd: ClientsCommand, cfg: Config) -> anyhow::Result<()> {
+    let store = server::open_store(&cfg).await?;
+    let oauth = server::oauth_for_cli(&cfg, &store).await?;
+    let ctx = RequestCtx::system();
+    let print = |v: &serde_json::Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    match cmd {
+        ClientsCommand::Create(a) => {
+            let jwks = match &a.jwks_file {
+                Some(f) => Some(
+                    serde_json::from_slice(&std::fs::read(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?)
+                        .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", f.display()))?,
+                ),
+                None => None,
+            };
+            let meta = crate::oauth::ClientMetadata {
+                client_name: a.name,
+                redirect_uris: a.redirect_uris,
+                grant_types: a.grant_types,
+                token_endpoint_auth_method: a.auth_method.unwrap_or_default(),
+                scope: a.scope.unwrap_or_default(),
+                jwks,
+                jwks_uri: a.jwks_uri,
+                post_logout_redirect_uris: a.post_logout_redirect_uris,
+                allowed_cors_origins: a.cors_origins,
+                trusted: a.trusted,
+                ..Default::default()
+            };
+            print(&oauth.client_create(&ctx, "cli", meta).await.map_err(explain)?);
+        }
+        ClientsCommand::List => {
+            let mut cursor: Option<String> = None;
+            loop {
+                let (page, next) = oauth.client_list(cursor.as_deref(), Some(200)).await.map_err(explain)?;
+                for c in &page {
+                    println!(
+                        "{}  {:<30} {:<20} {}",
+                        c["client_id"].as_str().unwrap_or_default(),
+                        c["client_name"].as_str().unwrap_or_default(),
+                        c["token_endpoint_auth_method"].as_str().unwrap_or_default(),
+                        c["grant_types"]
+                            .as_array()
+                            .map(|g| g.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
+                            .unwrap_or_default()
+                    );
+                }
+                match next {
+                    Some(n) => cursor = Some(n),
+                    None => break,
+                }
+            }
+        }
+        ClientsCommand::RotateSecret { id, grace } => {
+            let ms = i64::try_from(grace.0.as_millis()).unwrap_or(i64::MAX);
+            print(&oauth.client_rotate_secret(&ctx, "cli", &id, ms).await.map_err(explain)?);
+        }
+        ClientsCommand::Delete { id } => {
+            oauth.client_delete(&ctx, "cli", &id).await.map_err(explain)?;
+            println!("deleted {id}; its grants are ended");
         }
     }
     store.db.close().await;

@@ -72,6 +72,22 @@ pub async fn key_manager(cfg: &Config, store: &Store, bootstrap: bool) -> anyhow
     Ok(Arc::new(KeyManager::init(store.db.clone(), store.master.clone(), alg, token_ttl).await?))
 }
 
+/// The OAuth provider for operator commands (client administration): same
+/// services as `serve`, without listening or rotating keys.
+pub async fn oauth_for_cli(cfg: &Config, store: &Store) -> anyhow::Result<Arc<OAuth>> {
+    let issuer = cfg.issuer.clone().unwrap_or_else(|| format!("http://{}", cfg.listen));
+    let keys = key_manager(cfg, store, false).await?;
+    let audience = cfg.tokens.audience.clone().unwrap_or_else(|| issuer.clone());
+    let tokens = Arc::new(Tokens::new(keys, issuer.clone(), audience, cfg.tokens.access_ttl.0, cfg.tokens.leeway.0));
+    let audit = Audit::new(store.db.clone());
+    let clients = Clients::new(store.db.clone());
+    let hasher = Hasher::new(1, 0)?;
+    let settings = AuthSettings::from_config(cfg);
+    let auth = Arc::new(Auth::new(store.db.clone(), hasher, tokens, settings, audit.clone(), clients.clone()));
+    let api_keys = ApiKeys::new(store.db.clone(), audit.clone());
+    Ok(Arc::new(OAuth::new(auth, clients, api_keys, audit, OAuthSettings::from_config(cfg, issuer))))
+}
+
 /// A server that is accepting connections.
 pub struct Running {
     /// The bound address (useful with port 0).
@@ -139,12 +155,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     ));
     let admin = Arc::new(Admin::new(store.db.clone(), hasher, audit.clone()));
     let api_keys = ApiKeys::new(store.db.clone(), audit.clone());
-    let oauth_settings = OAuthSettings {
-        issuer: issuer.clone(),
-        code_ttl: Duration::from_secs(60),
-        refresh_ttl: cfg.tokens.refresh_ttl.0,
-        browser_session_ttl: cfg.tokens.refresh_ttl.0,
-    };
+    let oauth_settings = OAuthSettings::from_config(&cfg, issuer.clone());
     let oauth = Arc::new(OAuth::new(auth.clone(), clients, api_keys.clone(), audit.clone(), oauth_settings));
     let cookies = crate::http::CookiePolicy::for_issuer(&issuer);
     keys.spawn_reloader(cfg.keys.reload_interval.0.max(Duration::from_millis(100)), shutdown.clone());

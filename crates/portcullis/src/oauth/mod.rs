@@ -121,6 +121,17 @@ pub struct OAuthSettings {
 }
 
 impl OAuthSettings {
+    /// Settings from the configuration; codes live 60 s (RFC 6749 §4.1.2 asks for
+    /// at most 10 minutes; a browser redirect needs seconds).
+    pub fn from_config(cfg: &crate::config::Config, issuer: String) -> Self {
+        Self {
+            issuer,
+            code_ttl: Duration::from_secs(60),
+            refresh_ttl: cfg.tokens.refresh_ttl.0,
+            browser_session_ttl: cfg.tokens.refresh_ttl.0,
+        }
+    }
+
     /// The token endpoint URL: the `aud` client assertions must carry.
     pub fn token_endpoint(&self) -> String {
         format!("{}/oauth/token", self.issuer)

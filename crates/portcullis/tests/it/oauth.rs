@@ -907,7 +907,34 @@ async fn revocation(backend: Backend) {
     t.s.stop().await;
 }
 
+async fn clients_cli(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let s = TestServer::start_on(&data, |_| {}).await;
+    let out = crate::keys::cli(
+        &data,
+        &["clients", "create", "--name", "Batch job", "--grant-type", "client_credentials", "--scope", "reports:read"],
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (id, secret) = (made["client_id"].as_str().unwrap(), made["client_secret"].as_str().unwrap());
+    let (status, tok, _) = token(&s, Some((id, secret)), &[("grant_type", "client_credentials")]).await;
+    assert_eq!(status, StatusCode::OK, "{tok}");
+    let out = crate::keys::cli(&data, &["clients", "list"], None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(id));
+    // A wrong flag value gets one clear line, not a panic.
+    let out =
+        crate::keys::cli(&data, &["clients", "create", "--name", "x", "--redirect-uri", "http://example.com/cb"], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("redirect_uris[0]") && err.contains("loopback"), "{err}");
+    let out = crate::keys::cli(&data, &["clients", "delete", id], None);
+    assert!(out.status.success());
+    s.stop().await;
+}
+
 crate::backend_tests!(
+    clients_cli,
     code_flow,
     pkce_and_code_rules,
     authorize_errors,

@@ -42,17 +42,24 @@ pub struct Req {
     pub body: Bytes,
     /// One credential header (`Authorization` or `X-API-Key`).
     pub auth: Option<(HeaderName, HeaderValue)>,
+    /// The body is form-encoded (OAuth), not JSON.
+    pub form: bool,
 }
 
 impl Req {
     /// A GET.
     pub fn get(path: &'static str) -> Self {
-        Self { method: Method::GET, path, body: Bytes::new(), auth: None }
+        Self { method: Method::GET, path, body: Bytes::new(), auth: None, form: false }
+    }
+
+    /// A POST of a form-encoded body.
+    pub fn form(path: &'static str, body: &str) -> Self {
+        Self { method: Method::POST, path, body: Bytes::from(body.to_owned()), auth: None, form: true }
     }
 
     /// A POST of a JSON value.
     pub fn post(path: &'static str, json: &serde_json::Value) -> Self {
-        Self { method: Method::POST, path, body: Bytes::from(json.to_string()), auth: None }
+        Self { method: Method::POST, path, body: Bytes::from(json.to_string()), auth: None, form: false }
     }
 }
 
@@ -72,7 +79,7 @@ impl Conn {
     pub async fn send(&mut self, req: &Req) -> anyhow::Result<(StatusCode, Bytes)> {
         let mut b = Request::builder().method(req.method.clone()).uri(req.path).header(HOST, self.host.clone());
         if !req.body.is_empty() {
-            b = b.header(CONTENT_TYPE, "application/json");
+            b = b.header(CONTENT_TYPE, if req.form { "application/x-www-form-urlencoded" } else { "application/json" });
         }
         if let Some((name, value)) = &req.auth {
             b = b.header(name.clone(), value.clone());
@@ -152,6 +159,14 @@ impl Req {
     /// With `Authorization: Bearer <token>`.
     pub fn bearer(mut self, token: &str) -> Self {
         self.auth = HeaderValue::from_str(&format!("Bearer {token}")).ok().map(|v| (AUTHORIZATION, v));
+        self
+    }
+
+    /// With `Authorization: Basic` client credentials.
+    pub fn basic(mut self, id: &str, secret: &str) -> Self {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        self.auth = HeaderValue::from_str(&format!("Basic {token}")).ok().map(|v| (AUTHORIZATION, v));
         self
     }
 

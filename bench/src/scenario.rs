@@ -1,6 +1,5 @@
 //! The scenarios: what is loaded, which machine limit it is compared with, and its
-//! target. Scenarios the server cannot serve yet are listed too, marked unavailable,
-//! so the report shows the gap instead of a made-up figure.
+//! target.
 
 use clap::ValueEnum;
 
@@ -15,9 +14,7 @@ pub enum Scenario {
     Me,
     /// `GET /.well-known/jwks.json`.
     Jwks,
-    /// OAuth 2.0 client-credentials grant (not served yet; limit: signature rate).
-    // When `/oauth/token` lands: create a client in `load_scenarios` (main.rs), build
-    // its `Work` there, and make `available` return true for it.
+    /// OAuth 2.0 client-credentials grant with `client_secret_basic` (limit: signature rate).
     ClientCredentials,
     /// `GET /v1/me` with `X-API-Key` (limit: SHA-256, what the server hashes the key with).
     ApiKey,
@@ -67,11 +64,6 @@ impl Scenario {
             Scenario::ClientCredentials => "POST /oauth/token (client_credentials)",
             Scenario::ApiKey => "GET /v1/me (X-API-Key)",
         }
-    }
-
-    /// Whether the server has the endpoint today.
-    pub fn available(self) -> bool {
-        !matches!(self, Scenario::ClientCredentials)
     }
 
     /// The key of the machine limit this scenario is bounded by (see `limits`).

@@ -256,6 +256,35 @@ impl Launch {
         Ok(())
     }
 
+    /// Registers a client-credentials client with `portcullis clients create`;
+    /// returns its id and secret.
+    pub fn create_client(&self, place: &Place) -> anyhow::Result<(String, String)> {
+        let out = self
+            .command(
+                place,
+                &[
+                    "clients",
+                    "create",
+                    "--name",
+                    "bench",
+                    "--grant-type",
+                    "client_credentials",
+                    "--scope",
+                    "bench:read",
+                ],
+            )
+            .stderr(Stdio::null())
+            .output()
+            .context("running portcullis clients create")?;
+        if !out.status.success() {
+            bail!("portcullis clients create failed");
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("reading the created client")?;
+        let field =
+            |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned).context("client reply lacks a field");
+        Ok((field("client_id")?, field("client_secret")?))
+    }
+
     /// Starts `portcullis serve` on a free loopback port and waits for `/readyz`.
     /// Returns the running server and the time from spawn to the first ready answer.
     pub async fn start(&self, place: &Place) -> anyhow::Result<(Server, Duration)> {

@@ -153,12 +153,17 @@ fn csrf(headers: &HeaderMap, policy: &CookiePolicy, cookies: &mut Vec<HeaderValu
     }
 }
 
-/// Whether a form post is ours: same-origin (when the browser says) and carrying
-/// the token that matches its cookie.
+/// Whether a form post is ours: not cross-site (when the browser says so) and
+/// carrying the token that matches its cookie. `Origin: null` says nothing (browsers
+/// send it under our `Referrer-Policy: no-referrer`), so the token decides then.
 fn csrf_ok(headers: &HeaderMap, policy: &CookiePolicy, issuer: &str, form: &[(String, String)]) -> bool {
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
+        && origin != "null"
         && origin != super::oauth::origin_of(issuer)
     {
+        return false;
+    }
+    if headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes() == b"cross-site") {
         return false;
     }
     let sent = form.iter().find(|(k, _)| k == "csrf_token").map(|(_, v)| v.as_str()).unwrap_or("");

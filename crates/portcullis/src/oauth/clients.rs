@@ -524,8 +524,10 @@ impl Clients {
             .ok_or_else(fail)?
             .claims;
         let exp = claims.get("exp").and_then(Value::as_i64).ok_or_else(fail)?;
-        if exp * 1000 > now + 10 * 60 * 1000 {
-            return Err(OAuthError::invalid_client("client assertion lives too long (at most 10 minutes)"));
+        // Its jti is kept until it expires; an hour (what common clients such as
+        // authlib use) bounds that store.
+        if exp * 1000 > now + 3600 * 1000 + 60_000 {
+            return Err(OAuthError::invalid_client("client assertion lives too long (at most 1 hour)"));
         }
         let jti = claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty() && j.len() <= 256);
         let jti = jti.ok_or_else(|| OAuthError::invalid_client("client assertion needs a jti"))?;

@@ -9,6 +9,7 @@ mod accounts;
 mod admin;
 mod api_keys;
 mod errors;
+mod interop;
 mod keys;
 mod oauth;
 mod ops;

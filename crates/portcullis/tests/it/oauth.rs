@@ -519,6 +519,29 @@ async fn hosted_pages_guard(backend: Backend) {
             .await
             .unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res =
+        t.s.client
+            .post(t.s.url("/oauth/authorize"))
+            .header("sec-fetch-site", "cross-site")
+            .header("cookie", b.cookie_header())
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    // `Origin: null` (what Chromium sends under Referrer-Policy: no-referrer) with the
+    // right token is a real form post: found by the browser test.
+    let res =
+        t.s.client
+            .post(t.s.url("/oauth/authorize"))
+            .header("origin", "null")
+            .header("sec-fetch-site", "same-origin")
+            .header("cookie", b.cookie_header())
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "signed in, now the consent page");
     // The hosted form shares the JSON login's lockout.
     for _ in 0..5 {
         b.sign_in(&page, "ann@example.com", "still not the password").await;

@@ -95,11 +95,14 @@ struct IdTokenFacts<'a> {
 
 impl OAuth {
     /// Serves one token request.
+    /// `origin` is the browser's `Origin`, if any: it must be one the client
+    /// registered (or our own), checked before anything is spent.
     pub async fn token(
         &self,
         ctx: &RequestCtx,
         presented: Presented,
         req: TokenRequest,
+        origin: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let grant = req.grant_type.clone().ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
         if !super::clients::GRANT_TYPES.contains(&grant.as_str()) {
@@ -112,6 +115,12 @@ impl OAuth {
                 metrics::counter!("portcullis_oauth_client_auth_failures_total").increment(1);
             }
         })?;
+        if let Some(o) = origin
+            && !client.meta.allowed_cors_origins.iter().any(|a| a == o)
+            && o != crate::http::origin_of(&self.settings.issuer)
+        {
+            return Err(OAuthError::invalid_request(format!("origin {o} is not allowed for this client")));
+        }
         if !client.meta.has_grant(&grant) {
             return Err(OAuthError::unauthorized_client(format!("this client may not use the {grant} grant")));
         }
@@ -150,7 +159,14 @@ impl OAuth {
                 if c.client_id != client.id() {
                     return Err("the code was issued to another client");
                 }
-                if !crypto::ct_eq(c.redirect_uri.as_bytes(), redirect_uri.as_bytes()) {
+                // The request's redirect URI must come back; when the request named
+                // none (the client's only one was used), any registered one or none.
+                let redirect_ok = if c.redirect_uri.is_empty() {
+                    redirect_uri.is_empty() || client.meta.redirect_uris.contains(&redirect_uri)
+                } else {
+                    crypto::ct_eq(c.redirect_uri.as_bytes(), redirect_uri.as_bytes())
+                };
+                if !redirect_ok {
                     return Err("redirect_uri does not match the authorization request");
                 }
                 match (&c.code_challenge, &verifier) {

@@ -422,6 +422,11 @@ async fn pkce_and_code_rules(backend: Backend) {
     db.close().await;
     let (status, e) = exchange(&t, &c, VERIFIER).await;
     assert_eq!((status, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    // A request that named no redirect URI (the client has one): the exchange may
+    // repeat the registered one.
+    let c = code_of(&b.get(&authorize_url(&t.client_id, &[("redirect_uri", "")])).await);
+    let (status, body) = exchange(&t, &c, VERIFIER).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     // Ten parallel redemptions of one code: exactly one token response.
     let c = code_of(&b.get(&authorize_url(&t.client_id, &[])).await);
     let runs = (0..10).map(|_| exchange(&t, &c, VERIFIER));
@@ -593,6 +598,22 @@ async fn trusted_public_and_logout(backend: Backend) {
     let done = b.sign_in(&page, "ann@example.com", PASSWORD).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "trusted: no consent page");
     let code = done.redirect_params()["code"].clone();
+    // From an origin the client did not register: refused before the code is spent.
+    let res =
+        t.s.client
+            .post(t.s.url("/oauth/token"))
+            .header("origin", "https://evil.example")
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", VERIFIER),
+                ("client_id", id),
+            ])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     // A public client authenticates with client_id alone (and PKCE).
     let res =
         t.s.client

@@ -203,6 +203,7 @@ pub struct Auth {
     limiter: Option<Limiter>,
     register_limiter: Option<Limiter>,
     clients: Arc<crate::oauth::Clients>,
+    live: session::LiveCache,
 }
 
 impl Auth {
@@ -217,7 +218,7 @@ impl Auth {
     ) -> Self {
         let limiter = settings.login_rate.map(|rule| Limiter::new(db.clone(), "password", rule));
         let register_limiter = settings.register_rate.map(|rule| Limiter::new(db.clone(), "register", rule));
-        Self { db, hasher, tokens, settings, audit, limiter, register_limiter, clients }
+        Self { db, hasher, tokens, settings, audit, limiter, register_limiter, clients, live: Default::default() }
     }
 
     /// Session lifetime settings.

@@ -1,7 +1,11 @@
 //! Live sessions: bearer authentication against them, listing, ending one or all,
 //! and password change (which ends every other session, OWASP ASVS 3.3.3).
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use portcullis_proto::FieldError;
 
@@ -13,9 +17,40 @@ use crate::{
     tokens::TokenError,
 };
 
+/// How long a live session's check may be reused on this node. A session ended
+/// through this node invalidates every entry at once; one ended on another node
+/// stops working here within this time (as API keys do).
+pub const LIVE_CACHE_TTL: Duration = Duration::from_secs(1);
+const LIVE_CACHE_MAX: usize = 100_000;
+
+/// Recently confirmed live sessions: session id → (when, auth-change count then, user).
+#[derive(Default)]
+pub(super) struct LiveCache(Mutex<HashMap<String, (Instant, u64, Arc<UserRow>)>>);
+
+impl LiveCache {
+    fn get(&self, sid: &str, generation: u64) -> Option<Arc<UserRow>> {
+        let map = self.0.lock().ok()?;
+        let (at, g, user) = map.get(sid)?;
+        (*g == generation && at.elapsed() < LIVE_CACHE_TTL).then(|| user.clone())
+    }
+
+    fn put(&self, sid: &str, generation: u64, user: Arc<UserRow>) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= LIVE_CACHE_MAX {
+                map.retain(|_, (at, g, _)| *g == generation && at.elapsed() < LIVE_CACHE_TTL);
+                if map.len() >= LIVE_CACHE_MAX {
+                    map.clear();
+                }
+            }
+            map.insert(sid.to_owned(), (Instant::now(), generation, user));
+        }
+    }
+}
+
 impl Auth {
     /// Verifies a bearer token and that its session is still live: ending a session
-    /// ends its access tokens at once, not when they expire.
+    /// ends its access tokens at once on this node (within [`LIVE_CACHE_TTL`] on
+    /// others), not when they expire.
     pub async fn authenticate(&self, token: &str, now: i64) -> Result<Principal, AuthError> {
         let claims = self.tokens.verify(token).await?;
         let Some(sid) = claims.sid else {
@@ -40,8 +75,20 @@ impl Auth {
         };
         // One statement: the session is live, belongs to `sub`, and its user is not
         // banned (a login racing a ban cannot leave a working token behind).
-        let user = self.db.user_by_live_session(&sid, now).await?.filter(|u| u.id == claims.sub);
-        let Some(user) = user else {
+        // The count is read BEFORE the query: a write that lands meanwhile moves it
+        // after committing, so what this read cached is stale by then.
+        let generation = self.db.auth_generation();
+        let user = match self.live.get(&sid, generation) {
+            Some(user) => Some(user),
+            None => {
+                let user = self.db.user_by_live_session(&sid, now).await?.map(Arc::new);
+                if let Some(u) = &user {
+                    self.live.put(&sid, generation, u.clone());
+                }
+                user
+            }
+        };
+        let Some(user) = user.filter(|u| u.id == claims.sub) else {
             return Err(TokenError::Invalid("the session of this token has ended").into());
         };
         Ok(Principal {
@@ -51,7 +98,7 @@ impl Auth {
             client_id: claims.client_id,
             roles: claims.roles,
             scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
-            user: Some(Arc::new(user)),
+            user: Some(user),
         })
     }
 

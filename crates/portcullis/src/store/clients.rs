@@ -133,6 +133,7 @@ impl Db {
     /// Deletes a client and ends every session (grant) issued to it; codes and
     /// consents go with it. Returns whether it existed.
     pub async fn client_delete(&self, id: &str, now: i64) -> StoreResult<bool> {
+        let _changed = self.auth_change();
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE sessions SET revoked_at = $1, revoked_reason = 'client_deleted' \

@@ -86,6 +86,9 @@ pub enum Backend {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// Counts writes (on this node) that can end a session or change what a
+    /// session's user looks like; caches of live sessions compare it.
+    auth_changes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Db {
@@ -145,7 +148,19 @@ impl Db {
             }
             Backend::Postgres => pool_opts.max_connections(16).connect_with(opts).await?,
         };
-        Ok(Self { pool, backend })
+        Ok(Self { pool, backend, auth_changes: Default::default() })
+    }
+
+    /// The count of session- and user-changing writes made through this handle.
+    pub fn auth_generation(&self) -> u64 {
+        self.auth_changes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks a write that may end sessions or change their users: the count moves
+    /// when the guard drops, i.e. after the write, so a cache filled from a read that
+    /// raced the write is already stale by then.
+    pub(crate) fn auth_change(&self) -> AuthChange {
+        AuthChange(self.auth_changes.clone())
     }
 
     /// Which engine this is.
@@ -183,6 +198,15 @@ impl Db {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+}
+
+/// Bumps the auth-change count when dropped (see [`Db::auth_change`]).
+pub(crate) struct AuthChange(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Drop for AuthChange {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

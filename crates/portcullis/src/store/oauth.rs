@@ -102,6 +102,7 @@ impl Db {
         now: i64,
         check: impl FnOnce(&CodeRow) -> Result<(SessionRow, Option<String>), E>,
     ) -> StoreResult<CodeExchange<E>> {
+        let _changed = self.auth_change();
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL AND expires_at > $1 \

@@ -99,6 +99,7 @@ impl Db {
     /// Deletes a role nobody holds. `Conflict("role in use")` while anyone holds it —
     /// checked and deleted in one transaction so a concurrent grant cannot slip in.
     pub async fn role_delete(&self, name: &str) -> StoreResult<bool> {
+        let _changed = self.auth_change();
         let mut tx = self.begin_write().await?;
         let holders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM user_roles WHERE role = $1")
             .bind(name)

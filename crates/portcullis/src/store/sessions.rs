@@ -140,6 +140,7 @@ impl Db {
 
     /// Ends one session by id (the caller has checked who may). Returns whether it ended.
     pub async fn session_end(&self, session_id: &str, reason: &str, now: i64) -> StoreResult<bool> {
+        let _changed = self.auth_change();
         let done = sqlx::query(
             "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
         )
@@ -159,6 +160,7 @@ impl Db {
         reason: &str,
         now: i64,
     ) -> StoreResult<u64> {
+        let _changed = self.auth_change();
         let done = sqlx::query(
             "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
              WHERE user_id = $3 AND client_id = $4 AND revoked_at IS NULL",
@@ -198,6 +200,7 @@ impl Db {
     /// Ends one session of one user. The owner is part of the key, so a user can
     /// never end someone else's session by guessing an id. Returns whether it ended.
     pub async fn session_revoke(&self, user_id: &str, session_id: &str, reason: &str, now: i64) -> StoreResult<bool> {
+        let _changed = self.auth_change();
         let done = sqlx::query(
             "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
              WHERE id = $3 AND user_id = $4 AND revoked_at IS NULL",
@@ -219,6 +222,7 @@ impl Db {
         reason: &str,
         now: i64,
     ) -> StoreResult<u64> {
+        let _changed = self.auth_change();
         let done = sqlx::query(
             "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
              WHERE user_id = $3 AND revoked_at IS NULL AND id <> $4",

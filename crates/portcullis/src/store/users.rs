@@ -218,6 +218,7 @@ impl Db {
 
     /// Replaces a user's password hash (after a change or a rehash on login).
     pub async fn user_set_password(&self, user_id: &str, phc: &str, now: i64) -> StoreResult<()> {
+        let _changed = self.auth_change();
         sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
             .bind(phc)
             .bind(now)
@@ -261,6 +262,7 @@ impl Db {
 
     /// Applies a patch; `Ok(None)` when there is no such user.
     pub async fn user_update(&self, id: &str, patch: &UserPatch, now: i64) -> StoreResult<Option<UserRow>> {
+        let _changed = self.auth_change();
         let (set_name, name) = match &patch.name {
             Some(n) => (1i64, n.clone()),
             None => (0, None),
@@ -293,6 +295,7 @@ impl Db {
 
     /// Deletes a user and, by cascade, everything that lets them in.
     pub async fn user_delete(&self, id: &str) -> StoreResult<bool> {
+        let _changed = self.auth_change();
         let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(self.pool()).await?;
         Ok(done.rows_affected() > 0)
     }
@@ -300,6 +303,7 @@ impl Db {
     /// Bans (with `Some(now)`) or unbans a user; a ban also ends every session, in the
     /// same transaction, so no token of theirs outlives it.
     pub async fn user_set_banned(&self, id: &str, banned_at: Option<i64>, now: i64) -> StoreResult<bool> {
+        let _changed = self.auth_change();
         let mut tx = self.begin_write().await?;
         let done = sqlx::query("UPDATE users SET banned_at = $1, updated_at = $2 WHERE id = $3")
             .bind(banned_at)
@@ -322,6 +326,7 @@ impl Db {
 
     /// Grants a role; `Conflict("unknown role")` if it does not exist. Idempotent.
     pub async fn user_grant_role(&self, user_id: &str, role: &str, now: i64) -> StoreResult<()> {
+        let _changed = self.auth_change();
         let mut tx = self.begin_write().await?;
         let held: Option<String> = sqlx::query_scalar("SELECT role FROM user_roles WHERE user_id = $1 AND role = $2")
             .bind(user_id)
@@ -337,6 +342,7 @@ impl Db {
 
     /// Revokes a role; returns whether the user held it.
     pub async fn user_revoke_role(&self, user_id: &str, role: &str) -> StoreResult<bool> {
+        let _changed = self.auth_change();
         let done = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
             .bind(user_id)
             .bind(role)

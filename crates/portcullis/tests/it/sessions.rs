@@ -17,7 +17,27 @@ crate::backend_tests!(
     sessions_list_and_revoke_only_ones_own,
     password_change_ends_other_sessions,
     restart_keeps_tokens_and_sessions,
+    logout_reaches_another_node_within_a_second,
 );
+
+/// Each node reuses a live-session check for up to a second: logout is immediate on
+/// the node that ended the session (even with the check cached), and reaches the
+/// others within that second.
+async fn logout_reaches_another_node_within_a_second(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let a = TestServer::start_on(&data, |_| {}).await;
+    let b = TestServer::start_on(&data, |c| c.issuer = Some(a.base.clone())).await;
+    let t = a.user("twonodes-logout@example.com").await;
+    assert_eq!(a.me_status(&t.access).await, StatusCode::OK, "cached on a");
+    assert_eq!(b.me_status(&t.access).await, StatusCode::OK, "cached on b");
+    let res = a.post_auth("/v1/auth/logout", &t.access, json!({})).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(a.me_status(&t.access).await, StatusCode::UNAUTHORIZED, "at once on the same node");
+    tokio::time::sleep(std::time::Duration::from_millis(1050)).await;
+    assert_eq!(b.me_status(&t.access).await, StatusCode::UNAUTHORIZED, "within a second elsewhere");
+    a.stop().await;
+    b.stop().await;
+}
 
 async fn refresh_rotates_and_kills_the_old_token(backend: Backend) {
     let data = Data::new(&backend).await;

@@ -23,9 +23,12 @@ use crate::{
 pub const LIVE_CACHE_TTL: Duration = Duration::from_secs(1);
 const LIVE_CACHE_MAX: usize = 100_000;
 
-/// Recently confirmed live sessions: session id → (when, auth-change count then, user).
+/// When a session was confirmed live, the auth-change count then, and its user.
+type LiveEntry = (Instant, u64, Arc<UserRow>);
+
+/// Recently confirmed live sessions by session id.
 #[derive(Default)]
-pub(super) struct LiveCache(Mutex<HashMap<String, (Instant, u64, Arc<UserRow>)>>);
+pub(super) struct LiveCache(Mutex<HashMap<String, LiveEntry>>);
 
 impl LiveCache {
     fn get(&self, sid: &str, generation: u64) -> Option<Arc<UserRow>> {

@@ -408,6 +408,9 @@ async fn clients(cmd: ClientsCommand, cfg: Config) -> anyhow::Result<()> {
     let store = server::open_store(&cfg).await?;
     let oauth = server::oauth_for_cli(&cfg, &store).await?;
     let ctx = RequestCtx::system();
+    // The operator holds every permission that exists, like `users create`.
+    let all_roles: Vec<String> = store.db.role_list().await?.into_iter().map(|r| r.name).collect();
+    let who = crate::auth::Principal { scopes: store.db.role_permissions(&all_roles).await?, ..operator() };
     let print = |v: &serde_json::Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     match cmd {
         ClientsCommand::Create(a) => {
@@ -431,7 +434,7 @@ async fn clients(cmd: ClientsCommand, cfg: Config) -> anyhow::Result<()> {
                 trusted: a.trusted,
                 ..Default::default()
             };
-            print(&oauth.client_create(&ctx, "cli", meta).await.map_err(explain)?);
+            print(&oauth.client_create(&ctx, &who, meta).await.map_err(explain)?);
         }
         ClientsCommand::List => {
             let mut cursor: Option<String> = None;

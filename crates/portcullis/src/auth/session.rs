@@ -110,6 +110,13 @@ impl Auth {
         if !who.has_user() {
             return Err(AuthError::Forbidden("a client-credentials token has no user"));
         }
+        if who.client_id.is_some() {
+            // The whole account is more than any OAuth scope grants; clients read
+            // the claims their scope allows at /oauth/userinfo.
+            return Err(AuthError::Forbidden(
+                "a token issued to an OAuth client reads the user at /oauth/userinfo, by scope",
+            ));
+        }
         if let Some(user) = &who.user {
             return Ok(UserRow::clone(user));
         }

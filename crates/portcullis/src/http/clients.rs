@@ -41,7 +41,7 @@ pub async fn client_create(
     can: Can<ClientsWrite>,
     JsonBody(meta): JsonBody<ClientMetadata>,
 ) -> Result<Response, ApiError> {
-    let view = state.oauth.client_create(&ctx, can.who.actor(), meta).await?;
+    let view = state.oauth.client_create(&ctx, &can.who, meta).await?;
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
 
@@ -73,7 +73,7 @@ pub async fn client_update(
     Path(id): Path<String>,
     JsonBody(patch): JsonBody<Value>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    Ok(axum::Json(state.oauth.client_update(&ctx, can.who.actor(), &id, patch).await?))
+    Ok(axum::Json(state.oauth.client_update(&ctx, &can.who, &id, patch).await?))
 }
 
 /// `POST /v1/admin/clients/{id}/rotate-secret`.

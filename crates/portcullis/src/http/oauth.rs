@@ -32,6 +32,15 @@ impl IntoResponse for OAuthError {
     }
 }
 
+/// More parameters than any OAuth request needs: refused before any other work.
+pub const MAX_PARAMS: usize = 64;
+
+/// The first parameter name given twice, in linear time.
+pub fn first_duplicate(pairs: &[(String, String)]) -> Option<&str> {
+    let mut seen = std::collections::HashSet::with_capacity(pairs.len());
+    pairs.iter().map(|(k, _)| k.as_str()).find(|k| !seen.insert(*k))
+}
+
 /// The parameters of a form-encoded body; a parameter given twice is refused
 /// (RFC 6749 §3.2).
 pub fn form_pairs(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
@@ -43,11 +52,13 @@ pub fn form_pairs(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, Strin
     if !form {
         return Err(OAuthError::invalid_request("send the parameters as application/x-www-form-urlencoded"));
     }
-    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
-    for (i, (k, _)) in pairs.iter().enumerate() {
-        if pairs.iter().skip(i + 1).any(|(k2, _)| k2 == k) {
-            return Err(OAuthError::invalid_request(format!("parameter {k} appears more than once")));
-        }
+    let pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(body).take(MAX_PARAMS + 1).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    if pairs.len() > MAX_PARAMS {
+        return Err(OAuthError::invalid_request(format!("at most {MAX_PARAMS} parameters")));
+    }
+    if let Some(dup) = first_duplicate(&pairs) {
+        return Err(OAuthError::invalid_request(format!("parameter {dup} appears more than once")));
     }
     Ok(pairs)
 }
@@ -161,11 +172,14 @@ pub async fn oauth_revoke(State(state): State<AppState>, ctx: RequestCtx, header
 }
 
 /// `GET|POST /oauth/userinfo`: claims about the token's user, by scope.
-pub async fn oauth_userinfo(State(state): State<AppState>, Authed(who): Authed) -> Result<Response, ApiError> {
+pub async fn oauth_userinfo(Authed(who): Authed) -> Result<Response, ApiError> {
     if !who.scopes.iter().any(|s| s == "openid") || !who.has_user() {
         return Err(ApiError::insufficient_scope(vec!["openid".into()]));
     }
-    let user = state.auth.me(&who).await?;
+    let user = match &who.user {
+        Some(u) => crate::store::UserRow::clone(u),
+        None => return Err(ApiError::insufficient_scope(vec!["openid".into()])),
+    };
     Ok(json_no_store(Value::Object(crate::oauth::token::user_claims(&user, &who.scopes))))
 }
 

@@ -268,8 +268,17 @@ fn oauth_failure(e: &OAuthError) -> Response {
     message(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", &e.description, true).into_response()
 }
 
+/// Form or query pairs, at most one more than any request of ours may have (the
+/// validation refuses that many), so a huge body costs nothing beyond its parse.
+fn parse_pairs(raw: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(raw)
+        .take(crate::http::MAX_OAUTH_PARAMS + 1)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
 fn parse_query(raw: Option<&str>) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()).into_owned().collect()
+    parse_pairs(raw.unwrap_or("").as_bytes())
 }
 
 /// `GET /oauth/authorize`: validates the request, then signs in, asks consent or
@@ -300,7 +309,7 @@ pub async fn authorize_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let form: Vec<(String, String)> = parse_pairs(&body);
     let req = match state.oauth.authorize_validate(&form).await {
         Ok(r) => r,
         Err(inv) => return invalid_response(inv),
@@ -449,7 +458,7 @@ pub async fn signup_get(State(state): State<AppState>, headers: HeaderMap, RawQu
 /// `POST /oauth/signup`: creates the account, signs the browser in, and resumes the
 /// authorization request (or says so).
 pub async fn signup_post(State(state): State<AppState>, ctx: RequestCtx, headers: HeaderMap, body: Bytes) -> Response {
-    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let form: Vec<(String, String)> = parse_pairs(&body);
     let params = carried(&form);
     let email = field(&form, "email").unwrap_or("");
     let name = field(&form, "name").unwrap_or("");
@@ -514,11 +523,7 @@ pub async fn logout(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    let pairs = if method == Method::POST {
-        url::form_urlencoded::parse(&body).into_owned().collect()
-    } else {
-        parse_query(q.as_deref())
-    };
+    let pairs = if method == Method::POST { parse_pairs(&body) } else { parse_query(q.as_deref()) };
     let params = carried(&pairs);
     let hint = match field(&pairs, "id_token_hint").filter(|h| !h.is_empty()) {
         Some(h) => match state.oauth.tokens().verify_id_token_hint(h).await {

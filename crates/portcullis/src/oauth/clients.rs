@@ -552,28 +552,32 @@ impl Clients {
                 return keys.clone();
             }
         }
+        const MAX_BODY: usize = 256 * 1024;
         let fetched = async {
-            let res = self.http.get(uri).send().await.ok()?.error_for_status().ok()?;
-            if res.content_length().is_some_and(|l| l > 256 * 1024) {
-                return None;
+            let mut res = self.http.get(uri).send().await.ok()?.error_for_status().ok()?;
+            let mut body = Vec::new();
+            while let Some(chunk) = res.chunk().await.ok()? {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return None;
+                }
+                body.extend_from_slice(&chunk);
             }
-            let body = res.bytes().await.ok()?;
             parse_jwks(&serde_json::from_slice(&body).ok()?).ok()
         }
         .await;
-        match fetched {
-            Some(keys) => {
-                let keys = Arc::new(keys);
-                if let Ok(mut c) = self.jwks_cache.lock() {
-                    c.insert(uri.clone(), (Instant::now(), keys.clone()));
-                }
-                keys
-            }
+        // A failure is remembered too (with the keys we had): junk assertions naming
+        // this client cannot make us fetch more than once every ten seconds.
+        let keys = match fetched {
+            Some(keys) => Arc::new(keys),
             None => {
                 tracing::warn!(client_id = %client.id(), "could not fetch the client's jwks_uri");
                 cached.map(|(_, k)| k).unwrap_or_default()
             }
+        };
+        if let Ok(mut c) = self.jwks_cache.lock() {
+            c.insert(uri.clone(), (Instant::now(), keys.clone()));
         }
+        keys
     }
 }
 

@@ -6,15 +6,16 @@ use serde_json::{Value, json};
 
 use super::{
     ClientMetadata, OAuth,
-    clients::{Client, generate_secret},
+    clients::{Client, OIDC_SCOPES, generate_secret},
     put,
 };
 use crate::{
     admin::{cursor_decode, page_limit, paginate},
     audit::Event,
-    auth::{AuthError, RequestCtx},
+    auth::{AuthError, Principal, RequestCtx},
     clock::rfc3339,
     crypto::{self, Secret},
+    rbac,
     store::ClientRow,
 };
 
@@ -36,6 +37,18 @@ pub fn client_view(c: &Client, secret: Option<&Secret>) -> Value {
     v
 }
 
+/// A client's permission scopes (beyond OpenID's) must all be held by whoever
+/// registers it, unless they may define permissions anyway (`admin:roles:write`):
+/// else `admin:clients:write` would mint a client, and tokens, with any permission
+/// at all. The same rule as granting a role (`may_grant`).
+fn check_held(who: &Principal, meta: &ClientMetadata) -> Result<(), AuthError> {
+    if rbac::require_scope(who, &["admin:roles:write"]).is_ok() {
+        return Ok(());
+    }
+    let wanted: Vec<&str> = meta.scopes().filter(|s| !OIDC_SCOPES.contains(s)).collect();
+    rbac::require_scope(who, &wanted).map_err(|d| AuthError::Denied(d.required))
+}
+
 fn parsed(row: ClientRow) -> Result<Client, AuthError> {
     let meta: ClientMetadata =
         serde_json::from_str(&row.metadata).map_err(|e| AuthError::Internal(format!("client metadata: {e}")))?;
@@ -44,8 +57,15 @@ fn parsed(row: ClientRow) -> Result<Client, AuthError> {
 
 impl OAuth {
     /// Registers a client; returns its view with the secret (if it uses one).
-    pub async fn client_create(&self, ctx: &RequestCtx, actor: &str, meta: ClientMetadata) -> Result<Value, AuthError> {
+    pub async fn client_create(
+        &self,
+        ctx: &RequestCtx,
+        who: &Principal,
+        meta: ClientMetadata,
+    ) -> Result<Value, AuthError> {
+        let actor = who.actor();
         let meta = meta.validated().map_err(AuthError::Validation)?;
+        check_held(who, &meta)?;
         let secret = meta.uses_secret().then(generate_secret);
         let row = ClientRow {
             id: crypto::new_id("cli", ctx.now),
@@ -99,10 +119,11 @@ impl OAuth {
     pub async fn client_update(
         &self,
         ctx: &RequestCtx,
-        actor: &str,
+        who: &Principal,
         id: &str,
         patch: Value,
     ) -> Result<Value, AuthError> {
+        let actor = who.actor();
         let row = self.db.client_get(id).await?.ok_or(AuthError::NotFound)?;
         let Value::Object(patch) = patch else {
             return Err(AuthError::Validation(vec![portcullis_proto::FieldError {
@@ -130,6 +151,7 @@ impl OAuth {
         let meta: ClientMetadata = crate::http::extract::parse_json(merged.to_string().as_bytes())
             .map_err(|e| AuthError::Validation(e.fields().to_vec()))?;
         let meta = meta.validated().map_err(AuthError::Validation)?;
+        check_held(who, &meta)?;
         let text = serde_json::to_string(&meta).map_err(|e| AuthError::Internal(e.to_string()))?;
         let mut updated = self
             .db

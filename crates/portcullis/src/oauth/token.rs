@@ -155,7 +155,7 @@ impl OAuth {
         let mut offline = false;
         let outcome = self
             .db
-            .code_exchange(&crypto::sha256_b64(code.expose()), ctx.now, |c: &CodeRow| {
+            .code_exchange(&crypto::sha256_b64(code.expose()), client.id(), ctx.now, |c: &CodeRow| {
                 if c.client_id != client.id() {
                     return Err("the code was issued to another client");
                 }
@@ -280,6 +280,18 @@ impl OAuth {
             _ => granted,
         };
         let user = self.live_user(&session.user_id).await?;
+        // What the grant still allows NOW: a permission taken from the user, or a
+        // scope taken from the client, leaves the next access token.
+        let perms = self.db.role_permissions(&user.roles).await?;
+        let scopes: Vec<String> = scopes
+            .into_iter()
+            .filter(|s| {
+                let oidc = super::clients::OIDC_SCOPES.contains(&s.as_str());
+                client.meta.scopes().any(|c| c == s)
+                    && (oidc || perms.iter().any(|p| p == s))
+                    && (s != "offline_access" || client.meta.has_grant("refresh_token"))
+            })
+            .collect();
         let scope = scopes.join(" ");
         let access_token =
             self.tokens.issue_for_client(&user.id, Some(&session.id), client.id(), scope.clone(), ctx.now)?;

@@ -94,29 +94,36 @@ impl Db {
         Ok(())
     }
 
-    /// Redeems a code (see the module contract). `check` sees the code and returns
-    /// the session to create with its refresh-token hash, or a refusal.
+    /// Redeems a code for `client_id` (see the module contract). A code of another
+    /// client is `Invalid` and left untouched: a leaked code must not let anyone
+    /// spend it or end the grant it issued. `check` sees the code and returns the
+    /// session to create with its refresh-token hash, or a refusal.
     pub async fn code_exchange<E>(
         &self,
         code_hash: &str,
+        client_id: &str,
         now: i64,
         check: impl FnOnce(&CodeRow) -> Result<(SessionRow, Option<String>), E>,
     ) -> StoreResult<CodeExchange<E>> {
         let _changed = self.auth_change();
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE oauth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL AND expires_at > $1 \
+            "UPDATE oauth_codes SET used_at = $1 \
+             WHERE code_hash = $2 AND client_id = $3 AND used_at IS NULL AND expires_at > $1 \
              RETURNING {CODE_COLS}"
         )))
         .bind(now)
         .bind(code_hash)
+        .bind(client_id)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
             let prior = sqlx::query(
-                "SELECT user_id, client_id, grant_session_id, used_at FROM oauth_codes WHERE code_hash = $1",
+                "SELECT user_id, client_id, grant_session_id, used_at FROM oauth_codes \
+                 WHERE code_hash = $1 AND client_id = $2",
             )
             .bind(code_hash)
+            .bind(client_id)
             .fetch_optional(&mut *tx)
             .await?;
             let Some(prior) = prior.filter(|p| col::<Option<i64>>(p, "used_at").ok().flatten().is_some()) else {

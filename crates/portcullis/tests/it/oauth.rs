@@ -319,6 +319,8 @@ async fn code_flow(backend: Backend) {
         json!({"sub": t.user_id, "email": "ann@example.com", "email_verified": false,
         "updated_at": info["updated_at"]})
     );
+    // A third-party token reads the user by scope at userinfo, never the whole account.
+    assert_eq!(t.s.me_status(access).await, StatusCode::FORBIDDEN);
     // A third-party token cannot manage the account's credentials.
     let res = t.s.post_auth("/v1/api-keys", access, json!({"name": "x", "scopes": []})).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
@@ -355,7 +357,7 @@ async fn code_flow(backend: Backend) {
         token(&t.s, Some((&t.client_id, &t.secret)), &[("grant_type", "refresh_token"), ("refresh_token", rt)]).await;
     assert_eq!((status, reuse["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
     assert_eq!(introspect(&t, r2["access_token"].as_str().unwrap()).await["active"], false);
-    assert_eq!(t.s.me_status(access).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(userinfo_status(&t.s, access).await, StatusCode::UNAUTHORIZED);
     // Consent is remembered: the next authorization goes straight back with a code.
     let again = b.get(&authorize_url(&t.client_id, &[("state", "two")])).await;
     assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.body);
@@ -410,10 +412,32 @@ async fn pkce_and_code_rules(backend: Backend) {
     let (status, ok) = exchange(&t, &c, VERIFIER).await;
     assert_eq!(status, StatusCode::OK, "{ok}");
     let access = ok["access_token"].as_str().unwrap();
-    assert_eq!(t.s.me_status(access).await, StatusCode::OK);
+    assert_eq!(userinfo_status(&t.s, access).await, StatusCode::OK);
+    // Another client presenting the spent code neither spends nor revokes anything.
+    let other = create_client(
+        &t.s,
+        &t.admin,
+        json!({"client_name": "Other", "redirect_uris": [REDIRECT],
+        "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    let (status, e, _) = token(
+        &t.s,
+        None,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &c),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+            ("client_id", other["client_id"].as_str().unwrap()),
+        ],
+    )
+    .await;
+    assert_eq!((status, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    assert_eq!(userinfo_status(&t.s, access).await, StatusCode::OK);
     let (status, e) = exchange(&t, &c, VERIFIER).await;
     assert_eq!((status, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
-    assert_eq!(t.s.me_status(access).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(userinfo_status(&t.s, access).await, StatusCode::UNAUTHORIZED);
     assert_eq!(introspect(&t, ok["refresh_token"].as_str().unwrap()).await["active"], false);
     // An expired code.
     let c = code_of(&b.get(&authorize_url(&t.client_id, &[])).await);
@@ -433,6 +457,92 @@ async fn pkce_and_code_rules(backend: Backend) {
     let results = futures::future::join_all(runs).await;
     let wins = results.iter().filter(|(s, _)| *s == StatusCode::OK).count();
     assert_eq!(wins, 1, "{:?}", results.iter().map(|r| r.0).collect::<Vec<_>>());
+    t.s.stop().await;
+}
+
+async fn userinfo_status(s: &TestServer, token: &str) -> StatusCode {
+    s.get_auth("/oauth/userinfo", token).await.status()
+}
+
+/// The review's escalations: a client registrar cannot mint scopes it lacks, and a
+/// grant loses a permission the user loses; oversized requests are refused cheaply.
+async fn scopes_follow_the_people_behind_them(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let t = setup(&backend, &data).await;
+    let res =
+        t.s.post_auth(
+            "/v1/admin/roles",
+            &t.admin,
+            json!({"name": "integrations",
+        "permissions": ["admin:clients:read", "admin:clients:write"]}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res =
+        t.s.post_auth("/v1/admin/roles", &t.admin, json!({"name": "auditor", "permissions": ["admin:audit:read"]}))
+            .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    for role in ["integrations", "auditor"] {
+        let res = t.s.post_auth(&format!("/v1/admin/users/{}/roles", t.user_id), &t.admin, json!({"role": role})).await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let carol = t.s.login("ann@example.com", PASSWORD).await.access;
+    let res =
+        t.s.post_auth(
+            "/v1/admin/clients",
+            &carol,
+            json!({"client_name": "svc",
+        "grant_types": ["client_credentials"], "scope": "admin:roles:write admin:users:write"}),
+        )
+        .await;
+    crate::common::assert_problem(res, StatusCode::FORBIDDEN, "insufficient_scope").await;
+    let res =
+        t.s.post_auth(
+            "/v1/admin/clients",
+            &carol,
+            json!({"client_name": "svc",
+        "grant_types": ["client_credentials"], "scope": "admin:audit:read"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED, "a scope she holds is fine");
+    // A grant with admin:audit:read loses it when the role goes.
+    let res =
+        t.s.send(
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/clients/{}", t.client_id),
+            &t.admin,
+            Some(json!({"scope": "openid email offline_access admin:audit:read"})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut b = Browser::new(&t.s);
+    let done =
+        browser_flow(&mut b, &authorize_url(&t.client_id, &[("scope", "openid offline_access admin:audit:read")]))
+            .await;
+    let (_, tokens) = exchange(&t, &done.redirect_params()["code"], VERIFIER).await;
+    assert_eq!(tokens["scope"], "openid offline_access admin:audit:read");
+    let res =
+        t.s.send(reqwest::Method::DELETE, &format!("/v1/admin/users/{}/roles/auditor", t.user_id), &t.admin, None)
+            .await;
+    assert!(res.status().is_success());
+    let (status, r, _) = token(
+        &t.s,
+        Some((&t.client_id, &t.secret)),
+        &[("grant_type", "refresh_token"), ("refresh_token", tokens["refresh_token"].as_str().unwrap())],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["scope"], "openid offline_access");
+    assert_eq!(
+        t.s.get_auth("/v1/admin/audit", r["access_token"].as_str().unwrap()).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    // 65 parameters: refused before anything else.
+    let many: Vec<(String, String)> = (0..65).map(|i| (format!("p{i}"), "x".to_owned())).collect();
+    let res = t.s.client.post(t.s.url("/oauth/token")).form(&many).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let q = serde_urlencoded::to_string(&many).unwrap();
+    assert_eq!(b.get(&format!("/oauth/authorize?{q}")).await.status, StatusCode::BAD_REQUEST);
     t.s.stop().await;
 }
 
@@ -978,6 +1088,7 @@ async fn clients_cli(backend: Backend) {
 }
 
 crate::backend_tests!(
+    scopes_follow_the_people_behind_them,
     clients_cli,
     code_flow,
     pkce_and_code_rules,

@@ -36,6 +36,13 @@ pub fn sha256_b64(secret: &str) -> String {
     b64url(digest::digest(&digest::SHA256, secret.as_bytes()).as_ref())
 }
 
+/// SHA-256 of `data`, raw.
+pub fn sha256(data: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, data.as_bytes()).as_ref());
+    out
+}
+
 /// Compares two secrets without leaking, through timing, how much of them matched.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     #[allow(deprecated)]

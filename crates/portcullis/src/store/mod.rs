@@ -89,6 +89,32 @@ pub struct Db {
     /// Counts writes (on this node) that can end a session or change what a
     /// session's user looks like; caches of live sessions compare it.
     auth_changes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    role_cache: std::sync::Arc<RoleCache>,
+    /// SQLite only: the queue of the refresh-rotation group-commit worker.
+    rotations: Option<tokio::sync::mpsc::Sender<sessions::QueuedRotation>>,
+}
+
+/// Role name → (when read, auth-change count then, permissions).
+#[derive(Debug, Default)]
+pub(crate) struct RoleCache(std::sync::Mutex<std::collections::HashMap<String, RoleEntry>>);
+
+type RoleEntry = (std::time::Instant, u64, std::sync::Arc<Vec<String>>);
+
+impl RoleCache {
+    pub(crate) fn get(&self, role: &str, generation: u64) -> Option<std::sync::Arc<Vec<String>>> {
+        let map = self.0.lock().ok()?;
+        let (at, g, perms) = map.get(role)?;
+        (*g == generation && at.elapsed() < Duration::from_secs(1)).then(|| perms.clone())
+    }
+
+    pub(crate) fn put(&self, role: &str, generation: u64, perms: Vec<String>) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= 10_000 {
+                map.clear();
+            }
+            map.insert(role.to_owned(), (std::time::Instant::now(), generation, std::sync::Arc::new(perms)));
+        }
+    }
 }
 
 impl Db {
@@ -148,7 +174,14 @@ impl Db {
             }
             Backend::Postgres => pool_opts.max_connections(16).connect_with(opts).await?,
         };
-        Ok(Self { pool, backend, auth_changes: Default::default() })
+        // SQLite has one writer and pays an fsync per commit: rotations arriving
+        // together are committed together.
+        let rotations = (backend == Backend::Sqlite).then(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel(4096);
+            tokio::spawn(sessions::rotation_worker(pool.clone(), rx));
+            tx
+        });
+        Ok(Self { pool, backend, auth_changes: Default::default(), role_cache: Default::default(), rotations })
     }
 
     /// The count of session- and user-changing writes made through this handle.

@@ -57,6 +57,7 @@ impl Db {
 
     /// Creates a role; `Conflict` if the name is taken.
     pub async fn role_insert(&self, role: &RoleRow) -> StoreResult<()> {
+        let _changed = self.auth_change();
         sqlx::query(
             "INSERT INTO roles (name, description, permissions, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
         )
@@ -77,6 +78,7 @@ impl Db {
         permissions: Option<&[String]>,
         now: i64,
     ) -> StoreResult<bool> {
+        let _changed = self.auth_change();
         let (set_desc, desc) = match description {
             Some(d) => (1i64, d),
             None => (0, None),
@@ -113,13 +115,20 @@ impl Db {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Permission strings granted by the given roles, deduplicated and sorted.
+    /// Permission strings granted by the given roles, deduplicated and sorted. Each
+    /// role's permissions are reused for up to a second on this node (every token
+    /// issue and API-key check asks); a change made here is seen at once.
     pub async fn role_permissions(&self, roles: &[String]) -> StoreResult<Vec<String>> {
         let mut perms = Vec::new();
         for role in roles {
-            if let Some(r) = self.role_get(role).await? {
-                perms.extend(r.permissions);
+            let generation = self.auth_generation();
+            if let Some(cached) = self.role_cache.get(role, generation) {
+                perms.extend(cached.iter().cloned());
+                continue;
             }
+            let found = self.role_get(role).await?.map(|r| r.permissions).unwrap_or_default();
+            self.role_cache.put(role, generation, found.clone());
+            perms.extend(found);
         }
         perms.sort();
         perms.dedup();

@@ -8,7 +8,7 @@
 
 use sqlx::any::AnyRow;
 
-use super::{Db, StoreResult, col};
+use super::{Db, StoreError, StoreResult, col};
 
 /// A session as stored.
 #[derive(Debug, Clone)]
@@ -258,6 +258,10 @@ impl Db {
     /// module contract). Nothing is written unless the outcome is `Rotated`.
     /// `client_id` is the client the token must belong to (`None`: first party); a
     /// token of another party is `Invalid` and stays unspent.
+    ///
+    /// On SQLite, concurrent rotations are committed together (group commit): one
+    /// write transaction and one fsync for every rotation waiting at that moment,
+    /// each inside its own savepoint, so each still succeeds or fails alone.
     pub async fn refresh_rotate(
         &self,
         old_hash: &str,
@@ -265,61 +269,140 @@ impl Db {
         client_id: Option<&str>,
         now: i64,
     ) -> StoreResult<RefreshOutcome> {
-        let party = client_id.unwrap_or("");
+        let job = Rotation {
+            old_hash: old_hash.to_owned(),
+            new_hash: new_hash.to_owned(),
+            party: client_id.unwrap_or("").to_owned(),
+            now,
+        };
+        if let Some(batcher) = &self.rotations {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            if batcher.send((job, reply)).await.is_ok() {
+                return answer.await.unwrap_or_else(|_| Err(StoreError::Database("rotation worker stopped".into())));
+            }
+            return Err(StoreError::Database("rotation worker stopped".into()));
+        }
         let mut tx = self.begin_write().await?;
-        let spent = sqlx::query(
-            "UPDATE refresh_tokens SET used_at = $1 \
-             WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 \
-             AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = refresh_tokens.session_id \
-                         AND COALESCE(s.client_id, '') = $3) \
-             RETURNING session_id, user_id",
-        )
-        .bind(now)
-        .bind(old_hash)
-        .bind(party)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(spent) = spent else {
+        let outcome = rotate_in(&mut tx, &job).await?;
+        if matches!(outcome, RefreshOutcome::Rotated(_)) {
+            tx.commit().await?;
+        } else {
             tx.rollback().await?;
-            // A spent token is theft only while its session lives: a token of a session
-            // that has ended (logout, expiry) is merely invalid, so an old leaked token
-            // cannot be used to sign its owner out everywhere.
-            let prior = sqlx::query(
-                "SELECT rt.used_at, rt.user_id, rt.session_id FROM refresh_tokens rt \
-                 JOIN sessions s ON s.id = rt.session_id \
-                 WHERE rt.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
-                 AND COALESCE(s.client_id, '') = $3",
-            )
-            .bind(old_hash)
-            .bind(now)
-            .bind(party)
-            .fetch_optional(self.pool())
-            .await?;
-            return Ok(match prior {
-                Some(row) if col::<Option<i64>>(&row, "used_at")?.is_some() => {
-                    RefreshOutcome::Reused { user_id: col(&row, "user_id")?, session_id: col(&row, "session_id")? }
-                }
-                _ => RefreshOutcome::Invalid,
-            });
-        };
-        let session_id: String = col(&spent, "session_id")?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE sessions SET last_active_at = $1 WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1 \
-             RETURNING {SESSION_COLS}"
-        )))
-        .bind(now)
-        .bind(&session_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            tx.rollback().await?;
-            return Ok(RefreshOutcome::SessionEnded);
-        };
-        let session = session_from_row(&row)?;
-        insert_refresh(&mut tx, new_hash, &session.id, &session.user_id, now, session.expires_at).await?;
-        tx.commit().await?;
-        Ok(RefreshOutcome::Rotated(session))
+        }
+        Ok(outcome)
     }
+}
+
+/// One refresh-token rotation to perform.
+#[derive(Debug)]
+pub(super) struct Rotation {
+    old_hash: String,
+    new_hash: String,
+    party: String,
+    now: i64,
+}
+
+/// A rotation queued for the group-commit worker, with where its answer goes.
+pub(super) type QueuedRotation = (Rotation, tokio::sync::oneshot::Sender<StoreResult<RefreshOutcome>>);
+
+/// The most rotations committed together.
+const BATCH_MAX: usize = 256;
+
+/// The SQLite group-commit worker: takes every rotation waiting, runs each in a
+/// savepoint of one write transaction, commits once, answers each.
+pub(super) async fn rotation_worker(pool: sqlx::AnyPool, mut queue: tokio::sync::mpsc::Receiver<QueuedRotation>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        match rotate_batch(&pool, &batch).await {
+            Ok(outcomes) => {
+                for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(StoreError::Database(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+async fn rotate_batch(pool: &sqlx::AnyPool, batch: &[QueuedRotation]) -> StoreResult<Vec<RefreshOutcome>> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (job, _) in batch {
+        sqlx::query("SAVEPOINT rotation").execute(&mut *tx).await?;
+        let outcome = rotate_in(&mut tx, job).await?;
+        if !matches!(outcome, RefreshOutcome::Rotated(_)) {
+            sqlx::query("ROLLBACK TO SAVEPOINT rotation").execute(&mut *tx).await?;
+        }
+        sqlx::query("RELEASE SAVEPOINT rotation").execute(&mut *tx).await?;
+        outcomes.push(outcome);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// The rotation itself, inside the caller's write transaction. Writes only on
+/// `Rotated`; for any other outcome the caller rolls back.
+async fn rotate_in(tx: &mut sqlx::Transaction<'static, sqlx::Any>, job: &Rotation) -> StoreResult<RefreshOutcome> {
+    let spent = sqlx::query(
+        "UPDATE refresh_tokens SET used_at = $1 \
+         WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 \
+         AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = refresh_tokens.session_id \
+                     AND COALESCE(s.client_id, '') = $3) \
+         RETURNING session_id, user_id",
+    )
+    .bind(job.now)
+    .bind(&job.old_hash)
+    .bind(&job.party)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(spent) = spent else {
+        // A spent token is theft only while its session lives: a token of a session
+        // that has ended (logout, expiry) is merely invalid, so an old leaked token
+        // cannot be used to sign its owner out everywhere.
+        let prior = sqlx::query(
+            "SELECT rt.used_at, rt.user_id, rt.session_id FROM refresh_tokens rt \
+             JOIN sessions s ON s.id = rt.session_id \
+             WHERE rt.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 \
+             AND COALESCE(s.client_id, '') = $3",
+        )
+        .bind(&job.old_hash)
+        .bind(job.now)
+        .bind(&job.party)
+        .fetch_optional(&mut **tx)
+        .await?;
+        return Ok(match prior {
+            Some(row) if col::<Option<i64>>(&row, "used_at")?.is_some() => {
+                RefreshOutcome::Reused { user_id: col(&row, "user_id")?, session_id: col(&row, "session_id")? }
+            }
+            _ => RefreshOutcome::Invalid,
+        });
+    };
+    let session_id: String = col(&spent, "session_id")?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE sessions SET last_active_at = $1 WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1 \
+         RETURNING {SESSION_COLS}"
+    )))
+    .bind(job.now)
+    .bind(&session_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(RefreshOutcome::SessionEnded);
+    };
+    let session = session_from_row(&row)?;
+    insert_refresh(tx, &job.new_hash, &session.id, &session.user_id, job.now, session.expires_at).await?;
+    Ok(RefreshOutcome::Rotated(session))
 }
 
 /// Inserts a session row (inside the caller's transaction).

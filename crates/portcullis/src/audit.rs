@@ -73,7 +73,17 @@ impl Audit {
                 tokio::select! {
                     biased;
                     next = rx.recv() => match next {
-                        Some(record) => write(&writer_db, &record).await,
+                        // Everything already waiting goes in the same transaction.
+                        Some(record) => {
+                            let mut batch = vec![record];
+                            while batch.len() < 256 {
+                                match rx.try_recv() {
+                                    Ok(r) => batch.push(r),
+                                    Err(_) => break,
+                                }
+                            }
+                            write_many(&writer_db, &batch).await;
+                        }
                         None => return,
                     },
                     _ = shutdown.wait() => {
@@ -149,6 +159,19 @@ impl Audit {
                 }
             }
         });
+    }
+}
+
+async fn write_many(db: &Db, records: &[AuditRecord]) {
+    if let [one] = records {
+        return write(db, one).await;
+    }
+    if let Err(err) = db.audit_insert_many(records).await {
+        // Never lose one: retry one by one, each failure logged on its own.
+        tracing::warn!(error = %err, count = records.len(), "writing audit records together failed; writing one by one");
+        for r in records {
+            write(db, r).await;
+        }
     }
 }
 

@@ -28,14 +28,14 @@ pub struct AuditRecord {
     pub reason: Option<String>,
 }
 
-impl Db {
-    /// Appends a record.
-    pub async fn audit_insert(&self, r: &AuditRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_events (id, time, type, outcome, user_id, actor, ip, user_agent, request_id, reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&r.id)
+const AUDIT_INSERT: &str = "INSERT INTO audit_events (id, time, type, outcome, user_id, actor, ip, user_agent, \
+                            request_id, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+fn bind_record<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    r: &'q AuditRecord,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    q.bind(&r.id)
         .bind(r.time)
         .bind(&r.event_type)
         .bind(&r.outcome)
@@ -45,8 +45,22 @@ impl Db {
         .bind(&r.user_agent)
         .bind(&r.request_id)
         .bind(&r.reason)
-        .execute(self.pool())
-        .await?;
+}
+
+impl Db {
+    /// Appends records in one transaction: one commit (one fsync) for a burst.
+    pub async fn audit_insert_many(&self, records: &[AuditRecord]) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        for r in records {
+            bind_record(sqlx::query(AUDIT_INSERT), r).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Appends a record.
+    pub async fn audit_insert(&self, r: &AuditRecord) -> StoreResult<()> {
+        bind_record(sqlx::query(AUDIT_INSERT), r).execute(self.pool()).await?;
         Ok(())
     }
 

@@ -333,7 +333,7 @@ async fn drive_in(s: &Settings, places: &mut Places) -> anyhow::Result<Report> {
     }
 
     let ran = load_scenarios(s, places, &launch).await?;
-    let ctx = TargetCtx { server_cores: s.server_cores(), sqlite: !places.is_postgres() };
+    let ctx = TargetCtx { server_cores: s.server_cores(), sqlite: !places.is_postgres(), algorithm: s.args.algorithm };
     let scenarios = judge(s, ran, &limits, ctx);
 
     if !s.args.no_startup && s.args.seed_users > 0 {

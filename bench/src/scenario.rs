@@ -85,6 +85,8 @@ pub struct TargetCtx {
     pub server_cores: usize,
     /// Whether the backend is SQLite (the refresh target is for SQLite).
     pub sqlite: bool,
+    /// The server's signing algorithm (the client-credentials target depends on it).
+    pub algorithm: portcullis::keys::Algorithm,
 }
 
 /// A target's text and whether it was met.
@@ -96,6 +98,14 @@ pub fn target(s: Scenario, rps: f64, p99_ms: f64, ratio: Option<f64>, ctx: Targe
             Some(("≥ 20k/s per server core, p99 < 5 ms".to_owned(), per_core >= 20_000.0 && p99_ms < 5.0))
         }
         Scenario::Refresh if ctx.sqlite => Some(("≥ 3k/s on SQLite".to_owned(), rps >= 3_000.0)),
+        Scenario::ClientCredentials => match ctx.algorithm {
+            portcullis::keys::Algorithm::Rs256 => ratio.map(|r| ("≥ 80% of raw RS256 signing".to_owned(), r >= 0.8)),
+            portcullis::keys::Algorithm::EdDsa => {
+                let per_core = rps / ctx.server_cores.max(1) as f64;
+                Some(("≥ 25k/s per server core (EdDSA)".to_owned(), per_core >= 25_000.0))
+            }
+            portcullis::keys::Algorithm::Es256 => None,
+        },
         _ => None,
     }
 }

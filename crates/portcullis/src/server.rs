@@ -14,7 +14,7 @@ use crate::{
     auth::{Auth, AuthSettings},
     config::Config,
     crypto::{MasterKey, MasterKeySource},
-    http::{AppState, router},
+    http::{AppState, Services, router},
     keys::KeyManager,
     oauth::{Clients, OAuth, OAuthSettings},
     passwords::Hasher,
@@ -164,8 +164,17 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let trusted_proxies = Arc::new(cfg.security.trusted_proxies.clone());
     let verify_limiter = Arc::new(Limiter::new(store.db.clone(), "verify", cfg.security.api_key_verify_rate));
     let key_fail_limiter = Arc::new(Limiter::new(store.db.clone(), "key_fail", cfg.security.api_key_failure_rate));
-    let state =
-        AppState { auth, admin, api_keys, audit, trusted_proxies, verify_limiter, key_fail_limiter, oauth, cookies };
+    let state = AppState::new(Services {
+        auth,
+        admin,
+        api_keys,
+        audit,
+        trusted_proxies,
+        verify_limiter,
+        key_fail_limiter,
+        oauth,
+        cookies,
+    });
     let app = router(state, &cfg.http);
     let limits = crate::listener::Limits {
         header_read_timeout: cfg.http.header_read_timeout.0,

@@ -417,12 +417,12 @@ impl Clients {
     }
 
     /// Authenticates the client of a token, introspection or revocation request
-    /// (RFC 6749 §2.3, RFC 7523). `audiences` are the values a client assertion's
+    /// (RFC 6749 §2.3, RFC 7523). `audiences` gives the values a client assertion's
     /// `aud` may carry. One method per request; it must be the registered one.
     pub async fn authenticate(
         &self,
         presented: Presented,
-        audiences: &[&str],
+        audiences: impl FnOnce() -> Vec<String>,
         now: i64,
     ) -> Result<Arc<Client>, OAuthError> {
         let used_basic = presented.basic.is_some();
@@ -462,7 +462,9 @@ impl Clients {
             if presented.assertion_type.as_deref() != Some(JWT_BEARER) {
                 return Err(OAuthError::invalid_request(format!("client_assertion_type must be {JWT_BEARER}")));
             }
-            return self.authenticate_assertion(&assertion, presented.client_id.as_deref(), audiences, now).await;
+            let audiences = audiences();
+            let audiences: Vec<&str> = audiences.iter().map(String::as_str).collect();
+            return self.authenticate_assertion(&assertion, presented.client_id.as_deref(), &audiences, now).await;
         }
         let id = presented.client_id.ok_or_else(|| fail("client authentication is required"))?;
         let client = self.known(&id).await?.ok_or_else(|| fail("client authentication failed"))?;

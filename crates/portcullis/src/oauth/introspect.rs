@@ -23,9 +23,7 @@ impl OAuth {
         presented: Presented,
         token: Option<Secret>,
     ) -> Result<Value, OAuthError> {
-        let auds = self.assertion_audiences("/oauth/introspect");
-        let auds: Vec<&str> = auds.iter().map(String::as_str).collect();
-        let caller = self.clients.authenticate(presented, &auds, ctx.now).await?;
+        let caller = self.authenticate_client(presented, "/oauth/introspect", ctx.now).await?;
         if caller.meta.is_public() {
             return Err(OAuthError::invalid_client("public clients cannot introspect tokens"));
         }
@@ -115,9 +113,7 @@ impl OAuth {
         presented: Presented,
         token: Option<Secret>,
     ) -> Result<(), OAuthError> {
-        let auds = self.assertion_audiences("/oauth/revoke");
-        let auds: Vec<&str> = auds.iter().map(String::as_str).collect();
-        let caller = self.clients.authenticate(presented, &auds, ctx.now).await?;
+        let caller = self.authenticate_client(presented, "/oauth/revoke", ctx.now).await?;
         let token = token.ok_or_else(|| OAuthError::invalid_request("token is required"))?;
         let token = token.expose().trim();
         if token.is_empty() || token.len() > 8192 {

@@ -196,10 +196,18 @@ impl OAuth {
         self.audit.record(ctx, Event { kind, success, user_id, actor: Some(client_id), reason }).await;
     }
 
-    /// The audiences a client assertion may name: the issuer, the token endpoint,
-    /// or the endpoint it is presented at.
-    pub fn assertion_audiences(&self, endpoint: &str) -> [String; 3] {
-        [self.settings.issuer.clone(), self.settings.token_endpoint(), format!("{}{endpoint}", self.settings.issuer)]
+    /// Authenticates the client of a request at `endpoint`; a client assertion may
+    /// name as its audience the issuer, the token endpoint, or `endpoint` (built only
+    /// when an assertion is presented: this is every client-credentials request's path).
+    pub async fn authenticate_client(
+        &self,
+        presented: Presented,
+        endpoint: &str,
+        now: i64,
+    ) -> Result<Arc<Client>, OAuthError> {
+        let issuer = &self.settings.issuer;
+        let audiences = || vec![issuer.clone(), self.settings.token_endpoint(), format!("{issuer}{endpoint}")];
+        self.clients.authenticate(presented, audiences, now).await
     }
 }
 

@@ -108,9 +108,7 @@ impl OAuth {
         if !super::clients::GRANT_TYPES.contains(&grant.as_str()) {
             return Err(OAuthError::unsupported_grant_type(format!("grant_type {grant:?} is not supported")));
         }
-        let auds = self.assertion_audiences("/oauth/token");
-        let auds: Vec<&str> = auds.iter().map(String::as_str).collect();
-        let client = self.clients.authenticate(presented, &auds, ctx.now).await.inspect_err(|e| {
+        let client = self.authenticate_client(presented, "/oauth/token", ctx.now).await.inspect_err(|e| {
             if e.error == "invalid_client" {
                 metrics::counter!("portcullis_oauth_client_auth_failures_total").increment(1);
             }

@@ -114,24 +114,7 @@ impl Tokens {
         metadata: Option<serde_json::Value>,
         now_ms: i64,
     ) -> anyhow::Result<String> {
-        let ring = self.keys.ring();
-        let signer = ring.signer().ok_or_else(|| anyhow::anyhow!("no active signing key"))?;
-        let now = now_ms / 1000;
-        let claims = AccessClaims {
-            iss: self.issuer.clone(),
-            sub: user_id.to_owned(),
-            aud: self.audience.clone(),
-            exp: now + i64::try_from(self.access_ttl.as_secs())?,
-            iat: now,
-            nbf: now,
-            jti: crypto::b64url(&crypto::random_bytes::<16>()),
-            sid: Some(session_id.to_owned()),
-            client_id: None,
-            roles,
-            scope,
-            metadata,
-        };
-        signer.sign_access_token(&claims)
+        self.sign(user_id, Some(session_id), None, roles, scope, metadata, now_ms)
     }
 
     /// Issues an access token to an OAuth client (RFC 9068): for a user's grant
@@ -143,6 +126,20 @@ impl Tokens {
         session_id: Option<&str>,
         client_id: &str,
         scope: String,
+        now_ms: i64,
+    ) -> anyhow::Result<String> {
+        self.sign(sub, session_id, Some(client_id), Vec::new(), scope, None, now_ms)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sign(
+        &self,
+        sub: &str,
+        session_id: Option<&str>,
+        client_id: Option<&str>,
+        roles: Vec<String>,
+        scope: String,
+        metadata: Option<serde_json::Value>,
         now_ms: i64,
     ) -> anyhow::Result<String> {
         let ring = self.keys.ring();
@@ -157,10 +154,10 @@ impl Tokens {
             nbf: now,
             jti: crypto::b64url(&crypto::random_bytes::<16>()),
             sid: session_id.map(str::to_owned),
-            client_id: Some(client_id.to_owned()),
-            roles: Vec::new(),
+            client_id: client_id.map(str::to_owned),
+            roles,
             scope,
-            metadata: None,
+            metadata,
         };
         signer.sign_access_token(&claims)
     }

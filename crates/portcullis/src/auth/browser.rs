@@ -54,19 +54,7 @@ impl Auth {
     ) -> Result<(BrowserSession, Secret), AuthError> {
         let cookie = crypto::b64url(&crypto::random_bytes::<32>());
         let ttl = i64::try_from(self.settings.refresh_ttl.as_millis()).unwrap_or(i64::MAX);
-        let session = SessionRow {
-            id: crypto::new_id("ses", ctx.now),
-            user_id: user.id.clone(),
-            created_at: ctx.now,
-            last_active_at: ctx.now,
-            expires_at: ctx.now.saturating_add(ttl),
-            revoked_at: None,
-            ip: ctx.ip.clone(),
-            user_agent: ctx.user_agent.clone(),
-            client_id: None,
-            scope: None,
-            auth_time: Some(ctx.now),
-        };
+        let session = SessionRow::opened(&user.id, ctx.now, ttl, ctx.ip.clone(), ctx.user_agent.clone());
         self.db.browser_session_create(&session, &crypto::sha256_b64(&cookie)).await?;
         Ok((BrowserSession { session, user }, Secret::new(cookie)))
     }

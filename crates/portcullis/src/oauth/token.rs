@@ -177,16 +177,10 @@ impl OAuth {
                 let ttl = if offline { refresh_ms } else { access_ms };
                 let session = SessionRow {
                     id: session_id.clone(),
-                    user_id: c.user_id.clone(),
-                    created_at: ctx.now,
-                    last_active_at: ctx.now,
-                    expires_at: ctx.now.saturating_add(ttl),
-                    revoked_at: None,
-                    ip: ctx.ip.clone(),
-                    user_agent: ctx.user_agent.clone(),
                     client_id: Some(c.client_id.clone()),
                     scope: Some(c.scope.clone()),
                     auth_time: Some(c.auth_time),
+                    ..SessionRow::opened(&c.user_id, ctx.now, ttl, ctx.ip.clone(), ctx.user_agent.clone())
                 };
                 Ok((session, offline.then(|| crypto::sha256_b64(&refresh))))
             })

@@ -39,6 +39,23 @@ pub struct SessionRow {
 }
 
 impl SessionRow {
+    /// A new first-party session of `user_id` opened at `now` for `ttl_ms`.
+    pub fn opened(user_id: &str, now: i64, ttl_ms: i64, ip: Option<String>, user_agent: Option<String>) -> Self {
+        Self {
+            id: crate::crypto::new_id("ses", now),
+            user_id: user_id.to_owned(),
+            created_at: now,
+            last_active_at: now,
+            expires_at: now.saturating_add(ttl_ms),
+            revoked_at: None,
+            ip,
+            user_agent,
+            client_id: None,
+            scope: None,
+            auth_time: Some(now),
+        }
+    }
+
     /// Whether tokens of this session may still be used at `now`.
     pub fn is_active(&self, now: i64) -> bool {
         self.revoked_at.is_none() && self.expires_at > now
@@ -140,16 +157,7 @@ impl Db {
 
     /// Ends one session by id (the caller has checked who may). Returns whether it ended.
     pub async fn session_end(&self, session_id: &str, reason: &str, now: i64) -> StoreResult<bool> {
-        let _changed = self.auth_change();
-        let done = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(reason)
-        .bind(session_id)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() > 0)
+        self.end_session(session_id, None, reason, now).await
     }
 
     /// Ends every live session a user granted to one client; returns how many.
@@ -200,15 +208,19 @@ impl Db {
     /// Ends one session of one user. The owner is part of the key, so a user can
     /// never end someone else's session by guessing an id. Returns whether it ended.
     pub async fn session_revoke(&self, user_id: &str, session_id: &str, reason: &str, now: i64) -> StoreResult<bool> {
+        self.end_session(session_id, Some(user_id), reason, now).await
+    }
+
+    async fn end_session(&self, session_id: &str, owner: Option<&str>, reason: &str, now: i64) -> StoreResult<bool> {
         let _changed = self.auth_change();
         let done = sqlx::query(
             "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
-             WHERE id = $3 AND user_id = $4 AND revoked_at IS NULL",
+             WHERE id = $3 AND ($4 IS NULL OR user_id = $4) AND revoked_at IS NULL",
         )
         .bind(now)
         .bind(reason)
         .bind(session_id)
-        .bind(user_id)
+        .bind(owner.map(str::to_owned))
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() > 0)

@@ -114,6 +114,14 @@ impl Limiter {
         Self { db, rule, scope, blocked: Mutex::new(HashMap::new()) }
     }
 
+    /// Whether `client` is over the limit on this node right now (no counting, no
+    /// I/O): lets a caller refuse before doing any work.
+    pub fn blocked(&self, client: &str, now: i64) -> Option<u64> {
+        let bucket = format!("{}:{}", self.scope, rate_key(client));
+        let until = *self.blocked.lock().ok()?.get(&bucket)?;
+        (until > now).then(|| u64::try_from((until - now + 999) / 1000).unwrap_or(1).max(1))
+    }
+
     /// Counts an attempt by `client`; `Err(retry_after_secs)` when over the limit.
     /// A database failure lets the attempt through (logged): the lockout and the
     /// bounded hash pool still protect the accounts, and an outage of the limiter

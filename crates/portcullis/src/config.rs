@@ -176,6 +176,9 @@ pub struct SecurityConfig {
     pub register_rate: RateRule,
     /// Failed `X-API-Key` authentications per client address.
     pub api_key_failure_rate: RateRule,
+    /// Failed OAuth client authentications (token, introspection, revocation) per
+    /// client address.
+    pub client_auth_failure_rate: RateRule,
     /// Calls per client address to `POST /v1/api-keys/verify`.
     pub api_key_verify_rate: RateRule,
     /// Consecutive failed passwords that lock an account.
@@ -323,6 +326,7 @@ impl Default for SecurityConfig {
             api_key_verify_rate: RateRule { max: 600, window: Duration::from_secs(60) },
             register_rate: RateRule { max: 20, window: Duration::from_secs(3600) },
             api_key_failure_rate: RateRule { max: 60, window: Duration::from_secs(60) },
+            client_auth_failure_rate: RateRule { max: 60, window: Duration::from_secs(60) },
             lockout_threshold: 5,
             lockout_durations: vec![HumanDuration::secs(15 * 60), HumanDuration::secs(3600)],
             trusted_proxies: Vec::new(),

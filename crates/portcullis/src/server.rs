@@ -164,6 +164,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let trusted_proxies = Arc::new(cfg.security.trusted_proxies.clone());
     let verify_limiter = Arc::new(Limiter::new(store.db.clone(), "verify", cfg.security.api_key_verify_rate));
     let key_fail_limiter = Arc::new(Limiter::new(store.db.clone(), "key_fail", cfg.security.api_key_failure_rate));
+    let client_fail_limiter =
+        Arc::new(Limiter::new(store.db.clone(), "client_fail", cfg.security.client_auth_failure_rate));
     let state = AppState::new(Services {
         auth,
         admin,
@@ -172,6 +174,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         trusted_proxies,
         verify_limiter,
         key_fail_limiter,
+        client_fail_limiter,
         oauth,
         cookies,
     });

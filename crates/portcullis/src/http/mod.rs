@@ -72,6 +72,8 @@ pub struct Services {
     pub verify_limiter: Arc<crate::abuse::Limiter>,
     /// Per-client limit of failed `X-API-Key` authentications.
     pub key_fail_limiter: Arc<crate::abuse::Limiter>,
+    /// Per-client limit of failed OAuth client authentications.
+    pub client_fail_limiter: Arc<crate::abuse::Limiter>,
     /// The OAuth 2.0 / OpenID Connect provider.
     pub oauth: Arc<crate::oauth::OAuth>,
     /// Cookie names and attributes of the hosted pages.

@@ -105,6 +105,42 @@ fn json_no_store(body: Value) -> Response {
     res
 }
 
+/// Runs a request that authenticates a client, under the per-address limit of
+/// failed client authentications: past it, `429` from memory before any work (a
+/// flood of junk credentials costs no lookups and no audit writes).
+async fn client_guarded(
+    state: &AppState,
+    ctx: &RequestCtx,
+    run: impl std::future::Future<Output = Result<Response, OAuthError>>,
+) -> Response {
+    let ip = ctx.ip.as_deref().unwrap_or("unknown");
+    if let Some(secs) = state.client_fail_limiter.blocked(ip, ctx.now) {
+        return too_many_failures(secs);
+    }
+    match run.await {
+        Ok(res) => res,
+        Err(e) if e.error == "invalid_client" => match state.client_fail_limiter.hit(ip, ctx.now).await {
+            Ok(()) => e.into_response(),
+            Err(secs) => too_many_failures(secs),
+        },
+        Err(e) => e.into_response(),
+    }
+}
+
+fn too_many_failures(secs: u64) -> Response {
+    let mut res = OAuthError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        error: "invalid_client",
+        description: format!("too many failed client authentications from this address; retry in {secs} s"),
+        basic_challenge: false,
+    }
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res
+}
+
 /// `POST /oauth/token`.
 pub async fn oauth_token(State(state): State<AppState>, ctx: RequestCtx, headers: HeaderMap, body: Bytes) -> Response {
     let run = async {
@@ -134,7 +170,7 @@ pub async fn oauth_token(State(state): State<AppState>, ctx: RequestCtx, headers
         }
         Ok::<_, OAuthError>(json_no_store(body))
     };
-    run.await.unwrap_or_else(IntoResponse::into_response)
+    client_guarded(&state, &ctx, run).await
 }
 
 /// `scheme://host[:port]` of a URL.
@@ -156,7 +192,7 @@ pub async fn oauth_introspect(
         let out = state.oauth.introspect(&ctx, presented, token).await?;
         Ok::<_, OAuthError>(json_no_store(out))
     };
-    run.await.unwrap_or_else(IntoResponse::into_response)
+    client_guarded(&state, &ctx, run).await
 }
 
 /// `POST /oauth/revoke` (RFC 7009).
@@ -168,7 +204,7 @@ pub async fn oauth_revoke(State(state): State<AppState>, ctx: RequestCtx, header
         state.oauth.revoke(&ctx, presented, token).await?;
         Ok::<_, OAuthError>(StatusCode::OK.into_response())
     };
-    run.await.unwrap_or_else(IntoResponse::into_response)
+    client_guarded(&state, &ctx, run).await
 }
 
 /// `GET|POST /oauth/userinfo`: claims about the token's user, by scope.

@@ -546,6 +546,28 @@ async fn scopes_follow_the_people_behind_them(backend: Backend) {
     t.s.stop().await;
 }
 
+async fn failed_client_auth_is_limited(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let s = TestServer::start_on(&data, |c| c.security.client_auth_failure_rate = "3/1m".parse().unwrap()).await;
+    let admin = s.admin("admin@example.com").await.access;
+    let svc =
+        create_client(&s, &admin, json!({"client_name": "svc", "grant_types": ["client_credentials"], "scope": "x:y"}))
+            .await;
+    let id = svc["client_id"].as_str().unwrap();
+    for _ in 0..3 {
+        let (status, e, _) = token(&s, Some((id, "pcs_wrong")), &[("grant_type", "client_credentials")]).await;
+        assert_eq!((status, e["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
+    }
+    let (status, e, h) = token(&s, Some((id, "pcs_wrong")), &[("grant_type", "client_credentials")]).await;
+    assert_eq!((status, e["error"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("invalid_client")), "{e}");
+    assert!(h["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    // From this address, even the right secret waits: guessing cannot continue.
+    let (status, _, _) =
+        token(&s, Some((id, svc["client_secret"].as_str().unwrap())), &[("grant_type", "client_credentials")]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    s.stop().await;
+}
+
 async fn sqlx_exec(db: &portcullis::store::Db, sql: &str) {
     db.debug_exec(sql).await.unwrap();
 }
@@ -1088,6 +1110,7 @@ async fn clients_cli(backend: Backend) {
 }
 
 crate::backend_tests!(
+    failed_client_auth_is_limited,
     scopes_follow_the_people_behind_them,
     clients_cli,
     code_flow,

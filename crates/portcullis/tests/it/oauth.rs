@@ -618,6 +618,15 @@ async fn authorize_errors(backend: Backend) {
     assert_eq!(seen.redirect_params()["error"], "consent_required");
     let denied = b.consent(&consent, false).await;
     assert_eq!(denied.redirect_params()["error"], "access_denied");
+    // max_age older than the sign-in asks again; login_hint fills the email.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let seen = b.get(&authorize_url(&t.client_id, &[("max_age", "1"), ("login_hint", "hint@example.com")])).await;
+    assert_eq!(seen.status, StatusCode::OK);
+    assert!(
+        seen.body.contains("name=\"password\"") && seen.body.contains("value=\"hint@example.com\""),
+        "{}",
+        seen.body
+    );
     // prompt=login asks again even with a session.
     let seen = b.get(&authorize_url(&t.client_id, &[("prompt", "login")])).await;
     assert_eq!(seen.status, StatusCode::OK);

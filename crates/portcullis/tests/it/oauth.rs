@@ -972,6 +972,40 @@ async fn private_key_jwt(backend: Backend) {
     .unwrap();
     let (status, _, _) = call(forged).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The same key published at a jwks_uri (a tiny HTTP server of the client's).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let body = jwks.to_string();
+    let served = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let mut buf = [0u8; 2048];
+            let _ = sock.read(&mut buf).await;
+            let res = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(res.as_bytes()).await;
+        }
+    });
+    let remote = create_client(
+        &t.s,
+        &t.admin,
+        json!({"client_name": "Remote keys", "grant_types": ["client_credentials"],
+        "scope": "reports:read", "token_endpoint_auth_method": "private_key_jwt", "jwks_uri": jwks_url}),
+    )
+    .await;
+    let rid = remote["client_id"].as_str().unwrap();
+    let a = jsonwebtoken::encode(
+        &header,
+        &json!({"iss": rid, "sub": rid, "aud": token_url, "jti": "r1", "exp": now + 60}),
+        &key,
+    )
+    .unwrap();
+    let (status, body, _) = call(a).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    served.abort();
     t.s.stop().await;
 }
 

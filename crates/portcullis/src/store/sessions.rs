@@ -168,18 +168,7 @@ impl Db {
         reason: &str,
         now: i64,
     ) -> StoreResult<u64> {
-        let _changed = self.auth_change();
-        let done = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
-             WHERE user_id = $3 AND client_id = $4 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(reason)
-        .bind(user_id)
-        .bind(client_id)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected())
+        self.end_sessions(user_id, None, Some(client_id), reason, now).await
     }
 
     /// A user's sessions that are still usable at `now`, newest first.
@@ -234,15 +223,28 @@ impl Db {
         reason: &str,
         now: i64,
     ) -> StoreResult<u64> {
+        self.end_sessions(user_id, keep, None, reason, now).await
+    }
+
+    /// Ends a user's live sessions, all but `keep`, only those of `client` if given.
+    async fn end_sessions(
+        &self,
+        user_id: &str,
+        keep: Option<&str>,
+        client: Option<&str>,
+        reason: &str,
+        now: i64,
+    ) -> StoreResult<u64> {
         let _changed = self.auth_change();
         let done = sqlx::query(
             "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
-             WHERE user_id = $3 AND revoked_at IS NULL AND id <> $4",
+             WHERE user_id = $3 AND revoked_at IS NULL AND id <> $4 AND ($5 IS NULL OR client_id = $5)",
         )
         .bind(now)
         .bind(reason)
         .bind(user_id)
         .bind(keep.unwrap_or(""))
+        .bind(client.map(str::to_owned))
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected())

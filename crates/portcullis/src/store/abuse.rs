@@ -5,7 +5,7 @@
 //! run in a write transaction: the failure that crosses the threshold is the one
 //! that sets the lock.
 
-use super::{Db, StoreResult, col};
+use super::{Db, StoreError, StoreResult, col};
 
 /// The counts of one client's current and previous window after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,13 +79,6 @@ impl Db {
         decide: impl FnOnce(LockState) -> Option<LockState>,
     ) -> StoreResult<(LockState, LockState)> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO login_failures (email, failures, lock_level, locked_until, last_failure_at) \
-             VALUES ($1, 0, 0, NULL, 0) ON CONFLICT (email) DO NOTHING",
-        )
-        .bind(email)
-        .execute(&mut *tx)
-        .await?;
         let select = match self.backend() {
             super::Backend::Postgres => {
                 "SELECT failures, lock_level, locked_until, last_failure_at FROM login_failures WHERE email = $1 FOR UPDATE"
@@ -94,7 +87,23 @@ impl Db {
                 "SELECT failures, lock_level, locked_until, last_failure_at FROM login_failures WHERE email = $1"
             }
         };
-        let r = sqlx::query(select).bind(email).fetch_one(&mut *tx).await?;
+        // On PostgreSQL a concurrent success may delete the row between our insert
+        // (which then did nothing) and our row lock: insert again and retry.
+        let mut found = None;
+        for _ in 0..5 {
+            sqlx::query(
+                "INSERT INTO login_failures (email, failures, lock_level, locked_until, last_failure_at) \
+                 VALUES ($1, 0, 0, NULL, 0) ON CONFLICT (email) DO NOTHING",
+            )
+            .bind(email)
+            .execute(&mut *tx)
+            .await?;
+            found = sqlx::query(select).bind(email).fetch_optional(&mut *tx).await?;
+            if found.is_some() {
+                break;
+            }
+        }
+        let r = found.ok_or(StoreError::Conflict("lockout state changed concurrently; retry"))?;
         let prior = LockState {
             failures: col(&r, "failures")?,
             lock_level: col(&r, "lock_level")?,

@@ -77,7 +77,19 @@ async fn serve_logs_no_secrets_and_drains_on_sigterm(backend: Backend) {
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     for r in inflight {
-        assert_eq!(r.await.unwrap().expect("in-flight request completed"), StatusCode::OK);
+        let status = r.await.unwrap().expect("in-flight request completed");
+        if status != StatusCode::OK {
+            std::thread::sleep(Duration::from_millis(500));
+            let logs = lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n");
+            panic!("in-flight login answered {status}; server warnings and errors:\n{logs}");
+        }
     }
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");

@@ -21,6 +21,8 @@ pub enum ErrorCode {
     RefreshTokenReused,
     /// Authenticated, but the credential lacks a required scope.
     InsufficientScope,
+    /// A sensitive operation needs a recent sign-in: `POST /v1/auth/reauth` first.
+    ReauthenticationRequired,
     /// Authenticated, but this kind of credential cannot do this (e.g. an API key
     /// calling a session-only route, or deleting a built-in role).
     Forbidden,
@@ -58,6 +60,7 @@ impl ErrorCode {
             Self::TokenExpired => "token_expired",
             Self::RefreshTokenReused => "refresh_token_reused",
             Self::InsufficientScope => "insufficient_scope",
+            Self::ReauthenticationRequired => "reauthentication_required",
             Self::Forbidden => "forbidden",
             Self::ValidationFailed => "validation_failed",
             Self::RateLimited => "rate_limited",
@@ -127,6 +130,15 @@ pub struct RegisterRequest {
 pub struct LoginRequest {
     /// Sign-in email.
     pub email: String,
+    /// Plain password.
+    pub password: String,
+}
+
+/// `POST /v1/auth/reauth` body: the password again, to renew a session's sign-in
+/// time before a sensitive operation.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReauthRequest {
     /// Plain password.
     pub password: String,
 }
@@ -481,6 +493,7 @@ macro_rules! redacted_debug {
 redacted_debug! {
     RegisterRequest { password }
     LoginRequest { password }
+    ReauthRequest { password }
     RefreshRequest { refresh_token }
     PasswordChangeRequest { current_password, new_password }
     ApiKeyVerifyRequest { key }

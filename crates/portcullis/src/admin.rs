@@ -273,11 +273,13 @@ impl Admin {
         self.user_get(id).await
     }
 
-    /// Lifts a lockout of the user's email at once.
+    /// Lifts every lock of the user's account at once: each address's lockout and
+    /// the failure ceiling over all addresses.
     pub async fn user_unlock(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<UserRow, AuthError> {
         let user = self.user_get(id).await?;
         self.may_act_on(ctx, who, id).await?;
-        let was_locked = self.db.lock_clear(&user.email).await?;
+        let key = crate::auth::lock_key(&user.email);
+        let was_locked = self.db.lock_clear(&key, &crate::abuse::ceiling_bucket(&key)).await?;
         let reason = if was_locked { "cleared" } else { "was not locked" };
         self.audit
             .record(ctx, Event { reason: Some(reason), ..Event::ok("account_unlocked", Some(id)).by(who.actor()) })

@@ -101,20 +101,25 @@ pub struct KeyGrant {
     pub effective_scopes: Vec<String>,
 }
 
-type CacheEntry = (Instant, Option<Arc<(ApiKeyRow, bool, Vec<String>)>>);
+/// A looked-up key and its owner's standing then.
+type Loaded = Arc<(ApiKeyRow, rbac::Owner)>;
+/// When looked up, the auth-change count then, and what was found.
+type CacheEntry = (Instant, u64, Option<Loaded>);
 
 /// Validates keys through the cache and coalesces last-used writes.
 pub struct ApiKeys {
     db: Db,
     audit: Audit,
+    max_ttl: Option<Duration>,
     cache: Mutex<HashMap<String, CacheEntry>>,
     used: Mutex<HashMap<String, i64>>,
 }
 
 impl ApiKeys {
-    /// A validator over this database.
-    pub fn new(db: Db, audit: Audit) -> Arc<Self> {
-        Arc::new(Self { db, audit, cache: Mutex::new(HashMap::new()), used: Mutex::new(HashMap::new()) })
+    /// A validator over this database; `max_ttl` (`api_keys.max_ttl`) bounds the
+    /// lifetime of new keys and is the lifetime of those created without one.
+    pub fn new(db: Db, audit: Audit, max_ttl: Option<Duration>) -> Arc<Self> {
+        Arc::new(Self { db, audit, max_ttl, cache: Mutex::new(HashMap::new()), used: Mutex::new(HashMap::new()) })
     }
 
     /// Resolves a presented key: format, lookup, revocation, expiry, owner ban, and
@@ -124,10 +129,14 @@ impl ApiKeys {
             return Err(KeyRejection::Invalid);
         }
         let hash = crypto::sha256_b64(key);
-        let cached =
-            self.cache.lock().ok().and_then(|c| c.get(&hash).filter(|(at, _)| at.elapsed() < CACHE_TTL).cloned());
+        // A ban or role change made through this node moves the count: the owner's
+        // standing is read again at once (other nodes: within CACHE_TTL).
+        let generation = self.db.auth_generation();
+        let cached = self.cache.lock().ok().and_then(|c| {
+            c.get(&hash).filter(|(at, g, _)| *g == generation && at.elapsed() < CACHE_TTL).map(|e| e.2.clone())
+        });
         let entry = match cached {
-            Some((_, entry)) => entry,
+            Some(entry) => entry,
             None => {
                 let entry = self.load(&hash, now).await.map_err(|e| {
                     tracing::error!(error = %e, "API key lookup failed");
@@ -138,38 +147,45 @@ impl ApiKeys {
                         // Make room without evicting real keys for junk: first drop
                         // expired entries, then the cached misses (well-formed random
                         // keys are cheap to forge, the checksum is public).
-                        c.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+                        c.retain(|_, (at, g, _)| *g == generation && at.elapsed() < CACHE_TTL);
                         if c.len() >= CACHE_MAX {
-                            c.retain(|_, (_, e)| e.is_some());
+                            c.retain(|_, (_, _, e)| e.is_some());
                         }
                         if c.len() >= CACHE_MAX {
                             c.clear();
                         }
                     }
-                    c.insert(hash, (Instant::now(), entry.clone()));
+                    c.insert(hash, (Instant::now(), generation, entry.clone()));
                 }
                 entry
             }
         };
         let Some(entry) = entry else { return Err(KeyRejection::Invalid) };
-        let (row, owner_banned, owner_perms) = &*entry;
-        if row.revoked_at.is_some() || *owner_banned {
+        let (row, owner) = &*entry;
+        if row.revoked_at.is_some() {
             return Err(KeyRejection::Invalid);
         }
+        // The key's scopes that its owner still holds; none at all once banned.
+        let Some(effective_scopes) = owner.bound(row.scopes.iter().map(String::as_str)) else {
+            return Err(KeyRejection::Invalid);
+        };
         if row.expires_at.is_some_and(|t| t <= now) {
             return Err(KeyRejection::Expired);
         }
         if let Ok(mut used) = self.used.lock() {
             used.insert(row.id.clone(), now);
         }
-        let effective_scopes = row.scopes.iter().filter(|s| owner_perms.contains(s)).cloned().collect();
         Ok(KeyGrant { key: row.clone(), effective_scopes })
     }
 
-    async fn load(&self, hash: &str, now: i64) -> Result<Option<Arc<(ApiKeyRow, bool, Vec<String>)>>, StoreError> {
+    async fn load(&self, hash: &str, now: i64) -> Result<Option<Loaded>, StoreError> {
         let Some(found) = self.db.api_key_lookup(hash, now).await? else { return Ok(None) };
-        let perms = self.db.role_permissions(&found.owner_roles).await?;
-        Ok(Some(Arc::new((found.key, found.owner_banned, perms))))
+        let owner = if found.owner_banned {
+            rbac::Owner::Banned
+        } else {
+            rbac::Owner::Active(Arc::new(self.db.role_permissions(&found.owner_roles).await?))
+        };
+        Ok(Some(Arc::new((found.key, owner))))
     }
 
     /// Authenticates a request carrying `X-API-Key`.
@@ -180,9 +196,11 @@ impl ApiKeys {
             session_id: None,
             api_key_id: Some(grant.key.id),
             client_id: None,
+            client_owner: None,
             roles: Vec::new(),
             scopes: grant.effective_scopes,
             user: None,
+            operator: false,
         })
     }
 
@@ -190,7 +208,7 @@ impl ApiKeys {
     /// [`CACHE_TTL`]).
     pub fn forget(&self, key_id: &str) {
         if let Ok(mut c) = self.cache.lock() {
-            c.retain(|_, (_, e)| e.as_ref().is_none_or(|e| e.0.id != key_id));
+            c.retain(|_, (_, _, e)| e.as_ref().is_none_or(|e| e.0.id != key_id));
         }
     }
 
@@ -243,6 +261,16 @@ impl ApiKeys {
                 },
             );
         }
+        if let (Some(max), Some(asked)) = (self.max_ttl, expires_in)
+            && asked > max
+        {
+            errors.push(FieldError {
+                field: "expires_in".into(),
+                code: "too_long".into(),
+                message: format!("must be at most {} (api_keys.max_ttl)", crate::config::HumanDuration(max)),
+            });
+        }
+        let expires_in = expires_in.or(self.max_ttl);
         if !errors.is_empty() {
             return Err(AuthError::Validation(errors));
         }
@@ -267,7 +295,7 @@ impl ApiKeys {
             last_used_at: None,
             revoked_at: None,
         };
-        self.db.api_key_insert(&row, &crypto::sha256_b64(secret.expose())).await?;
+        self.db.api_key_insert(&row, &crypto::sha256_b64(secret.expose()), who.session_id.as_deref()).await?;
         self.audit
             .record(
                 ctx,

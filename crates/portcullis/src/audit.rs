@@ -149,6 +149,7 @@ impl Audit {
                 // sessions that ended a day ago can no longer be refreshed or reused.
                 let _ = db.rate_purge(now - 86_400_000).await;
                 let _ = db.lock_purge(now - 86_400_000, now).await;
+                let _ = db.login_successes_purge(now - 30 * 86_400_000).await;
                 // Codes and assertion ids past their life (codes kept an hour more,
                 // so a late replay is still recognised and revokes its grant).
                 let _ = db.oauth_purge(now - 3_600_000).await;

@@ -179,6 +179,13 @@ enum UsersCommand {
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
+    /// Lift every lock of an account: each address's lockout and the failure
+    /// ceiling over all addresses.
+    Unlock {
+        /// The account's email.
+        #[arg(long)]
+        email: String,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<HumanDuration, String> {
@@ -274,11 +281,14 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
                 session_id: None,
                 api_key_id: None,
                 client_id: None,
+                client_owner: None,
                 roles: user.roles.clone(),
                 scopes: perms,
                 user: None,
+                operator: false,
             };
-            let keys = crate::api_keys::ApiKeys::new(store.db.clone(), crate::audit::Audit::new(store.db.clone()));
+            let audit = crate::audit::Audit::new(store.db.clone());
+            let keys = crate::api_keys::ApiKeys::new(store.db.clone(), audit, cfg.api_keys.max_ttl.map(|d| d.0));
             let (row, secret) = keys
                 .create(&RequestCtx::system(), &who, &name, &scopes, expires_in.map(|d| d.0))
                 .await
@@ -372,8 +382,7 @@ async fn users(cmd: UsersCommand, cfg: Config) -> anyhow::Result<()> {
             let audit = crate::audit::Audit::new(store.db.clone());
             let admin = crate::admin::Admin::new(store.db.clone(), crate::passwords::Hasher::new(1, 0)?, audit);
             let all_roles: Vec<String> = store.db.role_list().await?.into_iter().map(|r| r.name).collect();
-            let operator =
-                crate::auth::Principal { scopes: store.db.role_permissions(&all_roles).await?, ..operator() };
+            let operator = crate::auth::Principal::operator(store.db.role_permissions(&all_roles).await?);
             let input = crate::admin::UserCreate {
                 email,
                 password: Some(password),
@@ -383,6 +392,21 @@ async fn users(cmd: UsersCommand, cfg: Config) -> anyhow::Result<()> {
             };
             let user = admin.user_create(&RequestCtx::system(), &operator, input).await.map_err(explain)?;
             println!("created {} <{}> with roles {}", user.id, user.email, user.roles.join(","));
+        }
+        UsersCommand::Unlock { email } => {
+            let email = crate::auth::normalize_email(&email).map_err(|e| anyhow::anyhow!("--email {}", e.message))?;
+            let key = crate::auth::lock_key(&email);
+            let was = store.db.lock_clear(&key, &crate::abuse::ceiling_bucket(&key)).await?;
+            let user = store.db.user_by_email(&email).await?;
+            let audit = crate::audit::Audit::new(store.db.clone());
+            let reason = if was { "cleared" } else { "was not locked" };
+            let event = crate::audit::Event {
+                reason: Some(reason),
+                ..crate::audit::Event::ok("account_unlocked", user.as_ref().map(|u| u.id.as_str()))
+                    .by(crate::rbac::OPERATOR)
+            };
+            audit.record(&RequestCtx::system(), event).await;
+            println!("{email}: {}", if was { "every lock lifted" } else { "was not locked" });
         }
         UsersCommand::List { limit } => {
             let mut after: Option<String> = None;
@@ -410,7 +434,7 @@ async fn clients(cmd: ClientsCommand, cfg: Config) -> anyhow::Result<()> {
     let ctx = RequestCtx::system();
     // The operator holds every permission that exists, like `users create`.
     let all_roles: Vec<String> = store.db.role_list().await?.into_iter().map(|r| r.name).collect();
-    let who = crate::auth::Principal { scopes: store.db.role_permissions(&all_roles).await?, ..operator() };
+    let who = crate::auth::Principal::operator(store.db.role_permissions(&all_roles).await?);
     let print = |v: &serde_json::Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     match cmd {
         ClientsCommand::Create(a) => {
@@ -460,28 +484,15 @@ async fn clients(cmd: ClientsCommand, cfg: Config) -> anyhow::Result<()> {
         }
         ClientsCommand::RotateSecret { id, grace } => {
             let ms = i64::try_from(grace.0.as_millis()).unwrap_or(i64::MAX);
-            print(&oauth.client_rotate_secret(&ctx, "cli", &id, ms).await.map_err(explain)?);
+            print(&oauth.client_rotate_secret(&ctx, &who, &id, ms).await.map_err(explain)?);
         }
         ClientsCommand::Delete { id } => {
-            oauth.client_delete(&ctx, "cli", &id).await.map_err(explain)?;
+            oauth.client_delete(&ctx, &who, &id).await.map_err(explain)?;
             println!("deleted {id}; its grants are ended");
         }
     }
     store.db.close().await;
     Ok(())
-}
-
-/// The principal of operator commands: named `cli` in the audit trail.
-fn operator() -> crate::auth::Principal {
-    crate::auth::Principal {
-        user_id: "cli".into(),
-        session_id: None,
-        api_key_id: None,
-        client_id: None,
-        roles: vec!["admin".into()],
-        scopes: Vec::new(),
-        user: None,
-    }
 }
 
 /// A domain error as one line an operator can act on.

@@ -112,6 +112,10 @@ pub struct Config {
     pub security: SecurityConfig,
     /// The audit trail.
     pub audit: AuditConfig,
+    /// API keys.
+    pub api_keys: ApiKeysConfig,
+    /// Operational endpoints.
+    pub ops: OpsConfig,
     /// Storage engine tuning.
     pub storage: StorageConfig,
     /// Logging.
@@ -187,6 +191,49 @@ pub struct SecurityConfig {
     pub lockout_durations: Vec<HumanDuration>,
     /// Proxies (CIDRs) whose `X-Forwarded-For` is believed; nobody else's is.
     pub trusted_proxies: Vec<IpNet>,
+    /// How recent a session's sign-in must be for sensitive operations (creating
+    /// or rotating an API key); older sessions confirm the password first.
+    pub reauth_window: HumanDuration,
+    /// Failed refreshes (`/v1/auth/refresh`, `refresh_token` grants) per client
+    /// address; past it, 429 from memory.
+    pub refresh_failure_rate: RateRule,
+    /// Failed passwords for one account over all addresses; past it the account is
+    /// locked for every address that has not signed in to it in the last 30 days.
+    pub account_failure_ceiling: RateRule,
+    /// Networks outbound requests (a client's `jwks_uri`) may reach although they
+    /// are private (an identity provider on a company network). Cloud metadata
+    /// addresses stay refused.
+    pub outbound_allowed_cidrs: Vec<IpNet>,
+    /// Lets outbound requests reach loopback and private addresses. For tests and
+    /// local development only: it opens server-side request forgery.
+    pub danger_allow_private_targets: bool,
+}
+
+/// API key settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApiKeysConfig {
+    /// Longest lifetime of a new key, and the lifetime of keys created without one.
+    pub max_ttl: Option<HumanDuration>,
+}
+
+/// Operational endpoints.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OpsConfig {
+    /// A bearer token that opens `/metrics` to callers beyond loopback.
+    pub metrics_token: Option<String>,
+    /// Serves `/metrics` to anyone (it shows sign-in counts).
+    pub metrics_public: bool,
+}
+
+impl std::fmt::Debug for OpsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpsConfig")
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "[redacted]"))
+            .field("metrics_public", &self.metrics_public)
+            .finish()
+    }
 }
 
 /// Storage engine tuning.
@@ -260,6 +307,8 @@ impl std::fmt::Debug for Config {
             .field("http", &self.http)
             .field("security", &self.security)
             .field("audit", &self.audit)
+            .field("api_keys", &self.api_keys)
+            .field("ops", &self.ops)
             .field("storage", &self.storage)
             .field("log", &self.log)
             .finish()
@@ -280,6 +329,8 @@ impl Default for Config {
             http: HttpConfig::default(),
             security: SecurityConfig::default(),
             audit: AuditConfig::default(),
+            api_keys: ApiKeysConfig::default(),
+            ops: OpsConfig::default(),
             storage: StorageConfig::default(),
             log: LogConfig::default(),
         }
@@ -330,6 +381,11 @@ impl Default for SecurityConfig {
             lockout_threshold: 5,
             lockout_durations: vec![HumanDuration::secs(15 * 60), HumanDuration::secs(3600)],
             trusted_proxies: Vec::new(),
+            reauth_window: HumanDuration::secs(10 * 60),
+            refresh_failure_rate: RateRule { max: 60, window: Duration::from_secs(60) },
+            account_failure_ceiling: RateRule { max: 100, window: Duration::from_secs(3600) },
+            outbound_allowed_cidrs: Vec::new(),
+            danger_allow_private_targets: false,
         }
     }
 }
@@ -405,6 +461,15 @@ impl Config {
         if self.security.lockout_threshold == 0 || self.security.lockout_durations.is_empty() {
             anyhow::bail!("security.lockout_threshold must be at least 1 and security.lockout_durations non-empty");
         }
+        if self.security.reauth_window.0 < Duration::from_secs(10) {
+            anyhow::bail!("security.reauth_window must be at least 10s");
+        }
+        if self.api_keys.max_ttl.is_some_and(|d| d.0 < Duration::from_secs(60)) {
+            anyhow::bail!("api_keys.max_ttl must be at least 1m");
+        }
+        if self.ops.metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
+            anyhow::bail!("ops.metrics_token must be at least 16 characters");
+        }
         if self.http.body_limit < 1024 {
             anyhow::bail!("http.body_limit must be at least 1024 bytes");
         }
@@ -436,6 +501,10 @@ impl Config {
                 login_rate: RateRule { max: 100_000, window: Duration::from_secs(60) },
                 api_key_verify_rate: RateRule { max: 100_000, window: Duration::from_secs(60) },
                 register_rate: RateRule { max: 100_000, window: Duration::from_secs(60) },
+                refresh_failure_rate: RateRule { max: 100_000, window: Duration::from_secs(60) },
+                account_failure_ceiling: RateRule { max: 100_000, window: Duration::from_secs(60) },
+                // Test peers (a client's jwks_uri) listen on loopback.
+                danger_allow_private_targets: true,
                 ..SecurityConfig::default()
             },
             ..Self::default()
@@ -466,8 +535,16 @@ fn walk_unknown(prefix: &str, have: &Dict, known: &Dict, out: &mut Vec<String>) 
 }
 
 /// Optional settings that are absent from the serialized defaults (they are `None`).
-const OPTIONAL_KEYS: &[&str] =
-    &["database_url", "issuer", "master_key", "master_key_file", "tokens.audience", "http.hsts"];
+const OPTIONAL_KEYS: &[&str] = &[
+    "database_url",
+    "issuer",
+    "master_key",
+    "master_key_file",
+    "tokens.audience",
+    "http.hsts",
+    "api_keys.max_ttl",
+    "ops.metrics_token",
+];
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,8 @@
 //! `api_keys` machine credentials, `audit` the trail, `tokens` signs and verifies JWTs, `keys` owns signing keys
 //! and the JWKS, `passwords` the NIST policy and the bounded Argon2id pool, `store`
 //! all SQL for SQLite and PostgreSQL, `http` the routes and the problem+json errors,
-//! `server` the wiring, `cli` the `portcullis` command.
+//! `server` the wiring, `cli` the `portcullis` command, `outbound` the one guarded
+//! client every outbound HTTP request goes through.
 
 pub mod abuse;
 pub mod admin;
@@ -20,6 +21,7 @@ pub mod http;
 pub mod keys;
 pub mod listener;
 pub mod oauth;
+pub mod outbound;
 pub mod passwords;
 pub mod rbac;
 pub mod server;

@@ -56,6 +56,73 @@ pub struct Denied {
     pub required: Vec<String>,
 }
 
+/// The one who answers for a credential (an API key, an OAuth client) as it stands
+/// now: a credential never does more than its owner may do today, and dies with the
+/// owner's ban or deletion. API keys and client-credentials clients share this.
+#[derive(Debug, Clone)]
+pub enum Owner {
+    /// Registered by an operator at the command line: bounded by nothing but itself.
+    Operator,
+    /// A user who may act, with the permissions they hold now (sorted). One who
+    /// holds `admin:roles:write` is bounded by nothing: they could put any
+    /// permission into a role of their own (the rule of `may_grant`).
+    Active(std::sync::Arc<Vec<String>>),
+    /// The user is banned: the credential is dead while the ban lasts.
+    Banned,
+    /// The user was deleted: the credential is dead.
+    Gone,
+}
+
+/// The permission to define permissions: its holders may grant anything.
+pub const ROLES_WRITE: &str = "admin:roles:write";
+
+/// The owner recorded for credentials registered by an operator.
+pub const OPERATOR: &str = "operator";
+
+impl Owner {
+    /// The scopes among `scopes` the owner still holds; `None` when the owner can no
+    /// longer act at all.
+    pub fn bound<'a>(&self, scopes: impl IntoIterator<Item = &'a str>) -> Option<Vec<String>> {
+        match self {
+            Owner::Operator => Some(scopes.into_iter().map(str::to_owned).collect()),
+            Owner::Active(held) if held.iter().any(|h| h == ROLES_WRITE) => {
+                Some(scopes.into_iter().map(str::to_owned).collect())
+            }
+            Owner::Active(held) => Some(within(scopes, held)),
+            Owner::Banned | Owner::Gone => None,
+        }
+    }
+
+    /// Why the owner cannot act, for audit records.
+    pub fn refusal(&self) -> Option<&'static str> {
+        match self {
+            Owner::Banned => Some("owner_banned"),
+            Owner::Gone => Some("owner_deleted"),
+            Owner::Operator | Owner::Active(_) => None,
+        }
+    }
+}
+
+/// Loads a credential owner's standing now: `operator`, or the user's ban state and
+/// current permissions.
+pub async fn owner_now(db: &crate::store::Db, owner: &str) -> Result<Owner, crate::store::StoreError> {
+    if owner == OPERATOR {
+        return Ok(Owner::Operator);
+    }
+    Ok(match db.user_by_id(owner).await? {
+        None => Owner::Gone,
+        Some(u) if u.banned_at.is_some() => Owner::Banned,
+        Some(u) => Owner::Active(std::sync::Arc::new(db.role_permissions(&u.roles).await?)),
+    })
+}
+
+/// The scopes among `scopes` that appear in `held` (sorted, as `role_permissions`
+/// returns them): what a credential may do is what it was given AND what stands
+/// behind it now.
+pub fn within<'a>(scopes: impl IntoIterator<Item = &'a str>, held: &[String]) -> Vec<String> {
+    scopes.into_iter().filter(|s| held.binary_search_by(|h| h.as_str().cmp(s)).is_ok()).map(str::to_owned).collect()
+}
+
 /// Passes when the principal holds every scope in `required`.
 pub fn require_scope(who: &Principal, required: &[&str]) -> Result<(), Denied> {
     let missing: Vec<String> =
@@ -78,9 +145,11 @@ mod tests {
             session_id: Some("ses_1".into()),
             api_key_id: None,
             client_id: None,
+            client_owner: None,
             roles: roles.iter().map(|s| (*s).to_owned()).collect(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             user: None,
+            operator: false,
         }
     }
 

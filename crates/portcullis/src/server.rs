@@ -7,16 +7,18 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::task::JoinHandle;
 
 use crate::{
-    abuse::Limiter,
+    abuse::{Blocks, Limiter},
     admin::Admin,
     api_keys::ApiKeys,
     audit::Audit,
+    audit::Event,
     auth::{Auth, AuthSettings},
     config::Config,
     crypto::{MasterKey, MasterKeySource},
     http::{AppState, Services, router},
     keys::KeyManager,
     oauth::{Clients, OAuth, OAuthSettings},
+    outbound::Outbound,
     passwords::Hasher,
     shutdown::{self, Trigger},
     store::{Backend, Db},
@@ -80,12 +82,42 @@ pub async fn oauth_for_cli(cfg: &Config, store: &Store) -> anyhow::Result<Arc<OA
     let audience = cfg.tokens.audience.clone().unwrap_or_else(|| issuer.clone());
     let tokens = Arc::new(Tokens::new(keys, issuer.clone(), audience, cfg.tokens.access_ttl.0, cfg.tokens.leeway.0));
     let audit = Audit::new(store.db.clone());
-    let clients = Clients::new(store.db.clone());
+    let clients = Clients::new(store.db.clone(), Outbound::from_config(cfg));
     let hasher = Hasher::new(1, 0)?;
     let settings = AuthSettings::from_config(cfg);
-    let auth = Arc::new(Auth::new(store.db.clone(), hasher, tokens, settings, audit.clone(), clients.clone()));
-    let api_keys = ApiKeys::new(store.db.clone(), audit.clone());
+    let blocks = Arc::new(Blocks::default());
+    let auth = Arc::new(Auth::new(store.db.clone(), hasher, tokens, settings, audit.clone(), clients.clone(), blocks));
+    let api_keys = ApiKeys::new(store.db.clone(), audit.clone(), cfg.api_keys.max_ttl.map(|d| d.0));
     Ok(Arc::new(OAuth::new(auth, clients, api_keys, audit, OAuthSettings::from_config(cfg, issuer))))
+}
+
+/// Every second, one audit record (`rate_limited`) per client address and route
+/// for each block that ended: its requests were refused from memory, none of them
+/// wrote anything. At shutdown, every block still open is summarised.
+fn spawn_block_summaries(blocks: Arc<Blocks>, audit: Audit, shutdown: crate::shutdown::Shutdown) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let last = tokio::select! {
+                _ = tick.tick() => false,
+                _ = shutdown.wait() => true,
+            };
+            let now = crate::clock::now_ms();
+            for s in blocks.take_closed(now, last) {
+                let ctx = crate::auth::RequestCtx {
+                    ip: Some(s.address),
+                    route: Some(s.route.clone()),
+                    now,
+                    ..Default::default()
+                };
+                let reason = format!("{} {}", s.route, s.refused);
+                audit.record(&ctx, Event::failed("rate_limited", None, &reason)).await;
+            }
+            if last {
+                return;
+            }
+        }
+    })
 }
 
 /// A server that is accepting connections.
@@ -131,6 +163,12 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let started = std::time::Instant::now();
     let _ = crate::http::prometheus();
     let store = open_store(&cfg).await?;
+    if cfg.security.danger_allow_private_targets {
+        tracing::warn!(
+            "!!! security.danger_allow_private_targets is on: outbound requests (a client's jwks_uri) may \
+             reach loopback and private addresses. Never in production. !!!"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
@@ -144,7 +182,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let (trigger, shutdown) = shutdown::channel();
     let (audit, audit_writer) = Audit::buffered(store.db.clone(), cfg.audit.buffer, shutdown.clone());
     audit.spawn_retention(cfg.audit.retention.0, Duration::from_secs(3600), shutdown.clone());
-    let clients = Clients::new(store.db.clone());
+    let clients = Clients::new(store.db.clone(), Outbound::from_config(&cfg));
+    let blocks = Arc::new(Blocks::default());
     let auth = Arc::new(Auth::new(
         store.db.clone(),
         hasher.clone(),
@@ -152,20 +191,25 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         AuthSettings::from_config(&cfg),
         audit.clone(),
         clients.clone(),
+        blocks.clone(),
     ));
     let admin = Arc::new(Admin::new(store.db.clone(), hasher, audit.clone()));
-    let api_keys = ApiKeys::new(store.db.clone(), audit.clone());
+    let api_keys = ApiKeys::new(store.db.clone(), audit.clone(), cfg.api_keys.max_ttl.map(|d| d.0));
     let oauth_settings = OAuthSettings::from_config(&cfg, issuer.clone());
     let oauth = Arc::new(OAuth::new(auth.clone(), clients, api_keys.clone(), audit.clone(), oauth_settings));
     let cookies = crate::http::CookiePolicy::for_issuer(&issuer);
     keys.spawn_reloader(cfg.keys.reload_interval.0.max(Duration::from_millis(100)), shutdown.clone());
     // Drained, in this order, before the database closes on shutdown.
-    let background = vec![api_keys.spawn_flusher(Duration::from_secs(5), shutdown.clone()), audit_writer];
+    let background = vec![
+        spawn_block_summaries(blocks.clone(), audit.clone(), shutdown.clone()),
+        api_keys.spawn_flusher(Duration::from_secs(5), shutdown.clone()),
+        audit_writer,
+    ];
     let trusted_proxies = Arc::new(cfg.security.trusted_proxies.clone());
-    let verify_limiter = Arc::new(Limiter::new(store.db.clone(), "verify", cfg.security.api_key_verify_rate));
-    let key_fail_limiter = Arc::new(Limiter::new(store.db.clone(), "key_fail", cfg.security.api_key_failure_rate));
-    let client_fail_limiter =
-        Arc::new(Limiter::new(store.db.clone(), "client_fail", cfg.security.client_auth_failure_rate));
+    let limiter = |scope, rule| Arc::new(Limiter::new(store.db.clone(), scope, rule, blocks.clone()));
+    let verify_limiter = limiter("verify", cfg.security.api_key_verify_rate);
+    let key_fail_limiter = limiter("key_fail", cfg.security.api_key_failure_rate);
+    let client_fail_limiter = limiter("client_fail", cfg.security.client_auth_failure_rate);
     let state = AppState::new(Services {
         auth,
         admin,
@@ -177,6 +221,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         client_fail_limiter,
         oauth,
         cookies,
+        metrics_access: crate::http::MetricsAccess {
+            token: cfg.ops.metrics_token.clone().map(crate::crypto::Secret::new),
+            public: cfg.ops.metrics_public,
+        },
     });
     let app = router(state, &cfg.http);
     let limits = crate::listener::Limits {

@@ -51,9 +51,9 @@ impl Auth {
         // Registration hashes a password and answers 409 for taken emails: unthrottled,
         // it would starve sign-in of hashing slots and enumerate accounts.
         if let Some(limiter) = &self.register_limiter
-            && let Err(retry) = limiter.hit(ctx.ip.as_deref().unwrap_or("unknown"), ctx.now).await
+            && let Err(retry) = limiter.hit(ctx.client(), ctx.route(), ctx.now).await
         {
-            self.audit(ctx, "user_registered", false, None, Some("rate_limited")).await;
+            // No record per refusal: the block's summary (`rate_limited`) counts them.
             return Err(AuthError::RateLimited(retry));
         }
         let mut errors = Vec::new();

@@ -18,7 +18,7 @@ use crate::{
 /// The lockout key of what the client typed: the normalised email, or for input
 /// that is not an email a hash of it — garbage locks too, with a key of fixed size
 /// that any database can store (PostgreSQL refuses NUL in text).
-fn lock_key(input: &str) -> String {
+pub fn lock_key(input: &str) -> String {
     normalize_email(input).unwrap_or_else(|_| format!("invalid:{}", crypto::sha256_b64(&input.trim().to_lowercase())))
 }
 
@@ -33,9 +33,10 @@ impl Auth {
         password: Secret,
     ) -> Result<(UserRow, bool), AuthError> {
         if let Some(limiter) = &self.limiter
-            && let Err(retry) = limiter.hit(ctx.ip.as_deref().unwrap_or("unknown"), ctx.now).await
+            && let Err(retry) = limiter.hit(ctx.client(), ctx.route(), ctx.now).await
         {
-            self.audit(ctx, event, false, None, Some("rate_limited")).await;
+            // No record per refusal: the block's summary (`rate_limited`, with the
+            // route and the count) lands in the audit trail when the block ends.
             metrics::counter!("portcullis_logins_total", "outcome" => "rate_limited").increment(1);
             return Err(AuthError::RateLimited(retry));
         }
@@ -43,17 +44,23 @@ impl Auth {
         // must not have counted as a failed attempt.
         let admission = self.hasher.admit()?;
         let key = lock_key(email);
+        let address = crate::abuse::rate_key(ctx.client());
         let user = match normalize_email(email) {
             Ok(email) => self.db.user_for_login(&email).await?,
             Err(_) => None,
         };
         let uid = user.as_ref().map(|u| u.id.as_str());
+        if let Some(secs) = self.over_ceiling(&key, &address, ctx.now).await? {
+            self.audit(ctx, event, false, uid, Some("locked_account_ceiling")).await;
+            metrics::counter!("portcullis_logins_total", "outcome" => "locked").increment(1);
+            return Err(AuthError::AccountLocked(secs));
+        }
         // Count the attempt before hashing; a success clears it. At most `threshold`
-        // guesses per email can ever be in flight, however many arrive at once.
+        // guesses per (email, address) can ever be in flight, however many arrive.
         let policy = &self.settings.lockout;
         let mut decision = crate::abuse::Reservation::Busy;
         self.db
-            .lock_attempt(&key, |s| {
+            .lock_attempt(&key, &address, |s| {
                 let (d, next) = policy.reserve(s, ctx.now);
                 decision = d;
                 next
@@ -78,9 +85,10 @@ impl Auth {
             .verify_admitted(admission, password, user.as_ref().and_then(|u| u.password_hash.clone()))
             .await?;
         if ok && user.is_some() {
-            // The right password proves the owner: forget the reserved failure (and a
-            // lock this very attempt may have set).
-            self.db.lock_clear(&key).await?;
+            // The right password proves the owner at this address: forget the
+            // reserved failure (and a lock this very attempt may have set), and
+            // remember the address as one the owner uses.
+            self.db.login_succeeded(&key, &address, ctx.now).await?;
         }
         match user {
             // A banned user gets the same answer as a wrong password, and only after
@@ -93,15 +101,53 @@ impl Auth {
             _ => {
                 let reason = if uid.is_some() { "bad_password" } else { "unknown_user" };
                 self.audit(ctx, event, false, uid, Some(reason)).await;
-                let (prior, next) = self.db.lock_attempt(&key, |s| Some(policy.after_failure(s, ctx.now))).await?;
-                if next.locked_until != prior.locked_until && next.locked_until.is_some_and(|u| u > ctx.now) {
-                    let reason = format!("level {}", next.lock_level);
-                    self.audit(ctx, "account_locked", true, uid, Some(&reason)).await;
-                    metrics::counter!("portcullis_lockouts_total").increment(1);
-                }
+                self.count_failure(ctx, &key, &address, uid).await?;
                 Err(AuthError::InvalidCredentials)
             }
         }
+    }
+
+    /// A wrong password: escalates the (email, address) lock and counts against the
+    /// account's ceiling over all addresses.
+    async fn count_failure(
+        &self,
+        ctx: &RequestCtx,
+        key: &str,
+        address: &str,
+        uid: Option<&str>,
+    ) -> Result<(), AuthError> {
+        let policy = &self.settings.lockout;
+        let (prior, next) = self.db.lock_attempt(key, address, |s| Some(policy.after_failure(s, ctx.now))).await?;
+        if next.locked_until != prior.locked_until && next.locked_until.is_some_and(|u| u > ctx.now) {
+            let reason = format!("level {} from {address}", next.lock_level);
+            self.audit(ctx, "account_locked", true, uid, Some(&reason)).await;
+            metrics::counter!("portcullis_lockouts_total").increment(1);
+        }
+        if let Some(rule) = self.settings.account_failure_ceiling {
+            let counts = crate::abuse::count(&self.db, &crate::abuse::ceiling_bucket(key), rule, ctx.now).await?;
+            // Exactly the failure that reaches the ceiling says so.
+            if crate::abuse::over(rule, counts, 0, ctx.now).is_none()
+                && crate::abuse::over(rule, counts, 1, ctx.now).is_some()
+            {
+                self.audit(ctx, "account_locked", true, uid, Some("failure ceiling over all addresses")).await;
+                metrics::counter!("portcullis_lockouts_total").increment(1);
+            }
+        }
+        Ok(())
+    }
+
+    /// While the account's failures over all addresses are at its ceiling
+    /// (`security.account_failure_ceiling`), only addresses that signed in to it
+    /// within the last 30 days get through; everyone else waits this many seconds.
+    async fn over_ceiling(&self, key: &str, address: &str, now: i64) -> Result<Option<u64>, AuthError> {
+        let Some(rule) = self.settings.account_failure_ceiling else { return Ok(None) };
+        let Some(counts) = self.db.rate_peek(&crate::abuse::ceiling_bucket(key)).await? else { return Ok(None) };
+        let Some(secs) = crate::abuse::over(rule, counts, 1, now) else { return Ok(None) };
+        const KNOWN_FOR_MS: i64 = 30 * 86_400_000;
+        if self.db.login_succeeded_since(key, address, now - KNOWN_FOR_MS).await? {
+            return Ok(None);
+        }
+        Ok(Some(secs))
     }
 
     /// Checks email and password and opens a new session.

@@ -15,9 +15,10 @@ use portcullis_proto::FieldError;
 
 pub use account::normalize_email;
 pub use browser::BrowserSession;
+pub use login::lock_key;
 
 use crate::{
-    abuse::{Limiter, LockoutPolicy, RateRule},
+    abuse::{Blocks, Limiter, LockoutPolicy, RateRule},
     audit::{Audit, Event},
     clock, crypto,
     passwords::{HashError, Hasher},
@@ -49,6 +50,10 @@ pub enum AuthError {
     /// Authenticated but lacking these scopes.
     #[error("insufficient scope")]
     Denied(Vec<String>),
+    /// A sensitive operation, and the session's sign-in is older than the
+    /// re-authentication window.
+    #[error("this operation needs a recent sign-in")]
+    ReauthRequired,
     /// Authenticated, but this credential cannot do this at all.
     #[error("{0}")]
     Forbidden(&'static str),
@@ -104,22 +109,37 @@ pub struct RequestCtx {
     pub user_agent: Option<String>,
     /// Request id, also sent back as `X-Request-Id`.
     pub request_id: Option<String>,
+    /// The matched route template (`/v1/auth/login`), for rate-limit summaries.
+    pub route: Option<String>,
     /// Milliseconds since the epoch.
     pub now: i64,
 }
 
 impl RequestCtx {
+    /// The client address for rate limits (`unknown` when there is no socket).
+    pub fn client(&self) -> &str {
+        self.ip.as_deref().unwrap_or("unknown")
+    }
+
+    /// The route template, or `-` outside HTTP.
+    pub fn route(&self) -> &str {
+        self.route.as_deref().unwrap_or("-")
+    }
+
     /// A context for operator commands run from the CLI.
     pub fn system() -> Self {
         Self { now: clock::now_ms(), user_agent: Some("portcullis-cli".into()), ..Self::default() }
     }
 }
 
-/// An authenticated caller: a user's live session, or an API key acting for its
-/// owner.
+/// An authenticated caller: a user's live session, an API key acting for its
+/// owner, an OAuth grant or client, or the operator at the command line. `scopes`
+/// are always what the caller may do NOW (the token's claims cut down to current
+/// roles, owners and clients), never what a token says about itself.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    /// The user (`sub`), or the owner of the API key.
+    /// The user (`sub`), the owner of the API key, or the client's id for a client
+    /// acting for itself; `operator` for the command line.
     pub user_id: String,
     /// Session id (`sid`); `None` for API keys.
     pub session_id: Option<String>,
@@ -128,24 +148,58 @@ pub struct Principal {
     /// The OAuth client the token was issued to; with no session, the client
     /// itself is the caller (client credentials) and `user_id` is its id.
     pub client_id: Option<String>,
-    /// Roles from the token (API keys carry none).
+    /// For a client acting for itself: who registered it (a user id or `operator`).
+    pub client_owner: Option<String>,
+    /// The user's roles now (API keys and clients carry none).
     pub roles: Vec<String>,
-    /// Permissions: the token's `scope`, or the key's effective scopes.
+    /// Permissions the caller holds now.
     pub scopes: Vec<String>,
     /// The user as loaded by the bearer check, when it loaded one (saves the handler
     /// a second read).
     pub user: Option<Arc<UserRow>>,
+    /// The operator at the command line: no user, every permission there is.
+    pub operator: bool,
 }
 
 impl Principal {
+    /// The operator of a command-line command, holding `scopes` (every permission
+    /// that exists): named `operator` in the audit trail and as the owner of what
+    /// it registers.
+    pub fn operator(scopes: Vec<String>) -> Self {
+        Self {
+            user_id: crate::rbac::OPERATOR.into(),
+            session_id: None,
+            api_key_id: None,
+            client_id: None,
+            client_owner: None,
+            roles: Vec::new(),
+            scopes,
+            user: None,
+            operator: true,
+        }
+    }
+
     /// Who to name as the actor in audit records.
     pub fn actor(&self) -> &str {
         self.api_key_id.as_deref().unwrap_or(&self.user_id)
     }
 
-    /// Whether a user is behind the credential (not a client acting for itself).
+    /// Whether a user is behind the credential (not a client acting for itself,
+    /// not the operator).
     pub fn has_user(&self) -> bool {
-        self.client_id.is_none() || self.session_id.is_some()
+        !self.operator && (self.client_id.is_none() || self.session_id.is_some())
+    }
+
+    /// Who answers for a credential this caller registers: the operator, the user
+    /// behind the caller, or (for a client acting for itself) that client's owner.
+    pub fn owner_label(&self) -> &str {
+        if self.operator {
+            return crate::rbac::OPERATOR;
+        }
+        match (&self.client_owner, self.has_user()) {
+            (Some(owner), false) => owner,
+            _ => &self.user_id,
+        }
     }
 }
 
@@ -173,8 +227,15 @@ pub struct AuthSettings {
     pub login_rate: Option<RateRule>,
     /// Registrations per client address.
     pub register_rate: Option<RateRule>,
+    /// Failed refreshes per client address.
+    pub refresh_failure_rate: Option<RateRule>,
+    /// Failed passwords per account over all addresses before the account locks
+    /// for addresses it has not signed in from.
+    pub account_failure_ceiling: Option<RateRule>,
     /// Progressive lockout.
     pub lockout: LockoutPolicy,
+    /// How recent a sign-in sensitive operations need.
+    pub reauth_window: Duration,
 }
 
 impl AuthSettings {
@@ -185,10 +246,13 @@ impl AuthSettings {
             include_metadata: cfg.tokens.include_metadata,
             login_rate: Some(cfg.security.login_rate),
             register_rate: Some(cfg.security.register_rate),
+            refresh_failure_rate: Some(cfg.security.refresh_failure_rate),
+            account_failure_ceiling: Some(cfg.security.account_failure_ceiling),
             lockout: LockoutPolicy {
                 threshold: cfg.security.lockout_threshold,
                 durations: cfg.security.lockout_durations.iter().map(|d| d.0).collect(),
             },
+            reauth_window: cfg.security.reauth_window.0,
         }
     }
 }
@@ -202,12 +266,13 @@ pub struct Auth {
     audit: Audit,
     limiter: Option<Limiter>,
     register_limiter: Option<Limiter>,
+    refresh_limiter: Option<Limiter>,
     clients: Arc<crate::oauth::Clients>,
     live: session::LiveCache,
 }
 
 impl Auth {
-    /// Wires the service.
+    /// Wires the service; its limiters remember refused clients in `blocks`.
     pub fn new(
         db: Db,
         hasher: Hasher,
@@ -215,10 +280,35 @@ impl Auth {
         settings: AuthSettings,
         audit: Audit,
         clients: Arc<crate::oauth::Clients>,
+        blocks: Arc<Blocks>,
     ) -> Self {
-        let limiter = settings.login_rate.map(|rule| Limiter::new(db.clone(), "password", rule));
-        let register_limiter = settings.register_rate.map(|rule| Limiter::new(db.clone(), "register", rule));
-        Self { db, hasher, tokens, settings, audit, limiter, register_limiter, clients, live: Default::default() }
+        let limit = |scope, rule: Option<RateRule>| rule.map(|r| Limiter::new(db.clone(), scope, r, blocks.clone()));
+        let limiter = limit("password", settings.login_rate);
+        let register_limiter = limit("register", settings.register_rate);
+        let refresh_limiter = limit("refresh_fail", settings.refresh_failure_rate);
+        Self {
+            db,
+            hasher,
+            tokens,
+            settings,
+            audit,
+            limiter,
+            register_limiter,
+            refresh_limiter,
+            clients,
+            live: Default::default(),
+        }
+    }
+
+    /// Whether `ctx`'s client is over the limit of failed refreshes (answered from
+    /// memory, before any work); the seconds to wait.
+    pub fn refresh_blocked(&self, ctx: &RequestCtx) -> Option<u64> {
+        self.refresh_limiter.as_ref()?.blocked(ctx.client(), ctx.route(), ctx.now)
+    }
+
+    /// Counts a failed refresh of `ctx`'s client; the seconds to wait once over.
+    pub async fn refresh_failed(&self, ctx: &RequestCtx) -> Option<u64> {
+        self.refresh_limiter.as_ref()?.hit(ctx.client(), ctx.route(), ctx.now).await.err()
     }
 
     /// Session lifetime settings.

@@ -11,8 +11,25 @@ use crate::{
 };
 
 impl Auth {
-    /// Exchanges a refresh token for a new access and refresh token.
+    /// Exchanges a refresh token for a new access and refresh token. Failures are
+    /// limited per client address (`security.refresh_failure_rate`): past it, the
+    /// answer comes from memory, with no lookup and no audit write.
     pub async fn refresh(&self, ctx: &RequestCtx, token: &Secret) -> Result<Issued, AuthError> {
+        if let Some(secs) = self.refresh_blocked(ctx) {
+            return Err(AuthError::RateLimited(secs));
+        }
+        let out = self.refresh_once(ctx, token).await;
+        if let Err(e) = &out
+            && matches!(e, AuthError::Token(_) | AuthError::RefreshReused)
+            && let Some(secs) = self.refresh_failed(ctx).await
+            && !matches!(e, AuthError::RefreshReused)
+        {
+            return Err(AuthError::RateLimited(secs));
+        }
+        out
+    }
+
+    async fn refresh_once(&self, ctx: &RequestCtx, token: &Secret) -> Result<Issued, AuthError> {
         let next = crypto::b64url(&crypto::random_bytes::<32>());
         let outcome = self
             .db
@@ -38,10 +55,16 @@ impl Auth {
                 })
             }
             RefreshOutcome::Reused { user_id, session_id } => {
-                let ended = self.db.sessions_revoke_all(&user_id, None, "refresh_token_reused", ctx.now).await?;
-                tracing::warn!(user_id = %user_id, session_id = %session_id, sessions_ended = ended,
+                // Two parties hold the token: end every session, and the API keys
+                // minted from them (a thief's lasting foothold).
+                let (ended, keys) = self.db.sessions_revoke_stolen(&user_id, "refresh_token_reused", ctx.now).await?;
+                tracing::warn!(user_id = %user_id, session_id = %session_id, sessions_ended = ended, api_keys_revoked = keys,
                     "refresh token reuse detected; all sessions of the user ended");
                 self.audit(ctx, "refresh_reuse", false, Some(&user_id), Some("refresh_token_reused")).await;
+                if keys > 0 {
+                    let reason = format!("{keys} created from the ended sessions (refresh_token_reused)");
+                    self.audit(ctx, "api_keys_revoked", true, Some(&user_id), Some(&reason)).await;
+                }
                 Err(AuthError::RefreshReused)
             }
             RefreshOutcome::SessionEnded => {

@@ -23,21 +23,23 @@ use crate::{
 pub const LIVE_CACHE_TTL: Duration = Duration::from_secs(1);
 const LIVE_CACHE_MAX: usize = 100_000;
 
-/// When a session was confirmed live, the auth-change count then, and its user.
-type LiveEntry = (Instant, u64, Arc<UserRow>);
+/// A live session's user and the permissions the user's roles grant.
+type Live = (Arc<UserRow>, Arc<Vec<String>>);
+/// When a session was confirmed live, the auth-change count then, and what it found.
+type LiveEntry = (Instant, u64, Live);
 
 /// Recently confirmed live sessions by session id.
 #[derive(Default)]
 pub(super) struct LiveCache(Mutex<HashMap<String, LiveEntry>>);
 
 impl LiveCache {
-    fn get(&self, sid: &str, generation: u64) -> Option<Arc<UserRow>> {
+    fn get(&self, sid: &str, generation: u64) -> Option<Live> {
         let map = self.0.lock().ok()?;
-        let (at, g, user) = map.get(sid)?;
-        (*g == generation && at.elapsed() < LIVE_CACHE_TTL).then(|| user.clone())
+        let (at, g, live) = map.get(sid)?;
+        (*g == generation && at.elapsed() < LIVE_CACHE_TTL).then(|| live.clone())
     }
 
-    fn put(&self, sid: &str, generation: u64, user: Arc<UserRow>) {
+    fn put(&self, sid: &str, generation: u64, live: Live) {
         if let Ok(mut map) = self.0.lock() {
             if map.len() >= LIVE_CACHE_MAX {
                 map.retain(|_, (at, g, _)| *g == generation && at.elapsed() < LIVE_CACHE_TTL);
@@ -45,7 +47,7 @@ impl LiveCache {
                     map.clear();
                 }
             }
-            map.insert(sid.to_owned(), (Instant::now(), generation, user));
+            map.insert(sid.to_owned(), (Instant::now(), generation, live));
         }
     }
 }
@@ -53,56 +55,133 @@ impl LiveCache {
 impl Auth {
     /// Verifies a bearer token and that its session is still live: ending a session
     /// ends its access tokens at once on this node (within [`LIVE_CACHE_TTL`] on
-    /// others), not when they expire.
+    /// others), not when they expire. The principal's roles and scopes are what the
+    /// user (and the client, and its owner) hold NOW: a token's own claims are for
+    /// outside verifiers, never for Portcullis's decisions.
     pub async fn authenticate(&self, token: &str, now: i64) -> Result<Principal, AuthError> {
         let claims = self.tokens.verify(token).await?;
+        let token_scopes = claims.scope.split_whitespace();
         let Some(sid) = claims.sid else {
-            // A client-credentials token: the client acts for itself, while it
-            // stays registered.
-            let client = match &claims.client_id {
-                Some(c) if *c == claims.sub => self.clients.get(c).await?,
-                _ => None,
-            };
-            if client.is_none() {
-                return Err(TokenError::Invalid("the client of this token is gone").into());
-            }
-            return Ok(Principal {
-                user_id: claims.sub,
-                session_id: None,
-                api_key_id: None,
-                client_id: claims.client_id,
-                roles: Vec::new(),
-                scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
-                user: None,
-            });
+            return self.client_principal(claims.sub, claims.client_id, token_scopes).await;
         };
         // One statement: the session is live, belongs to `sub`, and its user is not
         // banned (a login racing a ban cannot leave a working token behind).
         // The count is read BEFORE the query: a write that lands meanwhile moves it
         // after committing, so what this read cached is stale by then.
         let generation = self.db.auth_generation();
-        let user = match self.live.get(&sid, generation) {
-            Some(user) => Some(user),
-            None => {
-                let user = self.db.user_by_live_session(&sid, now).await?.map(Arc::new);
-                if let Some(u) = &user {
-                    self.live.put(&sid, generation, u.clone());
+        let live = match self.live.get(&sid, generation) {
+            Some(live) => Some(live),
+            None => match self.db.user_by_live_session(&sid, now).await? {
+                Some(user) => {
+                    let held = Arc::new(self.db.role_permissions(&user.roles).await?);
+                    let live = (Arc::new(user), held);
+                    self.live.put(&sid, generation, live.clone());
+                    Some(live)
                 }
-                user
-            }
+                None => None,
+            },
         };
-        let Some(user) = user.filter(|u| u.id == claims.sub) else {
+        let Some((user, held)) = live.filter(|(u, _)| u.id == claims.sub) else {
             return Err(TokenError::Invalid("the session of this token has ended").into());
+        };
+        let scopes = match &claims.client_id {
+            // A grant to a client: OpenID scopes stay; permissions only while the
+            // user holds them and the client may still ask for them.
+            Some(cid) => {
+                let Some(client) = self.clients.get(cid).await? else {
+                    return Err(TokenError::Invalid("the client of this token is gone").into());
+                };
+                token_scopes
+                    .filter(|s| {
+                        crate::oauth::clients::OIDC_SCOPES.contains(s)
+                            || (held.binary_search_by(|h| h.as_str().cmp(s)).is_ok()
+                                && client.meta.scopes().any(|c| c == *s))
+                    })
+                    .map(str::to_owned)
+                    .collect()
+            }
+            None => crate::rbac::within(token_scopes, &held),
         };
         Ok(Principal {
             user_id: claims.sub,
             session_id: Some(sid),
             api_key_id: None,
             client_id: claims.client_id,
-            roles: claims.roles,
-            scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
+            client_owner: None,
+            roles: user.roles.clone(),
+            scopes,
             user: Some(user),
+            operator: false,
         })
+    }
+
+    /// A client-credentials token: the client acts for itself while it stays
+    /// registered and its owner may act, with the token's scopes that the client
+    /// may still ask for and its owner still holds.
+    async fn client_principal<'a>(
+        &self,
+        sub: String,
+        client_id: Option<String>,
+        token_scopes: impl Iterator<Item = &'a str>,
+    ) -> Result<Principal, AuthError> {
+        let client = match &client_id {
+            Some(c) if *c == sub => self.clients.get(c).await?,
+            _ => None,
+        };
+        let Some(client) = client else {
+            return Err(TokenError::Invalid("the client of this token is gone").into());
+        };
+        let owner = self.clients.owner(&client.row.owner).await?;
+        let registered: Vec<&str> = token_scopes.filter(|s| client.meta.scopes().any(|c| c == *s)).collect();
+        let Some(scopes) = owner.bound(registered) else {
+            return Err(TokenError::Invalid("the owner of this token's client can no longer act").into());
+        };
+        Ok(Principal {
+            user_id: sub,
+            session_id: None,
+            api_key_id: None,
+            client_id,
+            client_owner: Some(client.row.owner.clone()),
+            roles: Vec::new(),
+            scopes,
+            user: None,
+            operator: false,
+        })
+    }
+
+    /// Passes when the caller's session signed in within `security.reauth_window`:
+    /// the gate of sensitive operations (a stolen access token alone must not mint
+    /// lasting credentials). Reads the session as stored now.
+    pub async fn require_recent(&self, who: &Principal, now: i64) -> Result<(), AuthError> {
+        let sid = match (&who.session_id, &who.client_id) {
+            (Some(sid), None) if !who.operator => sid,
+            _ => return Err(AuthError::Forbidden("this operation needs a signed-in user's own session")),
+        };
+        let session = self.db.session_get(sid).await?.filter(|s| s.user_id == who.user_id && s.is_active(now));
+        let Some(session) = session else {
+            return Err(TokenError::Invalid("the session of this token has ended").into());
+        };
+        let signed_in = session.auth_time.unwrap_or(session.created_at);
+        let window = i64::try_from(self.settings.reauth_window.as_millis()).unwrap_or(i64::MAX);
+        if now.saturating_sub(signed_in) > window {
+            return Err(AuthError::ReauthRequired);
+        }
+        Ok(())
+    }
+
+    /// Confirms the password of the caller's session and renews its sign-in time,
+    /// under the same rate limit and lockout as signing in.
+    pub async fn reauth(&self, ctx: &RequestCtx, who: &Principal, password: Secret) -> Result<(), AuthError> {
+        let (Some(sid), None) = (&who.session_id, &who.client_id) else {
+            return Err(AuthError::Forbidden("this operation needs a signed-in user's own session"));
+        };
+        let user = self.me(who).await?;
+        self.check_password(ctx, "reauth", &user.email, password).await?;
+        if !self.db.session_reauthenticated(sid, &user.id, ctx.now).await? {
+            return Err(TokenError::Invalid("the session of this token has ended").into());
+        }
+        self.audit(ctx, "reauth", true, Some(&user.id), None).await;
+        Ok(())
     }
 
     /// The caller's own account.
@@ -217,6 +296,8 @@ impl Auth {
         let phc = self.hasher.hash(new).await?;
         self.db.user_set_password(&user.id, &phc, ctx.now).await?;
         let ended = self.db.sessions_revoke_all(&user.id, Some(session_id), "password_changed", ctx.now).await?;
+        // The current password was just proven: that is a fresh sign-in.
+        self.db.session_reauthenticated(session_id, &user.id, ctx.now).await?;
         self.audit(ctx, "password_change", true, Some(&user.id), None).await;
         Ok(ended)
     }

@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::{
     AppState,
     error::ApiError,
-    extract::{JsonBody, SessionAuthed},
+    extract::{JsonBody, RecentSession, SessionAuthed},
     guard::{Can, KeysVerify},
     views::api_key_view,
 };
@@ -50,7 +50,7 @@ fn duration_field(field: &str, v: Option<Value>) -> Result<Option<Duration>, Api
 pub async fn api_key_create(
     State(state): State<AppState>,
     ctx: RequestCtx,
-    SessionAuthed(who): SessionAuthed,
+    RecentSession(who): RecentSession,
     JsonBody(req): JsonBody<ApiKeyCreateRequest>,
 ) -> Result<Response, ApiError> {
     let expires_in = duration_field("expires_in", req.expires_in)?;
@@ -103,7 +103,7 @@ pub async fn api_key_revoke(
 pub async fn api_key_rotate(
     State(state): State<AppState>,
     ctx: RequestCtx,
-    SessionAuthed(who): SessionAuthed,
+    RecentSession(who): RecentSession,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -127,7 +127,7 @@ pub async fn api_key_verify(
     Can { who, .. }: Can<KeysVerify>,
     JsonBody(req): JsonBody<ApiKeyVerifyRequest>,
 ) -> Result<Json<ApiKeyVerifyResponse>, ApiError> {
-    if let Err(secs) = state.verify_limiter.hit(ctx.ip.as_deref().unwrap_or("unknown"), ctx.now).await {
+    if let Err(secs) = state.verify_limiter.hit(ctx.client(), ctx.route(), ctx.now).await {
         return Err(crate::auth::AuthError::RateLimited(secs).into());
     }
     let reply = match state.api_keys.verify(&ctx, &who, &req.key).await {

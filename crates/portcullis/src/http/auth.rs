@@ -5,12 +5,12 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use portcullis_proto::{LoginRequest, RefreshRequest, RegisterRequest, RegisterResponse, TokenResponse};
+use portcullis_proto::{LoginRequest, ReauthRequest, RefreshRequest, RegisterRequest, RegisterResponse, TokenResponse};
 
 use super::{
     AppState,
     error::ApiError,
-    extract::{Authed, JsonBody},
+    extract::{Authed, JsonBody, SessionAuthed},
     views::user_view,
 };
 use crate::{
@@ -56,6 +56,18 @@ pub async fn session_logout(
 ) -> Result<StatusCode, ApiError> {
     let session_id = authed.session_id()?;
     state.auth.logout(&ctx, &authed.0, session_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/auth/reauth`: confirms the password of the caller's session, which
+/// renews its sign-in time for sensitive operations; `204`.
+pub async fn session_reauth(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    SessionAuthed(who): SessionAuthed,
+    JsonBody(req): JsonBody<ReauthRequest>,
+) -> Result<StatusCode, ApiError> {
+    state.auth.reauth(&ctx, &who, Secret::new(req.password)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

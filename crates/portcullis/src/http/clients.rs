@@ -15,7 +15,10 @@ use super::{
     extract::{JsonBody, parse_json, query_error},
     guard::{Can, ClientsRead, ClientsWrite},
 };
-use crate::{auth::RequestCtx, oauth::ClientMetadata};
+use crate::{
+    auth::{Principal, RequestCtx},
+    oauth::ClientMetadata,
+};
 
 /// `?cursor=&limit=`.
 #[derive(Debug, Deserialize)]
@@ -34,6 +37,16 @@ pub struct RotateBody {
     grace_seconds: u64,
 }
 
+/// A client secret is a lasting credential: a user's session mints one only with a
+/// recent sign-in, as for API keys (a stolen access token must not become a
+/// client). API keys and clients holding the scope are lasting credentials already.
+async fn recent_if_session(state: &AppState, ctx: &RequestCtx, who: &Principal) -> Result<(), ApiError> {
+    if who.session_id.is_some() {
+        state.auth.require_recent(who, ctx.now).await?;
+    }
+    Ok(())
+}
+
 /// `POST /v1/admin/clients`.
 pub async fn client_create(
     State(state): State<AppState>,
@@ -41,6 +54,7 @@ pub async fn client_create(
     can: Can<ClientsWrite>,
     JsonBody(meta): JsonBody<ClientMetadata>,
 ) -> Result<Response, ApiError> {
+    recent_if_session(&state, &ctx, &can.who).await?;
     let view = state.oauth.client_create(&ctx, &can.who, meta).await?;
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
@@ -89,7 +103,8 @@ pub async fn client_rotate_secret(
         if body.iter().all(u8::is_ascii_whitespace) { RotateBody::default() } else { parse_json(&body)? };
     let grace = body.grace_seconds.min(30 * 86_400);
     let grace_ms = i64::try_from(grace).unwrap_or(0) * 1000;
-    Ok(axum::Json(state.oauth.client_rotate_secret(&ctx, can.who.actor(), &id, grace_ms).await?))
+    recent_if_session(&state, &ctx, &can.who).await?;
+    Ok(axum::Json(state.oauth.client_rotate_secret(&ctx, &can.who, &id, grace_ms).await?))
 }
 
 /// `DELETE /v1/admin/clients/{id}`: also ends every grant the client holds.
@@ -99,6 +114,6 @@ pub async fn client_delete(
     can: Can<ClientsWrite>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.oauth.client_delete(&ctx, can.who.actor(), &id).await?;
+    state.oauth.client_delete(&ctx, &can.who, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

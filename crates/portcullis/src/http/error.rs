@@ -167,6 +167,11 @@ impl From<AuthError> for ApiError {
             AuthError::NotFound => Self::not_found("no such object"),
             AuthError::Denied(required) => Self::insufficient_scope(required),
             AuthError::Forbidden(why) => Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, why),
+            AuthError::ReauthRequired => Self::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::ReauthenticationRequired,
+                "this operation needs a recent sign-in: confirm the password at POST /v1/auth/reauth, then retry",
+            ),
             AuthError::Overloaded => Self::overloaded(),
             AuthError::RateLimited(secs) => {
                 let mut e =

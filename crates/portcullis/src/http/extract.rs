@@ -127,7 +127,8 @@ impl FromRequestParts<AppState> for RequestCtx {
         let user_agent =
             parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(256).collect());
         let request_id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        Ok(RequestCtx { ip, user_agent, request_id, now: crate::clock::now_ms() })
+        let route = parts.extensions.get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_owned());
+        Ok(RequestCtx { ip, user_agent, request_id, route, now: crate::clock::now_ms() })
     }
 }
 
@@ -184,8 +185,7 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Authed, Api
                     // Failed keys are counted per client: past the limit this node
                     // answers 429 from memory, so junk keys cannot flood the database
                     // and the audit trail with one write per request.
-                    if let Err(secs) = state.key_fail_limiter.hit(ctx.ip.as_deref().unwrap_or("unknown"), ctx.now).await
-                    {
+                    if let Err(secs) = state.key_fail_limiter.hit(ctx.client(), ctx.route(), ctx.now).await {
                         return Err(crate::auth::AuthError::RateLimited(secs).into());
                     }
                     state.api_keys.audit_failure(&ctx, r).await;
@@ -239,5 +239,21 @@ impl FromRequestParts<AppState> for SessionAuthed {
         let authed = Authed::from_request_parts(parts, state).await?;
         authed.session_id()?;
         Ok(SessionAuthed(authed.0))
+    }
+}
+
+/// A signed-in user's session whose sign-in is recent (`security.reauth_window`):
+/// for sensitive operations such as minting an API key. A stolen access token
+/// alone cannot pass it; `POST /v1/auth/reauth` with the password renews it.
+#[derive(Debug, Clone)]
+pub struct RecentSession(pub Principal);
+
+impl FromRequestParts<AppState> for RecentSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let SessionAuthed(who) = SessionAuthed::from_request_parts(parts, state).await?;
+        state.auth.require_recent(&who, crate::clock::now_ms()).await?;
+        Ok(RecentSession(who))
     }
 }

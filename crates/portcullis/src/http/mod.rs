@@ -31,7 +31,7 @@ use portcullis_proto::ErrorCode;
 use tower_http::{request_id::PropagateRequestIdLayer, set_header::SetResponseHeaderLayer, trace::TraceLayer};
 
 pub use oauth::{MAX_PARAMS as MAX_OAUTH_PARAMS, first_duplicate, origin_of};
-pub use ops::prometheus;
+pub use ops::{MetricsAccess, prometheus};
 
 use crate::{admin::Admin, api_keys::ApiKeys, audit::Audit, auth::Auth, config::HttpConfig};
 
@@ -78,6 +78,8 @@ pub struct Services {
     pub oauth: Arc<crate::oauth::OAuth>,
     /// Cookie names and attributes of the hosted pages.
     pub cookies: CookiePolicy,
+    /// Who may read `/metrics`.
+    pub metrics_access: MetricsAccess,
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -116,6 +118,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/v1/auth/login", post(auth::session_login))
         .route("/v1/auth/refresh", post(auth::session_refresh))
         .route("/v1/auth/logout", post(auth::session_logout))
+        .route("/v1/auth/reauth", post(auth::session_reauth))
         .route("/v1/me", get(me::me_get).patch(me::me_update))
         .route("/v1/me/sessions", get(me::session_list))
         .route("/v1/me/sessions/{id}", delete(me::session_revoke))

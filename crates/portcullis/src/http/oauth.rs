@@ -28,6 +28,9 @@ impl IntoResponse for OAuthError {
         if self.status == StatusCode::UNAUTHORIZED && self.basic_challenge {
             res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"portcullis\""));
         }
+        if let Some(secs) = self.retry_after {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         res
     }
 }
@@ -113,13 +116,13 @@ async fn client_guarded(
     ctx: &RequestCtx,
     run: impl std::future::Future<Output = Result<Response, OAuthError>>,
 ) -> Response {
-    let ip = ctx.ip.as_deref().unwrap_or("unknown");
-    if let Some(secs) = state.client_fail_limiter.blocked(ip, ctx.now) {
+    let ip = ctx.client();
+    if let Some(secs) = state.client_fail_limiter.blocked(ip, ctx.route(), ctx.now) {
         return too_many_failures(secs);
     }
     match run.await {
         Ok(res) => res,
-        Err(e) if e.error == "invalid_client" => match state.client_fail_limiter.hit(ip, ctx.now).await {
+        Err(e) if e.error == "invalid_client" => match state.client_fail_limiter.hit(ip, ctx.route(), ctx.now).await {
             Ok(()) => e.into_response(),
             Err(secs) => too_many_failures(secs),
         },
@@ -128,17 +131,12 @@ async fn client_guarded(
 }
 
 fn too_many_failures(secs: u64) -> Response {
-    let mut res = OAuthError {
-        status: StatusCode::TOO_MANY_REQUESTS,
-        error: "invalid_client",
-        description: format!("too many failed client authentications from this address; retry in {secs} s"),
-        basic_challenge: false,
-    }
-    .into_response();
-    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-        res.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    res
+    OAuthError::too_many(
+        "invalid_client",
+        format!("too many failed client authentications from this address; retry in {secs} s"),
+        secs,
+    )
+    .into_response()
 }
 
 /// `POST /oauth/token`.
@@ -207,8 +205,33 @@ pub async fn oauth_revoke(State(state): State<AppState>, ctx: RequestCtx, header
     client_guarded(&state, &ctx, run).await
 }
 
-/// `GET|POST /oauth/userinfo`: claims about the token's user, by scope.
-pub async fn oauth_userinfo(Authed(who): Authed) -> Result<Response, ApiError> {
+/// `GET|POST /oauth/userinfo`: claims about the token's user, by scope. The token
+/// comes in the `Authorization` header, or in a form-encoded POST body as
+/// `access_token` (RFC 6750 §2.2; OpenID's `oidcc-userinfo-post-body`), never both.
+pub async fn oauth_userinfo(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let (mut parts, body) = req.into_parts();
+    let form = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+    let who = if parts.headers.contains_key(header::AUTHORIZATION) || parts.method != Method::POST || !form {
+        use axum::extract::FromRequestParts;
+        Authed::from_request_parts(&mut parts, &state).await?.0
+    } else {
+        let bad = |message: &str| {
+            ApiError::validation(vec![portcullis_proto::FieldError {
+                field: String::new(),
+                code: "invalid_body".into(),
+                message: message.into(),
+            }])
+        };
+        let bytes =
+            axum::body::to_bytes(body, 16 * 1024).await.map_err(|_| bad("the body is too large or unreadable"))?;
+        let mut pairs = form_pairs(&parts.headers, &bytes).map_err(|e| bad(&e.description))?;
+        let Some(token) = take(&mut pairs, "access_token") else { return Err(ApiError::missing_token()) };
+        state.auth.authenticate(token.trim(), crate::clock::now_ms()).await?
+    };
     if !who.scopes.iter().any(|s| s == "openid") || !who.has_user() {
         return Err(ApiError::insufficient_scope(vec!["openid".into()]));
     }

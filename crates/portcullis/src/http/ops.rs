@@ -57,8 +57,59 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// `GET /metrics`: Prometheus text format.
-pub async fn metrics_get() -> Response {
+/// Who may read `/metrics` (it shows sign-in and failure counts).
+#[derive(Clone, Default)]
+pub struct MetricsAccess {
+    /// `ops.metrics_token`: a bearer token that opens it to any address.
+    pub token: Option<crate::crypto::Secret>,
+    /// `ops.metrics_public`: open to anyone.
+    pub public: bool,
+}
+
+/// `GET /metrics`: Prometheus text format, for loopback callers (the address after
+/// `security.trusted_proxies`, and no forwarding headers: a local reverse proxy that
+/// is not listed as trusted must not open it to the world), for callers presenting
+/// `ops.metrics_token`, or for anyone with `ops.metrics_public`.
+pub async fn metrics_get(
+    State(state): State<AppState>,
+    ctx: crate::auth::RequestCtx,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let access = &state.metrics_access;
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    let allowed = if let Some(given) = bearer {
+        let Some(expected) = &access.token else {
+            return ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken, "no metrics token is configured")
+                .into_response();
+        };
+        if !crate::crypto::ct_eq(given.as_bytes(), expected.expose().as_bytes()) {
+            return ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken, "wrong metrics token")
+                .into_response();
+        }
+        true
+    } else {
+        let forwarded = ["x-forwarded-for", "forwarded", "x-real-ip"].iter().any(|h| headers.contains_key(*h));
+        let loopback =
+            ctx.ip.as_deref().and_then(|ip| ip.parse::<std::net::IpAddr>().ok()).is_some_and(|ip| ip.is_loopback());
+        access.public || (loopback && !forwarded)
+    };
+    if !allowed {
+        return if access.token.is_some() {
+            ApiError::missing_token().into_response()
+        } else {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                "metrics are served to loopback callers only (set ops.metrics_token or ops.metrics_public)",
+            )
+            .into_response()
+        };
+    }
     let text = prometheus().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

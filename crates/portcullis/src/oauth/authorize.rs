@@ -270,6 +270,16 @@ impl OAuth {
             })
             .cloned()
             .collect();
+        // Nothing grantable: no consent page to skip and no code that would only
+        // identify the visitor (RFC 6749 §4.1.2.1).
+        if granted.is_empty() {
+            self.audit(ctx, "oauth_authorize", false, Some(&user.id), req.client.id(), Some("no_grantable_scope"))
+                .await;
+            return Ok(Step::Redirect(req.error_redirect(
+                &OAuthError::code("invalid_scope", "none of the requested scopes can be granted to this user"),
+                issuer,
+            )));
+        }
         if !req.client.row.trusted {
             if consent == Some(false) {
                 self.audit(ctx, "oauth_consent", false, Some(&user.id), req.client.id(), Some("denied")).await;

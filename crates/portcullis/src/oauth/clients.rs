@@ -77,6 +77,10 @@ pub struct ClientMetadata {
     /// A first-party client: users are not asked for consent (an extension).
     #[serde(default)]
     pub trusted: bool,
+    /// A resource server: may introspect tokens issued to anyone, not only its own
+    /// (an extension; setting it takes `admin:roles:write`).
+    #[serde(default)]
+    pub introspection: bool,
 }
 
 fn field(field: &str, code: &str, message: &str) -> FieldError {
@@ -326,28 +330,27 @@ pub struct Presented {
 }
 
 type CacheEntry = (Instant, Option<Arc<Client>>);
+/// When an owner's standing was read, the auth-change count then, and the standing.
+type OwnerEntry = (Instant, u64, rbac::Owner);
 type KeySet = Arc<Vec<jsonwebtoken::jwk::Jwk>>;
 
 /// The registry with its cache.
 pub struct Clients {
     db: Db,
     cache: Mutex<HashMap<String, CacheEntry>>,
+    owners: Mutex<HashMap<String, OwnerEntry>>,
     jwks_cache: Mutex<HashMap<String, (Instant, KeySet)>>,
     origins: Mutex<Option<(Instant, Arc<HashSet<String>>)>>,
-    http: reqwest::Client,
+    http: crate::outbound::Outbound,
 }
 
 impl Clients {
-    /// A registry over this database.
-    pub fn new(db: Db) -> Arc<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+    /// A registry over this database; `http` fetches clients' `jwks_uri`.
+    pub fn new(db: Db, http: crate::outbound::Outbound) -> Arc<Self> {
         Arc::new(Self {
             db,
             cache: Mutex::new(HashMap::new()),
+            owners: Mutex::new(HashMap::new()),
             jwks_cache: Mutex::new(HashMap::new()),
             origins: Mutex::new(None),
             http,
@@ -379,6 +382,30 @@ impl Clients {
             c.insert(id.to_owned(), (Instant::now(), entry.clone()));
         }
         Ok(entry)
+    }
+
+    /// The standing of a client's owner now, reused for up to [`CACHE_TTL`] on this
+    /// node; a ban, deletion or role change made through this node is seen at once
+    /// (the auth-change count moves).
+    pub async fn owner(&self, owner: &str) -> Result<rbac::Owner, StoreError> {
+        if owner == rbac::OPERATOR {
+            return Ok(rbac::Owner::Operator);
+        }
+        let generation = self.db.auth_generation();
+        let cached = self.owners.lock().ok().and_then(|m| {
+            m.get(owner).filter(|(at, g, _)| *g == generation && at.elapsed() < CACHE_TTL).map(|e| e.2.clone())
+        });
+        if let Some(found) = cached {
+            return Ok(found);
+        }
+        let found = rbac::owner_now(&self.db, owner).await?;
+        if let Ok(mut m) = self.owners.lock() {
+            if m.len() >= CACHE_MAX {
+                m.clear();
+            }
+            m.insert(owner.to_owned(), (Instant::now(), generation, found.clone()));
+        }
+        Ok(found)
     }
 
     /// Drops a client from this node's cache after a change made here.
@@ -556,7 +583,8 @@ impl Clients {
         }
         const MAX_BODY: usize = 256 * 1024;
         let fetched = async {
-            let mut res = self.http.get(uri).send().await.ok()?.error_for_status().ok()?;
+            let res = self.http.get(uri).await.inspect_err(|e| tracing::warn!(error = %e, "jwks_uri refused")).ok()?;
+            let mut res = res.error_for_status().ok()?;
             let mut body = Vec::new();
             while let Some(chunk) = res.chunk().await.ok()? {
                 if body.len() + chunk.len() > MAX_BODY {

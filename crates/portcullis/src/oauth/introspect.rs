@@ -32,7 +32,14 @@ impl OAuth {
         if token.is_empty() || token.len() > 8192 {
             return Ok(inactive());
         }
+        // A client learns about its own tokens; everyone's (first-party tokens, API
+        // keys, other clients' grants) only as a resource server, marked so by
+        // someone holding admin:roles:write.
+        let may_see = |issued_to: Option<&str>| caller.meta.introspection || issued_to == Some(caller.id());
         if token.starts_with(crate::api_keys::PREFIX) {
+            if !may_see(None) {
+                return Ok(inactive());
+            }
             return Ok(match self.api_keys.check(token, ctx.now).await {
                 Ok(grant) => {
                     let mut out = json!({
@@ -55,18 +62,18 @@ impl OAuth {
             let Ok(claims) = self.tokens.verify(token).await else {
                 return Ok(inactive());
             };
-            let live = match (&claims.sid, &claims.client_id) {
-                (Some(sid), _) => self.db.user_by_live_session(sid, ctx.now).await?.is_some_and(|u| u.id == claims.sub),
-                (None, Some(cid)) => cid == &claims.sub && self.clients.get(cid).await?.is_some(),
-                (None, None) => false,
-            };
-            if !live {
+            if !may_see(claims.client_id.as_deref()) {
                 return Ok(inactive());
             }
+            // The same check as a bearer request: live session, user not banned,
+            // client and owner still standing; the scope is what it allows NOW.
+            let Ok(who) = self.auth.authenticate(token, ctx.now).await else {
+                return Ok(inactive());
+            };
             let mut out = json!({
                 "active": true,
                 "token_type": "Bearer",
-                "scope": claims.scope,
+                "scope": who.scopes.join(" "),
                 "sub": claims.sub,
                 "aud": claims.aud,
                 "iss": claims.iss,
@@ -83,6 +90,9 @@ impl OAuth {
         let Some((session, expires_at)) = self.db.refresh_session(&crypto::sha256_b64(token), ctx.now).await? else {
             return Ok(inactive());
         };
+        if !may_see(session.client_id.as_deref()) {
+            return Ok(inactive());
+        }
         if self.db.user_by_live_session(&session.id, ctx.now).await?.is_none() {
             return Ok(inactive());
         }

@@ -25,6 +25,7 @@ pub fn client_view(c: &Client, secret: Option<&Secret>) -> Value {
     let mut v = serde_json::to_value(&c.meta).unwrap_or_else(|_| json!({}));
     put(&mut v, "client_id", json!(c.row.id));
     put(&mut v, "client_id_issued_at", json!(c.row.created_at / 1000));
+    put(&mut v, "owner", json!(c.row.owner));
     put(&mut v, "created_at", json!(rfc3339(c.row.created_at)));
     put(&mut v, "updated_at", json!(rfc3339(c.row.updated_at)));
     if let Some(s) = secret {
@@ -37,13 +38,19 @@ pub fn client_view(c: &Client, secret: Option<&Secret>) -> Value {
     v
 }
 
-/// A client's permission scopes (beyond OpenID's) must all be held by whoever
-/// registers it, unless they may define permissions anyway (`admin:roles:write`):
-/// else `admin:clients:write` would mint a client, and tokens, with any permission
-/// at all. The same rule as granting a role (`may_grant`).
+/// Whoever manages a client — registers, changes, rotates the secret of, or deletes
+/// it — must hold every permission scope (beyond OpenID's) it has, unless they may
+/// define permissions anyway (`admin:roles:write`): else `admin:clients:write` would
+/// mint a client, or take over an admin's client, and get tokens with any permission
+/// at all. The same rule as granting a role (`may_grant`). A client's other powers
+/// — skipping consent (`trusted`), introspecting everyone's tokens
+/// (`introspection`) — are only for holders of `admin:roles:write`.
 fn check_held(who: &Principal, meta: &ClientMetadata) -> Result<(), AuthError> {
     if rbac::require_scope(who, &["admin:roles:write"]).is_ok() {
         return Ok(());
+    }
+    if meta.trusted || meta.introspection {
+        return Err(AuthError::Denied(vec!["admin:roles:write".into()]));
     }
     let wanted: Vec<&str> = meta.scopes().filter(|s| !OIDC_SCOPES.contains(s)).collect();
     rbac::require_scope(who, &wanted).map_err(|d| AuthError::Denied(d.required))
@@ -56,6 +63,22 @@ fn parsed(row: ClientRow) -> Result<Client, AuthError> {
 }
 
 impl OAuth {
+    /// [`check_held`], with the refusal in the audit trail.
+    async fn refuse_unheld(
+        &self,
+        ctx: &RequestCtx,
+        who: &Principal,
+        meta: &ClientMetadata,
+        id: &str,
+    ) -> Result<(), AuthError> {
+        let Err(e) = check_held(who, meta) else { return Ok(()) };
+        if let AuthError::Denied(missing) = &e {
+            let reason = format!("managing {id} needs {}", missing.join(" "));
+            self.audit.record(ctx, Event::failed("client_managed", None, &reason).by(who.actor())).await;
+        }
+        Err(e)
+    }
+
     /// Registers a client; returns its view with the secret (if it uses one).
     pub async fn client_create(
         &self,
@@ -65,7 +88,7 @@ impl OAuth {
     ) -> Result<Value, AuthError> {
         let actor = who.actor();
         let meta = meta.validated().map_err(AuthError::Validation)?;
-        check_held(who, &meta)?;
+        self.refuse_unheld(ctx, who, &meta, "new client").await?;
         let secret = meta.uses_secret().then(generate_secret);
         let row = ClientRow {
             id: crypto::new_id("cli", ctx.now),
@@ -75,6 +98,7 @@ impl OAuth {
             previous_secret_hash: None,
             previous_expires_at: None,
             trusted: meta.trusted,
+            owner: who.owner_label().to_owned(),
             created_at: ctx.now,
             updated_at: ctx.now,
         };
@@ -125,6 +149,8 @@ impl OAuth {
     ) -> Result<Value, AuthError> {
         let actor = who.actor();
         let row = self.db.client_get(id).await?.ok_or(AuthError::NotFound)?;
+        // Both what the client is and what it would become must be held.
+        self.refuse_unheld(ctx, who, &parsed(row.clone())?.meta, id).await?;
         let Value::Object(patch) = patch else {
             return Err(AuthError::Validation(vec![portcullis_proto::FieldError {
                 field: String::new(),
@@ -141,6 +167,7 @@ impl OAuth {
                 "client_secret_expires_at",
                 "created_at",
                 "updated_at",
+                "owner",
             ]
             .contains(&k.as_str())
             {
@@ -151,7 +178,7 @@ impl OAuth {
         let meta: ClientMetadata = crate::http::extract::parse_json(merged.to_string().as_bytes())
             .map_err(|e| AuthError::Validation(e.fields().to_vec()))?;
         let meta = meta.validated().map_err(AuthError::Validation)?;
-        check_held(who, &meta)?;
+        self.refuse_unheld(ctx, who, &meta, id).await?;
         let text = serde_json::to_string(&meta).map_err(|e| AuthError::Internal(e.to_string()))?;
         let mut updated = self
             .db
@@ -182,12 +209,14 @@ impl OAuth {
     pub async fn client_rotate_secret(
         &self,
         ctx: &RequestCtx,
-        actor: &str,
+        who: &Principal,
         id: &str,
         grace_ms: i64,
     ) -> Result<Value, AuthError> {
+        let actor = who.actor();
         let row = self.db.client_get(id).await?.ok_or(AuthError::NotFound)?;
         let client = parsed(row)?;
+        self.refuse_unheld(ctx, who, &client.meta, id).await?;
         if !client.meta.uses_secret() {
             return Err(AuthError::Conflict("this client does not authenticate with a secret"));
         }
@@ -215,7 +244,10 @@ impl OAuth {
     }
 
     /// Deletes a client and ends every grant it holds.
-    pub async fn client_delete(&self, ctx: &RequestCtx, actor: &str, id: &str) -> Result<(), AuthError> {
+    pub async fn client_delete(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<(), AuthError> {
+        let actor = who.actor();
+        let row = self.db.client_get(id).await?.ok_or(AuthError::NotFound)?;
+        self.refuse_unheld(ctx, who, &parsed(row)?.meta, id).await?;
         if !self.db.client_delete(id, ctx.now).await? {
             return Err(AuthError::NotFound);
         }

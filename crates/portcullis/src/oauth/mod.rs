@@ -40,11 +40,17 @@ pub struct OAuthError {
     pub description: String,
     /// The client tried HTTP Basic: answer with a `WWW-Authenticate: Basic` challenge.
     pub basic_challenge: bool,
+    /// Seconds for `Retry-After`, when the answer is 429.
+    pub retry_after: Option<u64>,
 }
 
 impl OAuthError {
     fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
-        Self { status, error, description: description.into(), basic_challenge: false }
+        Self { status, error, description: description.into(), basic_challenge: false, retry_after: None }
+    }
+    /// Over a per-address limit: `429` with this error code and `Retry-After`.
+    pub fn too_many(error: &'static str, d: impl Into<String>, retry_after: u64) -> Self {
+        Self { retry_after: Some(retry_after), ..Self::new(StatusCode::TOO_MANY_REQUESTS, error, d) }
     }
     /// Malformed request.
     pub fn invalid_request(d: impl Into<String>) -> Self {

@@ -124,8 +124,8 @@ impl OAuth {
         }
         let out = match grant.as_str() {
             "authorization_code" => self.grant_code(ctx, &client, req).await,
-            "refresh_token" => self.grant_refresh(ctx, &client, req).await,
-            _ => self.grant_client_credentials(&client, req, ctx.now),
+            "refresh_token" => self.grant_refresh_limited(ctx, &client, req).await,
+            _ => self.grant_client_credentials(ctx, &client, req).await,
         };
         metrics::counter!("portcullis_oauth_tokens_total", "grant" => grant_label(&grant), "outcome" =>
             if out.is_ok() { "success" } else { "failure" })
@@ -203,9 +203,16 @@ impl OAuth {
             }
         };
         let user = self.live_user(&code.user_id).await?;
-        let scopes = scope_list(&code.scope);
+        // The code's scope as the user may still grant it: a permission lost since
+        // the consent (a minute at most) is not issued.
+        let perms = self.db.role_permissions(&user.roles).await?;
+        let scopes: Vec<String> = scope_list(&code.scope)
+            .into_iter()
+            .filter(|s| super::clients::OIDC_SCOPES.contains(&s.as_str()) || perms.contains(s))
+            .collect();
+        let scope = scopes.join(" ");
         let access_token =
-            self.tokens.issue_for_client(&user.id, Some(&session_id), client.id(), code.scope.clone(), ctx.now)?;
+            self.tokens.issue_for_client(&user.id, Some(&session_id), client.id(), scope.clone(), ctx.now)?;
         let amr: Vec<String> = serde_json::from_str(&code.amr).unwrap_or_default();
         let id_token = self.id_token_if_openid(
             &user,
@@ -225,8 +232,36 @@ impl OAuth {
             expires_in: self.tokens.access_ttl_secs(),
             refresh_token: offline.then(|| Secret::new(refresh)),
             id_token,
-            scope: code.scope,
+            scope,
         })
+    }
+
+    /// [`Self::grant_refresh`] under the per-address limit of failed refreshes
+    /// (`security.refresh_failure_rate`), shared with `/v1/auth/refresh`.
+    async fn grant_refresh_limited(
+        &self,
+        ctx: &RequestCtx,
+        client: &Client,
+        req: TokenRequest,
+    ) -> Result<TokenResponse, OAuthError> {
+        let over = |secs| {
+            OAuthError::too_many(
+                "invalid_grant",
+                format!("too many failed refreshes from this address; retry in {secs} s"),
+                secs,
+            )
+        };
+        if let Some(secs) = self.auth.refresh_blocked(ctx) {
+            return Err(over(secs));
+        }
+        let out = self.grant_refresh(ctx, client, req).await;
+        if let Err(e) = &out
+            && e.error == "invalid_grant"
+            && let Some(secs) = self.auth.refresh_failed(ctx).await
+        {
+            return Err(over(secs));
+        }
+        out
     }
 
     async fn grant_refresh(
@@ -309,26 +344,38 @@ impl OAuth {
         })
     }
 
-    fn grant_client_credentials(
+    /// RFC 6749 §4.4. The client's own tokens carry the scopes it is registered
+    /// for AND its owner holds now; an owner who is banned or deleted takes the
+    /// client's grants down (`invalid_client`), as a key dies with its owner.
+    async fn grant_client_credentials(
         &self,
+        ctx: &RequestCtx,
         client: &Client,
         req: TokenRequest,
-        now: i64,
     ) -> Result<TokenResponse, OAuthError> {
         let allowed: Vec<&str> = client.meta.scopes().filter(|s| !super::clients::OIDC_SCOPES.contains(s)).collect();
-        let scopes = match req.scope.as_deref().map(scope_list) {
-            Some(asked) if !asked.is_empty() => {
-                if let Some(extra) = asked.iter().find(|s| !allowed.contains(&s.as_str())) {
-                    return Err(OAuthError::invalid_scope(format!(
-                        "scope {extra:?} is not allowed for this client's own tokens"
-                    )));
-                }
-                asked
-            }
-            _ => allowed.iter().map(|s| (*s).to_owned()).collect(),
+        let asked = req.scope.as_deref().map(scope_list).filter(|a| !a.is_empty());
+        if let Some(extra) = asked.iter().flatten().find(|s| !allowed.contains(&s.as_str())) {
+            return Err(OAuthError::invalid_scope(format!(
+                "scope {extra:?} is not allowed for this client's own tokens"
+            )));
+        }
+        let owner = self.clients.owner(&client.row.owner).await?;
+        let wanted: Vec<&str> = match &asked {
+            Some(asked) => asked.iter().map(String::as_str).collect(),
+            None => allowed.clone(),
         };
+        let Some(scopes) = owner.bound(wanted.iter().copied()) else {
+            let why = owner.refusal().unwrap_or("owner_cannot_act");
+            self.audit(ctx, "oauth_token", false, None, client.id(), Some(why)).await;
+            return Err(OAuthError::invalid_client("the client's owner can no longer act (banned or deleted)"));
+        };
+        if scopes.is_empty() && !wanted.is_empty() {
+            self.audit(ctx, "oauth_token", false, None, client.id(), Some("owner_lacks_scope")).await;
+            return Err(OAuthError::invalid_scope("the client's owner no longer holds the requested scope"));
+        }
         let scope = scopes.join(" ");
-        let access_token = self.tokens.issue_for_client(client.id(), None, client.id(), scope.clone(), now)?;
+        let access_token = self.tokens.issue_for_client(client.id(), None, client.id(), scope.clone(), ctx.now)?;
         Ok(TokenResponse {
             access_token,
             expires_in: self.tokens.access_ttl_secs(),

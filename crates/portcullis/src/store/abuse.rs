@@ -18,7 +18,7 @@ pub struct RateWindow {
     pub prev_count: i64,
 }
 
-/// Lockout state of an email.
+/// Lockout state of an (email, client address) pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LockState {
     /// Consecutive failures since the last success or lock.
@@ -60,6 +60,22 @@ impl Db {
         })
     }
 
+    /// The counts of `bucket` without counting anything; `None` if never hit.
+    pub async fn rate_peek(&self, bucket: &str) -> StoreResult<Option<RateWindow>> {
+        let row = sqlx::query("SELECT window_start, count, prev_count FROM rate_limits WHERE bucket = $1")
+            .bind(bucket)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|row| {
+            Ok(RateWindow {
+                window_start: col(&row, "window_start")?,
+                count: col(&row, "count")?,
+                prev_count: col(&row, "prev_count")?,
+            })
+        })
+        .transpose()
+    }
+
     /// Drops windows nobody has touched since `before`.
     pub async fn rate_purge(&self, before: i64) -> StoreResult<u64> {
         let done =
@@ -76,15 +92,18 @@ impl Db {
     pub async fn lock_attempt(
         &self,
         email: &str,
+        address: &str,
         decide: impl FnOnce(LockState) -> Option<LockState>,
     ) -> StoreResult<(LockState, LockState)> {
         let mut tx = self.begin_write().await?;
         let select = match self.backend() {
             super::Backend::Postgres => {
-                "SELECT failures, lock_level, locked_until, last_failure_at FROM login_failures WHERE email = $1 FOR UPDATE"
+                "SELECT failures, lock_level, locked_until, last_failure_at FROM login_failures \
+                 WHERE email = $1 AND address = $2 FOR UPDATE"
             }
             super::Backend::Sqlite => {
-                "SELECT failures, lock_level, locked_until, last_failure_at FROM login_failures WHERE email = $1"
+                "SELECT failures, lock_level, locked_until, last_failure_at FROM login_failures \
+                 WHERE email = $1 AND address = $2"
             }
         };
         // On PostgreSQL a concurrent success may delete the row between our insert
@@ -92,13 +111,14 @@ impl Db {
         let mut found = None;
         for _ in 0..5 {
             sqlx::query(
-                "INSERT INTO login_failures (email, failures, lock_level, locked_until, last_failure_at) \
-                 VALUES ($1, 0, 0, NULL, 0) ON CONFLICT (email) DO NOTHING",
+                "INSERT INTO login_failures (email, address, failures, lock_level, locked_until, last_failure_at) \
+                 VALUES ($1, $2, 0, 0, NULL, 0) ON CONFLICT (email, address) DO NOTHING",
             )
             .bind(email)
+            .bind(address)
             .execute(&mut *tx)
             .await?;
-            found = sqlx::query(select).bind(email).fetch_optional(&mut *tx).await?;
+            found = sqlx::query(select).bind(email).bind(address).fetch_optional(&mut *tx).await?;
             if found.is_some() {
                 break;
             }
@@ -116,13 +136,14 @@ impl Db {
         };
         sqlx::query(
             "UPDATE login_failures SET failures = $1, lock_level = $2, locked_until = $3, last_failure_at = $4 \
-             WHERE email = $5",
+             WHERE email = $5 AND address = $6",
         )
         .bind(next.failures)
         .bind(next.lock_level)
         .bind(next.locked_until)
         .bind(next.last_failure_at)
         .bind(email)
+        .bind(address)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -141,9 +162,59 @@ impl Db {
         Ok(done.rows_affected())
     }
 
-    /// Forgets failures and locks of an email (a success, or an admin unlock).
-    pub async fn lock_clear(&self, email: &str) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM login_failures WHERE email = $1").bind(email).execute(self.pool()).await?;
-        Ok(done.rows_affected() > 0)
+    /// A right password from `address`: forgets that pair's failures and locks, and
+    /// remembers the address as one that signed in to the account (it passes the
+    /// account's failure ceiling for 30 days).
+    pub async fn login_succeeded(&self, email: &str, address: &str, now: i64) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM login_failures WHERE email = $1 AND address = $2")
+            .bind(email)
+            .bind(address)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO login_successes (email, address, last_success_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (email, address) DO UPDATE SET last_success_at = excluded.last_success_at",
+        )
+        .bind(email)
+        .bind(address)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whether `address` signed in to the account since `since`.
+    pub async fn login_succeeded_since(&self, email: &str, address: &str, since: i64) -> StoreResult<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT last_success_at FROM login_successes WHERE email = $1 AND address = $2 AND last_success_at > $3",
+        )
+        .bind(email)
+        .bind(address)
+        .bind(since)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(found.is_some())
+    }
+
+    /// Lifts every lock of an account (an admin or operator unlock): the failures
+    /// of every address and the account's failure-ceiling counter (`ceiling_bucket`).
+    pub async fn lock_clear(&self, email: &str, ceiling_bucket: &str) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("DELETE FROM login_failures WHERE email = $1").bind(email).execute(&mut *tx).await?;
+        let ceiling =
+            sqlx::query("DELETE FROM rate_limits WHERE bucket = $1").bind(ceiling_bucket).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() + ceiling.rows_affected() > 0)
+    }
+
+    /// Forgets sign-in addresses not seen since `before`.
+    pub async fn login_successes_purge(&self, before: i64) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM login_successes WHERE last_success_at < $1")
+            .bind(before)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
     }
 }

@@ -56,12 +56,18 @@ fn key_from_row(row: &sqlx::any::AnyRow) -> StoreResult<ApiKeyRow> {
 }
 
 impl Db {
-    /// Stores a new key with the hash of its secret.
-    pub async fn api_key_insert(&self, key: &ApiKeyRow, secret_hash: &str) -> StoreResult<()> {
+    /// Stores a new key with the hash of its secret, and the session it was created
+    /// from (`None` from the command line), so theft detection can revoke it.
+    pub async fn api_key_insert(
+        &self,
+        key: &ApiKeyRow,
+        secret_hash: &str,
+        session_id: Option<&str>,
+    ) -> StoreResult<()> {
         let scopes = serde_json::to_string(&key.scopes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query(
-            "INSERT INTO api_keys (id, owner_id, name, prefix, secret_hash, scopes, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO api_keys (id, owner_id, name, prefix, secret_hash, scopes, created_at, expires_at, session_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&key.id)
         .bind(&key.owner_id)
@@ -71,6 +77,7 @@ impl Db {
         .bind(scopes)
         .bind(key.created_at)
         .bind(key.expires_at)
+        .bind(session_id.map(str::to_owned))
         .execute(self.pool())
         .await?;
         Ok(())

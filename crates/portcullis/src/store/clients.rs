@@ -21,14 +21,17 @@ pub struct ClientRow {
     pub previous_expires_at: Option<i64>,
     /// First-party client: consent is not asked.
     pub trusted: bool,
+    /// Who registered it: a user id, or `operator`. Its client-credentials grants
+    /// never exceed what the owner holds now.
+    pub owner: String,
     /// Milliseconds.
     pub created_at: i64,
     /// Milliseconds.
     pub updated_at: i64,
 }
 
-const CLIENT_COLS: &str =
-    "id, name, metadata, secret_hash, previous_secret_hash, previous_expires_at, trusted, created_at, updated_at";
+const CLIENT_COLS: &str = "id, name, metadata, secret_hash, previous_secret_hash, previous_expires_at, trusted, owner, created_at, \
+     updated_at";
 
 fn client_from_row(row: &sqlx::any::AnyRow) -> StoreResult<ClientRow> {
     Ok(ClientRow {
@@ -39,6 +42,7 @@ fn client_from_row(row: &sqlx::any::AnyRow) -> StoreResult<ClientRow> {
         previous_secret_hash: col(row, "previous_secret_hash")?,
         previous_expires_at: col(row, "previous_expires_at")?,
         trusted: col::<i64>(row, "trusted")? != 0,
+        owner: col(row, "owner")?,
         created_at: col(row, "created_at")?,
         updated_at: col(row, "updated_at")?,
     })
@@ -48,14 +52,15 @@ impl Db {
     /// Stores a new client.
     pub async fn client_insert(&self, c: &ClientRow) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO oauth_clients (id, name, metadata, secret_hash, trusted, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+            "INSERT INTO oauth_clients (id, name, metadata, secret_hash, trusted, owner, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
         )
         .bind(&c.id)
         .bind(&c.name)
         .bind(&c.metadata)
         .bind(&c.secret_hash)
         .bind(i64::from(c.trusted))
+        .bind(&c.owner)
         .bind(c.created_at)
         .execute(self.pool())
         .await?;

@@ -14,5 +14,6 @@ mod keys;
 mod oauth;
 mod ops;
 mod process;
+mod security;
 mod sessions;
 mod tokens;

@@ -174,7 +174,7 @@ pub fn authorize_url(client_id: &str, extra: &[(&str, &str)]) -> String {
     format!("/oauth/authorize?{}", serde_urlencoded::to_string(&params).unwrap())
 }
 
-async fn token(
+pub async fn token(
     s: &TestServer,
     auth: Option<(&str, &str)>,
     form: &[(&str, &str)],
@@ -189,16 +189,16 @@ async fn token(
     (status, res.json().await.unwrap(), headers)
 }
 
-struct Setup {
-    s: TestServer,
-    admin: String,
-    client_id: String,
-    secret: String,
-    user_id: String,
+pub struct Setup {
+    pub s: TestServer,
+    pub admin: String,
+    pub client_id: String,
+    pub secret: String,
+    pub user_id: String,
 }
 
 /// A server with an admin, a confidential (untrusted) web client and a user.
-async fn setup(backend: &Backend, data: &Data) -> Setup {
+pub async fn setup(backend: &Backend, data: &Data) -> Setup {
     let _ = backend;
     let s = TestServer::start_on(data, |_| {}).await;
     let admin = s.admin("admin@example.com").await.access;
@@ -225,7 +225,7 @@ async fn setup(backend: &Backend, data: &Data) -> Setup {
 
 /// Runs the browser part of the flow: sign-in, consent (if asked); returns the
 /// redirect to the client.
-async fn browser_flow(b: &mut Browser, url: &str) -> Seen {
+pub async fn browser_flow(b: &mut Browser, url: &str) -> Seen {
     let page = b.get(url).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(page.body.contains("<label for=\"email\">Email</label>"), "{}", page.body);
@@ -237,7 +237,7 @@ async fn browser_flow(b: &mut Browser, url: &str) -> Seen {
     next
 }
 
-async fn exchange(t: &Setup, code: &str, verifier: &str) -> (StatusCode, Value) {
+pub async fn exchange(t: &Setup, code: &str, verifier: &str) -> (StatusCode, Value) {
     let (status, body, _) = token(
         &t.s,
         Some((&t.client_id, &t.secret)),
@@ -252,7 +252,7 @@ async fn exchange(t: &Setup, code: &str, verifier: &str) -> (StatusCode, Value) 
     (status, body)
 }
 
-async fn introspect(t: &Setup, tok: &str) -> Value {
+pub async fn introspect(t: &Setup, tok: &str) -> Value {
     t.s.client
         .post(t.s.url("/oauth/introspect"))
         .basic_auth(&t.client_id, Some(&t.secret))
@@ -1114,10 +1114,21 @@ async fn revocation(backend: Backend) {
     assert_eq!(revoke(t.client_id.clone(), t.secret.clone(), refresh.into()).await, StatusCode::OK);
     assert_eq!(introspect(&t, refresh).await, json!({"active": false}));
     assert_eq!(introspect(&t, access).await, json!({"active": false}));
-    // API keys introspect too.
+    // API keys introspect too, for clients marked as resource servers (others
+    // learn nothing about tokens that are not theirs).
     let member = t.s.login("ann@example.com", PASSWORD).await.access;
     let key: Value =
         t.s.post_auth("/v1/api-keys", &member, json!({"name": "k", "scopes": []})).await.json().await.unwrap();
+    assert_eq!(introspect(&t, key["key"].as_str().unwrap()).await, json!({"active": false}));
+    let res =
+        t.s.send(
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/clients/{}", t.client_id),
+            &t.admin,
+            Some(json!({"introspection": true})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
     let i = introspect(&t, key["key"].as_str().unwrap()).await;
     assert_eq!((i["active"].as_bool(), i["sub"].as_str()), (Some(true), Some(t.user_id.as_str())), "{i}");
     // Introspection needs client authentication.

@@ -1,7 +1,8 @@
 //! Password sign-in, and the one place any password is checked.
 //!
 //! Every path that checks a user's password goes through [`Auth::check_password`]:
-//! per-client rate limit, then lockout, then the hash, then failure counting. An
+//! per-client rate limit, then the account's failure ceiling, then the (account,
+//! address) lockout, then the hash, then failure counting. An
 //! alternate path that skips lockout is the classic break of auth servers, so no
 //! caller checks a hash itself.
 //!

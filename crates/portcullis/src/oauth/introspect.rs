@@ -4,7 +4,9 @@
 //! A token is active only if everything that could have ended it agrees: signature
 //! and expiry, its session (grant) still live, its user not banned, its client
 //! still registered. Anything else is `{"active": false}` and nothing more: the
-//! answer never says why.
+//! answer never says why. A client sees only the tokens issued to itself, unless it
+//! is registered as a resource server (`introspection: true`): otherwise any client
+//! could learn who holds any first-party token or API key.
 
 use serde_json::{Value, json};
 

@@ -257,3 +257,33 @@ pub async fn audit_until(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A tiny HTTP server on loopback that answers every request with `body` as JSON
+/// (a client's `jwks_uri`); returns its URL and the count of connections it took.
+pub async fn json_server(
+    body: String,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>, tokio::task::JoinHandle<()>) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let served = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 2048];
+            let _ = sock.read(&mut buf).await;
+            let res = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(res.as_bytes()).await;
+        }
+    });
+    (url, hits, served)
+}

@@ -136,11 +136,13 @@ async fn authlib_clients(backend: Backend) {
     let data = Data::new(&backend).await;
     let s = TestServer::start_on(&data, |_| {}).await;
     let admin = s.admin("admin@example.com").await.access;
+    // The basic client is also a resource server: it introspects the other
+    // client's token, which only clients marked `introspection` may.
     let basic = create_client(
         &s,
         &admin,
         json!({"client_name": "Py basic", "grant_types": ["client_credentials"],
-        "scope": "reports:read"}),
+        "scope": "reports:read", "introspection": true}),
     )
     .await;
     let signed = create_client(

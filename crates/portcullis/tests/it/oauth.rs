@@ -973,22 +973,7 @@ async fn private_key_jwt(backend: Backend) {
     let (status, _, _) = call(forged).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // The same key published at a jwks_uri (a tiny HTTP server of the client's).
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let jwks_url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
-    let body = jwks.to_string();
-    let served = tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
-            let mut buf = [0u8; 2048];
-            let _ = sock.read(&mut buf).await;
-            let res = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(res.as_bytes()).await;
-        }
-    });
+    let (jwks_url, _, served) = crate::common::json_server(jwks.to_string()).await;
     let remote = create_client(
         &t.s,
         &t.admin,

@@ -564,33 +564,13 @@ async fn metrics_are_not_public(backend: Backend) {
 /// before any connection: the local key server sees nothing.
 async fn outbound_requests_refuse_private_targets(backend: Backend) {
     use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
-    use std::sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    };
+    use std::sync::atomic::Ordering;
     let data = Data::new(&backend).await;
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).unwrap();
     let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
     let x = portcullis::crypto::b64url(pair.public_key().as_ref());
     let jwks = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k1", "alg": "EdDSA"}]}).to_string();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let jwks_url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counted = hits.clone();
-    let served = tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
-            counted.fetch_add(1, Ordering::SeqCst);
-            let mut buf = [0u8; 2048];
-            let _ = sock.read(&mut buf).await;
-            let res = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{jwks}",
-                jwks.len()
-            );
-            let _ = sock.write_all(res.as_bytes()).await;
-        }
-    });
+    let (jwks_url, hits, served) = crate::common::json_server(jwks).await;
     let key = jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref());
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
     header.kid = Some("k1".into());

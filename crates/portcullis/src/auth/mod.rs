@@ -150,7 +150,7 @@ pub struct Principal {
     pub client_id: Option<String>,
     /// For a client acting for itself: who registered it (a user id or `operator`).
     pub client_owner: Option<String>,
-    /// The user's roles now (API keys and clients carry none).
+    /// The user's roles now (API keys, clients and grants to clients carry none).
     pub roles: Vec<String>,
     /// Permissions the caller holds now.
     pub scopes: Vec<String>,

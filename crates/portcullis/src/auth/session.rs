@@ -102,13 +102,16 @@ impl Auth {
             }
             None => crate::rbac::within(token_scopes, &held),
         };
+        // A client acting for the user has the scope it was granted, never the
+        // user's roles.
+        let roles = if claims.client_id.is_some() { Vec::new() } else { user.roles.clone() };
         Ok(Principal {
             user_id: claims.sub,
             session_id: Some(sid),
             api_key_id: None,
             client_id: claims.client_id,
             client_owner: None,
-            roles: user.roles.clone(),
+            roles,
             scopes,
             user: Some(user),
             operator: false,

@@ -28,7 +28,7 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::Parser;
-use portcullis::{config::HumanDuration, keys::Algorithm};
+use portcullis::{keys::Algorithm, units::HumanDuration};
 
 use crate::{
     load::{Account, Conn, Req, Tokens, Work},

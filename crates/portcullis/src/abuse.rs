@@ -17,60 +17,15 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
-    str::FromStr,
     sync::Mutex,
     time::Duration,
 };
 
-use ipnet::IpNet;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 use crate::{
-    config::HumanDuration,
     store::{Db, LockState, RateWindow},
+    units::RateRule,
 };
-
-/// A limit such as `5/1m`: at most `max` attempts per sliding `window`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateRule {
-    /// Attempts allowed per window.
-    pub max: u32,
-    /// Window length.
-    pub window: Duration,
-}
-
-impl FromStr for RateRule {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("`{s}` is not a rate like 5/1m (attempts/window)");
-        let (max, window) = s.split_once('/').ok_or_else(bad)?;
-        let max: u32 = max.trim().parse().map_err(|_| bad())?;
-        let window: HumanDuration = window.trim().parse().map_err(|_| bad())?;
-        if max == 0 || window.0 < Duration::from_secs(1) {
-            return Err(format!("`{s}`: need at least 1 attempt per at least 1s"));
-        }
-        Ok(Self { max, window: window.0 })
-    }
-}
-
-impl std::fmt::Display for RateRule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.max, HumanDuration(self.window))
-    }
-}
-
-impl Serialize for RateRule {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for RateRule {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
-    }
-}
+use ipnet::IpNet;
 
 /// Seconds until one more attempt fits under `max`, given the window counts after
 /// this attempt, `elapsed` ms into a window of `w` ms. Bounded: at most two windows.
@@ -376,15 +331,6 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rules_parse() {
-        assert_eq!("5/1m".parse::<RateRule>().unwrap(), RateRule { max: 5, window: Duration::from_secs(60) });
-        assert_eq!("5/1m".parse::<RateRule>().unwrap().to_string(), "5/1m");
-        for bad in ["5", "0/1m", "5/0s", "x/1m", "5/1x"] {
-            assert!(bad.parse::<RateRule>().is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn retry_after_covers_the_sliding_window() {

@@ -2,84 +2,18 @@
 //! have passed a scope guard already; every change is audited with the acting admin
 //! (or API key) as actor and the affected user as subject.
 
-use portcullis_proto::FieldError;
 use serde_json::Value;
 
 use crate::{
     audit::{Audit, Event},
-    auth::{AuthError, Principal, RequestCtx, normalize_email},
+    auth::{AuthError, Principal, RequestCtx},
     crypto::{self, Secret},
+    page::{cursor_decode, page_limit, paginate},
     passwords::{self, Hasher},
     rbac,
     store::{Db, NewUser, RoleRow, StoreError, UserFilter, UserPatch, UserRow},
+    validate::{clean_name, field, metadata_text, normalize_email},
 };
-
-/// Largest accepted metadata object, serialized (Clerk's limit).
-pub const METADATA_MAX_BYTES: usize = 8 * 1024;
-
-fn field(field: &str, code: &str, message: &str) -> FieldError {
-    FieldError { field: field.into(), code: code.into(), message: message.into() }
-}
-
-/// Checks a metadata value (a JSON object of at most 8 KiB) and returns its text.
-pub fn metadata_text(name: &str, value: &Value, errors: &mut Vec<FieldError>) -> Option<String> {
-    if !value.is_object() {
-        errors.push(field(name, "invalid_type", "must be a JSON object"));
-        return None;
-    }
-    let text = value.to_string();
-    if text.len() > METADATA_MAX_BYTES {
-        errors.push(field(name, "too_large", "must be at most 8 KiB of JSON"));
-        return None;
-    }
-    Some(text)
-}
-
-/// Trims a display name; empty becomes none; at most 200 characters.
-pub fn clean_name(name: Option<String>, errors: &mut Vec<FieldError>) -> Option<String> {
-    let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
-    if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
-        errors.push(field("name", "too_long", "must be at most 200 characters"));
-    } else if name.as_ref().is_some_and(|n| n.chars().any(char::is_control)) {
-        errors.push(field("name", "invalid_characters", "must not contain control characters"));
-    }
-    name
-}
-
-/// Opaque pagination cursor: the last id of the page, base64url.
-pub fn cursor_encode(id: &str) -> String {
-    crypto::b64url(id.as_bytes())
-}
-
-/// Reads a cursor; a malformed one is a validation error, not a 500.
-pub fn cursor_decode(cursor: Option<&str>) -> Result<Option<String>, AuthError> {
-    match cursor {
-        None | Some("") => Ok(None),
-        Some(c) => crypto::b64url_decode(c)
-            .and_then(|b| String::from_utf8(b).ok())
-            .map(Some)
-            .ok_or_else(|| AuthError::Validation(vec![field("cursor", "invalid", "is not a cursor from this API")])),
-    }
-}
-
-/// Cuts a fetch of `limit + 1` rows to one page and derives the next cursor from
-/// the last row kept (there is a next page exactly when the extra row came back).
-pub fn paginate<T>(mut rows: Vec<T>, limit: i64, id: impl Fn(&T) -> &str) -> (Vec<T>, Option<String>) {
-    let keep = usize::try_from(limit).unwrap_or(0);
-    let more = rows.len() > keep;
-    rows.truncate(keep);
-    let next = if more { rows.last().map(|r| cursor_encode(id(r))) } else { None };
-    (rows, next)
-}
-
-/// Checks `limit` (default 50, 1 to 200).
-pub fn page_limit(limit: Option<i64>) -> Result<i64, AuthError> {
-    match limit {
-        None => Ok(50),
-        Some(n) if (1..=200).contains(&n) => Ok(n),
-        Some(_) => Err(AuthError::Validation(vec![field("limit", "out_of_range", "must be between 1 and 200")])),
-    }
-}
 
 /// Admin operations on users and roles.
 pub struct Admin {

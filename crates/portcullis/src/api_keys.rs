@@ -20,10 +20,10 @@ use std::{
 use portcullis_proto::FieldError;
 
 use crate::{
-    admin::{cursor_decode, page_limit, paginate},
     audit::{Audit, Event},
     auth::{AuthError, Principal, RequestCtx},
     crypto::{self, Secret},
+    page::{cursor_decode, page_limit, paginate},
     rbac,
     shutdown::Shutdown,
     store::{ApiKeyRow, Db, StoreError},
@@ -267,7 +267,7 @@ impl ApiKeys {
             errors.push(FieldError {
                 field: "expires_in".into(),
                 code: "too_long".into(),
-                message: format!("must be at most {} (api_keys.max_ttl)", crate::config::HumanDuration(max)),
+                message: format!("must be at most {} (api_keys.max_ttl)", crate::units::HumanDuration(max)),
             });
         }
         let expires_in = expires_in.or(self.max_ttl);

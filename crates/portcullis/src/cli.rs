@@ -9,10 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     auth::RequestCtx,
     clock,
-    config::{Config, HumanDuration, LogFormat, Overrides},
+    config::{Config, LogFormat, Overrides},
     crypto::Secret,
     keys::Algorithm,
     server,
+    units::HumanDuration,
 };
 
 /// Self-hostable authentication and authorization server.
@@ -273,7 +274,8 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         }
         Command::ApiKeys(ApiKeysCommand::Create { owner, scopes, name, expires_in }) => {
             let store = server::open_store(&cfg).await?;
-            let email = crate::auth::normalize_email(&owner).map_err(|e| anyhow::anyhow!("--owner {}", e.message))?;
+            let email =
+                crate::validate::normalize_email(&owner).map_err(|e| anyhow::anyhow!("--owner {}", e.message))?;
             let user = store.db.user_by_email(&email).await?.ok_or_else(|| anyhow::anyhow!("no user {email}"))?;
             let perms = store.db.role_permissions(&user.roles).await?;
             let who = crate::auth::Principal {
@@ -394,7 +396,8 @@ async fn users(cmd: UsersCommand, cfg: Config) -> anyhow::Result<()> {
             println!("created {} <{}> with roles {}", user.id, user.email, user.roles.join(","));
         }
         UsersCommand::Unlock { email } => {
-            let email = crate::auth::normalize_email(&email).map_err(|e| anyhow::anyhow!("--email {}", e.message))?;
+            let email =
+                crate::validate::normalize_email(&email).map_err(|e| anyhow::anyhow!("--email {}", e.message))?;
             let key = crate::auth::lock_key(&email);
             let was = store.db.lock_clear(&key, &crate::abuse::ceiling_bucket(&key)).await?;
             let user = store.db.user_by_email(&email).await?;

@@ -2,89 +2,21 @@
 //! `PORTCULLIS_*` environment (`__` nests sections) and command-line flags. Parsed
 //! once into [`Config`] and passed by value; nothing reads the environment later.
 
-use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use figment::{
     Figment,
     providers::{Env, Format, Serialized, Toml},
     value::{Dict, Value},
 };
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use ipnet::IpNet;
 
-use crate::{abuse::RateRule, keys::Algorithm};
-
-/// A duration written the way operators write it: `900s`, `15m`, `12h`, `30d`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct HumanDuration(pub Duration);
-
-impl HumanDuration {
-    /// Shorthand for configuration defaults.
-    pub const fn secs(s: u64) -> Self {
-        Self(Duration::from_secs(s))
-    }
-}
-
-impl FromStr for HumanDuration {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 900s, 15m, 12h or 30d"))?;
-        let mult = match unit {
-            "ms" => return Ok(Self(Duration::from_millis(n))),
-            "s" | "" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            _ => {
-                return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m, h or d)"));
-            }
-        };
-        n.checked_mul(mult).map(|secs| Self(Duration::from_secs(secs))).ok_or_else(|| format!("`{s}` is too long"))
-    }
-}
-
-impl std::fmt::Display for HumanDuration {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ms = self.0.as_millis();
-        if !ms.is_multiple_of(1000) {
-            return write!(f, "{ms}ms");
-        }
-        let s = self.0.as_secs();
-        match s {
-            0 => write!(f, "0s"),
-            s if s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
-            s if s % 3600 == 0 => write!(f, "{}h", s / 3600),
-            s if s % 60 == 0 => write!(f, "{}m", s / 60),
-            s => write!(f, "{s}s"),
-        }
-    }
-}
-
-impl Serialize for HumanDuration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(s) => Ok(Self::secs(s)),
-            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
+use crate::{
+    keys::Algorithm,
+    units::{HumanDuration, RateRule},
+};
 
 /// Every setting of the server. Field names are the `portcullis.toml` keys.
 #[derive(Clone, Serialize, Deserialize)]
@@ -549,19 +481,6 @@ const OPTIONAL_KEYS: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_and_print() {
-        for (text, secs) in [("900s", 900), ("15m", 900), ("2h", 7200), ("30d", 2_592_000), ("7", 7)] {
-            let d: HumanDuration = text.parse().unwrap();
-            assert_eq!(d.0.as_secs(), secs, "{text}");
-        }
-        assert_eq!(HumanDuration::secs(900).to_string(), "15m");
-        assert_eq!("250ms".parse::<HumanDuration>().unwrap().0, Duration::from_millis(250));
-        assert!("15x".parse::<HumanDuration>().is_err());
-        assert!("m".parse::<HumanDuration>().is_err());
-        assert!("99999999999999999999d".parse::<HumanDuration>().is_err());
-    }
 
     #[test]
     fn unknown_keys_are_reported() {

@@ -1,42 +1,12 @@
 //! Registration and operator-created accounts.
 
-use portcullis_proto::FieldError;
-
 use super::{Auth, AuthError, RequestCtx};
 use crate::{
     crypto::{self, Secret},
     passwords,
     store::{NewUser, UserRow},
+    validate::{field, normalize_email},
 };
-
-fn field(field: &str, code: &str, message: &str) -> FieldError {
-    FieldError { field: field.into(), code: code.into(), message: message.into() }
-}
-
-/// Trims and lower-cases an email and checks its shape. Lower-casing the local part
-/// is a deliberate choice: `Ann@x.io` and `ann@x.io` are one person in practice, and
-/// treating them as two accounts invites takeover confusion.
-pub fn normalize_email(raw: &str) -> Result<String, FieldError> {
-    let email = raw.trim().to_lowercase();
-    let bad = || field("email", "invalid_format", "must be an email address like name@example.com");
-    if email.is_empty() {
-        return Err(field("email", "required", "is required"));
-    }
-    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad());
-    }
-    let (local, domain) = email.rsplit_once('@').ok_or_else(bad)?;
-    let domain_ok = domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains("..")
-        && !domain.contains('@')
-        && domain.split('.').all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'));
-    if local.is_empty() || local.len() > 64 || local.contains('@') || !domain_ok {
-        return Err(bad());
-    }
-    Ok(email)
-}
 
 impl Auth {
     /// Creates an account with the `member` role (or `roles`, for operators).
@@ -89,19 +59,5 @@ impl Auth {
         })?;
         self.audit(ctx, "user_registered", true, Some(&created.id), None).await;
         Ok(created)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::normalize_email;
-
-    #[test]
-    fn emails_are_normalised_and_checked() {
-        assert_eq!(normalize_email("  Ann.Lee@Example.COM ").unwrap(), "ann.lee@example.com");
-        for bad in ["", "ann", "ann@", "@x.io", "ann@x", "ann@.x.io", "ann@x..io", "a b@x.io", "ann@-x.io"] {
-            assert!(normalize_email(bad).is_err(), "{bad:?} accepted");
-        }
-        assert!(normalize_email(&format!("{}@x.io", "a".repeat(65))).is_err());
     }
 }

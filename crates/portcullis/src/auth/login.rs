@@ -10,10 +10,11 @@
 //! a real one, and yields the same errors, so neither body, status nor timing tells
 //! which emails have accounts (OWASP ASVS 2.2.1, 3.2.x).
 
-use super::{Auth, AuthError, Issued, RequestCtx, normalize_email};
+use super::{Auth, AuthError, Issued, RequestCtx};
 use crate::{
     crypto::{self, Secret},
     store::{SessionRow, UserRow},
+    validate::normalize_email,
 };
 
 /// The lockout key of what the client typed: the normalised email, or for input

@@ -13,17 +13,17 @@ use std::{sync::Arc, time::Duration};
 
 use portcullis_proto::FieldError;
 
-pub use account::normalize_email;
 pub use browser::BrowserSession;
 pub use login::lock_key;
 
 use crate::{
-    abuse::{Blocks, Limiter, LockoutPolicy, RateRule},
+    abuse::{Blocks, Limiter, LockoutPolicy},
     audit::{Audit, Event},
     clock, crypto,
     passwords::{HashError, Hasher},
     store::{Db, StoreError, UserRow},
     tokens::{TokenError, Tokens},
+    units::RateRule,
 };
 
 /// Domain failures of authentication, each with one client-facing meaning.
@@ -82,6 +82,12 @@ impl From<StoreError> for AuthError {
             }]),
             other => AuthError::Internal(other.to_string()),
         }
+    }
+}
+
+impl From<FieldError> for AuthError {
+    fn from(e: FieldError) -> Self {
+        AuthError::Validation(vec![e])
     }
 }
 

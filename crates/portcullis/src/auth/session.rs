@@ -214,9 +214,9 @@ impl Auth {
         unsafe_metadata: Option<serde_json::Value>,
     ) -> Result<UserRow, AuthError> {
         let mut errors = Vec::new();
-        let name = name.map(|n| crate::admin::clean_name(n, &mut errors));
+        let name = name.map(|n| crate::validate::clean_name(n, &mut errors));
         let unsafe_metadata =
-            unsafe_metadata.and_then(|m| crate::admin::metadata_text("unsafe_metadata", &m, &mut errors));
+            unsafe_metadata.and_then(|m| crate::validate::metadata_text("unsafe_metadata", &m, &mut errors));
         if !errors.is_empty() {
             return Err(AuthError::Validation(errors));
         }
@@ -241,10 +241,10 @@ impl Auth {
         cursor: Option<&str>,
         limit: Option<i64>,
     ) -> Result<(Vec<SessionRow>, Option<String>), AuthError> {
-        let limit = crate::admin::page_limit(limit)?;
-        let before = crate::admin::cursor_decode(cursor)?;
+        let limit = crate::page::page_limit(limit)?;
+        let before = crate::page::cursor_decode(cursor)?;
         let rows = self.db.sessions_active(&who.user_id, now, before.as_deref(), limit + 1).await?;
-        Ok(crate::admin::paginate(rows, limit, |s| &s.id))
+        Ok(crate::page::paginate(rows, limit, |s| &s.id))
     }
 
     /// Ends one of the caller's sessions; someone else's id is `NotFound`.

@@ -257,15 +257,15 @@ pub async fn audit_list(
         since: time("since", q.since)?,
         until: time("until", q.until)?,
     };
-    let limit = crate::admin::page_limit(q.limit)?;
-    let before = crate::admin::cursor_decode(q.cursor.as_deref())?;
+    let limit = crate::page::page_limit(q.limit)?;
+    let before = crate::page::cursor_decode(q.cursor.as_deref())?;
     let rows = state
         .auth
         .db()
         .audit_list(&filter, before.as_deref(), limit + 1)
         .await
         .map_err(crate::auth::AuthError::from)?;
-    let (rows, next_cursor) = crate::admin::paginate(rows, limit, |r| &r.id);
+    let (rows, next_cursor) = crate::page::paginate(rows, limit, |r| &r.id);
     let data = rows
         .into_iter()
         .map(|r| portcullis_proto::AuditEvent {

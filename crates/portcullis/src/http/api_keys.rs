@@ -23,7 +23,7 @@ use super::{
     guard::{Can, KeysVerify},
     views::api_key_view,
 };
-use crate::{auth::RequestCtx, clock::rfc3339, config::HumanDuration};
+use crate::{auth::RequestCtx, clock::rfc3339, units::HumanDuration};
 
 /// Reads a duration given as seconds (`3600`) or as text (`"30d"`).
 fn duration_field(field: &str, v: Option<Value>) -> Result<Option<Duration>, ApiError> {
@@ -110,7 +110,7 @@ pub async fn api_key_rotate(
     let req: ApiKeyRotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ApiKeyRotateRequest::default()
     } else {
-        super::extract::parse_json(&body)?
+        crate::validate::parse_json(&body)?
     };
     let grace = duration_field("grace_period", req.grace_period)?.unwrap_or_default();
     let (row, secret) = state.api_keys.rotate(&ctx, &who, &id, grace).await?;

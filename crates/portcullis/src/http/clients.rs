@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::{
     AppState,
     error::ApiError,
-    extract::{JsonBody, parse_json, query_error},
+    extract::{JsonBody, query_error},
     guard::{Can, ClientsRead, ClientsWrite},
 };
 use crate::{
@@ -99,8 +99,11 @@ pub async fn client_rotate_secret(
     body: axum::body::Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
     // The body is optional: no body means no grace.
-    let body: RotateBody =
-        if body.iter().all(u8::is_ascii_whitespace) { RotateBody::default() } else { parse_json(&body)? };
+    let body: RotateBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateBody::default()
+    } else {
+        crate::validate::parse_json(&body)?
+    };
     let grace = body.grace_seconds.min(30 * 86_400);
     let grace_ms = i64::try_from(grace).unwrap_or(0) * 1000;
     recent_if_session(&state, &ctx, &can.who).await?;

@@ -145,6 +145,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<portcullis_proto::FieldError> for ApiError {
+    fn from(e: portcullis_proto::FieldError) -> Self {
+        Self::validation(vec![e])
+    }
+}
+
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {

@@ -9,7 +9,7 @@ use axum::{
     extract::{ConnectInfo, FromRequest, FromRequestParts, Request},
     http::{StatusCode, header, request::Parts},
 };
-use portcullis_proto::{ErrorCode, FieldError};
+use portcullis_proto::ErrorCode;
 use serde::de::DeserializeOwned;
 
 use super::{AppState, error::ApiError};
@@ -49,62 +49,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                     "the request body is too large",
                 )
             } else {
-                ApiError::validation(vec![field_error("", "invalid_body", &rej.body_text())])
+                ApiError::validation(vec![crate::validate::field("", "invalid_body", &rej.body_text())])
             }
         })?;
-        parse_json(&bytes).map(JsonBody)
+        crate::validate::parse_json(&bytes).map(JsonBody).map_err(ApiError::from)
     }
-}
-
-fn field_error(field: &str, code: &str, message: &str) -> FieldError {
-    FieldError { field: field.to_owned(), code: code.to_owned(), message: message.to_owned() }
-}
-
-/// Deserializes `bytes`, reporting the JSON path of the first bad field.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: Result<T, _> = serde_path_to_error::deserialize(&mut de);
-    if value.is_ok() && de.end().is_err() {
-        return Err(ApiError::validation(vec![field_error(
-            "",
-            "invalid_json",
-            "unexpected data after the JSON value",
-        )]));
-    }
-    value.map_err(|err| {
-        let path = err.path().to_string();
-        let parent = if path == "." { String::new() } else { path };
-        let inner = err.into_inner();
-        let msg = inner.to_string();
-        // serde's message up to " at line …", which means nothing to a form.
-        let short = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
-        let named = |prefix: &str| {
-            short
-                .strip_prefix(prefix)
-                .and_then(|rest| rest.split('`').nth(1))
-                .map(|name| if parent.is_empty() { name.to_owned() } else { format!("{parent}.{name}") })
-        };
-        let e = match inner.classify() {
-            serde_json::error::Category::Syntax
-            | serde_json::error::Category::Eof
-            | serde_json::error::Category::Io => {
-                field_error("", "invalid_json", &format!("the body is not valid JSON: {short}"))
-            }
-            serde_json::error::Category::Data => {
-                if let Some(f) = named("missing field") {
-                    field_error(&f, "required", "is required")
-                } else if short.starts_with("unknown field") {
-                    // Here the path already ends with the unknown field's name.
-                    field_error(&parent, "unknown_field", "is not a field of this request")
-                } else if short.starts_with("invalid type") {
-                    field_error(&parent, "invalid_type", &short)
-                } else {
-                    field_error(&parent, "invalid", &short)
-                }
-            }
-        };
-        ApiError::validation(vec![e])
-    })
 }
 
 /// Request id minted by the id layer, for logs and the audit trail.
@@ -223,7 +172,7 @@ pub fn query_error(rej: axum::extract::rejection::QueryRejection) -> ApiError {
     // serde_urlencoded says e.g. "Failed to deserialize query string: limit: invalid digit found in string".
     let detail = text.split_once(": ").map(|(_, d)| d).unwrap_or(&text);
     let (field, message) = detail.split_once(": ").unwrap_or(("", detail));
-    ApiError::validation(vec![field_error(field, "invalid", message)])
+    ApiError::validation(vec![crate::validate::field(field, "invalid", message)])
 }
 
 /// A signed-in user's session — never an API key. For routes that manage the

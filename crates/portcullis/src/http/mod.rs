@@ -30,7 +30,6 @@ use axum::{
 use portcullis_proto::ErrorCode;
 use tower_http::{request_id::PropagateRequestIdLayer, set_header::SetResponseHeaderLayer, trace::TraceLayer};
 
-pub use oauth::{MAX_PARAMS as MAX_OAUTH_PARAMS, first_duplicate, origin_of};
 pub use ops::{MetricsAccess, prometheus};
 
 use crate::{admin::Admin, api_keys::ApiKeys, audit::Audit, auth::Auth, config::HttpConfig};

@@ -12,6 +12,8 @@ use axum::{
 };
 use serde_json::{Value, json};
 
+use crate::oauth::params::{MAX_PARAMS, first_duplicate};
+
 use super::{AppState, error::ApiError, extract::Authed};
 use crate::{
     auth::RequestCtx,
@@ -33,15 +35,6 @@ impl IntoResponse for OAuthError {
         }
         res
     }
-}
-
-/// More parameters than any OAuth request needs: refused before any other work.
-pub const MAX_PARAMS: usize = 64;
-
-/// The first parameter name given twice, in linear time.
-pub fn first_duplicate(pairs: &[(String, String)]) -> Option<&str> {
-    let mut seen = std::collections::HashSet::with_capacity(pairs.len());
-    pairs.iter().map(|(k, _)| k.as_str()).find(|k| !seen.insert(*k))
 }
 
 /// The parameters of a form-encoded body; a parameter given twice is refused
@@ -169,11 +162,6 @@ pub async fn oauth_token(State(state): State<AppState>, ctx: RequestCtx, headers
         Ok::<_, OAuthError>(json_no_store(body))
     };
     client_guarded(&state, &ctx, run).await
-}
-
-/// `scheme://host[:port]` of a URL.
-pub fn origin_of(url: &str) -> String {
-    url::Url::parse(url).map(|u| u.origin().ascii_serialization()).unwrap_or_default()
 }
 
 /// `POST /oauth/introspect` (RFC 7662).

@@ -159,7 +159,7 @@ fn csrf(headers: &HeaderMap, policy: &CookiePolicy, cookies: &mut Vec<HeaderValu
 fn csrf_ok(headers: &HeaderMap, policy: &CookiePolicy, issuer: &str, form: &[(String, String)]) -> bool {
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
         && origin != "null"
-        && origin != super::oauth::origin_of(issuer)
+        && origin != crate::oauth::params::origin_of(issuer)
     {
         return false;
     }
@@ -272,7 +272,7 @@ fn oauth_failure(e: &OAuthError) -> Response {
 /// validation refuses that many), so a huge body costs nothing beyond its parse.
 fn parse_pairs(raw: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(raw)
-        .take(crate::http::MAX_OAUTH_PARAMS + 1)
+        .take(crate::oauth::params::MAX_PARAMS + 1)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }

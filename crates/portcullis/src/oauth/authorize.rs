@@ -95,7 +95,7 @@ impl AuthzRequest {
 impl OAuth {
     /// Validates the parameters of an authorization request.
     pub async fn authorize_validate(&self, pairs: &[(String, String)]) -> Result<AuthzRequest, Invalid> {
-        if pairs.len() > crate::http::MAX_OAUTH_PARAMS {
+        if pairs.len() > crate::oauth::params::MAX_PARAMS {
             return Err(Invalid::Page("the request has too many parameters".into()));
         }
         let params: Vec<(String, String)> =
@@ -135,7 +135,7 @@ impl OAuth {
         };
         let issuer = self.settings.issuer.clone();
         let fail = |req: &AuthzRequest, e: OAuthError| Err(Invalid::Redirect(req.error_redirect(&e, &issuer)));
-        if let Some(dup) = crate::http::first_duplicate(&params) {
+        if let Some(dup) = crate::oauth::params::first_duplicate(&params) {
             return fail(&req, OAuthError::invalid_request(format!("parameter {dup} appears more than once")));
         }
         if req.state.as_ref().is_some_and(|s| s.len() > 2048) || req.nonce.as_ref().is_some_and(|n| n.len() > 512) {

@@ -10,11 +10,11 @@ use super::{
     put,
 };
 use crate::{
-    admin::{cursor_decode, page_limit, paginate},
     audit::Event,
     auth::{AuthError, Principal, RequestCtx},
     clock::rfc3339,
     crypto::{self, Secret},
+    page::{cursor_decode, page_limit, paginate},
     rbac,
     store::ClientRow,
 };
@@ -175,8 +175,8 @@ impl OAuth {
             }
             put(&mut merged, &k, v);
         }
-        let meta: ClientMetadata = crate::http::extract::parse_json(merged.to_string().as_bytes())
-            .map_err(|e| AuthError::Validation(e.fields().to_vec()))?;
+        let meta: ClientMetadata =
+            crate::validate::parse_json(merged.to_string().as_bytes()).map_err(AuthError::from)?;
         let meta = meta.validated().map_err(AuthError::Validation)?;
         self.refuse_unheld(ctx, who, &meta, id).await?;
         let text = serde_json::to_string(&meta).map_err(|e| AuthError::Internal(e.to_string()))?;

@@ -12,6 +12,7 @@ pub mod authorize;
 pub mod clients;
 pub mod introspect;
 pub mod manage;
+pub mod params;
 pub mod token;
 
 use std::{sync::Arc, time::Duration};

@@ -115,7 +115,7 @@ impl OAuth {
         })?;
         if let Some(o) = origin
             && !client.meta.allowed_cors_origins.iter().any(|a| a == o)
-            && o != crate::http::origin_of(&self.settings.issuer)
+            && o != crate::oauth::params::origin_of(&self.settings.issuer)
         {
             return Err(OAuthError::invalid_request(format!("origin {o} is not allowed for this client")));
         }

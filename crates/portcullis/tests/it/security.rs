@@ -236,7 +236,7 @@ async fn sensitive_operations_need_a_recent_sign_in(backend: Backend) {
     let data = Data::new(&backend).await;
     let s = TestServer::start_on(&data, |c| {
         c.security.lockout_threshold = 3;
-        c.api_keys.max_ttl = Some(portcullis::config::HumanDuration::secs(3600));
+        c.api_keys.max_ttl = Some(portcullis::units::HumanDuration::secs(3600));
     })
     .await;
     let ann = s.user("ann@example.com").await;

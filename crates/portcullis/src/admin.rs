@@ -6,8 +6,9 @@ use serde_json::Value;
 
 use crate::{
     audit::{Audit, Event},
-    auth::{AuthError, Principal, RequestCtx},
+    auth::AuthError,
     crypto::{self, Secret},
+    ctx::{Principal, RequestCtx},
     page::{cursor_decode, page_limit, paginate},
     passwords::{self, Hasher},
     rbac,

@@ -21,8 +21,9 @@ use portcullis_proto::FieldError;
 
 use crate::{
     audit::{Audit, Event},
-    auth::{AuthError, Principal, RequestCtx},
+    auth::AuthError,
     crypto::{self, Secret},
+    ctx::{Principal, RequestCtx},
     page::{cursor_decode, page_limit, paginate},
     rbac,
     shutdown::Shutdown,

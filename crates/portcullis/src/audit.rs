@@ -11,8 +11,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::{
-    auth::RequestCtx,
     crypto,
+    ctx::RequestCtx,
     shutdown::Shutdown,
     store::{AuditRecord, Db},
 };

@@ -7,10 +7,10 @@ use std::{io::BufRead, net::SocketAddr, path::PathBuf, process::ExitCode, time::
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    auth::RequestCtx,
     clock,
     config::{Config, LogFormat, Overrides},
     crypto::Secret,
+    ctx::RequestCtx,
     keys::Algorithm,
     server,
     units::HumanDuration,
@@ -278,7 +278,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
                 crate::validate::normalize_email(&owner).map_err(|e| anyhow::anyhow!("--owner {}", e.message))?;
             let user = store.db.user_by_email(&email).await?.ok_or_else(|| anyhow::anyhow!("no user {email}"))?;
             let perms = store.db.role_permissions(&user.roles).await?;
-            let who = crate::auth::Principal {
+            let who = crate::ctx::Principal {
                 user_id: user.id.clone(),
                 session_id: None,
                 api_key_id: None,
@@ -384,7 +384,7 @@ async fn users(cmd: UsersCommand, cfg: Config) -> anyhow::Result<()> {
             let audit = crate::audit::Audit::new(store.db.clone());
             let admin = crate::admin::Admin::new(store.db.clone(), crate::passwords::Hasher::new(1, 0)?, audit);
             let all_roles: Vec<String> = store.db.role_list().await?.into_iter().map(|r| r.name).collect();
-            let operator = crate::auth::Principal::operator(store.db.role_permissions(&all_roles).await?);
+            let operator = crate::ctx::Principal::operator(store.db.role_permissions(&all_roles).await?);
             let input = crate::admin::UserCreate {
                 email,
                 password: Some(password),
@@ -406,7 +406,7 @@ async fn users(cmd: UsersCommand, cfg: Config) -> anyhow::Result<()> {
             let event = crate::audit::Event {
                 reason: Some(reason),
                 ..crate::audit::Event::ok("account_unlocked", user.as_ref().map(|u| u.id.as_str()))
-                    .by(crate::rbac::OPERATOR)
+                    .by(crate::ctx::OPERATOR)
             };
             audit.record(&RequestCtx::system(), event).await;
             println!("{email}: {}", if was { "every lock lifted" } else { "was not locked" });
@@ -437,7 +437,7 @@ async fn clients(cmd: ClientsCommand, cfg: Config) -> anyhow::Result<()> {
     let ctx = RequestCtx::system();
     // The operator holds every permission that exists, like `users create`.
     let all_roles: Vec<String> = store.db.role_list().await?.into_iter().map(|r| r.name).collect();
-    let who = crate::auth::Principal::operator(store.db.role_permissions(&all_roles).await?);
+    let who = crate::ctx::Principal::operator(store.db.role_permissions(&all_roles).await?);
     let print = |v: &serde_json::Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     match cmd {
         ClientsCommand::Create(a) => {
@@ -448,7 +448,7 @@ async fn clients(cmd: ClientsCommand, cfg: Config) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            let meta = crate::oauth::ClientMetadata {
+            let meta = crate::clients::ClientMetadata {
                 client_name: a.name,
                 redirect_uris: a.redirect_uris,
                 grant_types: a.grant_types,

@@ -4,7 +4,7 @@
 
 use portcullis_proto::FieldError;
 
-use crate::auth::Principal;
+use crate::ctx::Principal;
 
 /// Roles that ship with Portcullis: editable, never deletable (registration and the
 /// admin API rely on them).
@@ -76,9 +76,6 @@ pub enum Owner {
 /// The permission to define permissions: its holders may grant anything.
 pub const ROLES_WRITE: &str = "admin:roles:write";
 
-/// The owner recorded for credentials registered by an operator.
-pub const OPERATOR: &str = "operator";
-
 impl Owner {
     /// The scopes among `scopes` the owner still holds; `None` when the owner can no
     /// longer act at all.
@@ -106,7 +103,7 @@ impl Owner {
 /// Loads a credential owner's standing now: `operator`, or the user's ban state and
 /// current permissions.
 pub async fn owner_now(db: &crate::store::Db, owner: &str) -> Result<Owner, crate::store::StoreError> {
-    if owner == OPERATOR {
+    if owner == crate::ctx::OPERATOR {
         return Ok(Owner::Operator);
     }
     Ok(match db.user_by_id(owner).await? {

@@ -13,11 +13,12 @@ use crate::{
     audit::Audit,
     audit::Event,
     auth::{Auth, AuthSettings},
+    clients::Clients,
     config::Config,
     crypto::{MasterKey, MasterKeySource},
     http::{AppState, Services, router},
     keys::KeyManager,
-    oauth::{Clients, OAuth, OAuthSettings},
+    oauth::{ClientAuth, OAuth, OAuthSettings},
     outbound::Outbound,
     passwords::Hasher,
     shutdown::{self, Trigger},
@@ -82,13 +83,14 @@ pub async fn oauth_for_cli(cfg: &Config, store: &Store) -> anyhow::Result<Arc<OA
     let audience = cfg.tokens.audience.clone().unwrap_or_else(|| issuer.clone());
     let tokens = Arc::new(Tokens::new(keys, issuer.clone(), audience, cfg.tokens.access_ttl.0, cfg.tokens.leeway.0));
     let audit = Audit::new(store.db.clone());
-    let clients = Clients::new(store.db.clone(), Outbound::from_config(cfg));
+    let clients = Clients::new(store.db.clone());
     let hasher = Hasher::new(1, 0)?;
     let settings = AuthSettings::from_config(cfg);
     let blocks = Arc::new(Blocks::default());
     let auth = Arc::new(Auth::new(store.db.clone(), hasher, tokens, settings, audit.clone(), clients.clone(), blocks));
     let api_keys = ApiKeys::new(store.db.clone(), audit.clone(), cfg.api_keys.max_ttl.map(|d| d.0));
-    Ok(Arc::new(OAuth::new(auth, clients, api_keys, audit, OAuthSettings::from_config(cfg, issuer))))
+    let client_auth = ClientAuth::new(clients, Outbound::from_config(cfg));
+    Ok(Arc::new(OAuth::new(auth, client_auth, api_keys, audit, OAuthSettings::from_config(cfg, issuer))))
 }
 
 /// Every second, one audit record (`rate_limited`) per client address and route
@@ -104,7 +106,7 @@ fn spawn_block_summaries(blocks: Arc<Blocks>, audit: Audit, shutdown: crate::shu
             };
             let now = crate::clock::now_ms();
             for s in blocks.take_closed(now, last) {
-                let ctx = crate::auth::RequestCtx {
+                let ctx = crate::ctx::RequestCtx {
                     ip: Some(s.address),
                     route: Some(s.route.clone()),
                     now,
@@ -182,7 +184,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let (trigger, shutdown) = shutdown::channel();
     let (audit, audit_writer) = Audit::buffered(store.db.clone(), cfg.audit.buffer, shutdown.clone());
     audit.spawn_retention(cfg.audit.retention.0, Duration::from_secs(3600), shutdown.clone());
-    let clients = Clients::new(store.db.clone(), Outbound::from_config(&cfg));
+    let clients = Clients::new(store.db.clone());
     let blocks = Arc::new(Blocks::default());
     let auth = Arc::new(Auth::new(
         store.db.clone(),
@@ -196,7 +198,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let admin = Arc::new(Admin::new(store.db.clone(), hasher, audit.clone()));
     let api_keys = ApiKeys::new(store.db.clone(), audit.clone(), cfg.api_keys.max_ttl.map(|d| d.0));
     let oauth_settings = OAuthSettings::from_config(&cfg, issuer.clone());
-    let oauth = Arc::new(OAuth::new(auth.clone(), clients, api_keys.clone(), audit.clone(), oauth_settings));
+    let client_auth = ClientAuth::new(clients, Outbound::from_config(&cfg));
+    let oauth = Arc::new(OAuth::new(auth.clone(), client_auth, api_keys.clone(), audit.clone(), oauth_settings));
     let cookies = crate::http::CookiePolicy::for_issuer(&issuer);
     keys.spawn_reloader(cfg.keys.reload_interval.0.max(Duration::from_millis(100)), shutdown.clone());
     // Drained, in this order, before the database closes on shutdown.

@@ -1,6 +1,7 @@
 //! Registration and operator-created accounts.
 
-use super::{Auth, AuthError, RequestCtx};
+use super::{Auth, AuthError};
+use crate::ctx::RequestCtx;
 use crate::{
     crypto::{self, Secret},
     passwords,

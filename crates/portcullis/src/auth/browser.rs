@@ -3,7 +3,8 @@
 //! opaque cookie. The session shows up in the user's session list and ends like any
 //! other.
 
-use super::{Auth, AuthError, RequestCtx};
+use super::{Auth, AuthError};
+use crate::ctx::RequestCtx;
 use crate::{
     crypto::{self, Secret},
     store::{SessionRow, UserRow},

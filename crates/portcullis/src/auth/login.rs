@@ -10,7 +10,8 @@
 //! a real one, and yields the same errors, so neither body, status nor timing tells
 //! which emails have accounts (OWASP ASVS 2.2.1, 3.2.x).
 
-use super::{Auth, AuthError, Issued, RequestCtx};
+use super::{Auth, AuthError, Issued};
+use crate::ctx::RequestCtx;
 use crate::{
     crypto::{self, Secret},
     store::{SessionRow, UserRow},

@@ -3,7 +3,8 @@
 //! token presented again means two parties hold it, so the whole account's sessions
 //! end and the event is audited.
 
-use super::{Auth, AuthError, Issued, RequestCtx};
+use super::{Auth, AuthError, Issued};
+use crate::ctx::RequestCtx;
 use crate::{
     crypto::{self, Secret},
     store::RefreshOutcome,

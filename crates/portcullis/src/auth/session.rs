@@ -9,7 +9,8 @@ use std::{
 
 use portcullis_proto::FieldError;
 
-use super::{Auth, AuthError, Principal, RequestCtx};
+use super::{Auth, AuthError};
+use crate::ctx::{Principal, RequestCtx};
 use crate::{
     crypto::Secret,
     passwords,
@@ -93,7 +94,7 @@ impl Auth {
                 };
                 token_scopes
                     .filter(|s| {
-                        crate::oauth::clients::OIDC_SCOPES.contains(s)
+                        crate::clients::OIDC_SCOPES.contains(s)
                             || (held.binary_search_by(|h| h.as_str().cmp(s)).is_ok()
                                 && client.meta.scopes().any(|c| c == *s))
                     })

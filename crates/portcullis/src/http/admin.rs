@@ -23,8 +23,8 @@ use super::{
 };
 use crate::{
     admin::{UserCreate, UserUpdate},
-    auth::RequestCtx,
     crypto::Secret,
+    ctx::RequestCtx,
     store::UserFilter,
 };
 

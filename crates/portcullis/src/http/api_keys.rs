@@ -23,7 +23,7 @@ use super::{
     guard::{Can, KeysVerify},
     views::api_key_view,
 };
-use crate::{auth::RequestCtx, clock::rfc3339, units::HumanDuration};
+use crate::{clock::rfc3339, ctx::RequestCtx, units::HumanDuration};
 
 /// Reads a duration given as seconds (`3600`) or as text (`"30d"`).
 fn duration_field(field: &str, v: Option<Value>) -> Result<Option<Duration>, ApiError> {

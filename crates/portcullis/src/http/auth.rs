@@ -13,10 +13,7 @@ use super::{
     extract::{Authed, JsonBody, SessionAuthed},
     views::user_view,
 };
-use crate::{
-    auth::{Issued, RequestCtx},
-    crypto::Secret,
-};
+use crate::{auth::Issued, crypto::Secret, ctx::RequestCtx};
 
 /// `POST /v1/auth/register`.
 pub async fn user_register(

@@ -16,8 +16,8 @@ use super::{
     guard::{Can, ClientsRead, ClientsWrite},
 };
 use crate::{
-    auth::{Principal, RequestCtx},
-    oauth::ClientMetadata,
+    clients::ClientMetadata,
+    ctx::{Principal, RequestCtx},
 };
 
 /// `?cursor=&limit=`.

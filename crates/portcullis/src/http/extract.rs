@@ -13,7 +13,7 @@ use portcullis_proto::ErrorCode;
 use serde::de::DeserializeOwned;
 
 use super::{AppState, error::ApiError};
-use crate::auth::{Principal, RequestCtx};
+use crate::ctx::{Principal, RequestCtx};
 
 /// A JSON request body. Unlike axum's `Json`, every rejection is a problem document
 /// that names the offending field.

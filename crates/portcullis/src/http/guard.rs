@@ -14,7 +14,7 @@ use axum::{
 use super::{AppState, error::ApiError, extract::Authed};
 use crate::{
     audit::Event,
-    auth::{Principal, RequestCtx},
+    ctx::{Principal, RequestCtx},
     rbac,
 };
 

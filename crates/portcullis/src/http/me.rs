@@ -14,7 +14,7 @@ use super::{
     extract::{Authed, JsonBody, SessionAuthed},
     views::{session_view, user_view},
 };
-use crate::{auth::RequestCtx, crypto::Secret};
+use crate::{crypto::Secret, ctx::RequestCtx};
 
 /// `GET /v1/me`.
 pub async fn me_get(State(state): State<AppState>, Authed(who): Authed) -> Result<Json<User>, ApiError> {

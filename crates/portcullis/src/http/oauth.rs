@@ -16,9 +16,10 @@ use crate::oauth::params::{MAX_PARAMS, first_duplicate};
 
 use super::{AppState, error::ApiError, extract::Authed};
 use crate::{
-    auth::RequestCtx,
+    clients,
     crypto::Secret,
-    oauth::{OAuthError, Presented, clients, put, token::TokenRequest},
+    ctx::RequestCtx,
+    oauth::{OAuthError, Presented, put, token::TokenRequest},
 };
 
 impl IntoResponse for OAuthError {

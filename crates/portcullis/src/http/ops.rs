@@ -72,7 +72,7 @@ pub struct MetricsAccess {
 /// `ops.metrics_token`, or for anyone with `ops.metrics_public`.
 pub async fn metrics_get(
     State(state): State<AppState>,
-    ctx: crate::auth::RequestCtx,
+    ctx: crate::ctx::RequestCtx,
     headers: axum::http::HeaderMap,
 ) -> Response {
     let access = &state.metrics_access;

@@ -18,12 +18,13 @@ use serde_json::Value;
 
 use super::AppState;
 use crate::{
-    auth::{AuthError, BrowserSession, RequestCtx},
+    auth::{AuthError, BrowserSession},
+    clients::is_loopback,
     crypto::{self, Secret},
+    ctx::RequestCtx,
     oauth::{
         OAuthError,
         authorize::{AuthzRequest, Invalid, Step, redirect_with},
-        clients::is_loopback,
     },
 };
 

@@ -8,12 +8,9 @@
 
 use std::sync::Arc;
 
-use super::{Client, OAuth, OAuthError, clients::OIDC_SCOPES, scope_list, token::pkce_well_formed};
-use crate::{
-    auth::{BrowserSession, RequestCtx},
-    crypto,
-    store::CodeRow,
-};
+use super::{OAuth, OAuthError, scope_list, token::pkce_well_formed};
+use crate::clients::{Client, OIDC_SCOPES};
+use crate::{auth::BrowserSession, crypto, ctx::RequestCtx, store::CodeRow};
 
 /// Form fields of the hosted pages that are not authorization parameters.
 pub const PAGE_FIELDS: &[&str] = &["csrf_token", "step", "email", "password", "decision", "name"];

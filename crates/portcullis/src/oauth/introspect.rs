@@ -11,7 +11,7 @@
 use serde_json::{Value, json};
 
 use super::{OAuth, OAuthError, Presented, put};
-use crate::{auth::RequestCtx, crypto, crypto::Secret};
+use crate::{crypto, crypto::Secret, ctx::RequestCtx};
 
 fn inactive() -> Value {
     json!({"active": false})

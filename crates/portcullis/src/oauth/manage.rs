@@ -4,16 +4,14 @@
 
 use serde_json::{Value, json};
 
-use super::{
-    ClientMetadata, OAuth,
-    clients::{Client, OIDC_SCOPES, generate_secret},
-    put,
-};
+use super::{OAuth, put};
 use crate::{
     audit::Event,
-    auth::{AuthError, Principal, RequestCtx},
+    auth::AuthError,
+    clients::{Client, ClientMetadata, OIDC_SCOPES, generate_secret},
     clock::rfc3339,
     crypto::{self, Secret},
+    ctx::{Principal, RequestCtx},
     page::{cursor_decode, page_limit, paginate},
     rbac,
     store::ClientRow,

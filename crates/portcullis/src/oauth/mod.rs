@@ -9,7 +9,7 @@
 //! its `sid`, so revoking the grant ends them at once.
 
 pub mod authorize;
-pub mod clients;
+pub mod client_auth;
 pub mod introspect;
 pub mod manage;
 pub mod params;
@@ -19,12 +19,14 @@ use std::{sync::Arc, time::Duration};
 
 use axum::http::StatusCode;
 
-pub use clients::{Client, ClientMetadata, Clients, Presented};
+pub use client_auth::{ClientAuth, Presented};
 
 use crate::{
     api_keys::ApiKeys,
     audit::{Audit, Event},
-    auth::{Auth, RequestCtx},
+    auth::Auth,
+    clients::{Client, Clients},
+    ctx::RequestCtx,
     store::{Db, StoreError},
     tokens::Tokens,
 };
@@ -151,6 +153,7 @@ pub struct OAuth {
     auth: Arc<Auth>,
     tokens: Arc<Tokens>,
     clients: Arc<Clients>,
+    client_auth: ClientAuth,
     api_keys: Arc<ApiKeys>,
     audit: Audit,
     settings: OAuthSettings,
@@ -160,14 +163,15 @@ impl OAuth {
     /// Wires the provider.
     pub fn new(
         auth: Arc<Auth>,
-        clients: Arc<Clients>,
+        client_auth: ClientAuth,
         api_keys: Arc<ApiKeys>,
         audit: Audit,
         settings: OAuthSettings,
     ) -> Self {
         let db = auth.db().clone();
         let tokens = auth.tokens().clone();
-        Self { db, auth, tokens, clients, api_keys, audit, settings }
+        let clients = client_auth.clients().clone();
+        Self { db, auth, tokens, clients, client_auth, api_keys, audit, settings }
     }
 
     /// The client registry.
@@ -214,7 +218,7 @@ impl OAuth {
     ) -> Result<Arc<Client>, OAuthError> {
         let issuer = &self.settings.issuer;
         let audiences = || vec![issuer.clone(), self.settings.token_endpoint(), format!("{issuer}{endpoint}")];
-        self.clients.authenticate(presented, audiences, now).await
+        self.client_auth.authenticate(presented, audiences, now).await
     }
 }
 

@@ -5,10 +5,11 @@
 use aws_lc_rs::digest;
 use serde_json::{Value, json};
 
-use super::{Client, OAuth, OAuthError, Presented, scope_list};
+use super::{OAuth, OAuthError, Presented, scope_list};
+use crate::clients::Client;
 use crate::{
-    auth::RequestCtx,
     crypto::{self, Secret},
+    ctx::RequestCtx,
     keys::Algorithm,
     store::{CodeExchange, CodeRow, RefreshOutcome, SessionRow, UserRow},
 };
@@ -105,7 +106,7 @@ impl OAuth {
         origin: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let grant = req.grant_type.clone().ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
-        if !super::clients::GRANT_TYPES.contains(&grant.as_str()) {
+        if !crate::clients::GRANT_TYPES.contains(&grant.as_str()) {
             return Err(OAuthError::unsupported_grant_type(format!("grant_type {grant:?} is not supported")));
         }
         let client = self.authenticate_client(presented, "/oauth/token", ctx.now).await.inspect_err(|e| {
@@ -208,7 +209,7 @@ impl OAuth {
         let perms = self.db.role_permissions(&user.roles).await?;
         let scopes: Vec<String> = scope_list(&code.scope)
             .into_iter()
-            .filter(|s| super::clients::OIDC_SCOPES.contains(&s.as_str()) || perms.contains(s))
+            .filter(|s| crate::clients::OIDC_SCOPES.contains(&s.as_str()) || perms.contains(s))
             .collect();
         let scope = scopes.join(" ");
         let access_token =
@@ -313,7 +314,7 @@ impl OAuth {
         let scopes: Vec<String> = scopes
             .into_iter()
             .filter(|s| {
-                let oidc = super::clients::OIDC_SCOPES.contains(&s.as_str());
+                let oidc = crate::clients::OIDC_SCOPES.contains(&s.as_str());
                 client.meta.scopes().any(|c| c == s)
                     && (oidc || perms.iter().any(|p| p == s))
                     && (s != "offline_access" || client.meta.has_grant("refresh_token"))
@@ -353,7 +354,7 @@ impl OAuth {
         client: &Client,
         req: TokenRequest,
     ) -> Result<TokenResponse, OAuthError> {
-        let allowed: Vec<&str> = client.meta.scopes().filter(|s| !super::clients::OIDC_SCOPES.contains(s)).collect();
+        let allowed: Vec<&str> = client.meta.scopes().filter(|s| !crate::clients::OIDC_SCOPES.contains(s)).collect();
         let asked = req.scope.as_deref().map(scope_list).filter(|a| !a.is_empty());
         if let Some(extra) = asked.iter().flatten().find(|s| !allowed.contains(&s.as_str())) {
             return Err(OAuthError::invalid_scope(format!(

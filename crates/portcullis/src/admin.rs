@@ -154,7 +154,7 @@ impl Admin {
     /// Bans (ending every session) or unbans.
     pub async fn user_ban(&self, ctx: &RequestCtx, who: &Principal, id: &str, ban: bool) -> Result<UserRow, AuthError> {
         self.may_act_on(ctx, who, id).await?;
-        if ban && who.user_id == id {
+        if ban && who.subject() == id {
             return Err(AuthError::Forbidden("administrators cannot ban themselves"));
         }
         if !self.db.user_set_banned(id, ban.then_some(ctx.now), ctx.now).await? {

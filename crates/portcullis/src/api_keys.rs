@@ -107,6 +107,17 @@ type Loaded = Arc<(ApiKeyRow, rbac::Owner)>;
 /// When looked up, the auth-change count then, and what was found.
 type CacheEntry = (Instant, u64, Option<Loaded>);
 
+/// Who a new key is for.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyOwner<'a> {
+    /// The user who owns it.
+    pub user_id: &'a str,
+    /// What the owner holds now: the key's scopes must be among them.
+    pub held: &'a [String],
+    /// The session it is created from (theft detection revokes it with the session).
+    pub session_id: Option<&'a str>,
+}
+
 /// Validates keys through the cache and coalesces last-used writes.
 pub struct ApiKeys {
     db: Db,
@@ -192,17 +203,7 @@ impl ApiKeys {
     /// Authenticates a request carrying `X-API-Key`.
     pub async fn authenticate(&self, key: &str, now: i64) -> Result<Principal, KeyRejection> {
         let grant = self.check(key, now).await?;
-        Ok(Principal {
-            user_id: grant.key.owner_id,
-            session_id: None,
-            api_key_id: Some(grant.key.id),
-            client_id: None,
-            client_owner: None,
-            roles: Vec::new(),
-            scopes: grant.effective_scopes,
-            user: None,
-            operator: false,
-        })
+        Ok(Principal::ApiKey { key_id: grant.key.id, owner_id: grant.key.owner_id, scopes: grant.effective_scopes })
     }
 
     /// Drops cached lookups of a key on this node at once (other nodes: within
@@ -250,6 +251,22 @@ impl ApiKeys {
         scopes: &[String],
         expires_in: Option<Duration>,
     ) -> Result<(ApiKeyRow, Secret), AuthError> {
+        let user_id = who.user_id().ok_or(AuthError::Forbidden("API keys belong to users"))?;
+        let owner = KeyOwner { user_id, held: who.scopes(), session_id: who.session_id() };
+        self.create_for(ctx, who.actor(), owner, name, scopes, expires_in).await
+    }
+
+    /// Creates a key for `owner`, named `actor` in the audit trail (the operator
+    /// creates keys for users this way).
+    pub async fn create_for(
+        &self,
+        ctx: &RequestCtx,
+        actor: &str,
+        owner: KeyOwner<'_>,
+        name: &str,
+        scopes: &[String],
+        expires_in: Option<Duration>,
+    ) -> Result<(ApiKeyRow, Secret), AuthError> {
         let mut errors = rbac::check_permissions("scopes", scopes);
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 {
@@ -276,18 +293,18 @@ impl ApiKeys {
             return Err(AuthError::Validation(errors));
         }
         let scopes = rbac::normalized(scopes);
-        let required: Vec<&str> = scopes.iter().map(String::as_str).collect();
-        if let Err(denied) = rbac::require_scope(who, &required) {
+        let missing: Vec<String> = scopes.iter().filter(|s| !owner.held.contains(s)).cloned().collect();
+        if !missing.is_empty() {
             self.audit
-                .record(ctx, Event::failed("api_key_created", Some(&who.user_id), "scope_escalation").by(who.actor()))
+                .record(ctx, Event::failed("api_key_created", Some(owner.user_id), "scope_escalation").by(actor))
                 .await;
-            return Err(AuthError::Denied(denied.required));
+            return Err(AuthError::Denied(missing));
         }
         let (secret, prefix) = generate();
         let expires_at = expires_in.map(|d| ctx.now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
         let row = ApiKeyRow {
             id: crypto::new_id("key", ctx.now),
-            owner_id: who.user_id.clone(),
+            owner_id: owner.user_id.to_owned(),
             name: name.to_owned(),
             prefix,
             scopes,
@@ -296,12 +313,9 @@ impl ApiKeys {
             last_used_at: None,
             revoked_at: None,
         };
-        self.db.api_key_insert(&row, &crypto::sha256_b64(secret.expose()), who.session_id.as_deref()).await?;
+        self.db.api_key_insert(&row, &crypto::sha256_b64(secret.expose()), owner.session_id).await?;
         self.audit
-            .record(
-                ctx,
-                Event { reason: Some(&row.id), ..Event::ok("api_key_created", Some(&who.user_id)).by(who.actor()) },
-            )
+            .record(ctx, Event { reason: Some(&row.id), ..Event::ok("api_key_created", Some(owner.user_id)).by(actor) })
             .await;
         Ok((row, secret))
     }
@@ -315,18 +329,21 @@ impl ApiKeys {
     ) -> Result<(Vec<ApiKeyRow>, Option<String>), AuthError> {
         let limit = page_limit(limit)?;
         let after = cursor_decode(cursor)?;
-        let rows = self.db.api_key_list(&who.user_id, after.as_deref(), limit + 1).await?;
+        let rows = self.db.api_key_list(who.subject(), after.as_deref(), limit + 1).await?;
         Ok(paginate(rows, limit, |k| &k.id))
     }
 
     /// Revokes one of the caller's keys; another user's id is `NotFound`.
     pub async fn revoke(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<(), AuthError> {
-        if !self.db.api_key_revoke(&who.user_id, id, ctx.now).await? {
+        if !self.db.api_key_revoke(who.subject(), id, ctx.now).await? {
             return Err(AuthError::NotFound);
         }
         self.forget(id);
         self.audit
-            .record(ctx, Event { reason: Some(id), ..Event::ok("api_key_revoked", Some(&who.user_id)).by(who.actor()) })
+            .record(
+                ctx,
+                Event { reason: Some(id), ..Event::ok("api_key_revoked", Some(who.subject())).by(who.actor()) },
+            )
             .await;
         Ok(())
     }
@@ -343,14 +360,17 @@ impl ApiKeys {
         let (secret, prefix) = generate();
         let until = ctx.now.saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
         let hash = crypto::sha256_b64(secret.expose());
-        if !self.db.api_key_rotate(&who.user_id, id, &hash, &prefix, until).await? {
+        if !self.db.api_key_rotate(who.subject(), id, &hash, &prefix, until).await? {
             return Err(AuthError::NotFound);
         }
         self.forget(id);
         self.audit
-            .record(ctx, Event { reason: Some(id), ..Event::ok("api_key_rotated", Some(&who.user_id)).by(who.actor()) })
+            .record(
+                ctx,
+                Event { reason: Some(id), ..Event::ok("api_key_rotated", Some(who.subject())).by(who.actor()) },
+            )
             .await;
-        let row = self.db.api_key_get(&who.user_id, id).await?.ok_or(AuthError::NotFound)?;
+        let row = self.db.api_key_get(who.subject(), id).await?.ok_or(AuthError::NotFound)?;
         Ok((row, secret))
     }
 

@@ -278,21 +278,11 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
                 crate::validate::normalize_email(&owner).map_err(|e| anyhow::anyhow!("--owner {}", e.message))?;
             let user = store.db.user_by_email(&email).await?.ok_or_else(|| anyhow::anyhow!("no user {email}"))?;
             let perms = store.db.role_permissions(&user.roles).await?;
-            let who = crate::ctx::Principal {
-                user_id: user.id.clone(),
-                session_id: None,
-                api_key_id: None,
-                client_id: None,
-                client_owner: None,
-                roles: user.roles.clone(),
-                scopes: perms,
-                user: None,
-                operator: false,
-            };
+            let owner = crate::api_keys::KeyOwner { user_id: &user.id, held: &perms, session_id: None };
             let audit = crate::audit::Audit::new(store.db.clone());
             let keys = crate::api_keys::ApiKeys::new(store.db.clone(), audit, cfg.api_keys.max_ttl.map(|d| d.0));
             let (row, secret) = keys
-                .create(&RequestCtx::system(), &who, &name, &scopes, expires_in.map(|d| d.0))
+                .create_for(&RequestCtx::system(), crate::ctx::OPERATOR, owner, &name, &scopes, expires_in.map(|d| d.0))
                 .await
                 .map_err(explain)?;
             eprintln!(

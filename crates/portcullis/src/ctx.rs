@@ -43,33 +43,54 @@ impl RequestCtx {
     }
 }
 
-/// An authenticated caller: a user's live session, an API key acting for its
-/// owner, an OAuth grant or client, or the operator at the command line. `scopes`
-/// are always what the caller may do NOW (the token's claims cut down to current
-/// roles, owners and clients), never what a token says about itself.
+/// An authenticated caller, one kind per way in. Its `scopes` are always what the
+/// caller may do NOW (the token's claims cut down to current roles, owners and
+/// clients), never what a token says about itself.
 #[derive(Debug, Clone)]
-pub struct Principal {
-    /// The user (`sub`), the owner of the API key, or the client's id for a client
-    /// acting for itself; `operator` for the command line.
-    pub user_id: String,
-    /// Session id (`sid`); `None` for API keys.
-    pub session_id: Option<String>,
-    /// The API key, when that is the credential.
-    pub api_key_id: Option<String>,
-    /// The OAuth client the token was issued to; with no session, the client
-    /// itself is the caller (client credentials) and `user_id` is its id.
-    pub client_id: Option<String>,
-    /// For a client acting for itself: who registered it (a user id or `operator`).
-    pub client_owner: Option<String>,
-    /// The user's roles now (API keys, clients and grants to clients carry none).
-    pub roles: Vec<String>,
-    /// Permissions the caller holds now.
-    pub scopes: Vec<String>,
-    /// The user as loaded by the bearer check, when it loaded one (saves the handler
-    /// a second read).
-    pub user: Option<Arc<UserRow>>,
-    /// The operator at the command line: no user, every permission there is.
-    pub operator: bool,
+pub enum Principal {
+    /// A user's own (first-party) session.
+    Session {
+        /// The user as the bearer check loaded it.
+        user: Arc<UserRow>,
+        /// The session (`sid`).
+        session_id: String,
+        /// Permissions the user holds now.
+        scopes: Vec<String>,
+    },
+    /// An API key acting for its owner.
+    ApiKey {
+        /// The key (`key_…`).
+        key_id: String,
+        /// The user it acts for.
+        owner_id: String,
+        /// The key's scopes its owner still holds.
+        scopes: Vec<String>,
+    },
+    /// An OAuth client acting for a user (a grant).
+    Grant {
+        /// The user behind the grant.
+        user: Arc<UserRow>,
+        /// The grant (`sid`).
+        session_id: String,
+        /// The client it was issued to.
+        client_id: String,
+        /// The granted scope as it stands now.
+        scopes: Vec<String>,
+    },
+    /// An OAuth client acting for itself (client credentials).
+    Client {
+        /// The client.
+        client_id: String,
+        /// Who registered it: a user id, or [`OPERATOR`].
+        owner: String,
+        /// Its scopes that it may still ask for and its owner still holds.
+        scopes: Vec<String>,
+    },
+    /// The operator at the command line.
+    Operator {
+        /// Every permission there is.
+        scopes: Vec<String>,
+    },
 }
 
 impl Principal {
@@ -77,39 +98,93 @@ impl Principal {
     /// that exists): named `operator` in the audit trail and as the owner of what
     /// it registers.
     pub fn operator(scopes: Vec<String>) -> Self {
-        Self {
-            user_id: OPERATOR.into(),
-            session_id: None,
-            api_key_id: None,
-            client_id: None,
-            client_owner: None,
-            roles: Vec::new(),
-            scopes,
-            user: None,
-            operator: true,
+        Principal::Operator { scopes }
+    }
+
+    /// What the caller may do now.
+    pub fn scopes(&self) -> &[String] {
+        match self {
+            Principal::Session { scopes, .. }
+            | Principal::ApiKey { scopes, .. }
+            | Principal::Grant { scopes, .. }
+            | Principal::Client { scopes, .. }
+            | Principal::Operator { scopes } => scopes,
+        }
+    }
+
+    /// The user behind the credential: the session's or grant's user, the key's
+    /// owner. A client acting for itself and the operator have none.
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            Principal::Session { user, .. } | Principal::Grant { user, .. } => Some(&user.id),
+            Principal::ApiKey { owner_id, .. } => Some(owner_id),
+            Principal::Client { .. } | Principal::Operator { .. } => None,
+        }
+    }
+
+    /// Who the credential is (`sub` of its tokens): the user, the client acting
+    /// for itself, or `operator`.
+    pub fn subject(&self) -> &str {
+        match self {
+            Principal::Client { client_id, .. } => client_id,
+            Principal::Operator { .. } => OPERATOR,
+            _ => self.user_id().unwrap_or(OPERATOR),
+        }
+    }
+
+    /// The session or grant (`sid`), if the credential has one.
+    pub fn session_id(&self) -> Option<&str> {
+        match self {
+            Principal::Session { session_id, .. } | Principal::Grant { session_id, .. } => Some(session_id),
+            _ => None,
+        }
+    }
+
+    /// The OAuth client the credential was issued to, if any.
+    pub fn client_id(&self) -> Option<&str> {
+        match self {
+            Principal::Grant { client_id, .. } | Principal::Client { client_id, .. } => Some(client_id),
+            _ => None,
+        }
+    }
+
+    /// The user as loaded by the bearer check (saves a handler a second read).
+    pub fn user(&self) -> Option<&Arc<UserRow>> {
+        match self {
+            Principal::Session { user, .. } | Principal::Grant { user, .. } => Some(user),
+            _ => None,
+        }
+    }
+
+    /// The user's roles now: a first-party session only (a key, a client or a grant
+    /// has the scopes it was given, never roles).
+    pub fn roles(&self) -> &[String] {
+        match self {
+            Principal::Session { user, .. } => &user.roles,
+            _ => &[],
         }
     }
 
     /// Who to name as the actor in audit records.
     pub fn actor(&self) -> &str {
-        self.api_key_id.as_deref().unwrap_or(&self.user_id)
+        match self {
+            Principal::ApiKey { key_id, .. } => key_id,
+            _ => self.subject(),
+        }
     }
 
     /// Whether a user is behind the credential (not a client acting for itself,
     /// not the operator).
     pub fn has_user(&self) -> bool {
-        !self.operator && (self.client_id.is_none() || self.session_id.is_some())
+        self.user_id().is_some()
     }
 
     /// Who answers for a credential this caller registers: the operator, the user
     /// behind the caller, or (for a client acting for itself) that client's owner.
     pub fn owner_label(&self) -> &str {
-        if self.operator {
-            return OPERATOR;
-        }
-        match (&self.client_owner, self.has_user()) {
-            (Some(owner), false) => owner,
-            _ => &self.user_id,
+        match self {
+            Principal::Client { owner, .. } => owner,
+            _ => self.subject(),
         }
     }
 }

@@ -123,13 +123,13 @@ pub fn within<'a>(scopes: impl IntoIterator<Item = &'a str>, held: &[String]) ->
 /// Passes when the principal holds every scope in `required`.
 pub fn require_scope(who: &Principal, required: &[&str]) -> Result<(), Denied> {
     let missing: Vec<String> =
-        required.iter().filter(|s| !who.scopes.iter().any(|h| h == *s)).map(|s| (*s).to_owned()).collect();
+        required.iter().filter(|s| !who.scopes().iter().any(|h| h == *s)).map(|s| (*s).to_owned()).collect();
     if missing.is_empty() { Ok(()) } else { Err(Denied { required: missing }) }
 }
 
 /// Passes when the principal is a user holding `role` (API keys carry no roles).
 pub fn require_role(who: &Principal, role: &str) -> Result<(), Denied> {
-    if who.roles.iter().any(|r| r == role) { Ok(()) } else { Err(Denied { required: vec![format!("role:{role}")] }) }
+    if who.roles().iter().any(|r| r == role) { Ok(()) } else { Err(Denied { required: vec![format!("role:{role}")] }) }
 }
 
 #[cfg(test)]
@@ -137,16 +137,15 @@ mod tests {
     use super::*;
 
     fn who(scopes: &[&str], roles: &[&str]) -> Principal {
-        Principal {
-            user_id: "usr_1".into(),
-            session_id: Some("ses_1".into()),
-            api_key_id: None,
-            client_id: None,
-            client_owner: None,
+        let user = crate::store::UserRow {
+            id: "usr_1".into(),
             roles: roles.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
+        };
+        Principal::Session {
+            user: std::sync::Arc::new(user),
+            session_id: "ses_1".into(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
-            user: None,
-            operator: false,
         }
     }
 

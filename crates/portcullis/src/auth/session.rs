@@ -105,17 +105,9 @@ impl Auth {
         };
         // A client acting for the user has the scope it was granted, never the
         // user's roles.
-        let roles = if claims.client_id.is_some() { Vec::new() } else { user.roles.clone() };
-        Ok(Principal {
-            user_id: claims.sub,
-            session_id: Some(sid),
-            api_key_id: None,
-            client_id: claims.client_id,
-            client_owner: None,
-            roles,
-            scopes,
-            user: Some(user),
-            operator: false,
+        Ok(match claims.client_id {
+            Some(client_id) => Principal::Grant { user, session_id: sid, client_id, scopes },
+            None => Principal::Session { user, session_id: sid, scopes },
         })
     }
 
@@ -140,28 +132,18 @@ impl Auth {
         let Some(scopes) = owner.bound(registered) else {
             return Err(TokenError::Invalid("the owner of this token's client can no longer act").into());
         };
-        Ok(Principal {
-            user_id: sub,
-            session_id: None,
-            api_key_id: None,
-            client_id,
-            client_owner: Some(client.row.owner.clone()),
-            roles: Vec::new(),
-            scopes,
-            user: None,
-            operator: false,
-        })
+        Ok(Principal::Client { client_id: client.row.id.clone(), owner: client.row.owner.clone(), scopes })
     }
 
     /// Passes when the caller's session signed in within `security.reauth_window`:
     /// the gate of sensitive operations (a stolen access token alone must not mint
     /// lasting credentials). Reads the session as stored now.
     pub async fn require_recent(&self, who: &Principal, now: i64) -> Result<(), AuthError> {
-        let sid = match (&who.session_id, &who.client_id) {
-            (Some(sid), None) if !who.operator => sid,
+        let sid = match (who.session_id(), who.client_id()) {
+            (Some(sid), None) if !matches!(who, crate::ctx::Principal::Operator { .. }) => sid,
             _ => return Err(AuthError::Forbidden("this operation needs a signed-in user's own session")),
         };
-        let session = self.db.session_get(sid).await?.filter(|s| s.user_id == who.user_id && s.is_active(now));
+        let session = self.db.session_get(sid).await?.filter(|s| s.user_id == who.subject() && s.is_active(now));
         let Some(session) = session else {
             return Err(TokenError::Invalid("the session of this token has ended").into());
         };
@@ -176,7 +158,7 @@ impl Auth {
     /// Confirms the password of the caller's session and renews its sign-in time,
     /// under the same rate limit and lockout as signing in.
     pub async fn reauth(&self, ctx: &RequestCtx, who: &Principal, password: Secret) -> Result<(), AuthError> {
-        let (Some(sid), None) = (&who.session_id, &who.client_id) else {
+        let (Some(sid), None) = (who.session_id(), who.client_id()) else {
             return Err(AuthError::Forbidden("this operation needs a signed-in user's own session"));
         };
         let user = self.me(who).await?;
@@ -193,17 +175,17 @@ impl Auth {
         if !who.has_user() {
             return Err(AuthError::Forbidden("a client-credentials token has no user"));
         }
-        if who.client_id.is_some() {
+        if who.client_id().is_some() {
             // The whole account is more than any OAuth scope grants; clients read
             // the claims their scope allows at /oauth/userinfo.
             return Err(AuthError::Forbidden(
                 "a token issued to an OAuth client reads the user at /oauth/userinfo, by scope",
             ));
         }
-        if let Some(user) = &who.user {
+        if let Some(user) = who.user() {
             return Ok(UserRow::clone(user));
         }
-        self.db.user_by_id(&who.user_id).await?.ok_or(AuthError::NotFound)
+        self.db.user_by_id(who.subject()).await?.ok_or(AuthError::NotFound)
     }
 
     /// Changes what a user may change about themself: name and `unsafe_metadata`.
@@ -222,15 +204,15 @@ impl Auth {
             return Err(AuthError::Validation(errors));
         }
         let patch = crate::store::UserPatch { name, unsafe_metadata, ..Default::default() };
-        let user = self.db.user_update(&who.user_id, &patch, ctx.now).await?.ok_or(AuthError::NotFound)?;
+        let user = self.db.user_update(who.subject(), &patch, ctx.now).await?.ok_or(AuthError::NotFound)?;
         self.audit(ctx, "user_updated", true, Some(&user.id), None).await;
         Ok(user)
     }
 
     /// Ends the caller's session.
     pub async fn logout(&self, ctx: &RequestCtx, who: &Principal, session_id: &str) -> Result<(), AuthError> {
-        self.db.session_revoke(&who.user_id, session_id, "logout", ctx.now).await?;
-        self.audit(ctx, "logout", true, Some(&who.user_id), None).await;
+        self.db.session_revoke(who.subject(), session_id, "logout", ctx.now).await?;
+        self.audit(ctx, "logout", true, Some(who.subject()), None).await;
         Ok(())
     }
 
@@ -244,16 +226,16 @@ impl Auth {
     ) -> Result<(Vec<SessionRow>, Option<String>), AuthError> {
         let limit = crate::page::page_limit(limit)?;
         let before = crate::page::cursor_decode(cursor)?;
-        let rows = self.db.sessions_active(&who.user_id, now, before.as_deref(), limit + 1).await?;
+        let rows = self.db.sessions_active(who.subject(), now, before.as_deref(), limit + 1).await?;
         Ok(crate::page::paginate(rows, limit, |s| &s.id))
     }
 
     /// Ends one of the caller's sessions; someone else's id is `NotFound`.
     pub async fn session_revoke(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<(), AuthError> {
-        if !self.db.session_revoke(&who.user_id, id, "revoked_by_user", ctx.now).await? {
+        if !self.db.session_revoke(who.subject(), id, "revoked_by_user", ctx.now).await? {
             return Err(AuthError::NotFound);
         }
-        self.audit(ctx, "session_revoked", true, Some(&who.user_id), None).await;
+        self.audit(ctx, "session_revoked", true, Some(who.subject()), None).await;
         Ok(())
     }
 

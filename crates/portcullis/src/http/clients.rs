@@ -41,7 +41,7 @@ pub struct RotateBody {
 /// recent sign-in, as for API keys (a stolen access token must not become a
 /// client). API keys and clients holding the scope are lasting credentials already.
 async fn recent_if_session(state: &AppState, ctx: &RequestCtx, who: &Principal) -> Result<(), ApiError> {
-    if who.session_id.is_some() {
+    if who.session_id().is_some() {
         state.auth.require_recent(who, ctx.now).await?;
     }
     Ok(())

@@ -91,7 +91,7 @@ impl Authed {
     /// The session behind the credential, for routes that only make sense for a
     /// signed-in user (an API key has no session to end or list).
     pub fn session_id(&self) -> Result<&str, ApiError> {
-        if self.0.client_id.is_some() {
+        if self.0.client_id().is_some() {
             // An OAuth client's token acts within its granted scope; managing the
             // account's credentials and sessions is never part of it.
             return Err(ApiError::new(
@@ -100,7 +100,7 @@ impl Authed {
                 "this route needs a first-party session, not a token issued to an OAuth client",
             ));
         }
-        self.0.session_id.as_deref().ok_or_else(|| {
+        self.0.session_id().ok_or_else(|| {
             ApiError::new(
                 StatusCode::FORBIDDEN,
                 ErrorCode::Forbidden,

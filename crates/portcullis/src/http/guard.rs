@@ -65,7 +65,10 @@ impl<P: Permission> FromRequestParts<AppState> for Can<P> {
             let route = parts.extensions.get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_default();
             let ctx = RequestCtx::from_request_parts(parts, state).await.unwrap_or_default();
             let reason = format!("{} {route} needs {}", parts.method, denied.required.join(" "));
-            state.audit.record(&ctx, Event::failed("access_denied", Some(&who.user_id), &reason).by(who.actor())).await;
+            state
+                .audit
+                .record(&ctx, Event::failed("access_denied", Some(who.subject()), &reason).by(who.actor()))
+                .await;
             return Err(ApiError::insufficient_scope(denied.required));
         }
         Ok(Can { who, _permission: PhantomData })

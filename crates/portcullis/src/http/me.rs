@@ -41,7 +41,7 @@ pub async fn session_list(
 ) -> Result<Json<Page<Session>>, ApiError> {
     let axum::extract::Query(q) = query.map_err(super::extract::query_error)?;
     let (sessions, next_cursor) = state.auth.sessions(&who, ctx.now, q.cursor.as_deref(), q.limit).await?;
-    Ok(Json(Page { data: sessions.iter().map(|s| session_view(s, who.session_id.as_deref())).collect(), next_cursor }))
+    Ok(Json(Page { data: sessions.iter().map(|s| session_view(s, who.session_id())).collect(), next_cursor }))
 }
 
 /// `DELETE /v1/me/sessions/{id}`.

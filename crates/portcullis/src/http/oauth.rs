@@ -221,14 +221,14 @@ pub async fn oauth_userinfo(State(state): State<AppState>, req: Request) -> Resu
         let Some(token) = take(&mut pairs, "access_token") else { return Err(ApiError::missing_token()) };
         state.auth.authenticate(token.trim(), crate::clock::now_ms()).await?
     };
-    if !who.scopes.iter().any(|s| s == "openid") || !who.has_user() {
+    if !who.scopes().iter().any(|s| s == "openid") || !who.has_user() {
         return Err(ApiError::insufficient_scope(vec!["openid".into()]));
     }
-    let user = match &who.user {
+    let user = match who.user() {
         Some(u) => crate::store::UserRow::clone(u),
         None => return Err(ApiError::insufficient_scope(vec!["openid".into()])),
     };
-    Ok(json_no_store(Value::Object(crate::oauth::token::user_claims(&user, &who.scopes))))
+    Ok(json_no_store(Value::Object(crate::oauth::token::user_claims(&user, who.scopes()))))
 }
 
 fn metadata(state: &AppState, openid: bool) -> Value {

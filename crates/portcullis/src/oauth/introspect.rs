@@ -75,7 +75,7 @@ impl OAuth {
             let mut out = json!({
                 "active": true,
                 "token_type": "Bearer",
-                "scope": who.scopes.join(" "),
+                "scope": who.scopes().join(" "),
                 "sub": claims.sub,
                 "aud": claims.aud,
                 "iss": claims.iss,

@@ -9,7 +9,7 @@ use sqlx::any::AnyRow;
 use super::{Db, StoreError, StoreResult, col};
 
 /// A user as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct UserRow {
     /// `usr_…`.
     pub id: String,

@@ -26,7 +26,6 @@ use crate::{
     ctx::{Principal, RequestCtx},
     page::{cursor_decode, page_limit, paginate},
     rbac,
-    shutdown::Shutdown,
     store::{ApiKeyRow, Db, StoreError},
 };
 
@@ -225,20 +224,6 @@ impl ApiKeys {
                 tracing::warn!(error = %e, "recording API key use failed");
             }
         }
-    }
-
-    /// Flushes last-used times every `every` until shutdown, and once more then.
-    pub fn spawn_flusher(self: &Arc<Self>, every: Duration, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
-        let me = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => me.flush_last_used().await,
-                    _ = shutdown.wait() => { me.flush_last_used().await; return; }
-                }
-            }
-        })
     }
 
     /// Creates a key for the caller's own user. Every scope must be one the caller

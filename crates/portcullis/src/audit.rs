@@ -3,17 +3,15 @@
 //!
 //! Writes go through a bounded buffer to a background writer, so recording never
 //! slows a sign-in beyond a channel send; when the buffer is full the record is
-//! written inline instead — slower, but never dropped. A failed write is logged and
+//! written inline instead — slower, but never dropped. The writer and the retention
+//! purge are jobs (`crate::jobs`). A failed write is logged and
 //! does not fail the operation it describes (that already happened).
-
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::{
     crypto,
     ctx::RequestCtx,
-    shutdown::Shutdown,
     store::{AuditRecord, Db},
 };
 
@@ -63,40 +61,12 @@ impl Audit {
         Self { db, tx: None }
     }
 
-    /// Writes through a buffer of `capacity` records drained by a background task,
-    /// which empties the buffer before it ends on shutdown.
-    pub fn buffered(db: Db, capacity: usize, shutdown: Shutdown) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<AuditRecord>(capacity.max(1));
-        let writer_db = db.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    biased;
-                    next = rx.recv() => match next {
-                        // Everything already waiting goes in the same transaction.
-                        Some(record) => {
-                            let mut batch = vec![record];
-                            while batch.len() < 256 {
-                                match rx.try_recv() {
-                                    Ok(r) => batch.push(r),
-                                    Err(_) => break,
-                                }
-                            }
-                            write_many(&writer_db, &batch).await;
-                        }
-                        None => return,
-                    },
-                    _ = shutdown.wait() => {
-                        rx.close();
-                        while let Some(record) = rx.recv().await {
-                            write(&writer_db, &record).await;
-                        }
-                        return;
-                    }
-                }
-            }
-        });
-        (Self { db, tx: Some(tx) }, task)
+    /// Writes through a buffer of `capacity` records; the returned queue is drained
+    /// by the audit-writer job (`jobs::audit_writer`), which empties it before it
+    /// ends on shutdown.
+    pub fn buffered(db: Db, capacity: usize) -> (Self, AuditQueue) {
+        let (tx, rx) = mpsc::channel::<AuditRecord>(capacity.max(1));
+        (Self { db: db.clone(), tx: Some(tx) }, AuditQueue { db, rx })
     }
 
     /// Records one event in the context of a request.
@@ -126,44 +96,20 @@ impl Audit {
         };
         write(&self.db, &record).await;
     }
-
-    /// Housekeeping every `every` until shutdown: audit records older than
-    /// `retention`, stale rate-limit windows, sessions that ended over a day ago.
-    pub fn spawn_retention(&self, retention: Duration, every: Duration, shutdown: Shutdown) {
-        let db = self.db.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = shutdown.wait() => return,
-                }
-                let now = crate::clock::now_ms();
-                let cutoff = now - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-                match db.audit_purge(cutoff).await {
-                    Ok(n) if n > 0 => tracing::info!(deleted = n, "audit retention: removed old records"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "audit retention failed"),
-                }
-                // Rate-limit windows older than a day count for nothing any more, and
-                // sessions that ended a day ago can no longer be refreshed or reused.
-                let _ = db.rate_purge(now - 86_400_000).await;
-                let _ = db.lock_purge(now - 86_400_000, now).await;
-                let _ = db.login_successes_purge(now - 30 * 86_400_000).await;
-                // Codes and assertion ids past their life (codes kept an hour more,
-                // so a late replay is still recognised and revokes its grant).
-                let _ = db.oauth_purge(now - 3_600_000).await;
-                match db.sessions_purge(now - 86_400_000).await {
-                    Ok(n) if n > 0 => tracing::info!(deleted = n, "removed ended sessions and their refresh tokens"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "session cleanup failed"),
-                }
-            }
-        });
-    }
 }
 
-async fn write_many(db: &Db, records: &[AuditRecord]) {
+/// Records waiting for the audit-writer job.
+#[derive(Debug)]
+pub struct AuditQueue {
+    /// Where they go.
+    pub db: Db,
+    /// The buffer.
+    pub rx: mpsc::Receiver<AuditRecord>,
+}
+
+/// Writes records waiting together in one transaction; if that fails, one by one,
+/// so none is lost.
+pub async fn write_many(db: &Db, records: &[AuditRecord]) {
     if let [one] = records {
         return write(db, one).await;
     }
@@ -176,7 +122,8 @@ async fn write_many(db: &Db, records: &[AuditRecord]) {
     }
 }
 
-async fn write(db: &Db, record: &AuditRecord) {
+/// Writes one record; a failure is logged (the event already happened).
+pub async fn write(db: &Db, record: &AuditRecord) {
     if let Err(err) = db.audit_insert(record).await {
         tracing::error!(error = %err, event = %record.event_type, "writing the audit record failed");
     }

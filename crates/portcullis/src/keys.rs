@@ -24,7 +24,6 @@ use serde_json::json;
 
 use crate::{
     crypto::{MasterKey, b64url},
-    shutdown::Shutdown,
     store::{Db, KeyRow},
 };
 
@@ -447,24 +446,5 @@ impl KeyManager {
                 (row, state)
             })
             .collect())
-    }
-
-    /// Keeps the ring fresh: rotations by other processes land within `every`.
-    pub fn spawn_reloader(self: &Arc<Self>, every: Duration, shutdown: Shutdown) {
-        let mgr = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = shutdown.wait() => return,
-                }
-                let Some(mgr) = mgr.upgrade() else { return };
-                if let Err(e) = mgr.reload().await {
-                    tracing::warn!(error = %e, "reloading signing keys failed; keeping the previous set");
-                }
-            }
-        });
     }
 }

@@ -27,6 +27,7 @@ pub mod config;
 pub mod crypto;
 pub mod ctx;
 pub mod http;
+pub mod jobs;
 pub mod keys;
 pub mod listener;
 pub mod oauth;

@@ -11,12 +11,12 @@ use crate::{
     admin::Admin,
     api_keys::ApiKeys,
     audit::Audit,
-    audit::Event,
     auth::{Auth, AuthSettings},
     clients::Clients,
     config::Config,
     crypto::{MasterKey, MasterKeySource},
     http::{AppState, Services, router},
+    jobs::{self, Job},
     keys::KeyManager,
     oauth::{ClientAuth, OAuth, OAuthSettings},
     outbound::Outbound,
@@ -93,35 +93,6 @@ pub async fn oauth_for_cli(cfg: &Config, store: &Store) -> anyhow::Result<Arc<OA
     Ok(Arc::new(OAuth::new(auth, client_auth, api_keys, audit, OAuthSettings::from_config(cfg, issuer))))
 }
 
-/// Every second, one audit record (`rate_limited`) per client address and route
-/// for each block that ended: its requests were refused from memory, none of them
-/// wrote anything. At shutdown, every block still open is summarised.
-fn spawn_block_summaries(blocks: Arc<Blocks>, audit: Audit, shutdown: crate::shutdown::Shutdown) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            let last = tokio::select! {
-                _ = tick.tick() => false,
-                _ = shutdown.wait() => true,
-            };
-            let now = crate::clock::now_ms();
-            for s in blocks.take_closed(now, last) {
-                let ctx = crate::ctx::RequestCtx {
-                    ip: Some(s.address),
-                    route: Some(s.route.clone()),
-                    now,
-                    ..Default::default()
-                };
-                let reason = format!("{} {}", s.route, s.refused);
-                audit.record(&ctx, Event::failed("rate_limited", None, &reason)).await;
-            }
-            if last {
-                return;
-            }
-        }
-    })
-}
-
 /// A server that is accepting connections.
 pub struct Running {
     /// The bound address (useful with port 0).
@@ -182,8 +153,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         Arc::new(Tokens::new(keys.clone(), issuer.clone(), audience, cfg.tokens.access_ttl.0, cfg.tokens.leeway.0));
     let hasher = Hasher::new(cfg.security.hash_concurrency, cfg.security.hash_queue)?;
     let (trigger, shutdown) = shutdown::channel();
-    let (audit, audit_writer) = Audit::buffered(store.db.clone(), cfg.audit.buffer, shutdown.clone());
-    audit.spawn_retention(cfg.audit.retention.0, Duration::from_secs(3600), shutdown.clone());
+    let (audit, audit_queue) = Audit::buffered(store.db.clone(), cfg.audit.buffer);
     let clients = Clients::new(store.db.clone());
     let blocks = Arc::new(Blocks::default());
     let auth = Arc::new(Auth::new(
@@ -201,13 +171,22 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let client_auth = ClientAuth::new(clients, Outbound::from_config(&cfg));
     let oauth = Arc::new(OAuth::new(auth.clone(), client_auth, api_keys.clone(), audit.clone(), oauth_settings));
     let cookies = crate::http::CookiePolicy::for_issuer(&issuer);
-    keys.spawn_reloader(cfg.keys.reload_interval.0.max(Duration::from_millis(100)), shutdown.clone());
-    // Drained, in this order, before the database closes on shutdown.
-    let background = vec![
-        spawn_block_summaries(blocks.clone(), audit.clone(), shutdown.clone()),
-        api_keys.spawn_flusher(Duration::from_secs(5), shutdown.clone()),
-        audit_writer,
-    ];
+    // Drained, in this order, before the database closes on shutdown: the audit
+    // writer last, so it records what the others still had.
+    let background = jobs::start(
+        vec![
+            Job::KeyReload { keys: keys.clone(), every: cfg.keys.reload_interval.0.max(Duration::from_millis(100)) },
+            Job::Housekeeping {
+                db: store.db.clone(),
+                retention: cfg.audit.retention.0,
+                every: Duration::from_secs(3600),
+            },
+            Job::BlockSummaries { blocks: blocks.clone(), audit: audit.clone() },
+            Job::KeyUsage { keys: api_keys.clone(), every: Duration::from_secs(5) },
+            Job::AuditWriter(audit_queue),
+        ],
+        &shutdown,
+    );
     let trusted_proxies = Arc::new(cfg.security.trusted_proxies.clone());
     let limiter = |scope, rule| Arc::new(Limiter::new(store.db.clone(), scope, rule, blocks.clone()));
     let verify_limiter = limiter("verify", cfg.security.api_key_verify_rate);

@@ -280,10 +280,13 @@ impl Auth {
             return Err(AuthError::Validation(errors));
         }
         let phc = self.hasher.hash(new).await?;
-        self.db.user_set_password(&user.id, &phc, ctx.now).await?;
-        let ended = self.db.sessions_revoke_all(&user.id, Some(session_id), "password_changed", ctx.now).await?;
-        // The current password was just proven: that is a fresh sign-in.
-        self.db.session_reauthenticated(session_id, &user.id, ctx.now).await?;
+        // One commit: the new password, the other sessions ended, and this one's
+        // sign-in renewed (the current password was just proven).
+        let mut tx = self.db.write().await?;
+        tx.user_set_password(&user.id, &phc, ctx.now).await?;
+        let ended = tx.sessions_revoke_all(&user.id, Some(session_id), "password_changed", ctx.now).await?;
+        tx.session_reauthenticated(session_id, &user.id, ctx.now).await?;
+        tx.commit().await?;
         self.audit(ctx, "password_change", true, Some(&user.id), None).await;
         Ok(ended)
     }

@@ -5,13 +5,15 @@ use std::time::Duration;
 
 use crate::store::Db;
 
-/// One round: audit records older than `retention`; rate-limit windows, lockouts
+/// One round: audit records and delivered or failed outbox messages older than
+/// `retention`; rate-limit windows, lockouts
 /// and sessions that ended a day ago; sign-in addresses unused for 30 days; codes
 /// and assertion ids past their life (codes kept an hour more, so a late replay is
 /// still recognised and revokes its grant).
 pub async fn run(db: Db, retention: Duration) {
     let now = crate::clock::now_ms();
     let cutoff = now - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let _ = db.outbox_purge(cutoff).await;
     match db.audit_purge(cutoff).await {
         Ok(n) if n > 0 => tracing::info!(deleted = n, "audit retention: removed old records"),
         Ok(_) => {}

@@ -4,6 +4,7 @@
 
 pub mod audit_writer;
 pub mod housekeeping;
+pub mod outbox;
 
 use std::{sync::Arc, time::Duration};
 
@@ -53,6 +54,9 @@ pub enum Job {
         /// How often.
         every: Duration,
     },
+    /// Outbox messages delivered by their kind's deliverer (no kind has one yet:
+    /// mail and webhooks will be the first).
+    Outbox(outbox::Outbox),
     /// Buffered audit records, written in batches; drains the buffer at shutdown.
     AuditWriter(AuditQueue),
 }
@@ -102,6 +106,7 @@ impl Job {
             Job::Housekeeping { db, retention, every: period } => tokio::spawn(async move {
                 every(period, shutdown, move || housekeeping::run(db.clone(), retention), || async {}).await
             }),
+            Job::Outbox(worker) => tokio::spawn(worker.run(shutdown)),
             Job::AuditWriter(queue) => tokio::spawn(audit_writer::run(queue, shutdown)),
         }
     }

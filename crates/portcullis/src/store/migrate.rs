@@ -18,6 +18,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 3, name: "abuse", sql: include_str!("../../migrations/0003_abuse.sql") },
     Migration { version: 4, name: "oauth", sql: include_str!("../../migrations/0004_oauth.sql") },
     Migration { version: 5, name: "security", sql: include_str!("../../migrations/0005_security.sql") },
+    Migration { version: 6, name: "outbox", sql: include_str!("../../migrations/0006_outbox.sql") },
 ];
 
 /// Applies what is missing; returns the names of the migrations it applied.

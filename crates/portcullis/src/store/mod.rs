@@ -3,6 +3,13 @@
 //! JSON). Only what truly differs per backend lives behind [`Backend`]: connection
 //! tuning, write-transaction start and migration locking. `sqlx::Error` never leaves
 //! this module: callers see [`StoreError`].
+//!
+//! Contract of composed writes: [`Db::write`] opens ONE write transaction
+//! ([`WriteTx`]) whose methods are the same store operations as on `Db`; nothing
+//! they do is visible to anyone until [`WriteTx::commit`], and dropping the handle
+//! without committing undoes all of it. A change and the outbox rows announcing it
+//! (mail, webhook events) are written through one handle, so either both land or
+//! neither does. Caches of sessions and users are invalidated after the commit.
 
 mod abuse;
 mod api_keys;
@@ -11,9 +18,11 @@ mod clients;
 mod keys;
 mod migrate;
 mod oauth;
+mod outbox;
 mod roles;
 mod sessions;
 mod users;
+mod write;
 
 use std::{str::FromStr, time::Duration};
 
@@ -28,9 +37,11 @@ pub use audit::{AuditFilter, AuditRecord};
 pub use clients::ClientRow;
 pub use keys::KeyRow;
 pub use oauth::{CodeExchange, CodeRow};
+pub use outbox::{OutboxRow, OutboxStatus};
 pub use roles::RoleRow;
 pub use sessions::{RefreshOutcome, SessionRow};
 pub use users::{NewUser, UserFilter, UserPatch, UserRow};
+pub use write::WriteTx;
 
 /// Failures of the store, with the cases callers must tell apart.
 #[derive(Debug, thiserror::Error)]
@@ -268,6 +279,8 @@ const ALL_TABLES: &[&str] = &[
     "oauth_codes",
     "oauth_consents",
     "oauth_assertions",
+    "login_successes",
+    "outbox",
 ];
 
 impl Db {

@@ -255,15 +255,7 @@ impl Db {
     /// Records a fresh sign-in on a live session of `user_id` (re-authentication);
     /// returns whether the session was live.
     pub async fn session_reauthenticated(&self, session_id: &str, user_id: &str, now: i64) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE sessions SET auth_time = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL AND expires_at > $1",
-        )
-        .bind(now)
-        .bind(session_id)
-        .bind(user_id)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() > 0)
+        reauthenticated(self.pool(), session_id, user_id, now).await
     }
 
     /// Ends a user's live sessions, all but `keep`, only those of `client` if given.
@@ -276,18 +268,7 @@ impl Db {
         now: i64,
     ) -> StoreResult<u64> {
         let _changed = self.auth_change();
-        let done = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
-             WHERE user_id = $3 AND revoked_at IS NULL AND id <> $4 AND ($5 IS NULL OR client_id = $5)",
-        )
-        .bind(now)
-        .bind(reason)
-        .bind(user_id)
-        .bind(keep.unwrap_or(""))
-        .bind(client.map(str::to_owned))
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected())
+        end_user_sessions(self.pool(), user_id, keep, client, reason, now).await
     }
 
     /// Deletes sessions that ended (expired or revoked) before `before`, with their
@@ -505,4 +486,46 @@ pub(super) async fn insert_refresh(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Renews a live session's sign-in time; whether it was live.
+pub(super) async fn reauthenticated<'c, E>(on: E, session_id: &str, user_id: &str, now: i64) -> StoreResult<bool>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let done = sqlx::query(
+        "UPDATE sessions SET auth_time = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL AND expires_at > $1",
+    )
+    .bind(now)
+    .bind(session_id)
+    .bind(user_id)
+    .execute(on)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Ends a user's live sessions, all but `keep`, only those of `client` if given.
+pub(super) async fn end_user_sessions<'c, E>(
+    on: E,
+    user_id: &str,
+    keep: Option<&str>,
+    client: Option<&str>,
+    reason: &str,
+    now: i64,
+) -> StoreResult<u64>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let done = sqlx::query(
+        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+         WHERE user_id = $3 AND revoked_at IS NULL AND id <> $4 AND ($5 IS NULL OR client_id = $5)",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(user_id)
+    .bind(keep.unwrap_or(""))
+    .bind(client.map(str::to_owned))
+    .execute(on)
+    .await?;
+    Ok(done.rows_affected())
 }

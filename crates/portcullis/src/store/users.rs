@@ -219,13 +219,7 @@ impl Db {
     /// Replaces a user's password hash (after a change or a rehash on login).
     pub async fn user_set_password(&self, user_id: &str, phc: &str, now: i64) -> StoreResult<()> {
         let _changed = self.auth_change();
-        sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
-            .bind(phc)
-            .bind(now)
-            .bind(user_id)
-            .execute(self.pool())
-            .await?;
-        Ok(())
+        set_password(self.pool(), user_id, phc, now).await
     }
 
     /// Users in id (= creation) order after the cursor `after`. Ids only grow, so a
@@ -363,6 +357,20 @@ async fn grant(tx: &mut sqlx::Transaction<'static, sqlx::Any>, user_id: &str, ro
         .bind(role)
         .bind(now)
         .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// `UPDATE` of a user's password hash, on a pool or inside a write transaction.
+pub(super) async fn set_password<'c, E>(on: E, user_id: &str, phc: &str, now: i64) -> StoreResult<()>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+        .bind(phc)
+        .bind(now)
+        .bind(user_id)
+        .execute(on)
         .await?;
     Ok(())
 }

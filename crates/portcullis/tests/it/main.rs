@@ -13,6 +13,7 @@ mod interop;
 mod keys;
 mod oauth;
 mod ops;
+mod outbox;
 mod process;
 mod security;
 mod sessions;

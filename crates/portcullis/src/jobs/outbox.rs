@@ -1,0 +1,127 @@
+//! The outbox worker: claims due messages, hands each to the deliverer of its
+//! kind, and records the outcome, with exponential backoff between attempts.
+//! Delivery is at least once (see the contract in `store::outbox`): a deliverer
+//! must tolerate seeing a message again.
+
+use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use crate::store::{Db, OutboxRow};
+
+/// What a deliverer's attempt returns: `Err` with the reason to retry later.
+pub type Attempt<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// Delivers messages of one kind (mail through SMTP, a webhook over HTTP).
+pub trait Deliver: Send + Sync {
+    /// One attempt at delivering `message`.
+    fn deliver<'a>(&'a self, message: &'a OutboxRow) -> Attempt<'a>;
+}
+
+/// How the worker paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// How often it looks for due messages.
+    pub poll: Duration,
+    /// How long a claim holds a message (longer than any delivery takes).
+    pub lease: Duration,
+    /// Messages claimed at once.
+    pub batch: i64,
+    /// Attempts before a message is given up.
+    pub max_attempts: i64,
+    /// The first retry's delay; each later one doubles, up to an hour.
+    pub first_retry: Duration,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_secs(1),
+            lease: Duration::from_secs(60),
+            batch: 32,
+            max_attempts: 10,
+            first_retry: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The worker: deliverers by kind.
+pub struct Outbox {
+    db: Db,
+    deliverers: HashMap<String, Arc<dyn Deliver>>,
+    pace: Pace,
+}
+
+impl Outbox {
+    /// A worker over `db` with no deliverers yet.
+    pub fn new(db: Db, pace: Pace) -> Self {
+        Self { db, deliverers: HashMap::new(), pace }
+    }
+
+    /// Delivers messages of `kind` with `deliverer`.
+    pub fn with(mut self, kind: &str, deliverer: Arc<dyn Deliver>) -> Self {
+        self.deliverers.insert(kind.to_owned(), deliverer);
+        self
+    }
+
+    /// One round: claims due messages of the kinds it can deliver and attempts
+    /// each; how many were claimed.
+    pub async fn round(&self) -> usize {
+        let now = crate::clock::now_ms();
+        let lease = i64::try_from(self.pace.lease.as_millis()).unwrap_or(60_000);
+        let kinds: Vec<&str> = self.deliverers.keys().map(String::as_str).collect();
+        let claimed = match self.db.outbox_claim(&kinds, now, lease, self.pace.batch).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming outbox messages failed");
+                return 0;
+            }
+        };
+        for m in &claimed {
+            let Some(deliverer) = self.deliverers.get(&m.kind) else { continue };
+            let outcome = deliverer.deliver(m).await;
+            let now = crate::clock::now_ms();
+            let written = match outcome {
+                Ok(()) => self.db.outbox_delivered(&m.id, now).await,
+                Err(why) => {
+                    let next =
+                        (m.attempts < self.pace.max_attempts).then(|| now.saturating_add(self.backoff(m.attempts)));
+                    if next.is_none() {
+                        tracing::warn!(id = %m.id, kind = %m.kind, error = %why, "outbox message given up");
+                    }
+                    self.db.outbox_failed(&m.id, &why, next).await
+                }
+            };
+            if let Err(e) = written {
+                // The lease runs out and the message is attempted again: at least once.
+                tracing::warn!(error = %e, id = %m.id, "recording an outbox outcome failed");
+            }
+        }
+        claimed.len()
+    }
+
+    /// Milliseconds before attempt `attempts + 1`: doubling from the first retry,
+    /// at most an hour.
+    fn backoff(&self, attempts: i64) -> i64 {
+        let first = i64::try_from(self.pace.first_retry.as_millis()).unwrap_or(10_000);
+        let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(0);
+        first.saturating_mul(1_i64 << doublings).min(3_600_000)
+    }
+
+    /// Runs rounds every `pace.poll` until shutdown.
+    pub async fn run(self, shutdown: crate::shutdown::Shutdown) {
+        let me = Arc::new(self);
+        let poll = me.pace.poll;
+        let m = me.clone();
+        super::every(
+            poll,
+            shutdown,
+            move || {
+                let m = m.clone();
+                async move {
+                    m.round().await;
+                }
+            },
+            || async {},
+        )
+        .await;
+    }
+}

@@ -1,0 +1,197 @@
+//! The transactional outbox: messages (mail, webhook events) written in the same
+//! transaction as the change they announce, delivered at least once.
+//!
+//! Contract:
+//! - A row is written only through [`super::WriteTx::outbox_enqueue`]: it exists
+//!   exactly when the change it announces committed.
+//! - Claiming is ONE statement in a write transaction that takes a lease
+//!   (`locked_until`) on due rows: on PostgreSQL the candidates are locked with
+//!   `FOR UPDATE SKIP LOCKED`, so concurrent nodes never claim the same row; on
+//!   SQLite the write lock serialises claims. A row claimed twice at once MUST NOT
+//!   happen; a row whose claimer died is claimable again once its lease ends, so
+//!   nothing is lost on a crash or restart (delivery is at least once).
+//! - Every claim counts an attempt; a failure schedules the next attempt
+//!   (`next_attempt_at`, with `last_error`) or gives up (`failed`). Rows stay after
+//!   delivery until [`Db::outbox_purge`].
+
+use super::{Db, StoreError, StoreResult, col};
+
+/// Where a message is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxStatus {
+    /// Waiting for (another) delivery attempt.
+    Pending,
+    /// Delivered.
+    Delivered,
+    /// Given up after the last attempt.
+    Failed,
+}
+
+impl OutboxStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            OutboxStatus::Pending => "pending",
+            OutboxStatus::Delivered => "delivered",
+            OutboxStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> StoreResult<Self> {
+        match s {
+            "pending" => Ok(OutboxStatus::Pending),
+            "delivered" => Ok(OutboxStatus::Delivered),
+            "failed" => Ok(OutboxStatus::Failed),
+            other => Err(StoreError::Corrupt(format!("outbox status {other}"))),
+        }
+    }
+}
+
+/// One message as stored.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    /// `obx_…`, ordered by creation.
+    pub id: String,
+    /// What it is (`mail.verify_email`, `webhook.user.created`): picks the deliverer.
+    pub kind: String,
+    /// JSON.
+    pub payload: String,
+    /// Where it is in its life.
+    pub status: OutboxStatus,
+    /// Delivery attempts so far (a claim counts one).
+    pub attempts: i64,
+    /// Milliseconds; not attempted before.
+    pub next_attempt_at: i64,
+    /// Milliseconds until which a claimer holds it.
+    pub locked_until: Option<i64>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Milliseconds.
+    pub created_at: i64,
+    /// Milliseconds, once delivered.
+    pub delivered_at: Option<i64>,
+}
+
+const COLS: &str =
+    "id, kind, payload, status, attempts, next_attempt_at, locked_until, last_error, created_at, delivered_at";
+
+fn from_row(row: &sqlx::any::AnyRow) -> StoreResult<OutboxRow> {
+    Ok(OutboxRow {
+        id: col(row, "id")?,
+        kind: col(row, "kind")?,
+        payload: col(row, "payload")?,
+        status: OutboxStatus::parse(&col::<String>(row, "status")?)?,
+        attempts: col(row, "attempts")?,
+        next_attempt_at: col(row, "next_attempt_at")?,
+        locked_until: col(row, "locked_until")?,
+        last_error: col(row, "last_error")?,
+        created_at: col(row, "created_at")?,
+        delivered_at: col(row, "delivered_at")?,
+    })
+}
+
+/// Inserts a pending message, due now.
+pub(super) async fn enqueue<'c, E>(on: E, kind: &str, payload: &serde_json::Value, now: i64) -> StoreResult<String>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let id = crate::crypto::new_id("obx", now);
+    sqlx::query(
+        "INSERT INTO outbox (id, kind, payload, status, attempts, next_attempt_at, created_at) \
+         VALUES ($1, $2, $3, 'pending', 0, $4, $4)",
+    )
+    .bind(&id)
+    .bind(kind)
+    .bind(payload.to_string())
+    .bind(now)
+    .execute(on)
+    .await?;
+    Ok(id)
+}
+
+impl Db {
+    /// Claims up to `limit` due messages of `kinds` for `lease_ms` (see the module
+    /// contract); each claim counts an attempt. Kinds a node cannot deliver are left
+    /// for the nodes that can.
+    pub async fn outbox_claim(
+        &self,
+        kinds: &[&str],
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        if kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let kinds_in: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 4)).collect();
+        let lock = match self.backend() {
+            super::Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            super::Backend::Sqlite => "",
+        };
+        let mut tx = self.begin_write().await?;
+        let sql = format!(
+            "UPDATE outbox SET locked_until = $1, attempts = attempts + 1 WHERE id IN \
+             (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $2 \
+              AND (locked_until IS NULL OR locked_until <= $2) AND kind IN ({}) \
+              ORDER BY next_attempt_at, id LIMIT $3 {lock}) \
+             RETURNING {COLS}",
+            kinds_in.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now.saturating_add(lease_ms)).bind(now).bind(limit);
+        for k in kinds {
+            query = query.bind(*k);
+        }
+        let rows = query.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        let mut claimed = rows.iter().map(from_row).collect::<StoreResult<Vec<_>>>()?;
+        claimed.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(claimed)
+    }
+
+    /// Marks a claimed message delivered.
+    pub async fn outbox_delivered(&self, id: &str, now: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'delivered', delivered_at = $1, locked_until = NULL, last_error = NULL \
+             WHERE id = $2",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: tried again at `next_attempt_at`, or, with `None`,
+    /// given up (`failed`).
+    pub async fn outbox_failed(&self, id: &str, error: &str, next_attempt_at: Option<i64>) -> StoreResult<()> {
+        let status = if next_attempt_at.is_some() { OutboxStatus::Pending } else { OutboxStatus::Failed };
+        sqlx::query(
+            "UPDATE outbox SET status = $1, next_attempt_at = COALESCE($2, next_attempt_at), locked_until = NULL, \
+             last_error = $3 WHERE id = $4",
+        )
+        .bind(status.as_str())
+        .bind(next_attempt_at)
+        .bind(error.chars().take(1000).collect::<String>())
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// One message.
+    pub async fn outbox_get(&self, id: &str) -> StoreResult<Option<OutboxRow>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLS} FROM outbox WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Deletes delivered and failed messages created before `before`.
+    pub async fn outbox_purge(&self, before: i64) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM outbox WHERE status <> 'pending' AND created_at < $1")
+            .bind(before)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,61 @@
+//! Composed writes: one transaction, many store operations (see the contract in
+//! the module documentation of `store`).
+
+use sqlx::{Any, Transaction};
+
+use super::{Db, StoreResult, outbox, sessions, users};
+
+/// A write transaction in progress. Its methods are store operations; nothing is
+/// visible before [`WriteTx::commit`]; dropped uncommitted, everything is undone.
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    db: Db,
+    auth_changed: bool,
+}
+
+impl Db {
+    /// Opens a write transaction (on SQLite, taking the write lock up front).
+    pub async fn write(&self) -> StoreResult<WriteTx> {
+        Ok(WriteTx { tx: self.begin_write().await?, db: self.clone(), auth_changed: false })
+    }
+}
+
+impl WriteTx {
+    /// Makes every change of this transaction visible at once.
+    pub async fn commit(self) -> StoreResult<()> {
+        // Marked before the commit, counted when dropped after it: a cache filled
+        // from a read racing this commit is stale by the time it could be used.
+        let _changed = self.auth_changed.then(|| self.db.auth_change());
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces a user's password hash.
+    pub async fn user_set_password(&mut self, user_id: &str, phc: &str, now: i64) -> StoreResult<()> {
+        self.auth_changed = true;
+        users::set_password(&mut *self.tx, user_id, phc, now).await
+    }
+
+    /// Ends every live session of a user except `keep`; how many ended.
+    pub async fn sessions_revoke_all(
+        &mut self,
+        user_id: &str,
+        keep: Option<&str>,
+        reason: &str,
+        now: i64,
+    ) -> StoreResult<u64> {
+        self.auth_changed = true;
+        sessions::end_user_sessions(&mut *self.tx, user_id, keep, None, reason, now).await
+    }
+
+    /// Renews a live session's sign-in time; whether it was live.
+    pub async fn session_reauthenticated(&mut self, session_id: &str, user_id: &str, now: i64) -> StoreResult<bool> {
+        sessions::reauthenticated(&mut *self.tx, session_id, user_id, now).await
+    }
+
+    /// Queues a message (`kind`, JSON `payload`) for delivery once this transaction
+    /// commits; returns its id.
+    pub async fn outbox_enqueue(&mut self, kind: &str, payload: &serde_json::Value, now: i64) -> StoreResult<String> {
+        outbox::enqueue(&mut *self.tx, kind, payload, now).await
+    }
+}

@@ -15,6 +15,7 @@ use portcullis_proto::FieldError;
 
 pub use browser::BrowserSession;
 pub use login::lock_key;
+pub use refresh::{Reuse, Rotation};
 
 use crate::{
     abuse::{Blocks, Limiter, LockoutPolicy},

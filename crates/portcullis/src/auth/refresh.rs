@@ -6,8 +6,9 @@
 use super::{Auth, AuthError, Issued};
 use crate::ctx::RequestCtx;
 use crate::{
+    audit::Event,
     crypto::{self, Secret},
-    store::RefreshOutcome,
+    store::{RefreshOutcome, SessionRow},
     tokens::TokenError,
 };
 
@@ -31,13 +32,8 @@ impl Auth {
     }
 
     async fn refresh_once(&self, ctx: &RequestCtx, token: &Secret) -> Result<Issued, AuthError> {
-        let next = crypto::b64url(&crypto::random_bytes::<32>());
-        let outcome = self
-            .db
-            .refresh_rotate(&crypto::sha256_b64(token.expose()), &crypto::sha256_b64(&next), None, ctx.now)
-            .await?;
-        match outcome {
-            RefreshOutcome::Rotated(session) => {
+        match self.rotate_refresh(ctx, token, Reuse::EndsAccount).await? {
+            Rotation::Rotated { session, next } => {
                 let Some(user) = self.db.user_by_id(&session.user_id).await? else {
                     return Err(TokenError::Invalid("the account no longer exists").into());
                 };
@@ -48,34 +44,118 @@ impl Auth {
                 // Roles are read afresh: a refresh picks up role changes.
                 let access_token = self.access_token(&user, &session.id, ctx.now).await?;
                 self.audit(ctx, "refresh", true, Some(&user.id), None).await;
-                Ok(Issued {
-                    access_token,
-                    refresh_token: Secret::new(next),
-                    expires_in: self.tokens.access_ttl_secs(),
-                    user,
-                })
+                Ok(Issued { access_token, refresh_token: next, expires_in: self.tokens.access_ttl_secs(), user })
             }
-            RefreshOutcome::Reused { user_id, session_id } => {
-                // Two parties hold the token: end every session, and the API keys
-                // minted from them (a thief's lasting foothold).
-                let (ended, keys) = self.db.sessions_revoke_stolen(&user_id, "refresh_token_reused", ctx.now).await?;
-                tracing::warn!(user_id = %user_id, session_id = %session_id, sessions_ended = ended, api_keys_revoked = keys,
-                    "refresh token reuse detected; all sessions of the user ended");
-                self.audit(ctx, "refresh_reuse", false, Some(&user_id), Some("refresh_token_reused")).await;
-                if keys > 0 {
-                    let reason = format!("{keys} created from the ended sessions (refresh_token_reused)");
-                    self.audit(ctx, "api_keys_revoked", true, Some(&user_id), Some(&reason)).await;
-                }
-                Err(AuthError::RefreshReused)
-            }
-            RefreshOutcome::SessionEnded => {
+            Rotation::Reused => Err(AuthError::RefreshReused),
+            Rotation::SessionEnded => {
                 self.audit(ctx, "refresh", false, None, Some("session_ended")).await;
                 Err(TokenError::Invalid("the session of this refresh token has ended").into())
             }
-            RefreshOutcome::Invalid => {
+            Rotation::Invalid => {
                 self.audit(ctx, "refresh", false, None, Some("invalid_token")).await;
                 Err(TokenError::Invalid("the refresh token is invalid or expired").into())
             }
         }
     }
+
+    /// Spends `token` and issues the next one (the store's one-statement rotation);
+    /// a spent token presented again is reuse, and `reuse` says what it ends. Both
+    /// refresh paths, first-party and OAuth, go through here.
+    pub async fn rotate_refresh(
+        &self,
+        ctx: &RequestCtx,
+        token: &Secret,
+        reuse: Reuse<'_>,
+    ) -> Result<Rotation, AuthError> {
+        let next = crypto::b64url(&crypto::random_bytes::<32>());
+        let party = match reuse {
+            Reuse::EndsAccount => None,
+            Reuse::EndsClientGrants(client) => Some(client),
+        };
+        let outcome = self
+            .db
+            .refresh_rotate(&crypto::sha256_b64(token.expose()), &crypto::sha256_b64(&next), party, ctx.now)
+            .await?;
+        Ok(match outcome {
+            RefreshOutcome::Rotated(session) => {
+                Rotation::Rotated { session: Box::new(session), next: Secret::new(next) }
+            }
+            RefreshOutcome::Reused { user_id, session_id } => {
+                self.reused(ctx, &user_id, &session_id, reuse).await?;
+                Rotation::Reused
+            }
+            RefreshOutcome::SessionEnded => Rotation::SessionEnded,
+            RefreshOutcome::Invalid => Rotation::Invalid,
+        })
+    }
+
+    /// Two parties hold one refresh token: end what `reuse` says, and record it.
+    async fn reused(
+        &self,
+        ctx: &RequestCtx,
+        user_id: &str,
+        session_id: &str,
+        reuse: Reuse<'_>,
+    ) -> Result<(), AuthError> {
+        let reason = Some("refresh_token_reused");
+        match reuse {
+            Reuse::EndsAccount => {
+                // Every session, and the API keys minted from them (a thief's
+                // lasting foothold).
+                let (ended, keys) = self.db.sessions_revoke_stolen(user_id, "refresh_token_reused", ctx.now).await?;
+                tracing::warn!(user_id = %user_id, session_id = %session_id, sessions_ended = ended,
+                    api_keys_revoked = keys, "refresh token reuse detected; all sessions of the user ended");
+                self.audit(ctx, "refresh_reuse", false, Some(user_id), reason).await;
+                if keys > 0 {
+                    let why = format!("{keys} created from the ended sessions (refresh_token_reused)");
+                    self.audit(ctx, "api_keys_revoked", true, Some(user_id), Some(&why)).await;
+                }
+            }
+            Reuse::EndsClientGrants(client) => {
+                // The grant's token family is compromised: every grant of this user
+                // to this client ends, not their other sessions (a client's bug or
+                // breach must not sign the user out of everything else).
+                let ended = self.db.sessions_revoke_client(user_id, client, "refresh_token_reused", ctx.now).await?;
+                tracing::warn!(client_id = %client, user_id = %user_id, grants_ended = ended,
+                    "OAuth refresh token reuse detected");
+                let event = Event {
+                    kind: "refresh_reuse",
+                    success: false,
+                    user_id: Some(user_id),
+                    actor: Some(client),
+                    reason,
+                };
+                self.audit.record(ctx, event).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a reused refresh token ends.
+#[derive(Debug, Clone, Copy)]
+pub enum Reuse<'a> {
+    /// A first-party token: every session of the account and the API keys minted
+    /// from them.
+    EndsAccount,
+    /// A token of this OAuth client: every grant of the user to it.
+    EndsClientGrants(&'a str),
+}
+
+/// What presenting a refresh token led to.
+#[derive(Debug)]
+pub enum Rotation {
+    /// Spent; `next` replaces it.
+    Rotated {
+        /// The session (grant), as it stands.
+        session: Box<SessionRow>,
+        /// The new refresh token, shown to the client once.
+        next: Secret,
+    },
+    /// It was spent already: what it belonged to has been ended.
+    Reused,
+    /// Its session has ended.
+    SessionEnded,
+    /// Unknown, expired, or another party's.
+    Invalid,
 }

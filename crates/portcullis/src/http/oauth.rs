@@ -19,7 +19,7 @@ use crate::{
     clients,
     crypto::Secret,
     ctx::RequestCtx,
-    oauth::{OAuthError, Presented, put, token::TokenRequest},
+    oauth::{OAuthError, Presented, grants::TokenRequest, put},
 };
 
 impl IntoResponse for OAuthError {
@@ -228,7 +228,7 @@ pub async fn oauth_userinfo(State(state): State<AppState>, req: Request) -> Resu
         Some(u) => crate::store::UserRow::clone(u),
         None => return Err(ApiError::insufficient_scope(vec!["openid".into()])),
     };
-    Ok(json_no_store(Value::Object(crate::oauth::token::user_claims(&user, who.scopes()))))
+    Ok(json_no_store(Value::Object(crate::oauth::id_token::user_claims(&user, who.scopes()))))
 }
 
 fn metadata(state: &AppState, openid: bool) -> Value {

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::{OAuth, OAuthError, scope_list, token::pkce_well_formed};
+use super::{OAuth, OAuthError, grants::pkce_well_formed, scope_list};
 use crate::clients::{Client, OIDC_SCOPES};
 use crate::{auth::BrowserSession, crypto, ctx::RequestCtx, store::CodeRow};
 

@@ -10,10 +10,11 @@
 
 pub mod authorize;
 pub mod client_auth;
+pub mod grants;
+pub mod id_token;
 pub mod introspect;
 pub mod manage;
 pub mod params;
-pub mod token;
 
 use std::{sync::Arc, time::Duration};
 

@@ -1,0 +1,117 @@
+//! The authorization code grant (RFC 6749 §4.1.3): the code is spent in ONE
+//! conditional update that also checks its client, redirect URI and PKCE verifier
+//! (RFC 7636 §4.6); a replayed code revokes the grant it issued (§4.1.2).
+
+use super::{TokenRequest, TokenResponse, pkce_matches, pkce_well_formed};
+use crate::{
+    clients::Client,
+    crypto::{self, Secret},
+    ctx::RequestCtx,
+    oauth::{OAuth, OAuthError, id_token::IdTokenFacts, scope_list},
+    store::{CodeExchange, CodeRow, SessionRow},
+};
+
+impl OAuth {
+    pub(super) async fn grant_code(
+        &self,
+        ctx: &RequestCtx,
+        client: &Client,
+        req: TokenRequest,
+    ) -> Result<TokenResponse, OAuthError> {
+        let code = req.code.ok_or_else(|| OAuthError::invalid_request("code is required"))?;
+        let verifier = req.code_verifier;
+        if verifier.as_ref().is_some_and(|v| !pkce_well_formed(v.expose())) {
+            return Err(OAuthError::invalid_request("code_verifier must be 43 to 128 unreserved characters"));
+        }
+        let refresh = crypto::b64url(&crypto::random_bytes::<32>());
+        let redirect_uri = req.redirect_uri.unwrap_or_default();
+        let offline_ok = client.meta.has_grant("refresh_token");
+        let session_id = crypto::new_id("ses", ctx.now);
+        let access_ms = i64::try_from(self.tokens.access_ttl_secs()).unwrap_or(3600).saturating_mul(1000);
+        let refresh_ms = i64::try_from(self.settings.refresh_ttl.as_millis()).unwrap_or(i64::MAX);
+        let mut offline = false;
+        let outcome = self
+            .db
+            .code_exchange(&crypto::sha256_b64(code.expose()), client.id(), ctx.now, |c: &CodeRow| {
+                if c.client_id != client.id() {
+                    return Err("the code was issued to another client");
+                }
+                // The request's redirect URI must come back; when the request named
+                // none (the client's only one was used), any registered one or none.
+                let redirect_ok = if c.redirect_uri.is_empty() {
+                    redirect_uri.is_empty() || client.meta.redirect_uris.contains(&redirect_uri)
+                } else {
+                    crypto::ct_eq(c.redirect_uri.as_bytes(), redirect_uri.as_bytes())
+                };
+                if !redirect_ok {
+                    return Err("redirect_uri does not match the authorization request");
+                }
+                match (&c.code_challenge, &verifier) {
+                    (Some(_), None) => return Err("code_verifier is required"),
+                    (Some(ch), Some(v)) if !pkce_matches(v.expose(), ch) => return Err("code_verifier does not match"),
+                    (None, Some(_)) => return Err("the authorization request had no code_challenge"),
+                    _ => {}
+                }
+                offline = offline_ok && scope_list(&c.scope).iter().any(|s| s == "offline_access");
+                let ttl = if offline { refresh_ms } else { access_ms };
+                let session = SessionRow {
+                    id: session_id.clone(),
+                    client_id: Some(c.client_id.clone()),
+                    scope: Some(c.scope.clone()),
+                    auth_time: Some(c.auth_time),
+                    ..SessionRow::opened(&c.user_id, ctx.now, ttl, ctx.ip.clone(), ctx.user_agent.clone())
+                };
+                Ok((session, offline.then(|| crypto::sha256_b64(&refresh))))
+            })
+            .await?;
+        let code = match outcome {
+            CodeExchange::Issued(code) => code,
+            CodeExchange::Refused(why) => {
+                self.audit(ctx, "oauth_code", false, None, client.id(), Some(why)).await;
+                return Err(OAuthError::invalid_grant(why));
+            }
+            CodeExchange::Replayed { user_id, client_id } => {
+                tracing::warn!(client_id = %client_id, "authorization code replayed; the tokens it issued are revoked");
+                self.audit(ctx, "oauth_code_replay", false, Some(&user_id), &client_id, Some("code_replayed")).await;
+                return Err(OAuthError::invalid_grant(
+                    "the code was already used; the tokens issued with it are revoked",
+                ));
+            }
+            CodeExchange::Invalid => {
+                return Err(OAuthError::invalid_grant("the code is invalid or expired"));
+            }
+        };
+        let user = self.live_user(&code.user_id).await?;
+        // The code's scope as the user may still grant it: a permission lost since
+        // the consent (a minute at most) is not issued.
+        let perms = self.db.role_permissions(&user.roles).await?;
+        let scopes: Vec<String> = scope_list(&code.scope)
+            .into_iter()
+            .filter(|s| crate::clients::OIDC_SCOPES.contains(&s.as_str()) || perms.contains(s))
+            .collect();
+        let scope = scopes.join(" ");
+        let access_token =
+            self.tokens.issue_for_client(&user.id, Some(&session_id), client.id(), scope.clone(), ctx.now)?;
+        let amr: Vec<String> = serde_json::from_str(&code.amr).unwrap_or_default();
+        let id_token = self.id_token_if_openid(
+            &user,
+            IdTokenFacts {
+                client_id: client.id(),
+                auth_time: Some(code.auth_time),
+                nonce: code.nonce.as_deref(),
+                amr,
+                access_token: &access_token,
+                scopes: &scopes,
+            },
+            ctx.now,
+        )?;
+        self.audit(ctx, "oauth_token", true, Some(&user.id), client.id(), Some("authorization_code")).await;
+        Ok(TokenResponse {
+            access_token,
+            expires_in: self.tokens.access_ttl_secs(),
+            refresh_token: offline.then(|| Secret::new(refresh)),
+            id_token,
+            scope,
+        })
+    }
+}

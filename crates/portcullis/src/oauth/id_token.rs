@@ -1,0 +1,82 @@
+//! ID tokens (OpenID Connect Core §2, §3.1.3.6): claims about the user by scope,
+//! `at_hash`, `auth_time`, `nonce`, `amr`, signed like access tokens.
+
+use aws_lc_rs::digest;
+use serde_json::{Value, json};
+
+use super::{OAuth, OAuthError};
+use crate::{crypto, keys::Algorithm, store::UserRow};
+
+/// Left half of the hash of the access token, for `at_hash` (OIDC Core §3.1.3.6);
+/// the hash follows the signing algorithm (SHA-512 for Ed25519).
+fn at_hash(alg: Option<Algorithm>, access_token: &str) -> String {
+    let algo = if alg == Some(Algorithm::EdDsa) { &digest::SHA512 } else { &digest::SHA256 };
+    let d = digest::digest(algo, access_token.as_bytes());
+    let bytes = d.as_ref();
+    crypto::b64url(bytes.get(..bytes.len() / 2).unwrap_or(bytes))
+}
+
+/// Claims about the user by scope (OIDC Core §5.4), for ID tokens and userinfo.
+pub fn user_claims(user: &UserRow, scopes: &[String]) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    out.insert("sub".into(), json!(user.id));
+    if scopes.iter().any(|s| s == "profile") {
+        if let Some(name) = &user.name {
+            out.insert("name".into(), json!(name));
+        }
+        out.insert("updated_at".into(), json!(user.updated_at / 1000));
+    }
+    if scopes.iter().any(|s| s == "email") {
+        out.insert("email".into(), json!(user.email));
+        out.insert("email_verified".into(), json!(user.email_verified));
+    }
+    out
+}
+
+/// What an ID token needs beyond the user.
+pub(super) struct IdTokenFacts<'a> {
+    /// The client: `aud` and `azp`.
+    pub client_id: &'a str,
+    /// When the user signed in (milliseconds).
+    pub auth_time: Option<i64>,
+    /// The authorization request's `nonce`.
+    pub nonce: Option<&'a str>,
+    /// How the user signed in.
+    pub amr: Vec<String>,
+    /// The access token issued with it, for `at_hash`.
+    pub access_token: &'a str,
+    /// The granted scopes, for the claims.
+    pub scopes: &'a [String],
+}
+
+impl OAuth {
+    /// The ID token of a token response, when `openid` was granted.
+    pub(super) fn id_token_if_openid(
+        &self,
+        user: &UserRow,
+        f: IdTokenFacts<'_>,
+        now_ms: i64,
+    ) -> Result<Option<String>, OAuthError> {
+        if !f.scopes.iter().any(|s| s == "openid") {
+            return Ok(None);
+        }
+        let now = now_ms / 1000;
+        let mut claims = user_claims(user, f.scopes);
+        claims.insert("iss".into(), json!(self.settings.issuer));
+        claims.insert("aud".into(), json!(f.client_id));
+        claims.insert("azp".into(), json!(f.client_id));
+        claims.insert("iat".into(), json!(now));
+        claims.insert("exp".into(), json!(now + i64::try_from(self.tokens.access_ttl_secs()).unwrap_or(900)));
+        claims.insert("at_hash".into(), json!(at_hash(self.tokens.signing_alg(), f.access_token)));
+        if let Some(t) = f.auth_time {
+            claims.insert("auth_time".into(), json!(t / 1000));
+        }
+        if let Some(n) = f.nonce {
+            claims.insert("nonce".into(), json!(n));
+        }
+        if !f.amr.is_empty() {
+            claims.insert("amr".into(), json!(f.amr));
+        }
+        Ok(Some(self.tokens.sign_id_token(&Value::Object(claims))?))
+    }
+}

@@ -16,9 +16,9 @@ pub fn retry_after_secs(max: i64, count: i64, prev: i64, elapsed: i64, w: i64) -
     for s in 1..=steps {
         let t = elapsed + s * 1000;
         let estimate = if t < w {
-            prev * (w - t) / w + count + 1
+            weighted(prev, w - t, w) + count + 1
         } else if t < 2 * w {
-            count * (2 * w - t) / w + 1
+            weighted(count, 2 * w - t, w) + 1
         } else {
             1
         };
@@ -27,6 +27,16 @@ pub fn retry_after_secs(max: i64, count: i64, prev: i64, elapsed: i64, w: i64) -
         }
     }
     u64::try_from(steps).unwrap_or(1)
+}
+
+/// `count × part ÷ whole`, rounded up: the previous window's weight in the sliding
+/// estimate. Rounding down would let one extra attempt through just after a window
+/// boundary (5 × 59.9 s ÷ 60 s is 4.99, not 4).
+fn weighted(count: i64, part: i64, whole: i64) -> i64 {
+    if whole <= 0 {
+        return count;
+    }
+    (count.saturating_mul(part) + whole - 1) / whole
 }
 
 /// Counts one attempt in `bucket`'s sliding window of `rule`.
@@ -48,7 +58,7 @@ pub fn over(rule: RateRule, counts: RateWindow, pending: i64, now: i64) -> Optio
         1 => (0, counts.count, age - w),
         _ => (0, 0, age.rem_euclid(w)),
     };
-    let estimate = prev * (w - elapsed) / w + count + pending;
+    let estimate = weighted(prev, w - elapsed, w) + count + pending;
     (estimate > max).then(|| retry_after_secs(max, count + pending, prev, elapsed, w))
 }
 
@@ -198,9 +208,14 @@ mod tests {
 
     #[test]
     fn retry_after_covers_the_sliding_window() {
-        // 6th attempt 10 s into a fresh window: the window must end and decay.
+        // 6th attempt 10 s into a fresh window: the window must end, and its weight
+        // in the next one decay to 4 (6 × 40 s ÷ 60 s): 80 s in, 70 s from now.
         let s = retry_after_secs(5, 6, 0, 10_000, 60_000);
-        assert!((50..=61).contains(&s), "{s}");
+        assert!((50..=71).contains(&s), "{s}");
+        // Just after a window boundary, the previous window still counts in full:
+        // five attempts in it and one now are over a limit of five.
+        let counts = crate::store::RateWindow { window_start: 60_000, count: 1, prev_count: 5 };
+        assert!(over(RateRule { max: 5, window: std::time::Duration::from_secs(60) }, counts, 0, 60_100).is_some());
         // Over the limit only through the previous window: decays sooner.
         let s = retry_after_secs(5, 1, 10, 30_000, 60_000);
         assert!(s > 0 && s < 31, "{s}");

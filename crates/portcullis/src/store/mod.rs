@@ -263,7 +263,8 @@ where
     row.try_get(name).map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
 }
 
-/// Every table the store writes, for [`Db::debug_dump_text`].
+/// Every table the store writes, for `Db::debug_dump_text`.
+#[cfg(feature = "test-support")]
 const ALL_TABLES: &[&str] = &[
     "users",
     "roles",
@@ -283,10 +284,10 @@ const ALL_TABLES: &[&str] = &[
     "outbox",
 ];
 
+#[cfg(feature = "test-support")]
 impl Db {
     /// Every value of every table as text, one line per row: lets tests prove that
-    /// no secret is ever stored, on either backend. Not for production use.
-    #[doc(hidden)]
+    /// no secret is ever stored, on either backend. Only with `test-support`.
     pub async fn debug_dump_text(&self) -> StoreResult<String> {
         use sqlx::{Column, Row};
         let mut out = String::new();
@@ -311,9 +312,10 @@ impl Db {
     }
 }
 
+#[cfg(feature = "test-support")]
 impl Db {
-    /// Runs one statement; lets tests age rows (expire a code). Not for production use.
-    #[doc(hidden)]
+    /// Runs one statement; lets tests age rows (expire a code). Only with
+    /// `test-support`.
     pub async fn debug_exec(&self, sql: &str) -> StoreResult<u64> {
         Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(self.pool()).await?.rows_affected())
     }

@@ -190,25 +190,7 @@ impl ClientMetadata {
         if code_flow && self.redirect_uris.is_empty() {
             errors.push(field("redirect_uris", "required", "the authorization_code grant needs a redirect URI"));
         }
-        for (name, list) in
-            [("redirect_uris", &self.redirect_uris), ("post_logout_redirect_uris", &self.post_logout_redirect_uris)]
-        {
-            if list.len() > 20 {
-                errors.push(field(name, "too_many", "at most 20 entries"));
-            }
-            for (i, uri) in list.iter().enumerate() {
-                check_uri(&format!("{name}[{i}]"), uri, true, &mut errors);
-            }
-        }
-        if self.allowed_cors_origins.len() > 20 {
-            errors.push(field("allowed_cors_origins", "too_many", "at most 20 entries"));
-        }
-        for (i, o) in self.allowed_cors_origins.iter().enumerate() {
-            check_origin(&format!("allowed_cors_origins[{i}]"), o, &mut errors);
-        }
-        if let Some(uri) = &self.client_uri {
-            check_uri("client_uri", uri, false, &mut errors);
-        }
+        self.check_uris(&mut errors);
         if self.scope.trim().is_empty() {
             let mut s = vec!["openid", "profile", "email"];
             if self.has_grant("refresh_token") {
@@ -222,6 +204,36 @@ impl ClientMetadata {
         let scopes: Vec<String> = self.scope.split_whitespace().map(str::to_owned).collect();
         errors.extend(rbac::check_permissions("scope", &scopes));
         self.scope = rbac::normalized(&scopes).join(" ");
+        self.check_keys(&mut errors);
+        if errors.is_empty() { Ok(self) } else { Err(errors) }
+    }
+
+    /// Redirect, logout and home-page URIs and CORS origins: bounded lists of
+    /// well-formed values (`http` only on loopback).
+    fn check_uris(&self, errors: &mut Vec<FieldError>) {
+        for (name, list) in
+            [("redirect_uris", &self.redirect_uris), ("post_logout_redirect_uris", &self.post_logout_redirect_uris)]
+        {
+            if list.len() > 20 {
+                errors.push(field(name, "too_many", "at most 20 entries"));
+            }
+            for (i, uri) in list.iter().enumerate() {
+                check_uri(&format!("{name}[{i}]"), uri, true, errors);
+            }
+        }
+        if self.allowed_cors_origins.len() > 20 {
+            errors.push(field("allowed_cors_origins", "too_many", "at most 20 entries"));
+        }
+        for (i, o) in self.allowed_cors_origins.iter().enumerate() {
+            check_origin(&format!("allowed_cors_origins[{i}]"), o, errors);
+        }
+        if let Some(uri) = &self.client_uri {
+            check_uri("client_uri", uri, false, errors);
+        }
+    }
+
+    /// `private_key_jwt` needs keys: inline (public keys only) or at a `jwks_uri`.
+    fn check_keys(&self, errors: &mut Vec<FieldError>) {
         let jwt_auth = self.token_endpoint_auth_method == "private_key_jwt";
         match (&self.jwks, &self.jwks_uri) {
             (Some(_), Some(_)) => errors.push(field("jwks", "inconsistent", "give jwks or jwks_uri, not both")),
@@ -233,10 +245,9 @@ impl ClientMetadata {
                     errors.push(field("jwks", "invalid", &msg));
                 }
             }
-            (None, Some(uri)) => check_uri("jwks_uri", uri, false, &mut errors),
+            (None, Some(uri)) => check_uri("jwks_uri", uri, false, errors),
             (None, None) => {}
         }
-        if errors.is_empty() { Ok(self) } else { Err(errors) }
     }
 
     /// Whether the client may use `grant`.

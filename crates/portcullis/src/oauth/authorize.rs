@@ -130,102 +130,11 @@ impl OAuth {
             login_hint: get("login_hint").map(|h| h.chars().take(254).collect()),
             params: params.clone(),
         };
-        let issuer = self.settings.issuer.clone();
-        let fail = |req: &AuthzRequest, e: OAuthError| Err(Invalid::Redirect(req.error_redirect(&e, &issuer)));
-        if let Some(dup) = crate::oauth::params::first_duplicate(&params) {
-            return fail(&req, OAuthError::invalid_request(format!("parameter {dup} appears more than once")));
+        let issuer = &self.settings.issuer;
+        match request_errors(&mut req, get) {
+            Ok(()) => Ok(req),
+            Err(e) => Err(Invalid::Redirect(req.error_redirect(&e, issuer))),
         }
-        if req.state.as_ref().is_some_and(|s| s.len() > 2048) || req.nonce.as_ref().is_some_and(|n| n.len() > 512) {
-            req.state = None;
-            return fail(&req, OAuthError::invalid_request("state or nonce is too long"));
-        }
-        if get("request").is_some() {
-            return fail(&req, OAuthError::code("request_not_supported", "request objects are not supported"));
-        }
-        if get("request_uri").is_some() {
-            return fail(&req, OAuthError::code("request_uri_not_supported", "request_uri is not supported"));
-        }
-        match get("response_type") {
-            None => return fail(&req, OAuthError::invalid_request("response_type is required")),
-            Some("code") => {}
-            Some(other) => {
-                return fail(
-                    &req,
-                    OAuthError::code(
-                        "unsupported_response_type",
-                        format!("response_type {other:?} is not supported; use code"),
-                    ),
-                );
-            }
-        }
-        if !client.meta.has_grant("authorization_code") {
-            return fail(
-                &req,
-                OAuthError::code("unauthorized_client", "this client may not use the authorization code flow"),
-            );
-        }
-        if get("response_mode").is_some_and(|m| m != "query") {
-            return fail(&req, OAuthError::invalid_request("only response_mode=query is supported"));
-        }
-        req.scopes = match get("scope") {
-            Some(s) => scope_list(s),
-            None => client
-                .meta
-                .scopes()
-                .filter(|s| OIDC_SCOPES.contains(s) && *s != "offline_access")
-                .map(str::to_owned)
-                .collect(),
-        };
-        if let Some(extra) = req.scopes.iter().find(|s| !client.meta.scopes().any(|c| c == s.as_str())) {
-            return fail(
-                &req,
-                OAuthError::code("invalid_scope", format!("scope {extra:?} is not allowed for this client")),
-            );
-        }
-        if req.scopes.is_empty() {
-            return fail(&req, OAuthError::code("invalid_scope", "no scope requested"));
-        }
-        match (req.code_challenge.as_deref(), get("code_challenge_method")) {
-            (None, Some(_)) => {
-                return fail(&req, OAuthError::invalid_request("code_challenge_method without code_challenge"));
-            }
-            (None, None) if client.meta.is_public() => {
-                return fail(
-                    &req,
-                    OAuthError::invalid_request(
-                        "PKCE is required: send code_challenge with code_challenge_method=S256",
-                    ),
-                );
-            }
-            (Some(_), None | Some("plain")) => {
-                return fail(&req, OAuthError::invalid_request("only code_challenge_method=S256 is supported"));
-            }
-            (Some(_), Some(m)) if m != "S256" => {
-                return fail(&req, OAuthError::invalid_request("only code_challenge_method=S256 is supported"));
-            }
-            (Some(c), _) if c.len() != 43 || !pkce_well_formed(c) => {
-                return fail(
-                    &req,
-                    OAuthError::invalid_request("code_challenge must be a base64url SHA-256 (43 characters)"),
-                );
-            }
-            _ => {}
-        }
-        if let Some(bad) =
-            req.prompt.iter().find(|p| !["none", "login", "consent", "select_account"].contains(&p.as_str()))
-        {
-            return fail(&req, OAuthError::invalid_request(format!("prompt {bad:?} is not supported")));
-        }
-        if req.prompt.iter().any(|p| p == "none") && req.prompt.len() > 1 {
-            return fail(&req, OAuthError::invalid_request("prompt=none cannot be combined with other values"));
-        }
-        if let Some(m) = get("max_age") {
-            match m.parse::<i64>() {
-                Ok(v) if v >= 0 => req.max_age = Some(v),
-                _ => return fail(&req, OAuthError::invalid_request("max_age must be a non-negative integer")),
-            }
-        }
-        Ok(req)
     }
 
     /// Decides the next step for a valid request. `fresh` says the user signed in
@@ -325,5 +234,86 @@ impl OAuth {
             p.push(("state", s));
         }
         Ok(Step::Redirect(redirect_with(&req.redirect_uri, &p)))
+    }
+}
+
+/// The checks whose failures go back to the client's redirect URI (RFC 6749
+/// §4.1.2.1): response type, scope, PKCE, prompt and max_age.
+fn request_errors<'a>(req: &mut AuthzRequest, get: impl Fn(&str) -> Option<&'a str>) -> Result<(), OAuthError> {
+    let client = req.client.clone();
+    if let Some(dup) = crate::oauth::params::first_duplicate(&req.params) {
+        return Err(OAuthError::invalid_request(format!("parameter {dup} appears more than once")));
+    }
+    if req.state.as_ref().is_some_and(|s| s.len() > 2048) || req.nonce.as_ref().is_some_and(|n| n.len() > 512) {
+        req.state = None;
+        return Err(OAuthError::invalid_request("state or nonce is too long"));
+    }
+    if get("request").is_some() {
+        return Err(OAuthError::code("request_not_supported", "request objects are not supported"));
+    }
+    if get("request_uri").is_some() {
+        return Err(OAuthError::code("request_uri_not_supported", "request_uri is not supported"));
+    }
+    match get("response_type") {
+        None => return Err(OAuthError::invalid_request("response_type is required")),
+        Some("code") => {}
+        Some(other) => {
+            return Err(OAuthError::code(
+                "unsupported_response_type",
+                format!("response_type {other:?} is not supported; use code"),
+            ));
+        }
+    }
+    if !client.meta.has_grant("authorization_code") {
+        return Err(OAuthError::code("unauthorized_client", "this client may not use the authorization code flow"));
+    }
+    if get("response_mode").is_some_and(|m| m != "query") {
+        return Err(OAuthError::invalid_request("only response_mode=query is supported"));
+    }
+    req.scopes = match get("scope") {
+        Some(s) => scope_list(s),
+        None => client
+            .meta
+            .scopes()
+            .filter(|s| OIDC_SCOPES.contains(s) && *s != "offline_access")
+            .map(str::to_owned)
+            .collect(),
+    };
+    if let Some(extra) = req.scopes.iter().find(|s| !client.meta.scopes().any(|c| c == s.as_str())) {
+        return Err(OAuthError::code("invalid_scope", format!("scope {extra:?} is not allowed for this client")));
+    }
+    if req.scopes.is_empty() {
+        return Err(OAuthError::code("invalid_scope", "no scope requested"));
+    }
+    pkce_errors(req.code_challenge.as_deref(), get("code_challenge_method"), client.meta.is_public())?;
+    if let Some(bad) = req.prompt.iter().find(|p| !["none", "login", "consent", "select_account"].contains(&p.as_str()))
+    {
+        return Err(OAuthError::invalid_request(format!("prompt {bad:?} is not supported")));
+    }
+    if req.prompt.iter().any(|p| p == "none") && req.prompt.len() > 1 {
+        return Err(OAuthError::invalid_request("prompt=none cannot be combined with other values"));
+    }
+    if let Some(m) = get("max_age") {
+        match m.parse::<i64>() {
+            Ok(v) if v >= 0 => req.max_age = Some(v),
+            _ => return Err(OAuthError::invalid_request("max_age must be a non-negative integer")),
+        }
+    }
+    Ok(())
+}
+
+/// PKCE (RFC 7636): S256 only, required for public clients, and never a method
+/// without a challenge.
+fn pkce_errors(challenge: Option<&str>, method: Option<&str>, public: bool) -> Result<(), OAuthError> {
+    let invalid = |why: &str| Err(OAuthError::invalid_request(why));
+    match (challenge, method) {
+        (None, Some(_)) => invalid("code_challenge_method without code_challenge"),
+        (None, None) if public => invalid("PKCE is required: send code_challenge with code_challenge_method=S256"),
+        (Some(_), None | Some("plain")) => invalid("only code_challenge_method=S256 is supported"),
+        (Some(_), Some(m)) if m != "S256" => invalid("only code_challenge_method=S256 is supported"),
+        (Some(c), _) if c.len() != 43 || !pkce_well_formed(c) => {
+            invalid("code_challenge must be a base64url SHA-256 (43 characters)")
+        }
+        _ => Ok(()),
     }
 }

@@ -12,6 +12,7 @@ use crate::{
 };
 
 impl OAuth {
+    /// Spends the code and issues the grant's tokens.
     pub(super) async fn grant_code(
         &self,
         ctx: &RequestCtx,
@@ -33,25 +34,7 @@ impl OAuth {
         let outcome = self
             .db
             .code_exchange(&crypto::sha256_b64(code.expose()), client.id(), ctx.now, |c: &CodeRow| {
-                if c.client_id != client.id() {
-                    return Err("the code was issued to another client");
-                }
-                // The request's redirect URI must come back; when the request named
-                // none (the client's only one was used), any registered one or none.
-                let redirect_ok = if c.redirect_uri.is_empty() {
-                    redirect_uri.is_empty() || client.meta.redirect_uris.contains(&redirect_uri)
-                } else {
-                    crypto::ct_eq(c.redirect_uri.as_bytes(), redirect_uri.as_bytes())
-                };
-                if !redirect_ok {
-                    return Err("redirect_uri does not match the authorization request");
-                }
-                match (&c.code_challenge, &verifier) {
-                    (Some(_), None) => return Err("code_verifier is required"),
-                    (Some(ch), Some(v)) if !pkce_matches(v.expose(), ch) => return Err("code_verifier does not match"),
-                    (None, Some(_)) => return Err("the authorization request had no code_challenge"),
-                    _ => {}
-                }
+                check_code(c, client, &redirect_uri, verifier.as_ref())?;
                 offline = offline_ok && scope_list(&c.scope).iter().any(|s| s == "offline_access");
                 let ttl = if offline { refresh_ms } else { access_ms };
                 let session = SessionRow {
@@ -113,5 +96,30 @@ impl OAuth {
             id_token,
             scope,
         })
+    }
+}
+
+/// Whether a request may spend code `c`: issued to this client, with the same
+/// redirect URI (RFC 6749 §4.1.3) and a verifier matching its challenge (RFC 7636
+/// §4.6). A verifier without a challenge is a downgrade and refused too.
+fn check_code(c: &CodeRow, client: &Client, redirect_uri: &str, verifier: Option<&Secret>) -> Result<(), &'static str> {
+    if c.client_id != client.id() {
+        return Err("the code was issued to another client");
+    }
+    // The request's redirect URI must come back; when the request named none (the
+    // client's only one was used), any registered one or none.
+    let redirect_ok = if c.redirect_uri.is_empty() {
+        redirect_uri.is_empty() || client.meta.redirect_uris.iter().any(|r| r == redirect_uri)
+    } else {
+        crypto::ct_eq(c.redirect_uri.as_bytes(), redirect_uri.as_bytes())
+    };
+    if !redirect_ok {
+        return Err("redirect_uri does not match the authorization request");
+    }
+    match (&c.code_challenge, verifier) {
+        (Some(_), None) => Err("code_verifier is required"),
+        (Some(ch), Some(v)) if !pkce_matches(v.expose(), ch) => Err("code_verifier does not match"),
+        (None, Some(_)) => Err("the authorization request had no code_challenge"),
+        _ => Ok(()),
     }
 }

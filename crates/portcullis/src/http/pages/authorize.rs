@@ -1,0 +1,197 @@
+//! The authorization endpoint's pages: the sign-in step, the consent step, and the
+//! answer that sends the browser back to the client.
+
+use axum::{
+    body::Bytes,
+    extract::{RawQuery, State},
+    http::{HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use minijinja::context;
+
+use super::*;
+
+/// Which of the pages' forms a POST to the authorization endpoint answers (its
+/// hidden `step` field). A POST without one is a form-encoded authorization
+/// request, which OpenID allows. MFA adds its step here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FormStep {
+    /// The sign-in form: email and password.
+    SignIn,
+    /// The consent form: allow or deny.
+    Consent,
+    /// A step this server does not know (an old form): treated as a request.
+    Unknown,
+}
+
+impl FormStep {
+    fn of(form: &[(String, String)]) -> Option<Self> {
+        field(form, "step").map(|s| match s {
+            "signin" => FormStep::SignIn,
+            "consent" => FormStep::Consent,
+            _ => FormStep::Unknown,
+        })
+    }
+}
+
+struct SignInForm<'a> {
+    req: &'a AuthzRequest,
+    status: StatusCode,
+    error: Option<&'a str>,
+    email: &'a str,
+}
+
+fn signin_page(state: &AppState, headers: &HeaderMap, f: SignInForm<'_>, mut cookies: Vec<HeaderValue>) -> Response {
+    let csrf = csrf(headers, &state.cookies, &mut cookies);
+    // The request goes through the form again minus prompt=login, which this sign-in satisfies.
+    let params = &f.req.params;
+    let html = render(
+        "signin.html",
+        context! {
+            client_name => f.req.client.meta.client_name,
+            error => f.error,
+            action => "/oauth/authorize",
+            params => params,
+            csrf,
+            email => if f.email.is_empty() { f.req.login_hint.as_deref().unwrap_or("") } else { f.email },
+            signup_href => format!("/oauth/signup?{}", query_string(params)),
+        },
+    );
+    Page { status: f.status, html, cookies }.into_response()
+}
+
+fn step_response(
+    state: &AppState,
+    headers: &HeaderMap,
+    req: &AuthzRequest,
+    step: Step,
+    who: Option<&BrowserSession>,
+    cookies: Vec<HeaderValue>,
+) -> Response {
+    match step {
+        Step::Redirect(to) => redirect(&to, cookies),
+        Step::SignIn => {
+            signin_page(state, headers, SignInForm { req, status: StatusCode::OK, error: None, email: "" }, cookies)
+        }
+        Step::Consent(scopes) => {
+            let mut cookies = cookies;
+            let csrf = csrf(headers, &state.cookies, &mut cookies);
+            let html = render(
+                "consent.html",
+                context! {
+                    client_name => req.client.meta.client_name,
+                    client_uri => req.client.meta.client_uri,
+                    email => who.map(|b| b.user.email.clone()).unwrap_or_default(),
+                    scopes => scopes.iter().map(|s| scope_text(s)).collect::<Vec<_>>(),
+                    params => req.params,
+                    csrf,
+                },
+            );
+            Page { status: StatusCode::OK, html, cookies }.into_response()
+        }
+    }
+}
+
+/// `GET /oauth/authorize`: validates the request, then signs in, asks consent or
+/// redirects with a code.
+pub async fn authorize_get(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let pairs = parse_query(q.as_deref());
+    let req = match state.oauth.authorize_validate(&pairs).await {
+        Ok(r) => r,
+        Err(inv) => return invalid_response(inv),
+    };
+    let who = browser(&state, &headers, ctx.now).await;
+    match state.oauth.authorize_decide(&ctx, &req, who.as_ref(), false, None).await {
+        Ok(step) => step_response(&state, &headers, &req, step, who.as_ref(), Vec::new()),
+        Err(e) => oauth_failure(&e),
+    }
+}
+
+/// `POST /oauth/authorize`: the sign-in and consent forms (or a form-encoded
+/// authorization request, which OpenID allows).
+pub async fn authorize_post(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form: Vec<(String, String)> = parse_pairs(&body);
+    let req = match state.oauth.authorize_validate(&form).await {
+        Ok(r) => r,
+        Err(inv) => return invalid_response(inv),
+    };
+    let step = FormStep::of(&form);
+    if step.is_some() && !csrf_ok(&headers, &state.cookies, &state.oauth.settings().issuer, &form) {
+        let f = SignInForm {
+            req: &req,
+            status: StatusCode::FORBIDDEN,
+            error: Some("This form expired or did not come from this site. Please try again."),
+            email: "",
+        };
+        return signin_page(&state, &headers, f, Vec::new());
+    }
+    match step {
+        Some(FormStep::SignIn) => {
+            let email = field(&form, "email").unwrap_or("");
+            let password = Secret::new(field(&form, "password").unwrap_or(""));
+            match state.auth.browser_sign_in(&ctx, email, password).await {
+                Ok((who, cookie)) => {
+                    let max_age = state.oauth.settings().browser_session_ttl.as_secs();
+                    let cookies = vec![state.cookies.set(state.cookies.session_name(), cookie.expose(), Some(max_age))];
+                    match state.oauth.authorize_decide(&ctx, &req, Some(&who), true, None).await {
+                        Ok(step) => step_response(&state, &headers, &req, step, Some(&who), cookies),
+                        Err(e) => oauth_failure(&e),
+                    }
+                }
+                Err(e) => {
+                    let (status, text) = sign_in_error(&e);
+                    signin_page(
+                        &state,
+                        &headers,
+                        SignInForm { req: &req, status, error: Some(&text), email },
+                        Vec::new(),
+                    )
+                }
+            }
+        }
+        Some(FormStep::Consent) => {
+            let who = browser(&state, &headers, ctx.now).await;
+            let Some(who) = who else {
+                return signin_page(
+                    &state,
+                    &headers,
+                    SignInForm { req: &req, status: StatusCode::OK, error: Some("Please sign in again."), email: "" },
+                    Vec::new(),
+                );
+            };
+            let decision = field(&form, "decision") == Some("allow");
+            match state.oauth.authorize_decide(&ctx, &req, Some(&who), false, Some(decision)).await {
+                Ok(step) => step_response(&state, &headers, &req, step, Some(&who), Vec::new()),
+                Err(e) => oauth_failure(&e),
+            }
+        }
+        _ => {
+            let who = browser(&state, &headers, ctx.now).await;
+            match state.oauth.authorize_decide(&ctx, &req, who.as_ref(), false, None).await {
+                Ok(step) => step_response(&state, &headers, &req, step, who.as_ref(), Vec::new()),
+                Err(e) => oauth_failure(&e),
+            }
+        }
+    }
+}
+
+/// `GET /oauth/signin`: a sign-in page with no client behind it: tells where to go.
+pub async fn signin_get() -> Response {
+    message(
+        StatusCode::OK,
+        "Sign in",
+        "Sign-in starts from the application you want to use: open it and choose \u{201c}Sign in\u{201d}.",
+        false,
+    )
+    .into_response()
+}

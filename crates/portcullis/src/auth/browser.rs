@@ -3,7 +3,10 @@
 //! opaque cookie. The session shows up in the user's session list and ends like any
 //! other.
 
-use super::{Auth, AuthError};
+use super::{
+    Auth, AuthError,
+    login::{FirstFactor, Method},
+};
 use crate::ctx::RequestCtx;
 use crate::{
     crypto::{self, Secret},
@@ -28,8 +31,8 @@ impl Auth {
         email: &str,
         password: Secret,
     ) -> Result<(BrowserSession, Secret), AuthError> {
-        let user = self.password_sign_in(ctx, email, password).await?;
-        let opened = self.open_browser_session(ctx, user).await?;
+        let factor = self.password_sign_in(ctx, email, password).await?;
+        let opened = self.open_browser_session(ctx, factor).await?;
         self.audit(ctx, "login", true, Some(&opened.0.user.id), Some("hosted_page")).await;
         metrics::counter!("portcullis_logins_total", "outcome" => "success").increment(1);
         Ok(opened)
@@ -45,17 +48,22 @@ impl Auth {
     ) -> Result<(BrowserSession, Secret), AuthError> {
         let mut user = self.register(ctx, email, password, name, Vec::new()).await?;
         user.roles = self.db.user_roles(&user.id).await?;
-        self.open_browser_session(ctx, user).await
+        self.open_browser_session(ctx, FirstFactor { user, methods: vec![Method::Password] }).await
     }
 
     async fn open_browser_session(
         &self,
         ctx: &RequestCtx,
-        user: UserRow,
+        factor: FirstFactor,
     ) -> Result<(BrowserSession, Secret), AuthError> {
         let cookie = crypto::b64url(&crypto::random_bytes::<32>());
         let ttl = i64::try_from(self.settings.refresh_ttl.as_millis()).unwrap_or(i64::MAX);
-        let session = SessionRow::opened(&user.id, ctx.now, ttl, ctx.ip.clone(), ctx.user_agent.clone());
+        let amr = factor.amr();
+        let user = factor.user;
+        let session = SessionRow {
+            amr: Some(amr),
+            ..SessionRow::opened(&user.id, ctx.now, ttl, ctx.ip.clone(), ctx.user_agent.clone())
+        };
         self.db.browser_session_create(&session, &crypto::sha256_b64(&cookie)).await?;
         Ok((BrowserSession { session, user }, Secret::new(cookie)))
     }

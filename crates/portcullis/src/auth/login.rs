@@ -18,6 +18,40 @@ use crate::{
     validate::normalize_email,
 };
 
+/// How a user proved who they are (RFC 8176 `amr` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// A password.
+    Password,
+}
+
+impl Method {
+    /// The RFC 8176 value.
+    pub fn amr(self) -> &'static str {
+        match self {
+            Method::Password => "pwd",
+        }
+    }
+}
+
+/// A sign-in that passed its first factor: the user, and how. Only opening a
+/// session completes it, so a second factor can come in between.
+#[derive(Debug)]
+pub struct FirstFactor {
+    /// The user (with roles).
+    pub user: UserRow,
+    /// The methods used so far.
+    pub methods: Vec<Method>,
+}
+
+impl FirstFactor {
+    /// The `amr` of the session it opens, as stored: a JSON array.
+    pub fn amr(&self) -> String {
+        let values: Vec<&str> = self.methods.iter().map(|m| m.amr()).collect();
+        serde_json::to_string(&values).unwrap_or_else(|_| r#"["pwd"]"#.into())
+    }
+}
+
 /// The lockout key of what the client typed: the normalised email, or for input
 /// that is not an email a hash of it — garbage locks too, with a key of fixed size
 /// that any database can store (PostgreSQL refuses NUL in text).
@@ -155,21 +189,22 @@ impl Auth {
 
     /// Checks email and password and opens a new session.
     pub async fn login(&self, ctx: &RequestCtx, email: &str, password: Secret) -> Result<Issued, AuthError> {
-        let user = self.password_sign_in(ctx, email, password).await?;
-        let issued = self.open_session(ctx, user).await?;
+        let factor = self.password_sign_in(ctx, email, password).await?;
+        let issued = self.open_session(ctx, factor).await?;
         self.audit(ctx, "login", true, Some(&issued.user.id), None).await;
         metrics::counter!("portcullis_logins_total", "outcome" => "success").increment(1);
         Ok(issued)
     }
 
     /// The password check of a sign-in, with its metrics, role loading and hash
-    /// upgrade: shared by the JSON login and the hosted sign-in page.
+    /// upgrade: shared by the JSON login and the hosted sign-in page. It yields a
+    /// first factor; opening the session completes it (MFA adds a step between).
     pub(super) async fn password_sign_in(
         &self,
         ctx: &RequestCtx,
         email: &str,
         password: Secret,
-    ) -> Result<UserRow, AuthError> {
+    ) -> Result<FirstFactor, AuthError> {
         let checked = self.check_password(ctx, "login", email, password.clone()).await;
         let (mut user, outdated) = match checked {
             Ok(found) => found,
@@ -192,13 +227,18 @@ impl Auth {
                 Err(e) => tracing::warn!(error = %e, "could not upgrade a password hash"),
             }
         }
-        Ok(user)
+        Ok(FirstFactor { user, methods: vec![Method::Password] })
     }
 
-    async fn open_session(&self, ctx: &RequestCtx, user: UserRow) -> Result<Issued, AuthError> {
+    async fn open_session(&self, ctx: &RequestCtx, factor: FirstFactor) -> Result<Issued, AuthError> {
         let refresh = crypto::b64url(&crypto::random_bytes::<32>());
         let ttl = i64::try_from(self.settings.refresh_ttl.as_millis()).unwrap_or(i64::MAX);
-        let session = SessionRow::opened(&user.id, ctx.now, ttl, ctx.ip.clone(), ctx.user_agent.clone());
+        let amr = factor.amr();
+        let user = factor.user;
+        let session = SessionRow {
+            amr: Some(amr),
+            ..SessionRow::opened(&user.id, ctx.now, ttl, ctx.ip.clone(), ctx.user_agent.clone())
+        };
         self.db.session_create(&session, &crypto::sha256_b64(&refresh)).await?;
         let access_token = self.access_token(&user, &session.id, ctx.now).await?;
         Ok(Issued {
@@ -207,5 +247,16 @@ impl Auth {
             expires_in: self.tokens.access_ttl_secs(),
             user,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amr_lists_the_methods_used() {
+        let f = FirstFactor { user: UserRow::default(), methods: vec![Method::Password] };
+        assert_eq!(f.amr(), r#"["pwd"]"#);
     }
 }

@@ -14,7 +14,7 @@ use std::{sync::Arc, time::Duration};
 use portcullis_proto::FieldError;
 
 pub use browser::BrowserSession;
-pub use login::lock_key;
+pub use login::{FirstFactor, Method, lock_key};
 pub use refresh::{Reuse, Rotation};
 
 use crate::{

@@ -223,7 +223,9 @@ impl OAuth {
             nonce: req.nonce.clone(),
             code_challenge: req.code_challenge.clone(),
             auth_time: browser.session.auth_time.unwrap_or(browser.session.created_at),
-            amr: r#"["pwd"]"#.into(),
+            // How this browser signed in (sessions from before `amr` was kept used
+            // a password).
+            amr: browser.session.amr.clone().unwrap_or_else(|| r#"["pwd"]"#.into()),
             created_at: ctx.now,
             expires_at: ctx.now.saturating_add(ttl),
         };

@@ -36,6 +36,9 @@ pub struct SessionRow {
     pub scope: Option<String>,
     /// Milliseconds of the sign-in the session rests on (OpenID `auth_time`).
     pub auth_time: Option<i64>,
+    /// How the user signed in: RFC 8176 `amr` values as a JSON array (`None`: a
+    /// session from before they were recorded, a password).
+    pub amr: Option<String>,
 }
 
 impl SessionRow {
@@ -53,6 +56,7 @@ impl SessionRow {
             client_id: None,
             scope: None,
             auth_time: Some(now),
+            amr: None,
         }
     }
 
@@ -81,7 +85,7 @@ pub enum RefreshOutcome {
 }
 
 const SESSION_COLS: &str =
-    "id, user_id, created_at, last_active_at, expires_at, revoked_at, ip, user_agent, client_id, scope, auth_time";
+    "id, user_id, created_at, last_active_at, expires_at, revoked_at, ip, user_agent, client_id, scope, auth_time, amr";
 
 fn session_from_row(row: &AnyRow) -> StoreResult<SessionRow> {
     Ok(SessionRow {
@@ -96,6 +100,7 @@ fn session_from_row(row: &AnyRow) -> StoreResult<SessionRow> {
         client_id: col(row, "client_id")?,
         scope: col(row, "scope")?,
         auth_time: col(row, "auth_time")?,
+        amr: col(row, "amr")?,
     })
 }
 
@@ -448,7 +453,7 @@ pub(super) async fn insert_session(
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO sessions (id, user_id, created_at, last_active_at, expires_at, ip, user_agent, \
-         client_id, scope, auth_time, cookie_hash) VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10)",
+         client_id, scope, auth_time, cookie_hash, amr) VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&s.id)
     .bind(&s.user_id)
@@ -460,6 +465,7 @@ pub(super) async fn insert_session(
     .bind(&s.scope)
     .bind(s.auth_time)
     .bind(cookie_hash)
+    .bind(&s.amr)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -8,7 +8,22 @@ use serde_json::{Value, json};
 
 use crate::common::{Backend, Data, PASSWORD, TestServer, Tokens, assert_problem};
 
+/// A session records how its user signed in (RFC 8176 `amr`), for ID tokens and
+/// the steps MFA adds.
+async fn sessions_record_how_the_user_signed_in(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let srv = TestServer::start_on(&data, |_| {}).await;
+    let t = srv.user("amr@example.com").await;
+    let sid = crate::common::jwt_part(&t.access, 1)["sid"].as_str().unwrap().to_owned();
+    let db = portcullis::store::Db::connect(&srv.cfg.database_url()).await.unwrap();
+    let session = db.session_get(&sid).await.unwrap().unwrap();
+    assert_eq!(session.amr.as_deref(), Some(r#"["pwd"]"#));
+    db.close().await;
+    srv.stop().await;
+}
+
 crate::backend_tests!(
+    sessions_record_how_the_user_signed_in,
     refresh_rotates_and_kills_the_old_token,
     reuse_revokes_every_session_and_is_audited,
     concurrent_refresh_succeeds_exactly_once,

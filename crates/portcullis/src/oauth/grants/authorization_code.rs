@@ -42,6 +42,7 @@ impl OAuth {
                     client_id: Some(c.client_id.clone()),
                     scope: Some(c.scope.clone()),
                     auth_time: Some(c.auth_time),
+                    amr: Some(c.amr.clone()),
                     ..SessionRow::opened(&c.user_id, ctx.now, ttl, ctx.ip.clone(), ctx.user_agent.clone())
                 };
                 Ok((session, offline.then(|| crypto::sha256_b64(&refresh))))

@@ -431,9 +431,10 @@ pub struct RegisterResponse {
     pub user: User,
 }
 
-/// Reply of login and refresh: a fresh access token and a fresh refresh token.
+/// Reply of `/v1/auth/login` and `/v1/auth/refresh`: a fresh access token and a
+/// fresh refresh token.
 #[derive(Clone, Serialize, Deserialize)]
-pub struct TokenResponse {
+pub struct LoginResponse {
     /// JWT access token.
     pub access_token: String,
     /// Always `Bearer`.
@@ -444,6 +445,35 @@ pub struct TokenResponse {
     pub refresh_token: String,
     /// The signed-in user.
     pub user: User,
+}
+
+/// A successful reply of `/oauth/token` (RFC 6749 §5.1, OpenID Connect Core
+/// §3.1.3.3).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct OAuthTokenResponse {
+    /// JWT access token (RFC 9068).
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// The scope granted, space-separated.
+    pub scope: String,
+    /// With `offline_access`: the next refresh token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// With `openid`: the ID token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+}
+
+/// The error body of the OAuth endpoints (RFC 6749 §5.2).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OAuthErrorBody {
+    /// The registered error code (`invalid_grant`, `invalid_client`, …).
+    pub error: String,
+    /// Human-readable detail.
+    pub error_description: String,
 }
 
 /// A session as listed under `/v1/me/sessions`.
@@ -497,7 +527,8 @@ redacted_debug! {
     RefreshRequest { refresh_token }
     PasswordChangeRequest { current_password, new_password }
     ApiKeyVerifyRequest { key }
-    TokenResponse { access_token, refresh_token }
+    LoginResponse { access_token, refresh_token }
+    OAuthTokenResponse { access_token, refresh_token, id_token }
     ApiKeyCreated { key }
     AdminUserCreateRequest { password }
 }

@@ -5,7 +5,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use portcullis_proto::{LoginRequest, ReauthRequest, RefreshRequest, RegisterRequest, RegisterResponse, TokenResponse};
+use portcullis_proto::{LoginRequest, LoginResponse, ReauthRequest, RefreshRequest, RegisterRequest, RegisterResponse};
 
 use super::{
     AppState,
@@ -70,7 +70,7 @@ pub async fn session_reauth(
 
 /// Token bodies must never be cached (RFC 6749 §5.1).
 fn token_response(issued: Issued) -> Response {
-    let body = TokenResponse {
+    let body = LoginResponse {
         access_token: issued.access_token,
         token_type: "Bearer".into(),
         expires_in: issued.expires_in,

@@ -10,6 +10,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use portcullis_proto::{OAuthErrorBody, OAuthTokenResponse};
 use serde_json::{Value, json};
 
 use crate::oauth::params::{MAX_PARAMS, first_duplicate};
@@ -19,12 +20,12 @@ use crate::{
     clients,
     crypto::Secret,
     ctx::RequestCtx,
-    oauth::{OAuthError, Presented, grants::TokenRequest, put},
+    oauth::{OAuthError, Presented, grants::TokenRequest},
 };
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        let body = json!({"error": self.error, "error_description": self.description});
+        let body = OAuthErrorBody { error: self.error.to_owned(), error_description: self.description };
         let mut res = (self.status, axum::Json(body)).into_response();
         res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         // RFC 6749 §5.2: a client that tried HTTP Basic gets the matching challenge.
@@ -148,19 +149,17 @@ pub async fn oauth_token(State(state): State<AppState>, ctx: RequestCtx, headers
         };
         let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).filter(|o| *o != "null");
         let out = state.oauth.token(&ctx, presented, req, origin).await?;
-        let mut body = json!({
-            "access_token": out.access_token,
-            "token_type": "Bearer",
-            "expires_in": out.expires_in,
-            "scope": out.scope,
-        });
-        if let Some(r) = &out.refresh_token {
-            put(&mut body, "refresh_token", json!(r.expose()));
-        }
-        if let Some(id) = out.id_token {
-            put(&mut body, "id_token", json!(id));
-        }
-        Ok::<_, OAuthError>(json_no_store(body))
+        let body = OAuthTokenResponse {
+            access_token: out.access_token,
+            token_type: "Bearer".into(),
+            expires_in: out.expires_in,
+            scope: out.scope,
+            refresh_token: out.refresh_token.map(|r| r.expose().to_owned()),
+            id_token: out.id_token,
+        };
+        let mut res = axum::Json(body).into_response();
+        res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        Ok::<_, OAuthError>(res)
     };
     client_guarded(&state, &ctx, run).await
 }

@@ -2,7 +2,7 @@
 //! conditional update that also checks its client, redirect URI and PKCE verifier
 //! (RFC 7636 §4.6); a replayed code revokes the grant it issued (§4.1.2).
 
-use super::{TokenRequest, TokenResponse, pkce_matches, pkce_well_formed};
+use super::{Granted, TokenRequest, pkce_matches, pkce_well_formed};
 use crate::{
     clients::Client,
     crypto::{self, Secret},
@@ -18,7 +18,7 @@ impl OAuth {
         ctx: &RequestCtx,
         client: &Client,
         req: TokenRequest,
-    ) -> Result<TokenResponse, OAuthError> {
+    ) -> Result<Granted, OAuthError> {
         let code = req.code.ok_or_else(|| OAuthError::invalid_request("code is required"))?;
         let verifier = req.code_verifier;
         if verifier.as_ref().is_some_and(|v| !pkce_well_formed(v.expose())) {
@@ -90,7 +90,7 @@ impl OAuth {
             ctx.now,
         )?;
         self.audit(ctx, "oauth_token", true, Some(&user.id), client.id(), Some("authorization_code")).await;
-        Ok(TokenResponse {
+        Ok(Granted {
             access_token,
             expires_in: self.tokens.access_ttl_secs(),
             refresh_token: offline.then(|| Secret::new(refresh)),

@@ -1,7 +1,7 @@
 //! The client credentials grant (RFC 6749 §4.4): a client's own tokens, bounded by
 //! what its owner holds now.
 
-use super::{TokenRequest, TokenResponse};
+use super::{Granted, TokenRequest};
 use crate::{
     clients::Client,
     ctx::RequestCtx,
@@ -17,7 +17,7 @@ impl OAuth {
         ctx: &RequestCtx,
         client: &Client,
         req: TokenRequest,
-    ) -> Result<TokenResponse, OAuthError> {
+    ) -> Result<Granted, OAuthError> {
         let allowed: Vec<&str> = client.meta.scopes().filter(|s| !crate::clients::OIDC_SCOPES.contains(s)).collect();
         let asked = req.scope.as_deref().map(scope_list).filter(|a| !a.is_empty());
         if let Some(extra) = asked.iter().flatten().find(|s| !allowed.contains(&s.as_str())) {
@@ -41,7 +41,7 @@ impl OAuth {
         }
         let scope = scopes.join(" ");
         let access_token = self.tokens.issue_for_client(client.id(), None, client.id(), scope.clone(), ctx.now)?;
-        Ok(TokenResponse {
+        Ok(Granted {
             access_token,
             expires_in: self.tokens.access_ttl_secs(),
             refresh_token: None,

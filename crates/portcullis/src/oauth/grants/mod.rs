@@ -33,9 +33,9 @@ pub struct TokenRequest {
     pub scope: Option<String>,
 }
 
-/// A successful token response (RFC 6749 §5.1).
+/// What a grant issued: the parts of a token response (RFC 6749 §5.1).
 #[derive(Debug)]
-pub struct TokenResponse {
+pub struct Granted {
     /// JWT access token (RFC 9068).
     pub access_token: String,
     /// Seconds.
@@ -70,7 +70,7 @@ impl OAuth {
         presented: Presented,
         req: TokenRequest,
         origin: Option<&str>,
-    ) -> Result<TokenResponse, OAuthError> {
+    ) -> Result<Granted, OAuthError> {
         let grant = req.grant_type.clone().ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
         if !crate::clients::GRANT_TYPES.contains(&grant.as_str()) {
             return Err(OAuthError::unsupported_grant_type(format!("grant_type {grant:?} is not supported")));

@@ -3,7 +3,7 @@
 //! every grant of the user to this client only. A refresh may narrow the scope,
 //! never widen it, and drops what the user or the client lost.
 
-use super::{TokenRequest, TokenResponse};
+use super::{Granted, TokenRequest};
 use crate::{
     auth::{AuthError, Reuse, Rotation},
     clients::Client,
@@ -19,7 +19,7 @@ impl OAuth {
         ctx: &RequestCtx,
         client: &Client,
         req: TokenRequest,
-    ) -> Result<TokenResponse, OAuthError> {
+    ) -> Result<Granted, OAuthError> {
         let over = |secs| {
             OAuthError::too_many(
                 "invalid_grant",
@@ -40,12 +40,7 @@ impl OAuth {
         out
     }
 
-    async fn grant_refresh(
-        &self,
-        ctx: &RequestCtx,
-        client: &Client,
-        req: TokenRequest,
-    ) -> Result<TokenResponse, OAuthError> {
+    async fn grant_refresh(&self, ctx: &RequestCtx, client: &Client, req: TokenRequest) -> Result<Granted, OAuthError> {
         let token = req.refresh_token.ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
         let rotated =
             self.auth.rotate_refresh(ctx, &token, Reuse::EndsClientGrants(client.id())).await.map_err(|e| match e {
@@ -104,7 +99,7 @@ impl OAuth {
             ctx.now,
         )?;
         self.audit(ctx, "oauth_token", true, Some(&user.id), client.id(), Some("refresh_token")).await;
-        Ok(TokenResponse {
+        Ok(Granted {
             access_token,
             expires_in: self.tokens.access_ttl_secs(),
             refresh_token: Some(next),

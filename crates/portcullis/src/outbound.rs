@@ -140,7 +140,9 @@ impl Resolve for GuardedResolver {
 /// The guarded HTTP client.
 #[derive(Clone)]
 pub struct Outbound {
-    client: reqwest::Client,
+    /// `None` when the client could not be built: every request is refused then,
+    /// never sent through an unguarded client.
+    client: Option<reqwest::Client>,
     policy: Arc<Policy>,
 }
 
@@ -165,7 +167,8 @@ impl Outbound {
             .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver(policy.clone())))
             .build()
-            .unwrap_or_default();
+            .inspect_err(|e| tracing::error!(error = %e, "the outbound HTTP client could not be built; outbound requests are refused"))
+            .ok();
         Self { client, policy }
     }
 
@@ -178,7 +181,8 @@ impl Outbound {
     pub async fn get(&self, url: &str) -> Result<reqwest::Response, String> {
         let parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
         self.policy.check_url(&parsed)?;
-        self.client.get(parsed).send().await.map_err(|e| e.to_string())
+        let client = self.client.as_ref().ok_or("the outbound HTTP client is unavailable")?;
+        client.get(parsed).send().await.map_err(|e| e.to_string())
     }
 }
 

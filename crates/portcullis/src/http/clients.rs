@@ -87,6 +87,8 @@ pub async fn client_update(
     Path(id): Path<String>,
     JsonBody(patch): JsonBody<Value>,
 ) -> Result<axum::Json<Value>, ApiError> {
+    // A change may hand out a secret or new keys: a lasting credential.
+    recent_if_session(&state, &ctx, &can.who).await?;
     Ok(axum::Json(state.oauth.client_update(&ctx, &can.who, &id, patch).await?))
 }
 

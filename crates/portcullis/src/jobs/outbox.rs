@@ -77,22 +77,29 @@ impl Outbox {
         };
         for m in &claimed {
             let Some(deliverer) = self.deliverers.get(&m.kind) else { continue };
+            // A lease that ran out while earlier messages were delivered belongs to
+            // whoever claims the message next: leave it.
+            if m.locked_until.is_some_and(|until| crate::clock::now_ms() >= until) {
+                continue;
+            }
             let outcome = deliverer.deliver(m).await;
             let now = crate::clock::now_ms();
             let written = match outcome {
-                Ok(()) => self.db.outbox_delivered(&m.id, now).await,
+                Ok(()) => self.db.outbox_delivered(&m.id, m.attempts, now).await,
                 Err(why) => {
                     let next =
                         (m.attempts < self.pace.max_attempts).then(|| now.saturating_add(self.backoff(m.attempts)));
                     if next.is_none() {
                         tracing::warn!(id = %m.id, kind = %m.kind, error = %why, "outbox message given up");
                     }
-                    self.db.outbox_failed(&m.id, &why, next).await
+                    self.db.outbox_failed(&m.id, m.attempts, &why, next).await
                 }
             };
-            if let Err(e) = written {
+            match written {
+                Ok(true) => {}
+                Ok(false) => tracing::info!(id = %m.id, "outbox outcome not recorded: a later claim holds the message"),
                 // The lease runs out and the message is attempted again: at least once.
-                tracing::warn!(error = %e, id = %m.id, "recording an outbox outcome failed");
+                Err(e) => tracing::warn!(error = %e, id = %m.id, "recording an outbox outcome failed"),
             }
         }
         claimed.len()

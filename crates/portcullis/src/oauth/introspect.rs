@@ -95,9 +95,9 @@ impl OAuth {
         if !may_see(session.client_id.as_deref()) {
             return Ok(inactive());
         }
-        if self.db.user_by_live_session(&session.id, ctx.now).await?.is_none() {
+        let Some(user) = self.db.user_by_live_session(&session.id, ctx.now).await? else {
             return Ok(inactive());
-        }
+        };
         let mut out = json!({
             "active": true,
             "token_type": "refresh_token",
@@ -106,11 +106,25 @@ impl OAuth {
             "exp": expires_at / 1000,
             "iat": session.last_active_at / 1000,
         });
-        if let Some(c) = session.client_id {
+        if let Some(c) = &session.client_id {
             put(&mut out, "client_id", json!(c));
         }
-        if let Some(s) = session.scope {
-            put(&mut out, "scope", json!(s));
+        if let Some(granted) = &session.scope {
+            // What the grant allows now: OpenID scopes, and permissions the user
+            // still holds and the client may still ask for (as a refresh would issue).
+            let held = self.db.role_permissions(&user.roles).await?;
+            let client = match &session.client_id {
+                Some(c) => self.clients.get(c).await?,
+                None => None,
+            };
+            let now_scope: Vec<String> = crate::oauth::scope_list(granted)
+                .into_iter()
+                .filter(|s| {
+                    crate::clients::OIDC_SCOPES.contains(&s.as_str())
+                        || (held.contains(s) && client.as_ref().is_some_and(|c| c.meta.scopes().any(|m| m == s)))
+                })
+                .collect();
+            put(&mut out, "scope", json!(now_scope.join(" ")));
         }
         Ok(out)
     }

@@ -178,9 +178,17 @@ impl OAuth {
         let meta = meta.validated().map_err(AuthError::Validation)?;
         self.refuse_unheld(ctx, who, &meta, id).await?;
         let text = serde_json::to_string(&meta).map_err(|e| AuthError::Internal(e.to_string()))?;
+        // Whoever changes how the client authenticates holds its credential now, and
+        // its grants are bounded by what they hold.
+        let stored: ClientMetadata =
+            serde_json::from_str(&row.metadata).map_err(|e| AuthError::Internal(format!("client metadata: {e}")))?;
+        let rekeyed = stored.token_endpoint_auth_method != meta.token_endpoint_auth_method
+            || stored.jwks != meta.jwks
+            || stored.jwks_uri != meta.jwks_uri;
+        let owner = rekeyed.then(|| who.owner_label());
         let mut updated = self
             .db
-            .client_update(id, &meta.client_name, &text, meta.trusted, ctx.now)
+            .client_update(id, &meta.client_name, &text, meta.trusted, owner, ctx.now)
             .await?
             .ok_or(AuthError::NotFound)?;
         let mut secret = None;
@@ -188,7 +196,7 @@ impl OAuth {
             let s = generate_secret();
             updated = self
                 .db
-                .client_set_secret(id, &crypto::sha256_b64(s.expose()), None, ctx.now)
+                .client_set_secret(id, &crypto::sha256_b64(s.expose()), None, who.owner_label(), ctx.now)
                 .await?
                 .ok_or(AuthError::NotFound)?;
             secret = Some(s);
@@ -222,7 +230,7 @@ impl OAuth {
         let prev = (grace_ms > 0).then(|| ctx.now.saturating_add(grace_ms));
         let row = self
             .db
-            .client_set_secret(id, &crypto::sha256_b64(secret.expose()), prev, ctx.now)
+            .client_set_secret(id, &crypto::sha256_b64(secret.expose()), prev, who.owner_label(), ctx.now)
             .await?
             .ok_or(AuthError::NotFound)?;
         self.clients.forget(id);

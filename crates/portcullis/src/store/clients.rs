@@ -88,48 +88,55 @@ impl Db {
         rows.iter().map(client_from_row).collect()
     }
 
-    /// Replaces name, metadata and the trusted flag; `None` if there is no such client.
+    /// Replaces name, metadata and the trusted flag (and the owner, when given: who
+    /// changed how the client authenticates answers for it); `None` if there is no
+    /// such client.
     pub async fn client_update(
         &self,
         id: &str,
         name: &str,
         metadata: &str,
         trusted: bool,
+        owner: Option<&str>,
         now: i64,
     ) -> StoreResult<Option<ClientRow>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE oauth_clients SET name = $1, metadata = $2, trusted = $3, updated_at = $4 WHERE id = $5 \
-             RETURNING {CLIENT_COLS}"
+            "UPDATE oauth_clients SET name = $1, metadata = $2, trusted = $3, updated_at = $4, \
+             owner = COALESCE($6, owner) WHERE id = $5 RETURNING {CLIENT_COLS}"
         )))
         .bind(name)
         .bind(metadata)
         .bind(i64::from(trusted))
         .bind(now)
         .bind(id)
+        .bind(owner.map(str::to_owned))
         .fetch_optional(self.pool())
         .await?;
         row.as_ref().map(client_from_row).transpose()
     }
 
     /// Installs a new secret hash; the current one becomes the previous one until
-    /// `previous_expires_at` (or is dropped at once when that is `None`).
+    /// `previous_expires_at` (or is dropped at once when that is `None`). Whoever
+    /// receives the new secret becomes the `owner`: they hold the credential now.
     pub async fn client_set_secret(
         &self,
         id: &str,
         new_hash: &str,
         previous_expires_at: Option<i64>,
+        owner: &str,
         now: i64,
     ) -> StoreResult<Option<ClientRow>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE oauth_clients SET \
                previous_secret_hash = CASE WHEN $1 IS NULL THEN NULL ELSE secret_hash END, \
-               previous_expires_at = $1, secret_hash = $2, updated_at = $3 \
+               previous_expires_at = $1, secret_hash = $2, updated_at = $3, owner = $5 \
              WHERE id = $4 RETURNING {CLIENT_COLS}"
         )))
         .bind(previous_expires_at)
         .bind(new_hash)
         .bind(now)
         .bind(id)
+        .bind(owner)
         .fetch_optional(self.pool())
         .await?;
         row.as_ref().map(client_from_row).transpose()

@@ -10,7 +10,9 @@
 //!   SQLite the write lock serialises claims. A row claimed twice at once MUST NOT
 //!   happen; a row whose claimer died is claimable again once its lease ends, so
 //!   nothing is lost on a crash or restart (delivery is at least once).
-//! - Every claim counts an attempt; a failure schedules the next attempt
+//! - Every claim counts an attempt, and the attempt number is the claim's token:
+//!   an outcome is recorded only while no later claim took the message.
+//! - A failure schedules the next attempt
 //!   (`next_attempt_at`, with `last_error`) or gives up (`failed`). Rows stay after
 //!   delivery until [`Db::outbox_purge`].
 
@@ -147,34 +149,44 @@ impl Db {
         Ok(claimed)
     }
 
-    /// Marks a claimed message delivered.
-    pub async fn outbox_delivered(&self, id: &str, now: i64) -> StoreResult<()> {
-        sqlx::query(
+    /// Marks a message delivered, if the claim that made `attempt` still holds it
+    /// (a later claim of another node wins); whether it did.
+    pub async fn outbox_delivered(&self, id: &str, attempt: i64, now: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
             "UPDATE outbox SET status = 'delivered', delivered_at = $1, locked_until = NULL, last_error = NULL \
-             WHERE id = $2",
+             WHERE id = $2 AND attempts = $3 AND status = 'pending'",
         )
         .bind(now)
         .bind(id)
+        .bind(attempt)
         .execute(self.pool())
         .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
-    /// Records a failed attempt: tried again at `next_attempt_at`, or, with `None`,
-    /// given up (`failed`).
-    pub async fn outbox_failed(&self, id: &str, error: &str, next_attempt_at: Option<i64>) -> StoreResult<()> {
+    /// Records failed attempt number `attempt`: tried again at `next_attempt_at`,
+    /// or, with `None`, given up (`failed`). Only while that claim still holds the
+    /// message; whether it did.
+    pub async fn outbox_failed(
+        &self,
+        id: &str,
+        attempt: i64,
+        error: &str,
+        next_attempt_at: Option<i64>,
+    ) -> StoreResult<bool> {
         let status = if next_attempt_at.is_some() { OutboxStatus::Pending } else { OutboxStatus::Failed };
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE outbox SET status = $1, next_attempt_at = COALESCE($2, next_attempt_at), locked_until = NULL, \
-             last_error = $3 WHERE id = $4",
+             last_error = $3 WHERE id = $4 AND attempts = $5 AND status = 'pending'",
         )
         .bind(status.as_str())
         .bind(next_attempt_at)
         .bind(error.chars().take(1000).collect::<String>())
         .bind(id)
+        .bind(attempt)
         .execute(self.pool())
         .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     /// One message.

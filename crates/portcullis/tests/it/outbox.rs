@@ -110,7 +110,9 @@ async fn a_dead_claim_is_claimed_again(backend: Backend) {
     assert!(restarted.outbox_claim(&["mail.test"], now + 1_000, 30_000, 10).await.unwrap().is_empty(), "leased");
     let again = restarted.outbox_claim(&["mail.test"], now + 30_001, 30_000, 10).await.unwrap();
     assert_eq!(again.iter().map(|r| (r.id.as_str(), r.attempts)).collect::<Vec<_>>(), vec![(ids[0].as_str(), 2)]);
-    restarted.outbox_delivered(&ids[0], now + 30_002).await.unwrap();
+    // The dead node's claim (attempt 1) can no longer record an outcome.
+    assert!(!restarted.outbox_failed(&ids[0], 1, "late", None).await.unwrap());
+    assert!(restarted.outbox_delivered(&ids[0], 2, now + 30_002).await.unwrap());
     let row = restarted.outbox_get(&ids[0]).await.unwrap().unwrap();
     assert_eq!((row.status, row.delivered_at), (OutboxStatus::Delivered, Some(now + 30_002)));
     assert!(restarted.outbox_claim(&["mail.test"], now + 90_000, 30_000, 10).await.unwrap().is_empty());

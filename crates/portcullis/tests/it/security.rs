@@ -639,7 +639,45 @@ async fn userinfo_accepts_a_form_body(backend: Backend) {
     t.s.stop().await;
 }
 
+/// Item 1 and 3 together: whoever re-keys a client (rotates its secret, changes
+/// how it authenticates) holds its credential and becomes its owner, so the grants
+/// are bounded by them; changing a client needs a recent sign-in like minting it.
+async fn rekeying_a_client_makes_the_rekeyer_its_owner(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let s = TestServer::start_on(&data, |_| {}).await;
+    let root = s.admin("root@example.com").await.access;
+    s.register("bob@example.com", PASSWORD).await;
+    let perms = ["admin:clients:read", "admin:clients:write", "reports:read"];
+    let bob_id = give_role(&s, &root, "bob@example.com", "reporter", &perms).await;
+    let bob = s.login("bob@example.com", PASSWORD).await.access;
+    let c = create_client(
+        &s,
+        &root,
+        json!({"client_name": "Reports", "grant_types": ["client_credentials"], "scope": "reports:read"}),
+    )
+    .await;
+    let id = c["client_id"].as_str().unwrap();
+    let res = s.post_auth(&format!("/v1/admin/clients/{id}/rotate-secret"), &bob, json!({})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let rotated: Value = res.json().await.unwrap();
+    assert_eq!(rotated["owner"], json!(bob_id), "{rotated}");
+    let secret = rotated["client_secret"].as_str().unwrap();
+    assert_eq!(client_credentials(&s, id, secret, None).await.0, StatusCode::OK);
+    // Bob loses the permission: the secret he holds stops granting it.
+    let res = s.send(Method::DELETE, &format!("/v1/admin/users/{bob_id}/roles/reporter"), &root, None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let (status, body) = client_credentials(&s, id, secret, None).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_scope")), "{body}");
+    // Changing a client from an old sign-in asks for the password first.
+    s.post_auth(&format!("/v1/admin/users/{bob_id}/roles"), &root, json!({"role": "reporter"})).await;
+    age_sessions(&s, &bob_id).await;
+    let res = s.send(Method::PATCH, &format!("/v1/admin/clients/{id}"), &bob, Some(json!({"client_name": "x"}))).await;
+    assert_problem(res, StatusCode::FORBIDDEN, "reauthentication_required").await;
+    s.stop().await;
+}
+
 crate::backend_tests!(
+    rekeying_a_client_makes_the_rekeyer_its_owner,
     nothing_grantable_is_invalid_scope,
     introspection_is_for_own_tokens,
     metrics_are_not_public,

@@ -447,35 +447,6 @@ pub struct LoginResponse {
     pub user: User,
 }
 
-/// A successful reply of `/oauth/token` (RFC 6749 §5.1, OpenID Connect Core
-/// §3.1.3.3).
-#[derive(Clone, Serialize, Deserialize)]
-pub struct OAuthTokenResponse {
-    /// JWT access token (RFC 9068).
-    pub access_token: String,
-    /// Always `Bearer`.
-    pub token_type: String,
-    /// Seconds until the access token expires.
-    pub expires_in: u64,
-    /// The scope granted, space-separated.
-    pub scope: String,
-    /// With `offline_access`: the next refresh token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
-    /// With `openid`: the ID token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id_token: Option<String>,
-}
-
-/// The error body of the OAuth endpoints (RFC 6749 §5.2).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OAuthErrorBody {
-    /// The registered error code (`invalid_grant`, `invalid_client`, …).
-    pub error: String,
-    /// Human-readable detail.
-    pub error_description: String,
-}
-
 /// A session as listed under `/v1/me/sessions`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Session {
@@ -504,6 +475,13 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// The reply of `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok` (the process answers) or `ready` (it can reach its database).
+    pub status: String,
+}
+
 /// Request and response types that carry secrets print them as `[redacted]`, so a
 /// stray `{:?}` in a log line cannot leak a password or token.
 macro_rules! redacted_debug {
@@ -528,7 +506,9 @@ redacted_debug! {
     PasswordChangeRequest { current_password, new_password }
     ApiKeyVerifyRequest { key }
     LoginResponse { access_token, refresh_token }
-    OAuthTokenResponse { access_token, refresh_token, id_token }
     ApiKeyCreated { key }
     AdminUserCreateRequest { password }
 }
+
+mod oauth;
+pub use oauth::*;

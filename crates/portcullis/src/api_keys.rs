@@ -298,7 +298,9 @@ impl ApiKeys {
             last_used_at: None,
             revoked_at: None,
         };
-        self.db.api_key_insert(&row, &crypto::sha256_b64(secret.expose()), owner.session_id).await?;
+        if !self.db.api_key_insert(&row, &crypto::sha256_b64(secret.expose()), owner.session_id).await? {
+            return Err(crate::tokens::TokenError::Invalid("the session of this token has ended").into());
+        }
         self.audit
             .record(ctx, Event { reason: Some(&row.id), ..Event::ok("api_key_created", Some(owner.user_id)).by(actor) })
             .await;

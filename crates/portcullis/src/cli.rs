@@ -428,7 +428,7 @@ async fn clients(cmd: ClientsCommand, cfg: Config) -> anyhow::Result<()> {
     // The operator holds every permission that exists, like `users create`.
     let all_roles: Vec<String> = store.db.role_list().await?.into_iter().map(|r| r.name).collect();
     let who = crate::ctx::Principal::operator(store.db.role_permissions(&all_roles).await?);
-    let print = |v: &serde_json::Value| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    let print = |v: &portcullis_proto::ClientView| println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     match cmd {
         ClientsCommand::Create(a) => {
             let jwks = match &a.jwks_file {
@@ -460,13 +460,10 @@ async fn clients(cmd: ClientsCommand, cfg: Config) -> anyhow::Result<()> {
                 for c in &page {
                     println!(
                         "{}  {:<30} {:<20} {}",
-                        c["client_id"].as_str().unwrap_or_default(),
-                        c["client_name"].as_str().unwrap_or_default(),
-                        c["token_endpoint_auth_method"].as_str().unwrap_or_default(),
-                        c["grant_types"]
-                            .as_array()
-                            .map(|g| g.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
-                            .unwrap_or_default()
+                        c.client_id,
+                        c.metadata.client_name,
+                        c.metadata.token_endpoint_auth_method,
+                        c.metadata.grant_types.join(",")
                     );
                 }
                 match next {

@@ -14,8 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use portcullis_proto::ClientMetadata;
 use portcullis_proto::FieldError;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
@@ -37,51 +37,6 @@ pub const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post",
 pub const ASSERTION_ALGS: &[&str] = &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
 /// The OpenID Connect scopes every client may ask for.
 pub const OIDC_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
-
-/// Client metadata under its RFC 7591 names: what the admin API takes and returns.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientMetadata {
-    /// Human-readable name, shown on the consent page.
-    pub client_name: String,
-    /// Exact redirect URIs.
-    #[serde(default)]
-    pub redirect_uris: Vec<String>,
-    /// Allowed grant types.
-    #[serde(default)]
-    pub grant_types: Vec<String>,
-    /// Allowed response types (`code`).
-    #[serde(default)]
-    pub response_types: Vec<String>,
-    /// How the client authenticates at the token endpoint.
-    #[serde(default)]
-    pub token_endpoint_auth_method: String,
-    /// Space-separated scopes the client may request.
-    #[serde(default)]
-    pub scope: String,
-    /// The client's public keys, for `private_key_jwt`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwks: Option<Value>,
-    /// Where to fetch the client's public keys, for `private_key_jwt`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwks_uri: Option<String>,
-    /// Where RP-initiated logout may send the browser back to.
-    #[serde(default)]
-    pub post_logout_redirect_uris: Vec<String>,
-    /// Browser origins allowed to call the token and userinfo endpoints (CORS).
-    #[serde(default)]
-    pub allowed_cors_origins: Vec<String>,
-    /// Home page of the client, shown on the consent page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_uri: Option<String>,
-    /// A first-party client: users are not asked for consent (an extension).
-    #[serde(default)]
-    pub trusted: bool,
-    /// A resource server: may introspect tokens issued to anyone, not only its own
-    /// (an extension; setting it takes `admin:roles:write`).
-    #[serde(default)]
-    pub introspection: bool,
-}
 
 fn field(field: &str, code: &str, message: &str) -> FieldError {
     FieldError { field: field.into(), code: code.into(), message: message.into() }
@@ -131,144 +86,135 @@ fn check_origin(name: &str, origin: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
-impl ClientMetadata {
-    /// Fills defaults and checks every rule; the result is what gets stored.
-    pub fn validated(mut self) -> Result<Self, Vec<FieldError>> {
-        let mut errors = Vec::new();
-        self.client_name = self.client_name.trim().to_owned();
-        if self.client_name.is_empty() || self.client_name.chars().count() > 200 {
-            errors.push(field("client_name", "invalid_length", "must be 1 to 200 characters"));
-        }
-        if self.token_endpoint_auth_method.is_empty() {
-            self.token_endpoint_auth_method = "client_secret_basic".into();
-        }
-        if !AUTH_METHODS.contains(&self.token_endpoint_auth_method.as_str()) {
+/// Fills defaults and checks every rule of client metadata; the result is what
+/// gets stored.
+pub fn validated(mut meta: ClientMetadata) -> Result<ClientMetadata, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    meta.client_name = meta.client_name.trim().to_owned();
+    if meta.client_name.is_empty() || meta.client_name.chars().count() > 200 {
+        errors.push(field("client_name", "invalid_length", "must be 1 to 200 characters"));
+    }
+    if meta.token_endpoint_auth_method.is_empty() {
+        meta.token_endpoint_auth_method = "client_secret_basic".into();
+    }
+    if !AUTH_METHODS.contains(&meta.token_endpoint_auth_method.as_str()) {
+        errors.push(field(
+            "token_endpoint_auth_method",
+            "unsupported",
+            &format!("must be one of {}", AUTH_METHODS.join(", ")),
+        ));
+    }
+    if meta.grant_types.is_empty() {
+        meta.grant_types = vec!["authorization_code".into()];
+    }
+    meta.grant_types = rbac::normalized(&meta.grant_types);
+    for (i, g) in meta.grant_types.iter().enumerate() {
+        if !GRANT_TYPES.contains(&g.as_str()) {
             errors.push(field(
-                "token_endpoint_auth_method",
+                &format!("grant_types[{i}]"),
                 "unsupported",
-                &format!("must be one of {}", AUTH_METHODS.join(", ")),
+                &format!("must be one of {}", GRANT_TYPES.join(", ")),
             ));
         }
-        if self.grant_types.is_empty() {
-            self.grant_types = vec!["authorization_code".into()];
-        }
-        self.grant_types = rbac::normalized(&self.grant_types);
-        for (i, g) in self.grant_types.iter().enumerate() {
-            if !GRANT_TYPES.contains(&g.as_str()) {
-                errors.push(field(
-                    &format!("grant_types[{i}]"),
-                    "unsupported",
-                    &format!("must be one of {}", GRANT_TYPES.join(", ")),
-                ));
-            }
-        }
-        let code_flow = self.has_grant("authorization_code");
-        if self.response_types.is_empty() && code_flow {
-            self.response_types = vec!["code".into()];
-        }
-        self.response_types = rbac::normalized(&self.response_types);
-        if self.response_types.iter().any(|r| r != "code") {
-            errors.push(field("response_types", "unsupported", "only \"code\" is supported"));
-        }
-        if code_flow != self.response_types.iter().any(|r| r == "code") {
-            errors.push(field(
-                "response_types",
-                "inconsistent",
-                "\"code\" goes with the authorization_code grant, and only with it",
-            ));
-        }
-        if self.is_public() && self.has_grant("client_credentials") {
-            errors.push(field(
-                "grant_types",
-                "inconsistent",
-                "a public client (token_endpoint_auth_method none) cannot use client_credentials",
-            ));
-        }
-        if self.has_grant("refresh_token") && !code_flow {
-            errors.push(field("grant_types", "inconsistent", "refresh_token needs authorization_code"));
-        }
-        if code_flow && self.redirect_uris.is_empty() {
-            errors.push(field("redirect_uris", "required", "the authorization_code grant needs a redirect URI"));
-        }
-        self.check_uris(&mut errors);
-        if self.scope.trim().is_empty() {
-            let mut s = vec!["openid", "profile", "email"];
-            if self.has_grant("refresh_token") {
-                s.push("offline_access");
-            }
-            if !code_flow {
-                s.clear();
-            }
-            self.scope = s.join(" ");
-        }
-        let scopes: Vec<String> = self.scope.split_whitespace().map(str::to_owned).collect();
-        errors.extend(rbac::check_permissions("scope", &scopes));
-        self.scope = rbac::normalized(&scopes).join(" ");
-        self.check_keys(&mut errors);
-        if errors.is_empty() { Ok(self) } else { Err(errors) }
     }
+    let code_flow = meta.has_grant("authorization_code");
+    if meta.response_types.is_empty() && code_flow {
+        meta.response_types = vec!["code".into()];
+    }
+    meta.response_types = rbac::normalized(&meta.response_types);
+    if meta.response_types.iter().any(|r| r != "code") {
+        errors.push(field("response_types", "unsupported", "only \"code\" is supported"));
+    }
+    if code_flow != meta.response_types.iter().any(|r| r == "code") {
+        errors.push(field(
+            "response_types",
+            "inconsistent",
+            "\"code\" goes with the authorization_code grant, and only with it",
+        ));
+    }
+    if meta.is_public() && meta.has_grant("client_credentials") {
+        errors.push(field(
+            "grant_types",
+            "inconsistent",
+            "a public client (token_endpoint_auth_method none) cannot use client_credentials",
+        ));
+    }
+    if meta.has_grant("refresh_token") && !code_flow {
+        errors.push(field("grant_types", "inconsistent", "refresh_token needs authorization_code"));
+    }
+    if code_flow && meta.redirect_uris.is_empty() {
+        errors.push(field("redirect_uris", "required", "the authorization_code grant needs a redirect URI"));
+    }
+    check_uris(&meta, &mut errors);
+    if meta.scope.trim().is_empty() {
+        let mut s = vec!["openid", "profile", "email"];
+        if meta.has_grant("refresh_token") {
+            s.push("offline_access");
+        }
+        if !code_flow {
+            s.clear();
+        }
+        meta.scope = s.join(" ");
+    }
+    let scopes: Vec<String> = meta.scope.split_whitespace().map(str::to_owned).collect();
+    errors.extend(rbac::check_permissions("scope", &scopes));
+    meta.scope = rbac::normalized(&scopes).join(" ");
+    check_keys(&meta, &mut errors);
+    if errors.is_empty() { Ok(meta) } else { Err(errors) }
+}
 
-    /// Redirect, logout and home-page URIs and CORS origins: bounded lists of
-    /// well-formed values (`http` only on loopback).
-    fn check_uris(&self, errors: &mut Vec<FieldError>) {
-        for (name, list) in
-            [("redirect_uris", &self.redirect_uris), ("post_logout_redirect_uris", &self.post_logout_redirect_uris)]
-        {
-            if list.len() > 20 {
-                errors.push(field(name, "too_many", "at most 20 entries"));
+/// Redirect, logout and home-page URIs and CORS origins: bounded lists of
+/// well-formed values (`http` only on loopback).
+fn check_uris(meta: &ClientMetadata, errors: &mut Vec<FieldError>) {
+    for (name, list) in
+        [("redirect_uris", &meta.redirect_uris), ("post_logout_redirect_uris", &meta.post_logout_redirect_uris)]
+    {
+        if list.len() > 20 {
+            errors.push(field(name, "too_many", "at most 20 entries"));
+        }
+        for (i, uri) in list.iter().enumerate() {
+            check_uri(&format!("{name}[{i}]"), uri, true, errors);
+        }
+    }
+    if meta.allowed_cors_origins.len() > 20 {
+        errors.push(field("allowed_cors_origins", "too_many", "at most 20 entries"));
+    }
+    for (i, o) in meta.allowed_cors_origins.iter().enumerate() {
+        check_origin(&format!("allowed_cors_origins[{i}]"), o, errors);
+    }
+    if let Some(uri) = &meta.client_uri {
+        check_uri("client_uri", uri, false, errors);
+    }
+}
+
+/// `private_key_jwt` needs keys: inline (public keys only) or at a `jwks_uri`.
+fn check_keys(meta: &ClientMetadata, errors: &mut Vec<FieldError>) {
+    let jwt_auth = meta.token_endpoint_auth_method == "private_key_jwt";
+    match (&meta.jwks, &meta.jwks_uri) {
+        (Some(_), Some(_)) => errors.push(field("jwks", "inconsistent", "give jwks or jwks_uri, not both")),
+        (None, None) if jwt_auth => {
+            errors.push(field("jwks", "required", "private_key_jwt needs the client's jwks or jwks_uri"))
+        }
+        (Some(jwks), None) => {
+            if let Err(msg) = parse_jwks(jwks) {
+                errors.push(field("jwks", "invalid", &msg));
             }
-            for (i, uri) in list.iter().enumerate() {
-                check_uri(&format!("{name}[{i}]"), uri, true, errors);
-            }
         }
-        if self.allowed_cors_origins.len() > 20 {
-            errors.push(field("allowed_cors_origins", "too_many", "at most 20 entries"));
-        }
-        for (i, o) in self.allowed_cors_origins.iter().enumerate() {
-            check_origin(&format!("allowed_cors_origins[{i}]"), o, errors);
-        }
-        if let Some(uri) = &self.client_uri {
-            check_uri("client_uri", uri, false, errors);
-        }
+        (None, Some(uri)) => check_uri("jwks_uri", uri, false, errors),
+        (None, None) => {}
     }
+}
 
-    /// `private_key_jwt` needs keys: inline (public keys only) or at a `jwks_uri`.
-    fn check_keys(&self, errors: &mut Vec<FieldError>) {
-        let jwt_auth = self.token_endpoint_auth_method == "private_key_jwt";
-        match (&self.jwks, &self.jwks_uri) {
-            (Some(_), Some(_)) => errors.push(field("jwks", "inconsistent", "give jwks or jwks_uri, not both")),
-            (None, None) if jwt_auth => {
-                errors.push(field("jwks", "required", "private_key_jwt needs the client's jwks or jwks_uri"))
-            }
-            (Some(jwks), None) => {
-                if let Err(msg) = parse_jwks(jwks) {
-                    errors.push(field("jwks", "invalid", &msg));
-                }
-            }
-            (None, Some(uri)) => check_uri("jwks_uri", uri, false, errors),
-            (None, None) => {}
-        }
-    }
-
-    /// Whether the client may use `grant`.
-    pub fn has_grant(&self, grant: &str) -> bool {
-        self.grant_types.iter().any(|g| g == grant)
-    }
-
-    /// A public client has no credentials (`none`), so PKCE stands in for them.
-    pub fn is_public(&self) -> bool {
-        self.token_endpoint_auth_method == "none"
-    }
-
-    /// Whether the client authenticates with a generated secret.
-    pub fn uses_secret(&self) -> bool {
-        matches!(self.token_endpoint_auth_method.as_str(), "client_secret_basic" | "client_secret_post")
-    }
-
-    /// The scopes the client may request.
-    pub fn scopes(&self) -> impl Iterator<Item = &str> {
-        self.scope.split_whitespace()
-    }
+/// Whether a grant to a client still allows `scope` now: the client may still ask
+/// for it, the user still holds it (OpenID scopes are not permissions), and
+/// `offline_access` only while the client may refresh. Every path that honours a
+/// grant (the bearer check, introspection, the code exchange, a refresh) asks this,
+/// so none is more generous than another. `held` is sorted, as
+/// `Db::role_permissions` returns it.
+pub fn grant_allows(meta: &ClientMetadata, held: &[String], scope: &str) -> bool {
+    meta.scopes().any(|c| c == scope)
+        && (OIDC_SCOPES.contains(&scope) || held.binary_search_by(|h| h.as_str().cmp(scope)).is_ok())
+        && (scope != "offline_access" || meta.has_grant("refresh_token"))
 }
 
 /// Parses a JWK Set of public signing keys; private members are refused.

@@ -12,44 +12,10 @@ use std::{
     time::Duration,
 };
 
-use serde::{Deserialize, Serialize};
-
 use crate::{crypto, keys::KeyManager};
 
-/// Claims of a first-party access token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AccessClaims {
-    /// Issuer URL.
-    pub iss: String,
-    /// User id.
-    pub sub: String,
-    /// Audience.
-    pub aud: String,
-    /// Expiry, seconds since the epoch.
-    pub exp: i64,
-    /// Issue time, seconds.
-    pub iat: i64,
-    /// Not valid before, seconds.
-    pub nbf: i64,
-    /// Unique token id.
-    pub jti: String,
-    /// Session the token belongs to: ending the session ends the token. Absent in
-    /// client-credentials tokens, which have no user.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sid: Option<String>,
-    /// The OAuth client the token was issued to (RFC 9068 §2.2); absent in
-    /// first-party tokens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
-    /// Roles at issue time (first-party tokens only).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub roles: Vec<String>,
-    /// Space-separated permissions at issue time.
-    pub scope: String,
-    /// The user's `public_metadata`, when `tokens.include_metadata` is on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<serde_json::Value>,
-}
+/// The claims of our access tokens, shared with SDKs.
+pub use portcullis_proto::AccessTokenClaims as AccessClaims;
 
 /// Why a bearer token was refused. The variants map to RFC 6750 error codes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -164,7 +130,7 @@ impl Tokens {
 
     /// Signs an OpenID Connect ID token (`typ: JWT`) with the current key; returns
     /// the token and the algorithm, which decides how `at_hash` is computed.
-    pub fn sign_id_token(&self, claims: &serde_json::Value) -> anyhow::Result<String> {
+    pub fn sign_id_token(&self, claims: &portcullis_proto::IdTokenClaims) -> anyhow::Result<String> {
         let ring = self.keys.ring();
         let signer = ring.signer().ok_or_else(|| anyhow::anyhow!("no active signing key"))?;
         signer.sign_jwt("JWT", claims)
@@ -178,7 +144,7 @@ impl Tokens {
     /// Checks an ID token we issued (for `id_token_hint`): signature, `typ`,
     /// issuer; expiry is ignored, as OpenID RP-initiated logout allows. Returns the
     /// claims.
-    pub async fn verify_id_token_hint(&self, token: &str) -> Option<serde_json::Value> {
+    pub async fn verify_id_token_hint(&self, token: &str) -> Option<portcullis_proto::IdTokenClaims> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         if header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("at+jwt")) {
             return None;
@@ -194,7 +160,9 @@ impl Tokens {
         validation.validate_aud = false;
         validation.set_issuer(&[&self.issuer]);
         validation.set_required_spec_claims(&["iss", "sub", "aud"]);
-        jsonwebtoken::decode::<serde_json::Value>(token, &verifier.key, &validation).ok().map(|d| d.claims)
+        jsonwebtoken::decode::<portcullis_proto::IdTokenClaims>(token, &verifier.key, &validation)
+            .ok()
+            .map(|d| d.claims)
     }
 
     /// Checks signature, type, algorithm, issuer, audience and time claims.

@@ -64,12 +64,39 @@ pub fn clean_name(name: Option<String>, errors: &mut Vec<FieldError>) -> Option<
     name
 }
 
+/// `a.b[0].c`, as `serde_path_to_error` writes paths.
+fn json_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", json_path(parent)),
+        Path::Map { parent, key } => match json_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => json_path(parent),
+    }
+}
+
 /// Deserializes `bytes`, reporting the JSON path of the first bad field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: Result<T, _> = serde_path_to_error::deserialize(&mut de);
+    // A member the type does not know is refused, whether or not the type says
+    // `deny_unknown_fields`: response types (which must read future replies) can
+    // then double as requests, as client metadata does.
+    let mut unknown = None;
+    let value: Result<T, _> = {
+        let mut note = |path: serde_ignored::Path<'_>| {
+            unknown.get_or_insert_with(|| json_path(&path));
+        };
+        let tracked = serde_ignored::Deserializer::new(&mut de, &mut note);
+        serde_path_to_error::deserialize(tracked)
+    };
     if value.is_ok() && de.end().is_err() {
         return Err(field("", "invalid_json", "unexpected data after the JSON value"));
+    }
+    if let (Ok(_), Some(path)) = (&value, unknown) {
+        return Err(field(&path, "unknown_field", "is not a field of this request"));
     }
     value.map_err(|err| {
         let path = err.path().to_string();
@@ -108,7 +135,34 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize_email;
+    use super::{normalize_email, parse_json};
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Inner {
+        #[allow(dead_code)]
+        uri: String,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Lenient {
+        #[allow(dead_code)]
+        name: String,
+        #[serde(default)]
+        #[allow(dead_code)]
+        items: Vec<Inner>,
+    }
+
+    #[test]
+    fn unknown_members_are_refused_even_without_deny_unknown_fields() {
+        let e = parse_json::<Lenient>(br#"{"name": "a", "nmae": "b"}"#).unwrap_err();
+        assert_eq!((e.field.as_str(), e.code.as_str()), ("nmae", "unknown_field"));
+        let e =
+            parse_json::<Lenient>(br#"{"name": "a", "items": [{"uri": "x"}, {"uri": "y", "url": 1}]}"#).unwrap_err();
+        assert_eq!((e.field.as_str(), e.code.as_str()), ("items[1].url", "unknown_field"));
+        let meta = parse_json::<crate::clients::ClientMetadata>(br#"{"client_name": "a", "redirect_uri": []}"#);
+        assert_eq!(meta.unwrap_err().field, "redirect_uri");
+        assert!(parse_json::<Lenient>(br#"{"name": "a", "items": []}"#).is_ok());
+    }
 
     #[test]
     fn emails_are_normalised_and_checked() {

@@ -86,18 +86,13 @@ impl Auth {
             return Err(TokenError::Invalid("the session of this token has ended").into());
         };
         let scopes = match &claims.client_id {
-            // A grant to a client: OpenID scopes stay; permissions only while the
-            // user holds them and the client may still ask for them.
+            // A grant to a client: what the grant allows now (`grant_allows`).
             Some(cid) => {
                 let Some(client) = self.clients.get(cid).await? else {
                     return Err(TokenError::Invalid("the client of this token is gone").into());
                 };
                 token_scopes
-                    .filter(|s| {
-                        crate::clients::OIDC_SCOPES.contains(s)
-                            || (held.binary_search_by(|h| h.as_str().cmp(s)).is_ok()
-                                && client.meta.scopes().any(|c| c == *s))
-                    })
+                    .filter(|s| crate::clients::grant_allows(&client.meta, &held, s))
                     .map(str::to_owned)
                     .collect()
             }

@@ -6,8 +6,9 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
+use portcullis_proto::{ClientView, Page};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{
     AppState,
@@ -64,10 +65,10 @@ pub async fn client_list(
     State(state): State<AppState>,
     _can: Can<ClientsRead>,
     q: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Page<ClientView>>, ApiError> {
     let Query(q) = q.map_err(query_error)?;
-    let (data, next) = state.oauth.client_list(q.cursor.as_deref(), q.limit).await?;
-    Ok(axum::Json(json!({"data": data, "next_cursor": next})))
+    let (data, next_cursor) = state.oauth.client_list(q.cursor.as_deref(), q.limit).await?;
+    Ok(axum::Json(Page { data, next_cursor }))
 }
 
 /// `GET /v1/admin/clients/{id}`.
@@ -75,7 +76,7 @@ pub async fn client_get(
     State(state): State<AppState>,
     _can: Can<ClientsRead>,
     Path(id): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<ClientView>, ApiError> {
     Ok(axum::Json(state.oauth.client_get(&id).await?))
 }
 
@@ -86,7 +87,7 @@ pub async fn client_update(
     can: Can<ClientsWrite>,
     Path(id): Path<String>,
     JsonBody(patch): JsonBody<Value>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<ClientView>, ApiError> {
     // A change may hand out a secret or new keys: a lasting credential.
     recent_if_session(&state, &ctx, &can.who).await?;
     Ok(axum::Json(state.oauth.client_update(&ctx, &can.who, &id, patch).await?))
@@ -99,7 +100,7 @@ pub async fn client_rotate_secret(
     can: Can<ClientsWrite>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<ClientView>, ApiError> {
     // The body is optional: no body means no grace.
     let body: RotateBody = if body.iter().all(u8::is_ascii_whitespace) {
         RotateBody::default()

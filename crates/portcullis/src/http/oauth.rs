@@ -10,8 +10,8 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use portcullis_proto::ProviderMetadata;
 use portcullis_proto::{OAuthErrorBody, OAuthTokenResponse};
-use serde_json::{Value, json};
 
 use crate::oauth::params::{MAX_PARAMS, first_duplicate};
 
@@ -97,7 +97,7 @@ fn presented(headers: &HeaderMap, pairs: &mut Vec<(String, String)>) -> Result<P
     Ok(p)
 }
 
-fn json_no_store(body: Value) -> Response {
+fn json_no_store(body: impl serde::Serialize) -> Response {
     let mut res = axum::Json(body).into_response();
     res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     res
@@ -227,64 +227,67 @@ pub async fn oauth_userinfo(State(state): State<AppState>, req: Request) -> Resu
         Some(u) => crate::store::UserRow::clone(u),
         None => return Err(ApiError::insufficient_scope(vec!["openid".into()])),
     };
-    Ok(json_no_store(Value::Object(crate::oauth::id_token::user_claims(&user, who.scopes()))))
+    Ok(json_no_store(crate::oauth::id_token::user_claims(&user, who.scopes())))
 }
 
-fn metadata(state: &AppState, openid: bool) -> Value {
+fn metadata(state: &AppState, openid: bool) -> ProviderMetadata {
     let iss = state.oauth.settings().issuer.clone();
-    let algs: Vec<&str> = state.oauth.tokens().signing_alg().map(|a| a.as_str()).into_iter().collect();
-    let mut doc = json!({
-        "issuer": iss,
-        "authorization_endpoint": format!("{iss}/oauth/authorize"),
-        "token_endpoint": format!("{iss}/oauth/token"),
-        "jwks_uri": format!("{iss}/.well-known/jwks.json"),
-        "userinfo_endpoint": format!("{iss}/oauth/userinfo"),
-        "introspection_endpoint": format!("{iss}/oauth/introspect"),
-        "revocation_endpoint": format!("{iss}/oauth/revoke"),
-        "end_session_endpoint": format!("{iss}/oauth/logout"),
-        "scopes_supported": clients::OIDC_SCOPES,
-        "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
-        "grant_types_supported": clients::GRANT_TYPES,
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": algs,
-        "token_endpoint_auth_methods_supported": clients::AUTH_METHODS,
-        "token_endpoint_auth_signing_alg_values_supported": clients::ASSERTION_ALGS,
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
-        "introspection_endpoint_auth_signing_alg_values_supported": clients::ASSERTION_ALGS,
-        "revocation_endpoint_auth_methods_supported": clients::AUTH_METHODS,
-        "revocation_endpoint_auth_signing_alg_values_supported": clients::ASSERTION_ALGS,
-        "code_challenge_methods_supported": ["S256"],
-        "prompt_values_supported": ["none", "login", "consent", "select_account"],
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "amr", "azp",
-                             "name", "updated_at", "email", "email_verified"],
-        "claims_parameter_supported": false,
-        "request_parameter_supported": false,
-        "request_uri_parameter_supported": false,
-        "authorization_response_iss_parameter_supported": true,
-    });
-    if !openid {
-        // RFC 8414 has no userinfo or end-session endpoint, nor OpenID-only fields.
-        for k in [
-            "userinfo_endpoint",
-            "end_session_endpoint",
-            "subject_types_supported",
-            "id_token_signing_alg_values_supported",
-            "claims_supported",
-            "claims_parameter_supported",
-            "request_parameter_supported",
-            "request_uri_parameter_supported",
-            "prompt_values_supported",
-        ] {
-            if let Some(o) = doc.as_object_mut() {
-                o.remove(k);
-            }
-        }
+    let at = |path: &str| format!("{iss}{path}");
+    let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>();
+    // RFC 8414 has no userinfo or end-session endpoint, nor the OpenID-only fields.
+    let oidc = |list: &[&str]| if openid { strings(list) } else { Vec::new() };
+    let algs = state.oauth.tokens().signing_alg().map(|a| a.as_str().to_owned()).into_iter().collect();
+    ProviderMetadata {
+        authorization_endpoint: at("/oauth/authorize"),
+        token_endpoint: at("/oauth/token"),
+        jwks_uri: at("/.well-known/jwks.json"),
+        userinfo_endpoint: openid.then(|| at("/oauth/userinfo")),
+        introspection_endpoint: at("/oauth/introspect"),
+        revocation_endpoint: at("/oauth/revoke"),
+        end_session_endpoint: openid.then(|| at("/oauth/logout")),
+        scopes_supported: strings(clients::OIDC_SCOPES),
+        response_types_supported: strings(&["code"]),
+        response_modes_supported: strings(&["query"]),
+        grant_types_supported: strings(clients::GRANT_TYPES),
+        subject_types_supported: oidc(&["public"]),
+        id_token_signing_alg_values_supported: openid.then_some(algs),
+        token_endpoint_auth_methods_supported: strings(clients::AUTH_METHODS),
+        token_endpoint_auth_signing_alg_values_supported: strings(clients::ASSERTION_ALGS),
+        introspection_endpoint_auth_methods_supported: strings(&[
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+        ]),
+        introspection_endpoint_auth_signing_alg_values_supported: strings(clients::ASSERTION_ALGS),
+        revocation_endpoint_auth_methods_supported: strings(clients::AUTH_METHODS),
+        revocation_endpoint_auth_signing_alg_values_supported: strings(clients::ASSERTION_ALGS),
+        code_challenge_methods_supported: strings(&["S256"]),
+        prompt_values_supported: oidc(&["none", "login", "consent", "select_account"]),
+        claims_supported: oidc(&[
+            "sub",
+            "iss",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "at_hash",
+            "amr",
+            "azp",
+            "name",
+            "updated_at",
+            "email",
+            "email_verified",
+        ]),
+        claims_parameter_supported: openid.then_some(false),
+        request_parameter_supported: openid.then_some(false),
+        request_uri_parameter_supported: openid.then_some(false),
+        authorization_response_iss_parameter_supported: true,
+        issuer: iss.clone(),
     }
-    doc
 }
 
-fn public_json(body: Value) -> Response {
+fn public_json(body: ProviderMetadata) -> Response {
     let mut res = axum::Json(body).into_response();
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     res

@@ -16,13 +16,13 @@ use super::{AppState, error::ApiError};
 
 /// `GET /healthz`: the process is up and serving.
 pub async fn health_get() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "ok"}))
+    axum::Json(portcullis_proto::Health { status: "ok".into() })
 }
 
 /// `GET /readyz`: the database answers, so requests can be served.
 pub async fn ready_get(State(state): State<AppState>) -> Response {
     match state.auth.db().ping().await {
-        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Ok(()) => axum::Json(portcullis_proto::Health { status: "ready".into() }).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::InternalError, "the database is unreachable")

@@ -2,7 +2,7 @@
 //! `at_hash`, `auth_time`, `nonce`, `amr`, signed like access tokens.
 
 use aws_lc_rs::digest;
-use serde_json::{Value, json};
+use portcullis_proto::{IdTokenClaims, UserInfo};
 
 use super::{OAuth, OAuthError};
 use crate::{crypto, keys::Algorithm, store::UserRow};
@@ -17,20 +17,15 @@ fn at_hash(alg: Option<Algorithm>, access_token: &str) -> String {
 }
 
 /// Claims about the user by scope (OIDC Core §5.4), for ID tokens and userinfo.
-pub fn user_claims(user: &UserRow, scopes: &[String]) -> serde_json::Map<String, Value> {
-    let mut out = serde_json::Map::new();
-    out.insert("sub".into(), json!(user.id));
-    if scopes.iter().any(|s| s == "profile") {
-        if let Some(name) = &user.name {
-            out.insert("name".into(), json!(name));
-        }
-        out.insert("updated_at".into(), json!(user.updated_at / 1000));
+pub fn user_claims(user: &UserRow, scopes: &[String]) -> UserInfo {
+    let has = |want: &str| scopes.iter().any(|s| s == want);
+    UserInfo {
+        sub: user.id.clone(),
+        name: user.name.clone().filter(|_| has("profile")),
+        updated_at: has("profile").then_some(user.updated_at / 1000),
+        email: has("email").then(|| user.email.clone()),
+        email_verified: has("email").then_some(user.email_verified),
     }
-    if scopes.iter().any(|s| s == "email") {
-        out.insert("email".into(), json!(user.email));
-        out.insert("email_verified".into(), json!(user.email_verified));
-    }
-    out
 }
 
 /// What an ID token needs beyond the user.
@@ -61,22 +56,18 @@ impl OAuth {
             return Ok(None);
         }
         let now = now_ms / 1000;
-        let mut claims = user_claims(user, f.scopes);
-        claims.insert("iss".into(), json!(self.settings.issuer));
-        claims.insert("aud".into(), json!(f.client_id));
-        claims.insert("azp".into(), json!(f.client_id));
-        claims.insert("iat".into(), json!(now));
-        claims.insert("exp".into(), json!(now + i64::try_from(self.tokens.access_ttl_secs()).unwrap_or(900)));
-        claims.insert("at_hash".into(), json!(at_hash(self.tokens.signing_alg(), f.access_token)));
-        if let Some(t) = f.auth_time {
-            claims.insert("auth_time".into(), json!(t / 1000));
-        }
-        if let Some(n) = f.nonce {
-            claims.insert("nonce".into(), json!(n));
-        }
-        if !f.amr.is_empty() {
-            claims.insert("amr".into(), json!(f.amr));
-        }
-        Ok(Some(self.tokens.sign_id_token(&Value::Object(claims))?))
+        let claims = IdTokenClaims {
+            iss: self.settings.issuer.clone(),
+            aud: f.client_id.to_owned(),
+            azp: f.client_id.to_owned(),
+            iat: now,
+            exp: now + i64::try_from(self.tokens.access_ttl_secs()).unwrap_or(900),
+            at_hash: at_hash(self.tokens.signing_alg(), f.access_token),
+            auth_time: f.auth_time.map(|t| t / 1000),
+            nonce: f.nonce.map(str::to_owned),
+            amr: f.amr,
+            user: user_claims(user, f.scopes),
+        };
+        Ok(Some(self.tokens.sign_id_token(&claims)?))
     }
 }

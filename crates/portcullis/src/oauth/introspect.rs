@@ -8,13 +8,13 @@
 //! is registered as a resource server (`introspection: true`): otherwise any client
 //! could learn who holds any first-party token or API key.
 
-use serde_json::{Value, json};
+use portcullis_proto::IntrospectionResponse;
 
-use super::{OAuth, OAuthError, Presented, put};
+use super::{OAuth, OAuthError, Presented};
 use crate::{crypto, crypto::Secret, ctx::RequestCtx};
 
-fn inactive() -> Value {
-    json!({"active": false})
+fn inactive() -> IntrospectionResponse {
+    IntrospectionResponse::default()
 }
 
 impl OAuth {
@@ -24,7 +24,7 @@ impl OAuth {
         ctx: &RequestCtx,
         presented: Presented,
         token: Option<Secret>,
-    ) -> Result<Value, OAuthError> {
+    ) -> Result<IntrospectionResponse, OAuthError> {
         let caller = self.authenticate_client(presented, "/oauth/introspect", ctx.now).await?;
         if caller.meta.is_public() {
             return Err(OAuthError::invalid_client("public clients cannot introspect tokens"));
@@ -43,52 +43,65 @@ impl OAuth {
                 return Ok(inactive());
             }
             return Ok(match self.api_keys.check(token, ctx.now).await {
-                Ok(grant) => {
-                    let mut out = json!({
-                        "active": true,
-                        "token_type": "api_key",
-                        "sub": grant.key.owner_id,
-                        "scope": grant.effective_scopes.join(" "),
-                        "iat": grant.key.created_at / 1000,
-                        "iss": self.settings.issuer,
-                    });
-                    if let Some(exp) = grant.key.expires_at {
-                        put(&mut out, "exp", json!(exp / 1000));
-                    }
-                    out
-                }
+                Ok(grant) => IntrospectionResponse {
+                    active: true,
+                    token_type: Some("api_key".into()),
+                    sub: Some(grant.key.owner_id.clone()),
+                    scope: Some(grant.effective_scopes.join(" ")),
+                    iat: Some(grant.key.created_at / 1000),
+                    exp: grant.key.expires_at.map(|e| e / 1000),
+                    iss: Some(self.settings.issuer.clone()),
+                    ..inactive()
+                },
                 Err(_) => inactive(),
             });
         }
         if token.matches('.').count() == 2 {
-            let Ok(claims) = self.tokens.verify(token).await else {
-                return Ok(inactive());
-            };
-            if !may_see(claims.client_id.as_deref()) {
-                return Ok(inactive());
-            }
-            // The same check as a bearer request: live session, user not banned,
-            // client and owner still standing; the scope is what it allows NOW.
-            let Ok(who) = self.auth.authenticate(token, ctx.now).await else {
-                return Ok(inactive());
-            };
-            let mut out = json!({
-                "active": true,
-                "token_type": "Bearer",
-                "scope": who.scopes().join(" "),
-                "sub": claims.sub,
-                "aud": claims.aud,
-                "iss": claims.iss,
-                "exp": claims.exp,
-                "iat": claims.iat,
-                "nbf": claims.nbf,
-                "jti": claims.jti,
-            });
-            if let Some(c) = claims.client_id {
-                put(&mut out, "client_id", json!(c));
-            }
-            return Ok(out);
+            return self.introspect_access(ctx, token, may_see).await;
         }
+        self.introspect_refresh(ctx, token, may_see).await
+    }
+
+    /// An access token: the same check as a bearer request (live session, user not
+    /// banned, client and owner still standing); the scope is what it allows NOW.
+    async fn introspect_access(
+        &self,
+        ctx: &RequestCtx,
+        token: &str,
+        may_see: impl Fn(Option<&str>) -> bool,
+    ) -> Result<IntrospectionResponse, OAuthError> {
+        let Ok(claims) = self.tokens.verify(token).await else {
+            return Ok(inactive());
+        };
+        if !may_see(claims.client_id.as_deref()) {
+            return Ok(inactive());
+        }
+        let Ok(who) = self.auth.authenticate(token, ctx.now).await else {
+            return Ok(inactive());
+        };
+        Ok(IntrospectionResponse {
+            active: true,
+            token_type: Some("Bearer".into()),
+            scope: Some(who.scopes().join(" ")),
+            client_id: claims.client_id,
+            sub: Some(claims.sub),
+            aud: Some(claims.aud),
+            iss: Some(claims.iss),
+            exp: Some(claims.exp),
+            iat: Some(claims.iat),
+            nbf: Some(claims.nbf),
+            jti: Some(claims.jti),
+        })
+    }
+
+    /// A refresh token: active while its grant lives and its user may sign in; the
+    /// scope is what the grant allows now, as the next refresh would issue it.
+    async fn introspect_refresh(
+        &self,
+        ctx: &RequestCtx,
+        token: &str,
+        may_see: impl Fn(Option<&str>) -> bool,
+    ) -> Result<IntrospectionResponse, OAuthError> {
         let Some((session, expires_at)) = self.db.refresh_session(&crypto::sha256_b64(token), ctx.now).await? else {
             return Ok(inactive());
         };
@@ -98,35 +111,31 @@ impl OAuth {
         let Some(user) = self.db.user_by_live_session(&session.id, ctx.now).await? else {
             return Ok(inactive());
         };
-        let mut out = json!({
-            "active": true,
-            "token_type": "refresh_token",
-            "sub": session.user_id,
-            "iss": self.settings.issuer,
-            "exp": expires_at / 1000,
-            "iat": session.last_active_at / 1000,
-        });
-        if let Some(c) = &session.client_id {
-            put(&mut out, "client_id", json!(c));
-        }
-        if let Some(granted) = &session.scope {
-            // What the grant allows now: OpenID scopes, and permissions the user
-            // still holds and the client may still ask for (as a refresh would issue).
-            let held = self.db.role_permissions(&user.roles).await?;
-            let client = match &session.client_id {
-                Some(c) => self.clients.get(c).await?,
-                None => None,
-            };
-            let now_scope: Vec<String> = crate::oauth::scope_list(granted)
-                .into_iter()
-                .filter(|s| {
-                    crate::clients::OIDC_SCOPES.contains(&s.as_str())
-                        || (held.contains(s) && client.as_ref().is_some_and(|c| c.meta.scopes().any(|m| m == s)))
-                })
-                .collect();
-            put(&mut out, "scope", json!(now_scope.join(" ")));
-        }
-        Ok(out)
+        let scope = match (&session.scope, &session.client_id) {
+            (Some(granted), Some(client_id)) => {
+                let Some(client) = self.clients.get(client_id).await? else {
+                    return Ok(inactive());
+                };
+                let held = self.db.role_permissions(&user.roles).await?;
+                let now: Vec<String> = crate::oauth::scope_list(granted)
+                    .into_iter()
+                    .filter(|s| crate::clients::grant_allows(&client.meta, &held, s))
+                    .collect();
+                Some(now.join(" "))
+            }
+            _ => None,
+        };
+        Ok(IntrospectionResponse {
+            active: true,
+            token_type: Some("refresh_token".into()),
+            scope,
+            client_id: session.client_id,
+            sub: Some(session.user_id),
+            iss: Some(self.settings.issuer.clone()),
+            exp: Some(expires_at / 1000),
+            iat: Some(session.last_active_at / 1000),
+            ..inactive()
+        })
     }
 
     /// Answers a revocation request: a refresh or access token of the calling

@@ -2,7 +2,8 @@
 //! create, read, change, rotate the secret, delete. A secret is shown once, at
 //! creation or rotation, and only its SHA-256 is kept.
 
-use serde_json::{Value, json};
+use portcullis_proto::ClientView;
+use serde_json::Value;
 
 use super::{OAuth, put};
 use crate::{
@@ -19,21 +20,22 @@ use crate::{
 
 /// A client as the admin API shows it: its metadata under RFC 7591 names plus
 /// `client_id` and times; `client_secret` only when just generated.
-pub fn client_view(c: &Client, secret: Option<&Secret>) -> Value {
-    let mut v = serde_json::to_value(&c.meta).unwrap_or_else(|_| json!({}));
-    put(&mut v, "client_id", json!(c.row.id));
-    put(&mut v, "client_id_issued_at", json!(c.row.created_at / 1000));
-    put(&mut v, "owner", json!(c.row.owner));
-    put(&mut v, "created_at", json!(rfc3339(c.row.created_at)));
-    put(&mut v, "updated_at", json!(rfc3339(c.row.updated_at)));
-    if let Some(s) = secret {
-        put(&mut v, "client_secret", json!(s.expose()));
-        put(&mut v, "client_secret_expires_at", json!(0));
+pub fn client_view(c: &Client, secret: Option<&Secret>) -> ClientView {
+    ClientView {
+        client_id: c.row.id.clone(),
+        client_id_issued_at: c.row.created_at / 1000,
+        owner: c.row.owner.clone(),
+        created_at: rfc3339(c.row.created_at),
+        updated_at: rfc3339(c.row.updated_at),
+        client_secret: secret.map(|s| s.expose().to_owned()),
+        client_secret_expires_at: secret.map(|_| 0),
+        previous_secret_expires_at: c
+            .row
+            .previous_expires_at
+            .filter(|_| c.row.previous_secret_hash.is_some())
+            .map(rfc3339),
+        metadata: c.meta.clone(),
     }
-    if let Some(until) = c.row.previous_expires_at.filter(|_| c.row.previous_secret_hash.is_some()) {
-        put(&mut v, "previous_secret_expires_at", json!(rfc3339(until)));
-    }
-    v
 }
 
 /// Whoever manages a client — registers, changes, rotates the secret of, or deletes
@@ -83,9 +85,9 @@ impl OAuth {
         ctx: &RequestCtx,
         who: &Principal,
         meta: ClientMetadata,
-    ) -> Result<Value, AuthError> {
+    ) -> Result<ClientView, AuthError> {
         let actor = who.actor();
-        let meta = meta.validated().map_err(AuthError::Validation)?;
+        let meta = crate::clients::validated(meta).map_err(AuthError::Validation)?;
         self.refuse_unheld(ctx, who, &meta, "new client").await?;
         let secret = meta.uses_secret().then(generate_secret);
         let row = ClientRow {
@@ -117,7 +119,7 @@ impl OAuth {
     }
 
     /// One client.
-    pub async fn client_get(&self, id: &str) -> Result<Value, AuthError> {
+    pub async fn client_get(&self, id: &str) -> Result<ClientView, AuthError> {
         let row = self.db.client_get(id).await?.ok_or(AuthError::NotFound)?;
         Ok(client_view(&parsed(row)?, None))
     }
@@ -127,7 +129,7 @@ impl OAuth {
         &self,
         cursor: Option<&str>,
         limit: Option<i64>,
-    ) -> Result<(Vec<Value>, Option<String>), AuthError> {
+    ) -> Result<(Vec<ClientView>, Option<String>), AuthError> {
         let limit = page_limit(limit)?;
         let after = cursor_decode(cursor)?;
         let rows = self.db.client_list(after.as_deref(), limit + 1).await?;
@@ -144,7 +146,7 @@ impl OAuth {
         who: &Principal,
         id: &str,
         patch: Value,
-    ) -> Result<Value, AuthError> {
+    ) -> Result<ClientView, AuthError> {
         let actor = who.actor();
         let row = self.db.client_get(id).await?.ok_or(AuthError::NotFound)?;
         // Both what the client is and what it would become must be held.
@@ -175,7 +177,7 @@ impl OAuth {
         }
         let meta: ClientMetadata =
             crate::validate::parse_json(merged.to_string().as_bytes()).map_err(AuthError::from)?;
-        let meta = meta.validated().map_err(AuthError::Validation)?;
+        let meta = crate::clients::validated(meta).map_err(AuthError::Validation)?;
         self.refuse_unheld(ctx, who, &meta, id).await?;
         let text = serde_json::to_string(&meta).map_err(|e| AuthError::Internal(e.to_string()))?;
         // Whoever changes how the client authenticates holds its credential now, and
@@ -218,7 +220,7 @@ impl OAuth {
         who: &Principal,
         id: &str,
         grace_ms: i64,
-    ) -> Result<Value, AuthError> {
+    ) -> Result<ClientView, AuthError> {
         let actor = who.actor();
         let row = self.db.client_get(id).await?.ok_or(AuthError::NotFound)?;
         let client = parsed(row)?;

@@ -57,30 +57,45 @@ fn key_from_row(row: &sqlx::any::AnyRow) -> StoreResult<ApiKeyRow> {
 
 impl Db {
     /// Stores a new key with the hash of its secret, and the session it was created
-    /// from (`None` from the command line), so theft detection can revoke it.
+    /// from (`None` from the command line), so theft detection can revoke it. A key
+    /// minted by a session is stored only while that session lives, and the
+    /// statement holds the session's row (`FOR SHARE` on PostgreSQL; the write lock
+    /// on SQLite) until it commits, so theft detection
+    /// ([`Db::sessions_revoke_stolen`], which ends sessions before it revokes their
+    /// keys) either sees the key or has ended the session first: no key outlives a
+    /// stolen session. Returns false when the session had ended.
     pub async fn api_key_insert(
         &self,
         key: &ApiKeyRow,
         secret_hash: &str,
         session_id: Option<&str>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let scopes = serde_json::to_string(&key.scopes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO api_keys (id, owner_id, name, prefix, secret_hash, scopes, created_at, expires_at, session_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&key.id)
-        .bind(&key.owner_id)
-        .bind(&key.name)
-        .bind(&key.prefix)
-        .bind(secret_hash)
-        .bind(scopes)
-        .bind(key.created_at)
-        .bind(key.expires_at)
-        .bind(session_id.map(str::to_owned))
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        const COLS: &str = "INSERT INTO api_keys \
+             (id, owner_id, name, prefix, secret_hash, scopes, created_at, expires_at, session_id)";
+        let sql = match session_id {
+            None => format!("{COLS} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL)"),
+            Some(_) => {
+                let lock = if self.backend() == super::Backend::Postgres { " FOR SHARE" } else { "" };
+                format!(
+                    "{COLS} SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM sessions \
+                     WHERE id = $9 AND user_id = $2 AND revoked_at IS NULL AND expires_at > $7{lock})"
+                )
+            }
+        };
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&key.id)
+            .bind(&key.owner_id)
+            .bind(&key.name)
+            .bind(&key.prefix)
+            .bind(secret_hash)
+            .bind(scopes)
+            .bind(key.created_at)
+            .bind(key.expires_at);
+        if let Some(sid) = session_id {
+            q = q.bind(sid.to_owned());
+        }
+        Ok(q.execute(self.pool()).await?.rows_affected() == 1)
     }
 
     /// The key a secret hash belongs to, current or (within its grace) previous,

@@ -315,6 +315,35 @@ async fn theft_detection_revokes_keys_minted_by_the_thief(backend: Backend) {
     s.stop().await;
 }
 
+/// A key minted while theft detection runs, from the session it ends, never
+/// survives it: each round races the two; whichever wins, no key of the stolen
+/// session works afterwards.
+async fn a_key_minted_during_theft_detection_dies_with_the_session(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let s = TestServer::start_on(&data, |_| {}).await;
+    s.user("ann@example.com").await;
+    for round in 0..8 {
+        let victim = s.login("ann@example.com", PASSWORD).await;
+        let thief: Value = s.refresh(&victim.refresh).await.json().await.unwrap();
+        let access = thief["access_token"].as_str().unwrap();
+        let (minted, reused) = tokio::join!(
+            s.post_auth("/v1/api-keys", access, json!({"name": format!("race {round}"), "scopes": []})),
+            s.refresh(&victim.refresh),
+        );
+        assert_problem(reused, StatusCode::UNAUTHORIZED, "refresh_token_reused").await;
+        match minted.status() {
+            StatusCode::CREATED => {
+                let key: Value = minted.json().await.unwrap();
+                let key = key["key"].as_str().unwrap();
+                let status = s.with_key(Method::GET, "/v1/me", key, None).await.status();
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "round {round}: the key outlived the stolen session");
+            }
+            status => assert_eq!(status, StatusCode::UNAUTHORIZED, "round {round}"),
+        }
+    }
+    s.stop().await;
+}
+
 async fn login_from(s: &TestServer, email: &str, password: &str, address: &str) -> reqwest::Response {
     s.client
         .post(s.url("/v1/auth/login"))
@@ -690,4 +719,5 @@ crate::backend_tests!(
     clients_answer_to_their_owner,
     sensitive_operations_need_a_recent_sign_in,
     theft_detection_revokes_keys_minted_by_the_thief,
+    a_key_minted_during_theft_detection_dies_with_the_session,
 );

@@ -38,11 +38,7 @@ pub async fn logout(
         },
         None => None,
     };
-    let hint_client = hint.as_ref().and_then(|c| match c.get("aud") {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Array(a)) => a.first().and_then(Value::as_str).map(str::to_owned),
-        _ => None,
-    });
+    let hint_client = hint.as_ref().map(|c| c.aud.clone());
     let client_id = match (field(&pairs, "client_id").filter(|c| !c.is_empty()), hint_client) {
         (Some(a), Some(b)) if a != b => {
             return message(
@@ -85,7 +81,7 @@ pub async fn logout(
     };
     let who = browser(&state, &headers, ctx.now).await;
     let hint_matches = match (&hint, &who) {
-        (Some(h), Some(w)) => h.get("sub").and_then(Value::as_str) == Some(w.user.id.as_str()),
+        (Some(h), Some(w)) => h.user.sub == w.user.id,
         (Some(_), None) => true,
         _ => false,
     };

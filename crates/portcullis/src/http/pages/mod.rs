@@ -23,7 +23,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use minijinja::{Environment, context};
-use serde_json::Value;
 
 use super::AppState;
 use crate::{

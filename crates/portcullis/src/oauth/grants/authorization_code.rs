@@ -66,12 +66,12 @@ impl OAuth {
             }
         };
         let user = self.live_user(&code.user_id).await?;
-        // The code's scope as the user may still grant it: a permission lost since
-        // the consent (a minute at most) is not issued.
+        // The code's scope as the grant still allows it: a permission lost since the
+        // consent (a minute at most) is not issued.
         let perms = self.db.role_permissions(&user.roles).await?;
         let scopes: Vec<String> = scope_list(&code.scope)
             .into_iter()
-            .filter(|s| crate::clients::OIDC_SCOPES.contains(&s.as_str()) || perms.contains(s))
+            .filter(|s| crate::clients::grant_allows(&client.meta, &perms, s))
             .collect();
         let scope = scopes.join(" ");
         let access_token =

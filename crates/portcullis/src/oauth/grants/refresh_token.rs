@@ -74,15 +74,8 @@ impl OAuth {
         // What the grant still allows NOW: a permission taken from the user, or a
         // scope taken from the client, leaves the next access token.
         let perms = self.db.role_permissions(&user.roles).await?;
-        let scopes: Vec<String> = scopes
-            .into_iter()
-            .filter(|s| {
-                let oidc = crate::clients::OIDC_SCOPES.contains(&s.as_str());
-                client.meta.scopes().any(|c| c == s)
-                    && (oidc || perms.iter().any(|p| p == s))
-                    && (s != "offline_access" || client.meta.has_grant("refresh_token"))
-            })
-            .collect();
+        let scopes: Vec<String> =
+            scopes.into_iter().filter(|s| crate::clients::grant_allows(&client.meta, &perms, s)).collect();
         let scope = scopes.join(" ");
         let access_token =
             self.tokens.issue_for_client(&user.id, Some(&session.id), client.id(), scope.clone(), ctx.now)?;

@@ -32,6 +32,8 @@ pub enum ErrorCode {
     RateLimited,
     /// The account is temporarily locked after repeated failures.
     AccountLocked,
+    /// Sign-in needs a verified email address (`accounts.require_verified_email`).
+    EmailNotVerified,
     /// The object conflicts with an existing one (e.g. email already registered).
     Conflict,
     /// No such route or object (or not one the caller may see).
@@ -65,6 +67,7 @@ impl ErrorCode {
             Self::ValidationFailed => "validation_failed",
             Self::RateLimited => "rate_limited",
             Self::AccountLocked => "account_locked",
+            Self::EmailNotVerified => "email_not_verified",
             Self::Conflict => "conflict",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -510,5 +513,7 @@ redacted_debug! {
     AdminUserCreateRequest { password }
 }
 
+mod account;
 mod oauth;
+pub use account::*;
 pub use oauth::*;

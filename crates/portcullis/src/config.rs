@@ -52,6 +52,119 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Outgoing mail.
+    pub email: EmailConfig,
+    /// Account rules: verified email, self-service deletion.
+    pub accounts: AccountsConfig,
+    /// Delivery of queued messages (mail, webhooks).
+    pub outbox: OutboxConfig,
+}
+
+/// How mail leaves the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransport {
+    /// Written to the server log (links and codes only with a loopback issuer).
+    #[default]
+    Log,
+    /// Sent through `email.smtp_url`.
+    Smtp,
+}
+
+/// Outgoing mail.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EmailConfig {
+    /// `log` (default, local development) or `smtp`.
+    pub transport: MailTransport,
+    /// lettre's URL form: `smtp://HOST:PORT` (plain, a local relay), with
+    /// `?tls=required` for STARTTLS, or `smtps://HOST` for TLS; credentials may be in it.
+    pub smtp_url: Option<String>,
+    /// A file with the SMTP password, for secret mounts (overrides the URL's).
+    pub smtp_password_file: Option<PathBuf>,
+    /// The sender, e.g. `Portcullis <no-reply@example.com>`.
+    pub from: String,
+    /// The product's name in subjects and greetings.
+    pub product_name: String,
+    /// A directory whose `NAME.subject`, `NAME.txt` and `NAME.html` replace the
+    /// bundled templates.
+    pub templates_dir: Option<PathBuf>,
+    /// Tell users when their password changed.
+    pub notify_password_changed: bool,
+    /// Tell the old address when the account's email changed.
+    pub notify_email_changed: bool,
+    /// Tell users when their account locked (with a link that unlocks it for them).
+    pub notify_account_locked: bool,
+    /// Tell users when a stolen refresh token signed them out everywhere.
+    pub notify_refresh_reuse: bool,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            transport: MailTransport::Log,
+            smtp_url: None,
+            smtp_password_file: None,
+            from: "Portcullis <no-reply@localhost>".into(),
+            product_name: "Portcullis".into(),
+            templates_dir: None,
+            notify_password_changed: true,
+            notify_email_changed: true,
+            notify_account_locked: true,
+            notify_refresh_reuse: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for EmailConfig {
+    /// The SMTP URL may hold a password: only its scheme and host print.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = self.smtp_url.as_deref().and_then(|u| url::Url::parse(u).ok());
+        let shown = url.map(|u| format!("{}://{}", u.scheme(), u.host_str().unwrap_or("")));
+        f.debug_struct("EmailConfig")
+            .field("transport", &self.transport)
+            .field("smtp_url", &shown)
+            .field("smtp_password_file", &self.smtp_password_file)
+            .field("from", &self.from)
+            .field("product_name", &self.product_name)
+            .field("templates_dir", &self.templates_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Account rules.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AccountsConfig {
+    /// Sign-in (JSON, hosted page, OAuth) answers `403 email_not_verified` until the
+    /// user proved their address.
+    pub require_verified_email: bool,
+    /// Users may delete their own account (`DELETE /v1/me`).
+    pub self_delete: bool,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        Self { require_verified_email: false, self_delete: true }
+    }
+}
+
+/// Delivery of queued messages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutboxConfig {
+    /// How often each node looks for due messages.
+    pub poll_interval: HumanDuration,
+    /// The first retry's delay; each later one doubles, up to an hour.
+    pub first_retry: HumanDuration,
+    /// Attempts before a message is given up (and listed as failed).
+    pub max_attempts: u32,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self { poll_interval: HumanDuration::secs(1), first_retry: HumanDuration::secs(10), max_attempts: 10 }
+    }
 }
 
 /// Token lifetimes and audience.
@@ -136,6 +249,9 @@ pub struct SecurityConfig {
     /// are private (an identity provider on a company network). Cloud metadata
     /// addresses stay refused.
     pub outbound_allowed_cidrs: Vec<IpNet>,
+    /// Verification and reset mails per client address and, separately, per
+    /// target address (nobody can mail-bomb a user).
+    pub email_send_rate: RateRule,
     /// Lets outbound requests reach loopback and private addresses. For tests and
     /// local development only: it opens server-side request forgery.
     pub danger_allow_private_targets: bool,
@@ -243,6 +359,9 @@ impl std::fmt::Debug for Config {
             .field("ops", &self.ops)
             .field("storage", &self.storage)
             .field("log", &self.log)
+            .field("email", &self.email)
+            .field("accounts", &self.accounts)
+            .field("outbox", &self.outbox)
             .finish()
     }
 }
@@ -265,6 +384,9 @@ impl Default for Config {
             ops: OpsConfig::default(),
             storage: StorageConfig::default(),
             log: LogConfig::default(),
+            email: EmailConfig::default(),
+            accounts: AccountsConfig::default(),
+            outbox: OutboxConfig::default(),
         }
     }
 }
@@ -317,6 +439,7 @@ impl Default for SecurityConfig {
             refresh_failure_rate: RateRule { max: 60, window: Duration::from_secs(60) },
             account_failure_ceiling: RateRule { max: 100, window: Duration::from_secs(3600) },
             outbound_allowed_cidrs: Vec::new(),
+            email_send_rate: RateRule { max: 5, window: Duration::from_secs(3600) },
             danger_allow_private_targets: false,
         }
     }
@@ -410,6 +533,12 @@ impl Config {
         {
             anyhow::bail!("issuer must be an http(s) URL, got `{iss}`");
         }
+        if self.email.transport == MailTransport::Smtp && self.email.smtp_url.is_none() {
+            anyhow::bail!("email.transport = \"smtp\" needs email.smtp_url (smtp://HOST:PORT, smtps://HOST)");
+        }
+        if self.outbox.max_attempts == 0 || self.outbox.poll_interval.0 < Duration::from_millis(10) {
+            anyhow::bail!("outbox.max_attempts must be at least 1 and outbox.poll_interval at least 10ms");
+        }
         Ok(())
     }
 
@@ -435,9 +564,15 @@ impl Config {
                 register_rate: RateRule { max: 100_000, window: Duration::from_secs(60) },
                 refresh_failure_rate: RateRule { max: 100_000, window: Duration::from_secs(60) },
                 account_failure_ceiling: RateRule { max: 100_000, window: Duration::from_secs(60) },
+                email_send_rate: RateRule { max: 100_000, window: Duration::from_secs(60) },
                 // Test peers (a client's jwks_uri) listen on loopback.
                 danger_allow_private_targets: true,
                 ..SecurityConfig::default()
+            },
+            outbox: OutboxConfig {
+                poll_interval: HumanDuration(Duration::from_millis(50)),
+                first_retry: HumanDuration(Duration::from_millis(200)),
+                max_attempts: 10,
             },
             ..Self::default()
         }
@@ -476,6 +611,9 @@ const OPTIONAL_KEYS: &[&str] = &[
     "http.hsts",
     "api_keys.max_ttl",
     "ops.metrics_token",
+    "email.smtp_url",
+    "email.smtp_password_file",
+    "email.templates_dir",
 ];
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::{fmt, path::Path};
 
-use aws_lc_rs::{aead, constant_time, digest, rand};
+use aws_lc_rs::{aead, constant_time, digest, hmac, rand};
 use base64::{
     Engine,
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
@@ -94,6 +94,8 @@ impl fmt::Debug for Secret {
 /// The 256-bit key that encrypts signing keys (and later other secrets) at rest.
 pub struct MasterKey {
     key: aead::LessSafeKey,
+    /// HMAC key derived from the master key, for low-entropy one-time codes.
+    mac: hmac::Key,
 }
 
 impl fmt::Debug for MasterKey {
@@ -118,7 +120,9 @@ impl MasterKey {
     pub fn from_bytes(bytes: &[u8; 32]) -> anyhow::Result<Self> {
         let unbound =
             aead::UnboundKey::new(&aead::AES_256_GCM, bytes).map_err(|_| anyhow::anyhow!("invalid AES-256 key"))?;
-        Ok(Self { key: aead::LessSafeKey::new(unbound) })
+        // A separate key for MACs, so no value is ever both a cipher and a MAC key.
+        let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, bytes), b"portcullis one-time code mac v1");
+        Ok(Self { key: aead::LessSafeKey::new(unbound), mac: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()) })
     }
 
     /// Parses base64 (standard or url-safe) or hex of exactly 32 bytes.
@@ -172,6 +176,17 @@ impl MasterKey {
         let mut out = nonce_bytes.to_vec();
         out.extend_from_slice(&buf);
         Ok(b64url(&out))
+    }
+
+    /// HMAC-SHA256 of `value` bound to `context`, base64url: how a 6-digit code is
+    /// stored. A plain hash of six digits is reversed by trying a million values;
+    /// this one needs the master key, which the database does not hold.
+    pub fn mac(&self, context: &str, value: &str) -> String {
+        let mut ctx = hmac::Context::with_key(&self.mac);
+        ctx.update(context.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(value.as_bytes());
+        b64url(ctx.sign().as_ref())
     }
 
     /// Decrypts what [`MasterKey::seal`] produced with the same `context`.

@@ -30,6 +30,7 @@ pub mod http;
 pub mod jobs;
 pub mod keys;
 pub mod listener;
+pub mod mail;
 pub mod oauth;
 pub mod outbound;
 pub mod page;

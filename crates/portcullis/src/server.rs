@@ -16,8 +16,12 @@ use crate::{
     config::Config,
     crypto::{MasterKey, MasterKeySource},
     http::{AppState, Services, router},
-    jobs::{self, Job},
+    jobs::{
+        self, Job,
+        outbox::{Outbox, Pace},
+    },
     keys::KeyManager,
+    mail::Mailer,
     oauth::{ClientAuth, OAuth, OAuthSettings},
     outbound::Outbound,
     passwords::Hasher,
@@ -93,6 +97,16 @@ pub async fn oauth_for_cli(cfg: &Config, store: &Store) -> anyhow::Result<Arc<OA
     Ok(Arc::new(OAuth::new(auth, client_auth, api_keys, audit, OAuthSettings::from_config(cfg, issuer))))
 }
 
+/// How the outbox worker paces itself, from `outbox.*`.
+fn outbox_pace(cfg: &Config) -> Pace {
+    Pace {
+        poll: cfg.outbox.poll_interval.0,
+        first_retry: cfg.outbox.first_retry.0,
+        max_attempts: i64::from(cfg.outbox.max_attempts),
+        ..Pace::default()
+    }
+}
+
 /// A server that is accepting connections.
 pub struct Running {
     /// The bound address (useful with port 0).
@@ -156,15 +170,25 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let (audit, audit_queue) = Audit::buffered(store.db.clone(), cfg.audit.buffer);
     let clients = Clients::new(store.db.clone());
     let blocks = Arc::new(Blocks::default());
-    let auth = Arc::new(Auth::new(
-        store.db.clone(),
-        hasher.clone(),
-        tokens,
-        AuthSettings::from_config(&cfg),
-        audit.clone(),
-        clients.clone(),
-        blocks.clone(),
-    ));
+    let mailer = Arc::new(Mailer::new(&cfg, &issuer, store.master.clone())?);
+    if !mailer.sends() && !mailer.local_development() {
+        tracing::warn!(
+            "mail is off: email.transport is log, so verification, reset and notice mails are not delivered; \
+             set email.transport = \"smtp\" and email.smtp_url"
+        );
+    }
+    let auth = Arc::new(
+        Auth::new(
+            store.db.clone(),
+            hasher.clone(),
+            tokens,
+            AuthSettings::from_config(&cfg),
+            audit.clone(),
+            clients.clone(),
+            blocks.clone(),
+        )
+        .with_mail(mailer.clone(), Some(cfg.security.email_send_rate), blocks.clone()),
+    );
     let admin = Arc::new(Admin::new(store.db.clone(), hasher, audit.clone()));
     let api_keys = ApiKeys::new(store.db.clone(), audit.clone(), cfg.api_keys.max_ttl.map(|d| d.0));
     let oauth_settings = OAuthSettings::from_config(&cfg, issuer.clone());
@@ -183,6 +207,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             },
             Job::BlockSummaries { blocks: blocks.clone(), audit: audit.clone() },
             Job::KeyUsage { keys: api_keys.clone(), every: Duration::from_secs(5) },
+            Job::Outbox(Outbox::new(store.db.clone(), outbox_pace(&cfg)).with(crate::mail::KIND, mailer)),
             Job::AuditWriter(audit_queue),
         ],
         &shutdown,

@@ -5,7 +5,7 @@ use crate::ctx::RequestCtx;
 use crate::{
     crypto::{self, Secret},
     passwords,
-    store::{NewUser, UserRow},
+    store::{NewUser, Purpose, UserRow},
     validate::{field, normalize_email},
 };
 
@@ -51,13 +51,21 @@ impl Auth {
             roles: if roles.is_empty() { vec![crate::rbac::DEFAULT_ROLE.into()] } else { roles },
             ..NewUser::default()
         };
-        let created = self.db.user_insert(&user, ctx.now).await.map_err(|e| match e {
+        let conflict = |e| match e {
             crate::store::StoreError::Conflict("unknown role") => {
                 AuthError::Validation(vec![field("role", "unknown", "no such role")])
             }
             crate::store::StoreError::Conflict(_) => AuthError::Conflict("an account with this email already exists"),
             other => other.into(),
-        })?;
+        };
+        // The account and the mail proving its address commit together.
+        let mut tx = self.db.write().await?;
+        tx.user_insert(&user, ctx.now).await.map_err(conflict)?;
+        if self.mailer.is_some() {
+            self.queue_proof(&mut tx, &user.id, &user.email, Purpose::Verify, ctx.now).await?;
+        }
+        tx.commit().await.map_err(conflict)?;
+        let created = self.db.user_by_id(&user.id).await?.ok_or(AuthError::NotFound)?;
         self.audit(ctx, "user_registered", true, Some(&created.id), None).await;
         Ok(created)
     }

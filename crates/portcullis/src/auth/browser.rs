@@ -38,7 +38,9 @@ impl Auth {
         Ok(opened)
     }
 
-    /// Registers an account from the hosted sign-up page and signs the browser in.
+    /// Registers an account from the hosted sign-up page and signs the browser in
+    /// (unless sign-in needs a proven address: then `EmailNotVerified`, and the
+    /// account waits for its proof).
     pub async fn browser_sign_up(
         &self,
         ctx: &RequestCtx,
@@ -47,6 +49,9 @@ impl Auth {
         name: Option<String>,
     ) -> Result<(BrowserSession, Secret), AuthError> {
         let mut user = self.register(ctx, email, password, name, Vec::new()).await?;
+        if self.settings.require_verified_email {
+            return Err(AuthError::EmailNotVerified);
+        }
         user.roles = self.db.user_roles(&user.id).await?;
         self.open_browser_session(ctx, FirstFactor { user, methods: vec![Method::Password] }).await
     }

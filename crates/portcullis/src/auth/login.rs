@@ -69,14 +69,7 @@ impl Auth {
         email: &str,
         password: Secret,
     ) -> Result<(UserRow, bool), AuthError> {
-        if let Some(limiter) = &self.limiter
-            && let Err(retry) = limiter.hit(ctx.client(), ctx.route(), ctx.now).await
-        {
-            // No record per refusal: the block's summary (`rate_limited`, with the
-            // route and the count) lands in the audit trail when the block ends.
-            metrics::counter!("portcullis_logins_total", "outcome" => "rate_limited").increment(1);
-            return Err(AuthError::RateLimited(retry));
-        }
+        self.rate_limit_attempt(ctx).await?;
         // Take a place in the hashing pool first: a request refused for capacity
         // must not have counted as a failed attempt.
         let admission = self.hasher.admit()?;
@@ -87,36 +80,7 @@ impl Auth {
             Err(_) => None,
         };
         let uid = user.as_ref().map(|u| u.id.as_str());
-        if let Some(secs) = self.over_ceiling(&key, &address, ctx.now).await? {
-            self.audit(ctx, event, false, uid, Some("locked_account_ceiling")).await;
-            metrics::counter!("portcullis_logins_total", "outcome" => "locked").increment(1);
-            return Err(AuthError::AccountLocked(secs));
-        }
-        // Count the attempt before hashing; a success clears it. At most `threshold`
-        // guesses per (email, address) can ever be in flight, however many arrive.
-        let policy = &self.settings.lockout;
-        let mut decision = crate::abuse::Reservation::Busy;
-        self.db
-            .lock_attempt(&key, &address, |s| {
-                let (d, next) = policy.reserve(s, ctx.now);
-                decision = d;
-                next
-            })
-            .await?;
-        match decision {
-            crate::abuse::Reservation::Granted => {}
-            crate::abuse::Reservation::Locked(until) => {
-                self.audit(ctx, event, false, uid, Some("locked")).await;
-                metrics::counter!("portcullis_logins_total", "outcome" => "locked").increment(1);
-                return Err(AuthError::AccountLocked(
-                    u64::try_from((until - ctx.now + 999) / 1000).unwrap_or(1).max(1),
-                ));
-            }
-            crate::abuse::Reservation::Busy => {
-                self.audit(ctx, event, false, uid, Some("too_many_in_flight")).await;
-                return Err(AuthError::RateLimited(1));
-            }
-        }
+        self.reserve_attempt(ctx, event, &key, &address, uid).await?;
         let (ok, outdated) = self
             .hasher
             .verify_admitted(admission, password, user.as_ref().and_then(|u| u.password_hash.clone()))
@@ -144,9 +108,63 @@ impl Auth {
         }
     }
 
+    /// The per-address limit of every guess at a secret (passwords, mailed codes).
+    pub(super) async fn rate_limit_attempt(&self, ctx: &RequestCtx) -> Result<(), AuthError> {
+        if let Some(limiter) = &self.limiter
+            && let Err(retry) = limiter.hit(ctx.client(), ctx.route(), ctx.now).await
+        {
+            // No record per refusal: the block's summary (`rate_limited`, with the
+            // route and the count) lands in the audit trail when the block ends.
+            metrics::counter!("portcullis_logins_total", "outcome" => "rate_limited").increment(1);
+            return Err(AuthError::RateLimited(retry));
+        }
+        Ok(())
+    }
+
+    /// Reserves one guess for (`key`, `address`) under the lockout and the
+    /// account's ceiling, before the secret is checked; a success clears it
+    /// (`login_succeeded`), a failure escalates it ([`Auth::count_failure`]). At
+    /// most `threshold` guesses per (email, address) can ever be in flight, however
+    /// many arrive.
+    pub(super) async fn reserve_attempt(
+        &self,
+        ctx: &RequestCtx,
+        event: &str,
+        key: &str,
+        address: &str,
+        uid: Option<&str>,
+    ) -> Result<(), AuthError> {
+        if let Some(secs) = self.over_ceiling(key, address, ctx.now).await? {
+            self.audit(ctx, event, false, uid, Some("locked_account_ceiling")).await;
+            metrics::counter!("portcullis_logins_total", "outcome" => "locked").increment(1);
+            return Err(AuthError::AccountLocked(secs));
+        }
+        let policy = &self.settings.lockout;
+        let mut decision = crate::abuse::Reservation::Busy;
+        self.db
+            .lock_attempt(key, address, |s| {
+                let (d, next) = policy.reserve(s, ctx.now);
+                decision = d;
+                next
+            })
+            .await?;
+        match decision {
+            crate::abuse::Reservation::Granted => Ok(()),
+            crate::abuse::Reservation::Locked(until) => {
+                self.audit(ctx, event, false, uid, Some("locked")).await;
+                metrics::counter!("portcullis_logins_total", "outcome" => "locked").increment(1);
+                Err(AuthError::AccountLocked(u64::try_from((until - ctx.now + 999) / 1000).unwrap_or(1).max(1)))
+            }
+            crate::abuse::Reservation::Busy => {
+                self.audit(ctx, event, false, uid, Some("too_many_in_flight")).await;
+                Err(AuthError::RateLimited(1))
+            }
+        }
+    }
+
     /// A wrong password: escalates the (email, address) lock and counts against the
     /// account's ceiling over all addresses.
-    async fn count_failure(
+    pub(super) async fn count_failure(
         &self,
         ctx: &RequestCtx,
         key: &str,
@@ -217,6 +235,12 @@ impl Auth {
                 return Err(e);
             }
         };
+        // Only the password's owner learns that the address is unproven.
+        if self.settings.require_verified_email && !user.email_verified {
+            self.audit(ctx, "login", false, Some(&user.id), Some("email_not_verified")).await;
+            metrics::counter!("portcullis_logins_total", "outcome" => "failure").increment(1);
+            return Err(AuthError::EmailNotVerified);
+        }
         // Roles are loaded only now: loading them before the password check would
         // make known emails measurably slower than unknown ones.
         user.roles = self.db.user_roles(&user.id).await?;

@@ -5,6 +5,7 @@
 
 mod account;
 mod browser;
+mod email;
 mod login;
 mod refresh;
 mod session;
@@ -14,6 +15,7 @@ use std::{sync::Arc, time::Duration};
 use portcullis_proto::FieldError;
 
 pub use browser::BrowserSession;
+pub use email::{CODE_TTL_MS, LINK_TTL_MS};
 pub use login::{FirstFactor, Method, lock_key};
 pub use refresh::{Reuse, Rotation};
 
@@ -22,6 +24,7 @@ use crate::{
     audit::{Audit, Event},
     crypto,
     ctx::RequestCtx,
+    mail::Mailer,
     passwords::{HashError, Hasher},
     store::{Db, StoreError, UserRow},
     tokens::{TokenError, Tokens},
@@ -68,6 +71,10 @@ pub enum AuthError {
     /// The account (or email) is locked; retry after this many seconds.
     #[error("account locked")]
     AccountLocked(u64),
+    /// Right password, but `accounts.require_verified_email` is on and the
+    /// address is not proven yet.
+    #[error("the email address of this account is not verified yet")]
+    EmailNotVerified,
     /// A failure on our side.
     #[error("internal error: {0}")]
     Internal(String),
@@ -141,6 +148,23 @@ pub struct AuthSettings {
     pub lockout: LockoutPolicy,
     /// How recent a sign-in sensitive operations need.
     pub reauth_window: Duration,
+    /// Sign-in needs a proven address.
+    pub require_verified_email: bool,
+    /// Which notices are mailed.
+    pub notify: Notices,
+}
+
+/// Which notices are mailed (`email.notify_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Notices {
+    /// The password changed.
+    pub password_changed: bool,
+    /// The address changed (to the old address).
+    pub email_changed: bool,
+    /// The account locked.
+    pub account_locked: bool,
+    /// A reused refresh token ended every session.
+    pub refresh_reuse: bool,
 }
 
 impl AuthSettings {
@@ -158,6 +182,13 @@ impl AuthSettings {
                 durations: cfg.security.lockout_durations.iter().map(|d| d.0).collect(),
             },
             reauth_window: cfg.security.reauth_window.0,
+            require_verified_email: cfg.accounts.require_verified_email,
+            notify: Notices {
+                password_changed: cfg.email.notify_password_changed,
+                email_changed: cfg.email.notify_email_changed,
+                account_locked: cfg.email.notify_account_locked,
+                refresh_reuse: cfg.email.notify_refresh_reuse,
+            },
         }
     }
 }
@@ -174,6 +205,8 @@ pub struct Auth {
     refresh_limiter: Option<Limiter>,
     clients: Arc<crate::clients::Clients>,
     live: session::LiveCache,
+    mailer: Option<Arc<Mailer>>,
+    mail_limiters: Option<(Limiter, Limiter)>,
 }
 
 impl Auth {
@@ -202,7 +235,28 @@ impl Auth {
             refresh_limiter,
             clients,
             live: Default::default(),
+            mailer: None,
+            mail_limiters: None,
         }
+    }
+
+    /// Sends mail through `mailer` (verification, reset, notices), at most
+    /// `send_rate` per client address and per target address. Without it (operator
+    /// commands), flows that need mail fail.
+    pub fn with_mail(mut self, mailer: Arc<Mailer>, send_rate: Option<RateRule>, blocks: Arc<Blocks>) -> Self {
+        self.mail_limiters = send_rate.map(|r| {
+            (
+                Limiter::new(self.db.clone(), "mail_client", r, blocks.clone()),
+                Limiter::new(self.db.clone(), "mail_target", r, blocks),
+            )
+        });
+        self.mailer = Some(mailer);
+        self
+    }
+
+    /// The mailer, for flows that send mail.
+    fn mailer(&self) -> Result<&Arc<Mailer>, AuthError> {
+        self.mailer.as_ref().ok_or_else(|| AuthError::Internal("mail is not configured for this process".into()))
     }
 
     /// Whether `ctx`'s client is over the limit of failed refreshes (answered from

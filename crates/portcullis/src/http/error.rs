@@ -196,6 +196,11 @@ impl From<AuthError> for ApiError {
                 e.retry_after = Some(secs);
                 e
             }
+            AuthError::EmailNotVerified => Self::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::EmailNotVerified,
+                "verify your email address first: follow the link we sent, or ask for a new one",
+            ),
             AuthError::Internal(cause) => Self::internal(cause),
         }
     }

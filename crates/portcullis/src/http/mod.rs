@@ -6,6 +6,7 @@ mod admin;
 mod api_keys;
 mod auth;
 mod clients;
+mod email;
 pub mod error;
 pub mod extract;
 pub mod guard;
@@ -118,6 +119,9 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/v1/auth/refresh", post(auth::session_refresh))
         .route("/v1/auth/logout", post(auth::session_logout))
         .route("/v1/auth/reauth", post(auth::session_reauth))
+        .route("/v1/auth/email/verify", post(email::email_verify))
+        .route("/v1/auth/email/resend", post(email::email_resend))
+        .route("/verify-email", get(pages::verify_email_get).post(pages::verify_email_post))
         .route("/v1/me", get(me::me_get).patch(me::me_update))
         .route("/v1/me/sessions", get(me::session_list))
         .route("/v1/me/sessions/{id}", delete(me::session_revoke))

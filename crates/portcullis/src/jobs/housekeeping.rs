@@ -7,7 +7,7 @@ use crate::store::Db;
 
 /// One round: audit records and delivered or failed outbox messages older than
 /// `retention`; rate-limit windows, lockouts
-/// and sessions that ended a day ago; sign-in addresses unused for 30 days; codes
+/// mailed tokens and sessions that ended a day ago; sign-in addresses unused for 30 days; codes
 /// and assertion ids past their life (codes kept an hour more, so a late replay is
 /// still recognised and revokes its grant).
 pub async fn run(db: Db, retention: Duration) {
@@ -23,6 +23,7 @@ pub async fn run(db: Db, retention: Duration) {
     let _ = db.lock_purge(now - 86_400_000, now).await;
     let _ = db.login_successes_purge(now - 30 * 86_400_000).await;
     let _ = db.oauth_purge(now - 3_600_000).await;
+    let _ = db.email_tokens_purge(now - 86_400_000).await;
     match db.sessions_purge(now - 86_400_000).await {
         Ok(n) if n > 0 => tracing::info!(deleted = n, "removed ended sessions and their refresh tokens"),
         Ok(_) => {}

@@ -14,6 +14,27 @@ pub type Attempt<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 
 pub trait Deliver: Send + Sync {
     /// One attempt at delivering `message`.
     fn deliver<'a>(&'a self, message: &'a OutboxRow) -> Attempt<'a>;
+
+    /// What to keep of a payload once the message is delivered or given up:
+    /// `Some` replaces it (secrets erased), `None` keeps it as is.
+    fn redacted(&self, _payload: &str) -> Option<String> {
+        None
+    }
+}
+
+/// Mail is delivered by the mailer; its secrets are erased after the last attempt.
+impl Deliver for crate::mail::Mailer {
+    fn deliver<'a>(&'a self, message: &'a OutboxRow) -> Attempt<'a> {
+        Box::pin(async move {
+            let answer = self.send(&message.payload).await?;
+            tracing::info!(id = %message.id, answer = %answer, "mail sent");
+            Ok(())
+        })
+    }
+
+    fn redacted(&self, payload: &str) -> Option<String> {
+        crate::mail::Mailer::redacted(payload)
+    }
 }
 
 /// How the worker paces itself.
@@ -84,18 +105,25 @@ impl Outbox {
             }
             let outcome = deliverer.deliver(m).await;
             let now = crate::clock::now_ms();
-            let written = match outcome {
-                Ok(()) => self.db.outbox_delivered(&m.id, m.attempts, now).await,
+            let (written, last) = match outcome {
+                Ok(()) => (self.db.outbox_delivered(&m.id, m.attempts, now).await, true),
                 Err(why) => {
                     let next =
                         (m.attempts < self.pace.max_attempts).then(|| now.saturating_add(self.backoff(m.attempts)));
                     if next.is_none() {
                         tracing::warn!(id = %m.id, kind = %m.kind, error = %why, "outbox message given up");
                     }
-                    self.db.outbox_failed(&m.id, m.attempts, &why, next).await
+                    (self.db.outbox_failed(&m.id, m.attempts, &why, next).await, next.is_none())
                 }
             };
             match written {
+                Ok(true) if last => {
+                    if let Some(kept) = deliverer.redacted(&m.payload)
+                        && let Err(e) = self.db.outbox_set_payload(&m.id, &kept).await
+                    {
+                        tracing::warn!(error = %e, id = %m.id, "erasing the secrets of an outbox message failed");
+                    }
+                }
                 Ok(true) => {}
                 Ok(false) => tracing::info!(id = %m.id, "outbox outcome not recorded: a later claim holds the message"),
                 // The lease runs out and the message is attempted again: at least once.

@@ -15,6 +15,7 @@ mod abuse;
 mod api_keys;
 mod audit;
 mod clients;
+mod email;
 mod keys;
 mod migrate;
 mod oauth;
@@ -35,6 +36,7 @@ pub use abuse::{LockState, RateWindow};
 pub use api_keys::{ApiKeyRow, KeyLookup};
 pub use audit::{AuditFilter, AuditRecord};
 pub use clients::ClientRow;
+pub use email::{EmailTokenRow, Purpose};
 pub use keys::KeyRow;
 pub use oauth::{CodeExchange, CodeRow};
 pub use outbox::{OutboxRow, OutboxStatus};
@@ -282,6 +284,7 @@ const ALL_TABLES: &[&str] = &[
     "oauth_assertions",
     "login_successes",
     "outbox",
+    "email_tokens",
 ];
 
 #[cfg(feature = "test-support")]

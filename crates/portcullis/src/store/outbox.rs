@@ -189,6 +189,17 @@ impl Db {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Replaces the payload of a message that is no longer pending (its secrets
+    /// erased once delivered or given up).
+    pub async fn outbox_set_payload(&self, id: &str, payload: &str) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE outbox SET payload = $1 WHERE id = $2 AND status <> 'pending'")
+            .bind(payload)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// One message.
     pub async fn outbox_get(&self, id: &str) -> StoreResult<Option<OutboxRow>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLS} FROM outbox WHERE id = $1")))

@@ -125,23 +125,7 @@ impl Db {
     /// `Conflict("unknown role")`, and nothing is written.
     pub async fn user_insert(&self, new: &NewUser, now: i64) -> StoreResult<UserRow> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO users (id, email, email_verified, name, password_hash, created_at, updated_at, \
-             public_metadata, private_metadata) VALUES ($1, $2, 0, $3, $4, $5, $5, $6, $7)",
-        )
-        .bind(&new.id)
-        .bind(&new.email)
-        .bind(&new.name)
-        .bind(&new.password_hash)
-        .bind(now)
-        .bind(new.public_metadata.as_deref().unwrap_or("{}"))
-        .bind(new.private_metadata.as_deref().unwrap_or("{}"))
-        .execute(&mut *tx)
-        .await
-        .map_err(email_conflict)?;
-        for role in &new.roles {
-            grant(&mut tx, &new.id, role, now).await?;
-        }
+        insert(&mut tx, new, now).await?;
         tx.commit().await?;
         self.user_by_id(&new.id).await?.ok_or(StoreError::Corrupt("user vanished after insert".into()))
     }
@@ -359,6 +343,55 @@ async fn grant(tx: &mut sqlx::Transaction<'static, sqlx::Any>, user_id: &str, ro
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// Inserts a user and grants its roles, inside a write transaction.
+pub(super) async fn insert(tx: &mut sqlx::Transaction<'static, sqlx::Any>, new: &NewUser, now: i64) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO users (id, email, email_verified, name, password_hash, created_at, updated_at, \
+         public_metadata, private_metadata) VALUES ($1, $2, 0, $3, $4, $5, $5, $6, $7)",
+    )
+    .bind(&new.id)
+    .bind(&new.email)
+    .bind(&new.name)
+    .bind(&new.password_hash)
+    .bind(now)
+    .bind(new.public_metadata.as_deref().unwrap_or("{}"))
+    .bind(new.private_metadata.as_deref().unwrap_or("{}"))
+    .execute(&mut **tx)
+    .await
+    .map_err(email_conflict)?;
+    for role in &new.roles {
+        grant(tx, &new.id, role, now).await?;
+    }
+    Ok(())
+}
+
+/// Marks `email` proven: the account's address becomes `email`, verified. With
+/// `only_if_current`, only while it still is the account's address (a proof of an
+/// old address must not move the account back). Whether a row changed; a taken
+/// address is `Conflict("email already registered")`.
+pub(super) async fn prove_email<'c, E>(
+    on: E,
+    user_id: &str,
+    email: &str,
+    only_if_current: bool,
+    now: i64,
+) -> StoreResult<bool>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let guard = if only_if_current { " AND email = $2" } else { "" };
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE users SET email = $2, email_verified = 1, updated_at = $3 WHERE id = $1{guard}"
+    )))
+    .bind(user_id)
+    .bind(email)
+    .bind(now)
+    .execute(on)
+    .await
+    .map_err(email_conflict)?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// `UPDATE` of a user's password hash, on a pool or inside a write transaction.

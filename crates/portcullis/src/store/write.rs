@@ -3,7 +3,7 @@
 
 use sqlx::{Any, Transaction};
 
-use super::{Db, StoreResult, outbox, sessions, users};
+use super::{Db, EmailTokenRow, NewUser, Purpose, StoreResult, email, outbox, sessions, users};
 
 /// A write transaction in progress. Its methods are store operations; nothing is
 /// visible before [`WriteTx::commit`]; dropped uncommitted, everything is undone.
@@ -51,6 +51,40 @@ impl WriteTx {
     /// Renews a live session's sign-in time; whether it was live.
     pub async fn session_reauthenticated(&mut self, session_id: &str, user_id: &str, now: i64) -> StoreResult<bool> {
         sessions::reauthenticated(&mut *self.tx, session_id, user_id, now).await
+    }
+
+    /// Inserts a user with its roles (see [`Db::user_insert`] for the conflicts).
+    pub async fn user_insert(&mut self, new: &NewUser, now: i64) -> StoreResult<()> {
+        users::insert(&mut self.tx, new, now).await
+    }
+
+    /// Proves `email` for a user (see `users::prove_email`); whether it changed.
+    pub async fn user_prove_email(
+        &mut self,
+        user_id: &str,
+        email: &str,
+        only_if_current: bool,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.auth_changed = true;
+        users::prove_email(&mut *self.tx, user_id, email, only_if_current, now).await
+    }
+
+    /// Stores a mailed one-time token, retiring the user's earlier ones of its
+    /// purpose: only the newest link or code works.
+    pub async fn email_token_replace(&mut self, t: &EmailTokenRow, token_hash: &str) -> StoreResult<()> {
+        email::retire(&mut *self.tx, &t.user_id, t.purpose, t.created_at).await?;
+        email::insert(&mut *self.tx, t, token_hash).await
+    }
+
+    /// Spends a token once (see `store::email`); whether this call spent it.
+    pub async fn email_token_spend(&mut self, id: &str, by_code: bool, now: i64) -> StoreResult<bool> {
+        email::spend(&mut *self.tx, id, by_code, now).await
+    }
+
+    /// Retires a user's unspent tokens of `purpose`.
+    pub async fn email_tokens_retire(&mut self, user_id: &str, purpose: Purpose, now: i64) -> StoreResult<u64> {
+        email::retire(&mut *self.tx, user_id, purpose, now).await
     }
 
     /// Queues a message (`kind`, JSON `payload`) for delivery once this transaction

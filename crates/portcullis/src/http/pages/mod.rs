@@ -6,13 +6,16 @@
 //! refused outright.
 //!
 //! One file per page flow: [`authorize`] (sign-in and consent steps of the
-//! authorization endpoint), [`signup`], [`logout`]; what they share lives here.
+//! authorization endpoint), [`signup`], [`logout`], [`email`] (the pages mailed
+//! links open); what they share lives here.
 
 mod authorize;
+mod email;
 mod logout;
 mod signup;
 
 pub use authorize::{authorize_get, authorize_post, signin_get};
+pub use email::{verify_email_get, verify_email_post};
 pub use logout::logout;
 pub use signup::{signup_get, signup_post};
 
@@ -48,6 +51,7 @@ fn env() -> &'static Environment<'static> {
             ("consent.html", include_str!("../../../templates/consent.html")),
             ("message.html", include_str!("../../../templates/message.html")),
             ("logout.html", include_str!("../../../templates/logout.html")),
+            ("confirm.html", include_str!("../../../templates/confirm.html")),
         ] {
             if let Err(e) = env.add_template(name, src) {
                 tracing::error!(template = name, error = %e, "bad template");
@@ -247,6 +251,10 @@ fn sign_in_error(e: &AuthError) -> (StatusCode, String) {
         AuthError::Conflict(_) => {
             (StatusCode::CONFLICT, "An account with this email already exists. Sign in instead.".into())
         }
+        AuthError::EmailNotVerified => (
+            StatusCode::FORBIDDEN,
+            "Confirm your email address first: follow the link in the message we sent you.".into(),
+        ),
         other => {
             tracing::error!(error = %other, "hosted sign-in failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong. Please try again.".into())

@@ -93,6 +93,13 @@ pub async fn signup_post(State(state): State<AppState>, ctx: RequestCtx, headers
             page.cookies = cookies;
             page.into_response()
         }
+        Err(AuthError::EmailNotVerified) => message(
+            StatusCode::OK,
+            "Check your inbox",
+            &format!("We sent a link to {email}. Open it to confirm your address, then sign in."),
+            false,
+        )
+        .into_response(),
         Err(e) => {
             let (status, text) = sign_in_error(&e);
             let details = match &e {

@@ -1,0 +1,219 @@
+//! Proving an address: the verification mailed at sign-up (a link and a 6-digit
+//! code), spent by `POST /v1/auth/email/verify` or the hosted `/verify-email` page,
+//! and sent again by `POST /v1/auth/email/resend`.
+//!
+//! Link tokens are 256 random bits stored as SHA-256; codes are stored as an HMAC
+//! under the master key. Both are spent by one conditional UPDATE, so a parallel
+//! double submit succeeds once. A code is a guess of six digits: every attempt goes
+//! through the same rate limit and (email, address) lockout as a password.
+
+use super::{Auth, AuthError};
+use crate::{
+    crypto,
+    ctx::RequestCtx,
+    mail::{self, Secrets, Template},
+    store::{EmailTokenRow, Purpose, UserRow, WriteTx},
+    validate::{field, normalize_email},
+};
+
+/// How long a mailed link works.
+pub const LINK_TTL_MS: i64 = 24 * 3_600_000;
+/// How long a mailed code works.
+pub const CODE_TTL_MS: i64 = 15 * 60_000;
+
+/// Six uniformly random digits (no modulo bias: 2^32 is rejection-sampled).
+fn six_digits() -> String {
+    loop {
+        let n = u32::from_le_bytes(crypto::random_bytes::<4>());
+        // 4_294_000_000 is the largest multiple of 1_000_000 below 2^32.
+        if n < 4_294_000_000 {
+            return format!("{:06}", n % 1_000_000);
+        }
+    }
+}
+
+fn bad(name: &str) -> AuthError {
+    AuthError::Validation(vec![field(
+        name,
+        "invalid_or_expired",
+        "is wrong, expired or already used; ask for a new one",
+    )])
+}
+
+impl Auth {
+    /// The MAC under which the code of token `id` is stored.
+    fn code_mac(&self, id: &str, code: &str) -> Result<String, AuthError> {
+        let mailer = self.mailer()?;
+        Ok(mailer.mac(&format!("email-code:{id}"), code))
+    }
+
+    /// Queues, inside `tx`, a proof of `email` for `user_id`: a link and a code,
+    /// replacing earlier ones. `ChangeEmail` proves a new address.
+    pub(super) async fn queue_proof(
+        &self,
+        tx: &mut WriteTx,
+        user_id: &str,
+        email: &str,
+        purpose: Purpose,
+        now: i64,
+    ) -> Result<(), AuthError> {
+        let mailer = self.mailer()?;
+        let token = crypto::b64url(&crypto::random_bytes::<32>());
+        let code = six_digits();
+        let id = crypto::new_id("etk", now);
+        let row = EmailTokenRow {
+            code_hash: Some(self.code_mac(&id, &code)?),
+            id,
+            user_id: user_id.to_owned(),
+            purpose,
+            email: email.to_owned(),
+            created_at: now,
+            expires_at: now + LINK_TTL_MS,
+            code_expires_at: Some(now + CODE_TTL_MS),
+            used_at: None,
+        };
+        tx.email_token_replace(&row, &crypto::sha256_b64(&token)).await?;
+        let template = if purpose == Purpose::ChangeEmail { Template::ConfirmNewEmail } else { Template::VerifyEmail };
+        let secrets = Secrets { link: Some(mailer.link("/verify-email", &token)), code: Some(code) };
+        tx.outbox_enqueue(mail::KIND, &mailer.queue(email, template, None, &secrets)?, now).await?;
+        Ok(())
+    }
+
+    /// Spends a verification link (`POST /v1/auth/email/verify {token}`, the hosted
+    /// page); the user with the proven address.
+    pub async fn verify_email_token(&self, ctx: &RequestCtx, token: &str) -> Result<UserRow, AuthError> {
+        let token = token.trim();
+        if token.is_empty() || token.len() > 200 {
+            return Err(bad("token"));
+        }
+        let row = self.db.email_token_by_hash(&crypto::sha256_b64(token), ctx.now).await?;
+        let row =
+            row.filter(|r| matches!(r.purpose, Purpose::Verify | Purpose::ChangeEmail)).ok_or_else(|| bad("token"))?;
+        self.prove(ctx, &row, false).await?.ok_or_else(|| bad("token"))
+    }
+
+    /// Checks a mailed code for `email` (`{email, code}`) under the password rate
+    /// limit and lockout; the user with the proven address.
+    pub async fn verify_email_code(&self, ctx: &RequestCtx, email: &str, code: &str) -> Result<UserRow, AuthError> {
+        let email = normalize_email(email).map_err(AuthError::from)?;
+        let code = code.trim();
+        if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(AuthError::Validation(vec![field("code", "invalid", "must be the 6 digits from the message")]));
+        }
+        self.rate_limit_attempt(ctx).await?;
+        let key = super::lock_key(&email);
+        let address = crate::abuse::rate_key(ctx.client());
+        let row = self.db.email_token_with_code(&email, ctx.now).await?;
+        let uid = row.as_ref().map(|r| r.user_id.clone());
+        self.reserve_attempt(ctx, "email_verified", &key, &address, uid.as_deref()).await?;
+        let matches = match &row {
+            Some(r) => {
+                let want = self.code_mac(&r.id, code)?;
+                r.code_hash.as_deref().is_some_and(|h| crypto::ct_eq(h.as_bytes(), want.as_bytes()))
+            }
+            None => false,
+        };
+        let proven = match (&row, matches) {
+            (Some(r), true) => self.prove(ctx, r, true).await?,
+            _ => None,
+        };
+        match proven {
+            Some(user) => {
+                self.db.login_succeeded(&key, &address, ctx.now).await?;
+                Ok(user)
+            }
+            None => {
+                self.audit(ctx, "email_verified", false, uid.as_deref(), Some("bad_code")).await;
+                self.count_failure(ctx, &key, &address, uid.as_deref()).await?;
+                Err(bad("code"))
+            }
+        }
+    }
+
+    /// Spends `row` and proves its address, in one transaction; `None` when
+    /// another submission spent it first (or the address was taken meanwhile).
+    async fn prove(&self, ctx: &RequestCtx, row: &EmailTokenRow, by_code: bool) -> Result<Option<UserRow>, AuthError> {
+        let mut tx = self.db.write().await?;
+        if !tx.email_token_spend(&row.id, by_code, ctx.now).await? {
+            return Ok(None);
+        }
+        let change = row.purpose == Purpose::ChangeEmail;
+        let old = if change { self.db.user_by_id(&row.user_id).await?.map(|u| u.email) } else { None };
+        let moved = match tx.user_prove_email(&row.user_id, &row.email, !change, ctx.now).await {
+            Ok(moved) => moved,
+            Err(crate::store::StoreError::Conflict(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if !moved {
+            return Ok(None);
+        }
+        if let Some(old) = old.filter(|o| *o != row.email) {
+            // Any pending proof of the old address is moot now.
+            tx.email_tokens_retire(&row.user_id, Purpose::Verify, ctx.now).await?;
+            if self.settings.notify.email_changed {
+                let mailer = self.mailer()?;
+                let notice = mailer.queue(&old, Template::EmailChanged, Some(&row.email), &Secrets::default())?;
+                tx.outbox_enqueue(mail::KIND, &notice, ctx.now).await?;
+            }
+        }
+        tx.commit().await?;
+        let event = if change { "email_changed" } else { "email_verified" };
+        self.audit(ctx, event, true, Some(&row.user_id), Some(if by_code { "code" } else { "link" })).await;
+        Ok(self.db.user_by_id(&row.user_id).await?)
+    }
+
+    /// Sends a new verification to an unverified account (`POST
+    /// /v1/auth/email/resend`): the caller's own, or the one at `email`. Nothing is
+    /// said about whether the address has an account: the answer is always the
+    /// same, and unknown or verified addresses get nothing.
+    pub async fn resend_verification(
+        &self,
+        ctx: &RequestCtx,
+        user: Option<&UserRow>,
+        email: Option<&str>,
+    ) -> Result<(), AuthError> {
+        let found = match (user, email) {
+            (Some(u), _) => Some(u.clone()),
+            (None, Some(e)) => match normalize_email(e) {
+                Ok(e) => self.db.user_by_email(&e).await?,
+                Err(err) => return Err(err.into()),
+            },
+            (None, None) => return Err(AuthError::Validation(vec![field("email", "required", "is required")])),
+        };
+        let target = found.as_ref().map(|u| u.email.clone()).or_else(|| email.map(str::to_owned)).unwrap_or_default();
+        if !self.mail_allowed(ctx, &target).await? {
+            return Ok(());
+        }
+        let Some(user) = found.filter(|u| !u.email_verified && u.banned_at.is_none()) else {
+            return Ok(());
+        };
+        let mut tx = self.db.write().await?;
+        self.queue_proof(&mut tx, &user.id, &user.email, Purpose::Verify, ctx.now).await?;
+        tx.commit().await?;
+        self.audit(ctx, "email_verification_sent", true, Some(&user.id), None).await;
+        Ok(())
+    }
+
+    /// `security.email_send_rate`, per client address (429 past it) and per
+    /// target address (silently nothing past it: the answer must not tell that
+    /// someone else is mailing this address). Whether to send.
+    pub(super) async fn mail_allowed(&self, ctx: &RequestCtx, target: &str) -> Result<bool, AuthError> {
+        let Some((by_client, by_target)) = &self.mail_limiters else { return Ok(true) };
+        if let Err(retry) = by_client.hit(ctx.client(), ctx.route(), ctx.now).await {
+            return Err(AuthError::RateLimited(retry));
+        }
+        let target_key = format!("to:{}", crypto::sha256_b64(&target.to_ascii_lowercase()));
+        Ok(by_target.hit(&target_key, ctx.route(), ctx.now).await.is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn codes_are_six_digits() {
+        for _ in 0..1000 {
+            let c = super::six_digits();
+            assert!(c.len() == 6 && c.bytes().all(|b| b.is_ascii_digit()), "{c}");
+        }
+    }
+}

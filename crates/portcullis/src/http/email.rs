@@ -1,0 +1,65 @@
+//! `/v1/auth/email/*`: proving an address by link token or code, and asking for
+//! a new proof.
+
+use axum::{
+    extract::{FromRequestParts, Request, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use portcullis_proto::{Accepted, EmailRequest, EmailVerifyRequest, EmailVerifyResponse};
+
+use super::{
+    AppState,
+    error::ApiError,
+    extract::{Authed, JsonBody},
+    views::user_view,
+};
+use crate::{ctx::RequestCtx, validate::field};
+
+/// The one answer of every request that may send mail.
+pub fn accepted(message: &str) -> Response {
+    (StatusCode::ACCEPTED, axum::Json(Accepted { message: message.into() })).into_response()
+}
+
+/// `POST /v1/auth/email/verify`: `{token}` or `{email, code}` → `200 {user}`.
+pub async fn email_verify(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    JsonBody(req): JsonBody<EmailVerifyRequest>,
+) -> Result<axum::Json<EmailVerifyResponse>, ApiError> {
+    let user = match (req.token.as_deref(), req.email.as_deref(), req.code.as_deref()) {
+        (Some(token), None, None) => state.auth.verify_email_token(&ctx, token).await?,
+        (None, Some(email), Some(code)) => state.auth.verify_email_code(&ctx, email, code).await?,
+        _ => {
+            return Err(ApiError::validation(vec![field(
+                "",
+                "invalid",
+                "send either {\"token\"} from the link or {\"email\", \"code\"} from the message",
+            )]));
+        }
+    };
+    Ok(axum::Json(EmailVerifyResponse { user: user_view(&user) }))
+}
+
+/// `POST /v1/auth/email/resend`: with a bearer token, the caller's account; else
+/// `{email}`. Always `202` with the same body.
+pub async fn email_resend(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let (mut parts, body) = req.into_parts();
+    let Ok(ctx) = RequestCtx::from_request_parts(&mut parts, &state).await;
+    let who = if parts.headers.contains_key(header::AUTHORIZATION) || parts.headers.contains_key("x-api-key") {
+        Some(Authed::from_request_parts(&mut parts, &state).await?.0)
+    } else {
+        None
+    };
+    let bytes = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map_err(|_| ApiError::validation(vec![field("", "invalid_body", "the body is too large or unreadable")]))?;
+    let email = if bytes.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        super::extract::require_json(&parts.headers)?;
+        crate::validate::parse_json::<EmailRequest>(&bytes)?.email
+    };
+    state.auth.resend_verification(&ctx, who.as_ref().and_then(|w| w.user()).map(|u| &**u), email.as_deref()).await?;
+    Ok(accepted("If this address belongs to an account that is not verified yet, a new message is on its way."))
+}

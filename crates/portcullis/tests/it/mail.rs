@@ -1,0 +1,308 @@
+//! Mail and the account lifecycle, end to end: every message goes through lettre
+//! to a real SMTP server the test starts (`smtp::Sink`), and the test reads links
+//! and codes from what was delivered.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::{
+    common::{Backend, Data, PASSWORD, TestServer, assert_problem},
+    smtp::{self, Sink},
+};
+
+async fn server_with(data: &Data, sink: &Sink, tweak: impl FnOnce(&mut portcullis::config::Config)) -> TestServer {
+    let url = sink.url();
+    TestServer::start_on(data, |cfg| {
+        smtp::smtp(cfg, &url);
+        tweak(cfg);
+    })
+    .await
+}
+
+/// The outbox's rows, as text.
+async fn outbox_rows(db: &portcullis::store::Db) -> String {
+    let dump = db.debug_dump_text().await.unwrap();
+    dump.lines().filter(|l| l.starts_with("outbox")).collect::<Vec<_>>().join("\n")
+}
+
+async fn verify(s: &TestServer, body: Value) -> reqwest::Response {
+    s.post("/v1/auth/email/verify", body).await
+}
+
+/// Sign-up mails a link and a code; either proves the address, once; links are
+/// built from the issuer even when the request names another host.
+async fn signup_mail_verifies_by_link_or_code(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let sink = Sink::start();
+    let s = server_with(&data, &sink, |_| {}).await;
+    let res = s
+        .client
+        .post(s.url("/v1/auth/register"))
+        .header("host", "evil.example")
+        .header("x-forwarded-host", "evil.example")
+        .json(&json!({"email": "ann@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let user: Value = res.json().await.unwrap();
+    assert_eq!(user["user"]["email_verified"], false);
+    let mail = sink.nth("ann@example.com", 1).await;
+    assert_eq!(mail.subject(), "Confirm your email for Acme");
+    assert_eq!(mail.sender(), "Acme <no-reply@acme.test>");
+    assert!(mail.link().starts_with(&format!("{}/verify-email?token=", s.base)), "{}", mail.link());
+    assert!(!mail.text().contains("evil.example") && !mail.html().contains("evil.example"));
+    assert!(mail.html().contains("Confirm my email"));
+    // By link.
+    let res = verify(&s, json!({"token": mail.token()})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        (body["user"]["email"].as_str(), body["user"]["email_verified"].as_bool()),
+        (Some("ann@example.com"), Some(true))
+    );
+    let again = verify(&s, json!({"token": mail.token()})).await;
+    assert_problem(again, StatusCode::BAD_REQUEST, "validation_failed").await;
+    let tokens = s.login("ann@example.com", PASSWORD).await;
+    let me: Value = s.get_auth("/v1/me", &tokens.access).await.json().await.unwrap();
+    assert_eq!(me["email_verified"], true);
+    // By code, for another account.
+    s.register("bob@example.com", PASSWORD).await;
+    let mail = sink.nth("bob@example.com", 1).await;
+    let wrong = if mail.code() == "000000" { "111111" } else { "000000" };
+    let res = verify(&s, json!({"email": "bob@example.com", "code": wrong})).await;
+    let problem = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+    assert_eq!(problem["errors"][0]["field"], "code");
+    let res = verify(&s, json!({"email": "Bob@Example.com", "code": mail.code()})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // Neither half alone, nor both.
+    for bad in [json!({"email": "bob@example.com"}), json!({"code": "123456"}), json!({"token": "x", "code": "123456"})]
+    {
+        assert_problem(verify(&s, bad).await, StatusCode::BAD_REQUEST, "validation_failed").await;
+    }
+    s.stop().await;
+}
+
+/// A link or a code submitted many times at once proves the address once.
+async fn parallel_double_submit_succeeds_once(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let sink = Sink::start();
+    let s = server_with(&data, &sink, |_| {}).await;
+    for (i, by_code) in [(1, false), (2, true)] {
+        let email = format!("user{i}@example.com");
+        s.register(&email, PASSWORD).await;
+        let mail = sink.nth(&email, 1).await;
+        let body = if by_code { json!({"email": email, "code": mail.code()}) } else { json!({"token": mail.token()}) };
+        let tries = (0..8).map(|_| verify(&s, body.clone()));
+        let statuses: Vec<StatusCode> = futures::future::join_all(tries).await.iter().map(|r| r.status()).collect();
+        let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+        assert_eq!(ok, 1, "by_code={by_code}: {statuses:?}");
+        // The others lost the race (400) or, for codes, waited on the lockout's
+        // guesses in flight (429).
+        let lost = [StatusCode::OK, StatusCode::BAD_REQUEST, StatusCode::TOO_MANY_REQUESTS];
+        assert!(statuses.iter().all(|s| lost.contains(s)), "{statuses:?}");
+        let dump =
+            portcullis::store::Db::connect(&s.cfg.database_url()).await.unwrap().debug_dump_text().await.unwrap();
+        assert!(dump.contains("email_tokens") && !dump.contains(&mail.token()), "only the hash of a token is stored");
+    }
+    s.stop().await;
+}
+
+/// Wrong codes count like wrong passwords: past the lockout threshold even the
+/// right code is refused from that address.
+async fn code_guesses_share_the_password_lockout(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let sink = Sink::start();
+    let s = server_with(&data, &sink, |_| {}).await;
+    s.register("ann@example.com", PASSWORD).await;
+    let code = sink.nth("ann@example.com", 1).await.code();
+    let wrong = if code == "999999" { "888888" } else { "999999" };
+    for _ in 0..5 {
+        let res = verify(&s, json!({"email": "ann@example.com", "code": wrong})).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    }
+    let res = verify(&s, json!({"email": "ann@example.com", "code": code})).await;
+    assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "account_locked").await;
+    // The same lock guards the password from this address.
+    let res = s.post("/v1/auth/login", json!({"email": "ann@example.com", "password": PASSWORD})).await;
+    assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "account_locked").await;
+    s.stop().await;
+}
+
+/// The mailed link opens a page whose GET changes nothing; its button does.
+async fn the_verify_page_confirms_only_on_post(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let sink = Sink::start();
+    let s = server_with(&data, &sink, |_| {}).await;
+    s.register("ann@example.com", PASSWORD).await;
+    let mail = sink.nth("ann@example.com", 1).await;
+    let mut cookie = String::new();
+    let mut html = String::new();
+    for _ in 0..3 {
+        let page = s.client.get(mail.link()).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        if let Some(c) = page.headers().get("set-cookie") {
+            cookie = c.to_str().unwrap().split(';').next().unwrap().to_owned();
+        }
+        html = page.text().await.unwrap();
+        assert!(html.contains("Confirm my email") && html.contains(&mail.token()));
+    }
+    let tokens = s.login("ann@example.com", PASSWORD).await;
+    let me: Value = s.get_auth("/v1/me", &tokens.access).await.json().await.unwrap();
+    assert_eq!(me["email_verified"], false, "a GET spent nothing");
+    let csrf = html.split("name=\"csrf_token\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    // Without the CSRF token the form is refused.
+    let post = |form: Vec<(&'static str, String)>| {
+        s.client.post(s.url("/verify-email")).header("cookie", cookie.clone()).form(&form).send()
+    };
+    let res = post(vec![("token", mail.token())]).await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = post(vec![("token", mail.token()), ("csrf_token", csrf)]).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.unwrap().contains("Email confirmed"));
+    let me: Value = s.get_auth("/v1/me", &tokens.access).await.json().await.unwrap();
+    assert_eq!(me["email_verified"], true);
+    s.stop().await;
+}
+
+/// Resend: the same 202 for unknown, verified and unverified addresses; only the
+/// unverified one gets mail, and its earlier link stops working.
+async fn resend_answers_the_same_for_everyone(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let sink = Sink::start();
+    let s = server_with(&data, &sink, |_| {}).await;
+    s.register("ann@example.com", PASSWORD).await;
+    let first = sink.nth("ann@example.com", 1).await;
+    s.register("bob@example.com", PASSWORD).await;
+    let bob = sink.nth("bob@example.com", 1).await;
+    assert_eq!(verify(&s, json!({"token": bob.token()})).await.status(), StatusCode::OK);
+    let mut bodies = Vec::new();
+    for email in ["ann@example.com", "nobody@example.com", "bob@example.com"] {
+        let res = s.post("/v1/auth/email/resend", json!({"email": email})).await;
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        bodies.push(res.text().await.unwrap());
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
+    let second = sink.nth("ann@example.com", 2).await;
+    assert_ne!(first.token(), second.token());
+    assert_eq!(verify(&s, json!({"token": first.token()})).await.status(), StatusCode::BAD_REQUEST);
+    // With a bearer token: the caller's own account, no body needed.
+    let tokens = s.login("ann@example.com", PASSWORD).await;
+    let res = s.client.post(s.url("/v1/auth/email/resend")).bearer_auth(&tokens.access).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let third = sink.nth("ann@example.com", 3).await;
+    assert_eq!(verify(&s, json!({"token": third.token()})).await.status(), StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(sink.to("nobody@example.com").is_empty());
+    assert_eq!(sink.to("bob@example.com").len(), 1, "a verified address gets nothing");
+    let res = s.post("/v1/auth/email/resend", json!({})).await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+    s.stop().await;
+}
+
+/// `email.send_rate` per target address: nobody can mail-bomb a user, and the
+/// answer does not change when the limit is reached.
+async fn nobody_can_mail_bomb_an_address(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let sink = Sink::start();
+    let s = server_with(&data, &sink, |cfg| {
+        cfg.security.email_send_rate =
+            portcullis::units::RateRule { max: 3, window: std::time::Duration::from_secs(3600) };
+        cfg.security.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    s.register("ann@example.com", PASSWORD).await;
+    sink.nth("ann@example.com", 1).await;
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        // From different addresses: the per-target limit holds whoever asks.
+        let res = s
+            .client
+            .post(s.url("/v1/auth/email/resend"))
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .json(&json!({"email": "ann@example.com"}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status());
+    }
+    assert!(statuses.iter().all(|s| *s == StatusCode::ACCEPTED), "{statuses:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(sink.to("ann@example.com").len(), 1 + 3, "sign-up, then three resends");
+    s.stop().await;
+}
+
+/// `accounts.require_verified_email`: sign-in is refused (after the password)
+/// until the address is proven, then allowed.
+async fn require_verified_email_blocks_then_allows(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let sink = Sink::start();
+    let s = server_with(&data, &sink, |cfg| cfg.accounts.require_verified_email = true).await;
+    s.register("ann@example.com", PASSWORD).await;
+    let res = s.post("/v1/auth/login", json!({"email": "ann@example.com", "password": PASSWORD})).await;
+    assert_problem(res, StatusCode::FORBIDDEN, "email_not_verified").await;
+    // A wrong password says nothing about the address.
+    let res = s.post("/v1/auth/login", json!({"email": "ann@example.com", "password": "wrong-password-1"})).await;
+    assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    let mail = sink.nth("ann@example.com", 1).await;
+    assert_eq!(verify(&s, json!({"token": mail.token()})).await.status(), StatusCode::OK);
+    s.login("ann@example.com", PASSWORD).await;
+    s.stop().await;
+}
+
+/// The outbox keeps a message whose sending failed: the SMTP server is not there,
+/// the node stops, the server comes back, and a restarted node delivers it.
+async fn mail_survives_smtp_outage_and_restart(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let port = smtp::free_port();
+    let url = format!("smtp://127.0.0.1:{port}");
+    let cfg = |cfg: &mut portcullis::config::Config| smtp::smtp(cfg, &url);
+    let s = TestServer::start_on(&data, cfg).await;
+    s.register("ann@example.com", PASSWORD).await;
+    let db = portcullis::store::Db::connect(&s.cfg.database_url()).await.unwrap();
+    // Attempts fail while nothing listens.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let dump = outbox_rows(&db).await;
+        if dump.contains("SMTP") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no failed attempt recorded: {dump}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    s.stop().await;
+    let sink = Sink::start_on(port);
+    let s = TestServer::start_on(&data, cfg).await;
+    let mail = sink.nth("ann@example.com", 1).await;
+    assert_eq!(verify(&s, json!({"token": mail.token()})).await.status(), StatusCode::OK);
+    // Sent: the row stays, without its sealed secrets.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let dump = outbox_rows(&db).await;
+        if dump.contains("delivered") && !dump.contains("sealed") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not erased: {dump}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // A server that refuses (421) is retried until it accepts.
+    sink.set_down(true);
+    s.post("/v1/auth/email/resend", json!({"email": "bob@example.com"})).await;
+    s.register("bob@example.com", PASSWORD).await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert!(sink.to("bob@example.com").is_empty());
+    sink.set_down(false);
+    sink.nth("bob@example.com", 1).await;
+    s.stop().await;
+}
+
+crate::backend_tests!(
+    signup_mail_verifies_by_link_or_code,
+    parallel_double_submit_succeeds_once,
+    code_guesses_share_the_password_lockout,
+    the_verify_page_confirms_only_on_post,
+    resend_answers_the_same_for_everyone,
+    nobody_can_mail_bomb_an_address,
+    require_verified_email_blocks_then_allows,
+    mail_survives_smtp_outage_and_restart,
+);

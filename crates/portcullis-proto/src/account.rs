@@ -46,6 +46,17 @@ pub struct Accepted {
     pub message: String,
 }
 
+/// `POST /v1/auth/password/reset`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordResetRequest {
+    /// The token of the mailed link (`/reset-password?token=…`).
+    pub token: String,
+    /// The new password; the password policy applies.
+    pub new_password: String,
+}
+
 redacted_debug! {
     EmailVerifyRequest { token, code }
+    PasswordResetRequest { token, new_password }
 }

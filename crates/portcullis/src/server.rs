@@ -121,6 +121,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// The server's database handle (tests inspect it).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// Stops accepting, lets in-flight requests finish, closes the database.
     /// In-flight requests get `http.shutdown_grace`; a client that holds its
     /// connection open past that is cut off rather than holding the process hostage.

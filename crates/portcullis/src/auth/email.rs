@@ -133,12 +133,12 @@ impl Auth {
     /// Spends `row` and proves its address, in one transaction; `None` when
     /// another submission spent it first (or the address was taken meanwhile).
     async fn prove(&self, ctx: &RequestCtx, row: &EmailTokenRow, by_code: bool) -> Result<Option<UserRow>, AuthError> {
+        let change = row.purpose == Purpose::ChangeEmail;
+        let old = if change { self.db.user_by_id(&row.user_id).await?.map(|u| u.email) } else { None };
         let mut tx = self.db.write().await?;
         if !tx.email_token_spend(&row.id, by_code, ctx.now).await? {
             return Ok(None);
         }
-        let change = row.purpose == Purpose::ChangeEmail;
-        let old = if change { self.db.user_by_id(&row.user_id).await?.map(|u| u.email) } else { None };
         let moved = match tx.user_prove_email(&row.user_id, &row.email, !change, ctx.now).await {
             Ok(moved) => moved,
             Err(crate::store::StoreError::Conflict(_)) => return Ok(None),

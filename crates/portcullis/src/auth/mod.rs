@@ -8,6 +8,7 @@ mod browser;
 mod email;
 mod login;
 mod refresh;
+mod reset;
 mod session;
 
 use std::{sync::Arc, time::Duration};

@@ -8,6 +8,7 @@ use crate::ctx::RequestCtx;
 use crate::{
     audit::Event,
     crypto::{self, Secret},
+    mail::Template,
     store::{RefreshOutcome, SessionRow},
     tokens::TokenError,
 };
@@ -102,7 +103,14 @@ impl Auth {
             Reuse::EndsAccount => {
                 // Every session, and the API keys minted from them (a thief's
                 // lasting foothold).
-                let (ended, keys) = self.db.sessions_revoke_stolen(user_id, "refresh_token_reused", ctx.now).await?;
+                // One commit: the sessions and keys ended, and the owner told.
+                let user = self.db.user_by_id(user_id).await?;
+                let mut tx = self.db.write().await?;
+                let (ended, keys) = tx.sessions_revoke_stolen(user_id, "refresh_token_reused", ctx.now).await?;
+                if let Some(user) = &user {
+                    self.queue_notice(&mut tx, user, Template::SignedOutEverywhere, ctx.now).await?;
+                }
+                tx.commit().await?;
                 tracing::warn!(user_id = %user_id, session_id = %session_id, sessions_ended = ended,
                     api_keys_revoked = keys, "refresh token reuse detected; all sessions of the user ended");
                 self.audit(ctx, "refresh_reuse", false, Some(user_id), reason).await;

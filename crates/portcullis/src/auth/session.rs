@@ -13,6 +13,7 @@ use super::{Auth, AuthError};
 use crate::ctx::{Principal, RequestCtx};
 use crate::{
     crypto::Secret,
+    mail::Template,
     passwords,
     store::{SessionRow, UserRow},
     tokens::TokenError,
@@ -281,6 +282,7 @@ impl Auth {
         tx.user_set_password(&user.id, &phc, ctx.now).await?;
         let ended = tx.sessions_revoke_all(&user.id, Some(session_id), "password_changed", ctx.now).await?;
         tx.session_reauthenticated(session_id, &user.id, ctx.now).await?;
+        self.queue_notice(&mut tx, &user, Template::PasswordChanged, ctx.now).await?;
         tx.commit().await?;
         self.audit(ctx, "password_change", true, Some(&user.id), None).await;
         Ok(ended)

@@ -1,12 +1,12 @@
-//! `/v1/auth/email/*`: proving an address by link token or code, and asking for
-//! a new proof.
+//! `/v1/auth/email/*` and `/v1/auth/password/{forgot,reset}`: proving an address
+//! by link token or code, asking for a new proof, and resetting a password.
 
 use axum::{
     extract::{FromRequestParts, Request, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
-use portcullis_proto::{Accepted, EmailRequest, EmailVerifyRequest, EmailVerifyResponse};
+use portcullis_proto::{Accepted, EmailRequest, EmailVerifyRequest, EmailVerifyResponse, PasswordResetRequest};
 
 use super::{
     AppState,
@@ -14,7 +14,7 @@ use super::{
     extract::{Authed, JsonBody},
     views::user_view,
 };
-use crate::{ctx::RequestCtx, validate::field};
+use crate::{crypto::Secret, ctx::RequestCtx, validate::field};
 
 /// The one answer of every request that may send mail.
 pub fn accepted(message: &str) -> Response {
@@ -62,4 +62,30 @@ pub async fn email_resend(State(state): State<AppState>, req: Request) -> Result
     };
     state.auth.resend_verification(&ctx, who.as_ref().and_then(|w| w.user()).map(|u| &**u), email.as_deref()).await?;
     Ok(accepted("If this address belongs to an account that is not verified yet, a new message is on its way."))
+}
+
+/// `POST /v1/auth/password/forgot {email}`: always `202` with the same body.
+pub async fn password_forgot(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    JsonBody(req): JsonBody<EmailRequest>,
+) -> Result<Response, ApiError> {
+    let Some(email) = req.email else {
+        return Err(ApiError::validation(vec![field("email", "required", "is required")]));
+    };
+    state.auth.forgot_password(&ctx, &email).await?;
+    Ok(accepted(FORGOT_ANSWER))
+}
+
+/// What a forgot request answers, whoever asks.
+pub const FORGOT_ANSWER: &str = "If this address belongs to an account, a link to choose a new password is on its way.";
+
+/// `POST /v1/auth/password/reset {token, new_password}` → `204`.
+pub async fn password_reset(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    JsonBody(req): JsonBody<PasswordResetRequest>,
+) -> Result<StatusCode, ApiError> {
+    state.auth.reset_password(&ctx, &req.token, Secret::new(req.new_password)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -61,7 +61,7 @@ impl Db {
     /// minted by a session is stored only while that session lives, and the
     /// statement holds the session's row (`FOR SHARE` on PostgreSQL; the write lock
     /// on SQLite) until it commits, so theft detection
-    /// ([`Db::sessions_revoke_stolen`], which ends sessions before it revokes their
+    /// ([`super::WriteTx::sessions_revoke_stolen`], which ends sessions before it revokes their
     /// keys) either sees the key or has ended the session first: no key outlives a
     /// stolen session. Returns false when the session had ended.
     pub async fn api_key_insert(

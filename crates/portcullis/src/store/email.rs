@@ -77,14 +77,16 @@ fn from_row(row: &sqlx::any::AnyRow) -> StoreResult<EmailTokenRow> {
     })
 }
 
-/// Stores a token (with the SHA-256 of its secret).
-pub(super) async fn insert<'c, E>(on: E, t: &EmailTokenRow, token_hash: &str) -> StoreResult<()>
+/// Stores a token (with the SHA-256 of its secret) if its user exists; whether
+/// it did. The statement is the same either way, so a request for an unknown
+/// address does the same work as one for a known address.
+pub(super) async fn insert<'c, E>(on: E, t: &EmailTokenRow, token_hash: &str) -> StoreResult<bool>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
-    sqlx::query(
+    let done = sqlx::query(
         "INSERT INTO email_tokens (id, user_id, purpose, email, token_hash, code_hash, created_at, expires_at, \
-         code_expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         code_expires_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)",
     )
     .bind(&t.id)
     .bind(&t.user_id)
@@ -97,7 +99,7 @@ where
     .bind(t.code_expires_at)
     .execute(on)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// Retires a user's unspent tokens of `purpose`; how many.
@@ -163,6 +165,18 @@ impl Db {
     /// reset links); how many.
     pub async fn email_tokens_retire(&self, user_id: &str, purpose: Purpose, now: i64) -> StoreResult<u64> {
         retire(self.pool(), user_id, purpose, now).await
+    }
+
+    /// Whether the user signed in (or confirmed their password) after `since`: a
+    /// successful sign-in cancels reset links sent before it.
+    pub async fn signed_in_since(&self, user_id: &str, since: i64) -> StoreResult<bool> {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT id FROM sessions WHERE user_id = $1 AND auth_time > $2 LIMIT 1")
+                .bind(user_id)
+                .bind(since)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(found.is_some())
     }
 
     /// Deletes tokens that expired before `before`.

@@ -105,6 +105,9 @@ pub struct Db {
     role_cache: std::sync::Arc<RoleCache>,
     /// SQLite only: the queue of the refresh-rotation group-commit worker.
     rotations: Option<tokio::sync::mpsc::Sender<sessions::QueuedRotation>>,
+    /// Statements run through write transactions ([`WriteTx`]): lets tests show
+    /// that two paths (a known and an unknown address) do the same work.
+    write_statements: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Role name → (when read, auth-change count then, permissions).
@@ -194,7 +197,14 @@ impl Db {
             tokio::spawn(sessions::rotation_worker(pool.clone(), rx));
             tx
         });
-        Ok(Self { pool, backend, auth_changes: Default::default(), role_cache: Default::default(), rotations })
+        Ok(Self {
+            pool,
+            backend,
+            auth_changes: Default::default(),
+            role_cache: Default::default(),
+            rotations,
+            write_statements: Default::default(),
+        })
     }
 
     /// The count of session- and user-changing writes made through this handle.
@@ -289,6 +299,11 @@ const ALL_TABLES: &[&str] = &[
 
 #[cfg(feature = "test-support")]
 impl Db {
+    /// Statements this process ran through write transactions so far.
+    pub fn debug_write_statements(&self) -> u64 {
+        self.write_statements.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Every value of every table as text, one line per row: lets tests prove that
     /// no secret is ever stored, on either backend. Only with `test-support`.
     pub async fn debug_dump_text(&self) -> StoreResult<String> {

@@ -231,36 +231,6 @@ impl Db {
         self.end_sessions(user_id, keep, None, reason, now).await
     }
 
-    /// Theft detection: ends every live session of a user AND revokes the API keys
-    /// created from them, in one transaction — a thief who minted a key with a
-    /// stolen session must not keep it. Sessions end first: a key being minted
-    /// meanwhile holds its session's row until it commits, so it is either seen
-    /// here or refused (see [`Db::api_key_insert`]). Returns (sessions ended, keys
-    /// revoked).
-    pub async fn sessions_revoke_stolen(&self, user_id: &str, reason: &str, now: i64) -> StoreResult<(u64, u64)> {
-        let _changed = self.auth_change();
-        let mut tx = self.begin_write().await?;
-        let sessions = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(reason)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-        let keys = sqlx::query(
-            "UPDATE api_keys SET revoked_at = $1 WHERE owner_id = $2 AND revoked_at IS NULL AND session_id IN \
-             (SELECT id FROM sessions WHERE user_id = $2 AND revoked_at = $1 AND revoked_reason = $3)",
-        )
-        .bind(now)
-        .bind(user_id)
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok((sessions.rows_affected(), keys.rows_affected()))
-    }
-
     /// Records a fresh sign-in on a live session of `user_id` (re-authentication);
     /// returns whether the session was live.
     pub async fn session_reauthenticated(&self, session_id: &str, user_id: &str, now: i64) -> StoreResult<bool> {
@@ -496,6 +466,37 @@ pub(super) async fn insert_refresh(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Theft detection: ends every live session of a user AND revokes the API keys
+/// created from them, in the caller's write transaction — a thief who minted a key
+/// with a stolen session must not keep it. Sessions end first: a key being minted
+/// meanwhile holds its session's row until it commits, so it is either seen here
+/// or refused (see [`Db::api_key_insert`]). Returns (sessions ended, keys revoked).
+pub(super) async fn revoke_stolen(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    user_id: &str,
+    reason: &str,
+    now: i64,
+) -> StoreResult<(u64, u64)> {
+    let sessions = sqlx::query(
+        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(user_id)
+    .execute(&mut **tx)
+    .await?;
+    let keys = sqlx::query(
+        "UPDATE api_keys SET revoked_at = $1 WHERE owner_id = $2 AND revoked_at IS NULL AND session_id IN \
+         (SELECT id FROM sessions WHERE user_id = $2 AND revoked_at = $1 AND revoked_reason = $3)",
+    )
+    .bind(now)
+    .bind(user_id)
+    .bind(reason)
+    .execute(&mut **tx)
+    .await?;
+    Ok((sessions.rows_affected(), keys.rows_affected()))
 }
 
 /// Renews a live session's sign-in time; whether it was live.

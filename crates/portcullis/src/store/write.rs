@@ -21,6 +21,11 @@ impl Db {
 }
 
 impl WriteTx {
+    /// Counts one statement (see `Db::debug_write_statements`).
+    fn ran(&self, n: u64) {
+        self.db.write_statements.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Makes every change of this transaction visible at once.
     pub async fn commit(self) -> StoreResult<()> {
         // Marked before the commit, counted when dropped after it: a cache filled
@@ -33,6 +38,7 @@ impl WriteTx {
     /// Replaces a user's password hash.
     pub async fn user_set_password(&mut self, user_id: &str, phc: &str, now: i64) -> StoreResult<()> {
         self.auth_changed = true;
+        self.ran(1);
         users::set_password(&mut *self.tx, user_id, phc, now).await
     }
 
@@ -45,16 +51,27 @@ impl WriteTx {
         now: i64,
     ) -> StoreResult<u64> {
         self.auth_changed = true;
+        self.ran(1);
         sessions::end_user_sessions(&mut *self.tx, user_id, keep, None, reason, now).await
+    }
+
+    /// Theft detection: every live session of a user ends, with the API keys
+    /// minted from them (see `sessions::revoke_stolen`); (sessions, keys).
+    pub async fn sessions_revoke_stolen(&mut self, user_id: &str, reason: &str, now: i64) -> StoreResult<(u64, u64)> {
+        self.auth_changed = true;
+        self.ran(2);
+        sessions::revoke_stolen(&mut self.tx, user_id, reason, now).await
     }
 
     /// Renews a live session's sign-in time; whether it was live.
     pub async fn session_reauthenticated(&mut self, session_id: &str, user_id: &str, now: i64) -> StoreResult<bool> {
+        self.ran(1);
         sessions::reauthenticated(&mut *self.tx, session_id, user_id, now).await
     }
 
     /// Inserts a user with its roles (see [`Db::user_insert`] for the conflicts).
     pub async fn user_insert(&mut self, new: &NewUser, now: i64) -> StoreResult<()> {
+        self.ran(1 + new.roles.len() as u64);
         users::insert(&mut self.tx, new, now).await
     }
 
@@ -67,29 +84,48 @@ impl WriteTx {
         now: i64,
     ) -> StoreResult<bool> {
         self.auth_changed = true;
+        self.ran(1);
         users::prove_email(&mut *self.tx, user_id, email, only_if_current, now).await
     }
 
     /// Stores a mailed one-time token, retiring the user's earlier ones of its
-    /// purpose: only the newest link or code works.
-    pub async fn email_token_replace(&mut self, t: &EmailTokenRow, token_hash: &str) -> StoreResult<()> {
+    /// purpose: only the newest link or code works. Whether it was stored (its
+    /// user exists); the statements are the same either way.
+    pub async fn email_token_replace(&mut self, t: &EmailTokenRow, token_hash: &str) -> StoreResult<bool> {
+        self.ran(2);
         email::retire(&mut *self.tx, &t.user_id, t.purpose, t.created_at).await?;
         email::insert(&mut *self.tx, t, token_hash).await
     }
 
     /// Spends a token once (see `store::email`); whether this call spent it.
     pub async fn email_token_spend(&mut self, id: &str, by_code: bool, now: i64) -> StoreResult<bool> {
+        self.ran(1);
         email::spend(&mut *self.tx, id, by_code, now).await
     }
 
     /// Retires a user's unspent tokens of `purpose`.
     pub async fn email_tokens_retire(&mut self, user_id: &str, purpose: Purpose, now: i64) -> StoreResult<u64> {
+        self.ran(1);
         email::retire(&mut *self.tx, user_id, purpose, now).await
     }
 
     /// Queues a message (`kind`, JSON `payload`) for delivery once this transaction
     /// commits; returns its id.
     pub async fn outbox_enqueue(&mut self, kind: &str, payload: &serde_json::Value, now: i64) -> StoreResult<String> {
+        self.ran(1);
         outbox::enqueue(&mut *self.tx, kind, payload, now).await
+    }
+
+    /// Queues a message to user `user_id` if that user exists (the same statement
+    /// either way); whether it was queued.
+    pub async fn outbox_enqueue_for_user(
+        &mut self,
+        user_id: &str,
+        kind: &str,
+        payload: &serde_json::Value,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.ran(1);
+        outbox::enqueue_for_user(&mut *self.tx, user_id, kind, payload, now).await
     }
 }

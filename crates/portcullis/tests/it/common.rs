@@ -101,6 +101,11 @@ impl TestServer {
         }
     }
 
+    /// Statements the server ran through write transactions so far.
+    pub fn write_statements(&self) -> u64 {
+        self.running.as_ref().unwrap().db().debug_write_statements()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

@@ -296,6 +296,199 @@ async fn mail_survives_smtp_outage_and_restart(backend: Backend) {
     s.stop().await;
 }
 
+async fn forgot(s: &TestServer, email: &str) -> (StatusCode, String) {
+    let res = s.post("/v1/auth/password/forgot", json!({"email": email})).await;
+    (res.status(), res.text().await.unwrap())
+}
+
+/// Forgot: the same status and body for known and unknown addresses, after the
+/// same statements; only the known one gets mail.
+async fn forgot_looks_the_same_for_unknown_addresses(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let sink = Sink::start();
+    let s = server_with(&data, &sink, |_| {}).await;
+    s.register("ann@example.com", PASSWORD).await;
+    sink.nth("ann@example.com", 1).await;
+    let db = portcullis::store::Db::connect(&s.cfg.database_url()).await.unwrap();
+    // The server's own Db counts its statements; read the count through a request
+    // pair measured on the server process (the counter is per process).
+    let before = s.write_statements();
+    let known = forgot(&s, "ann@example.com").await;
+    let mid = s.write_statements();
+    let unknown = forgot(&s, "nobody@example.com").await;
+    let after = s.write_statements();
+    assert_eq!(known, unknown);
+    assert_eq!(known.0, StatusCode::ACCEPTED);
+    assert_eq!(mid - before, after - mid, "both paths run the same statements");
+    assert!(mid - before >= 3, "retire, insert, enqueue");
+    let mail = sink.nth("ann@example.com", 2).await;
+    assert_eq!(mail.subject(), "Reset your Acme password");
+    assert!(mail.link().starts_with(&format!("{}/reset-password?token=", s.base)));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(sink.to("nobody@example.com").is_empty());
+    assert!(!db.debug_dump_text().await.unwrap().contains(&mail.token()));
+    // Malformed input is a validation error for everyone alike.
+    let res = s.post("/v1/auth/password/forgot", json!({"email": "not an address"})).await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+    s.stop().await;
+}
+
+/// Reset: the policy applies; every session ends, locks lift, the new password
+/// signs in, a notice follows; the token works once, even in parallel; a later
+/// request or a sign-in cancels an earlier link.
+async fn reset_ends_every_session_and_lets_the_new_password_in(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let sink = Sink::start();
+    let s = server_with(&data, &sink, |_| {}).await;
+    let ann = s.user("ann@example.com").await;
+    let other = s.login("ann@example.com", PASSWORD).await;
+    // Lock the account from another address.
+    for _ in 0..5 {
+        let res = s
+            .client
+            .post(s.url("/v1/auth/login"))
+            .json(&json!({"email": "ann@example.com", "password": "wrong-password-x"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status() == StatusCode::UNAUTHORIZED || res.status() == StatusCode::TOO_MANY_REQUESTS);
+    }
+    let res = s.post("/v1/auth/login", json!({"email": "ann@example.com", "password": PASSWORD})).await;
+    assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "account_locked").await;
+    forgot(&s, "ann@example.com").await;
+    let first = sink.nth("ann@example.com", 2).await;
+    forgot(&s, "ann@example.com").await;
+    let mail = sink.nth("ann@example.com", 3).await;
+    let reset = |token: String, pw: &'static str| {
+        s.post("/v1/auth/password/reset", json!({"token": token, "new_password": pw}))
+    };
+    // The earlier link is cancelled by the later request.
+    assert_problem(reset(first.token(), "a brand new passphrase").await, StatusCode::BAD_REQUEST, "validation_failed")
+        .await;
+    // The policy applies.
+    let weak =
+        assert_problem(reset(mail.token(), "password").await, StatusCode::BAD_REQUEST, "validation_failed").await;
+    assert_eq!(weak["errors"][0]["field"], "new_password");
+    let tries = (0..6).map(|_| reset(mail.token(), "a brand new passphrase"));
+    let statuses: Vec<StatusCode> = futures::future::join_all(tries).await.iter().map(|r| r.status()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::NO_CONTENT).count(), 1, "{statuses:?}");
+    assert_eq!(s.me_status(&ann.access).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.me_status(&other.access).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(s.refresh(&ann.refresh).await.status(), StatusCode::UNAUTHORIZED);
+    let res = s.post("/v1/auth/login", json!({"email": "ann@example.com", "password": PASSWORD})).await;
+    assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    s.login("ann@example.com", "a brand new passphrase").await;
+    let notice = sink.nth("ann@example.com", 4).await;
+    assert_eq!(notice.subject(), "Your Acme password was changed");
+    assert!(!notice.text().contains("http"), "a notice has no link: {}", notice.text());
+    // A sign-in cancels a pending link.
+    forgot(&s, "ann@example.com").await;
+    let pending = sink.nth("ann@example.com", 5).await;
+    s.login("ann@example.com", "a brand new passphrase").await;
+    assert_eq!(reset(pending.token(), "yet another passphrase").await.status(), StatusCode::BAD_REQUEST);
+    s.stop().await;
+}
+
+/// The hosted pages: sign-in links to forgot-password; the reset page sets the
+/// password without signing anyone in.
+async fn hosted_forgot_and_reset_pages(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let sink = Sink::start();
+    let s = server_with(&data, &sink, |_| {}).await;
+    s.register("ann@example.com", PASSWORD).await;
+    let admin = s.admin("admin@example.com").await.access;
+    let client = crate::oauth::create_client(
+        &s,
+        &admin,
+        json!({"client_name": "App", "redirect_uris": [crate::oauth::REDIRECT], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    let url = crate::oauth::authorize_url(client["client_id"].as_str().unwrap(), &[("scope", "openid")]);
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let signin = no_redirects.get(s.url(&url)).send().await.unwrap().text().await.unwrap();
+    assert!(signin.contains("href=\"/forgot-password\""), "{signin}");
+    let (cookie, csrf) = page_form(&s, "/forgot-password").await;
+    let res = s
+        .client
+        .post(s.url("/forgot-password"))
+        .header("cookie", &cookie)
+        .form(&[("email", "ann@example.com"), ("csrf_token", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.text().await.unwrap().contains("Check your inbox"));
+    let mail = sink.nth("ann@example.com", 2).await;
+    let path = mail.link().replace(&s.base, "");
+    let (cookie, csrf) = page_form(&s, &path).await;
+    let res = s
+        .client
+        .post(s.url("/reset-password"))
+        .header("cookie", &cookie)
+        .form(&[("token", mail.token().as_str()), ("new_password", "a brand new passphrase"), ("csrf_token", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers().get_all("set-cookie").iter().all(|c| !c.to_str().unwrap().contains("session")));
+    assert!(res.text().await.unwrap().contains("Password changed"));
+    s.login("ann@example.com", "a brand new passphrase").await;
+    s.stop().await;
+}
+
+/// A page's CSRF cookie and token.
+async fn page_form(s: &TestServer, path: &str) -> (String, String) {
+    let page = s.client.get(s.url(path)).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK, "{path}");
+    let cookie = page.headers().get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_owned();
+    let html = page.text().await.unwrap();
+    let csrf = html.split("name=\"csrf_token\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    (cookie, csrf)
+}
+
+/// Notices: a password change and a stolen refresh token are told by mail;
+/// each can be turned off.
+async fn notices_are_sent_and_can_be_turned_off(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let sink = Sink::start();
+    let s = server_with(&data, &sink, |_| {}).await;
+    let ann = s.user("ann@example.com").await;
+    let res = s
+        .post_auth(
+            "/v1/me/password",
+            &ann.access,
+            json!({"current_password": PASSWORD, "new_password": "a brand new passphrase"}),
+        )
+        .await;
+    assert!(res.status().is_success(), "{}", res.status());
+    assert_eq!(sink.nth("ann@example.com", 2).await.subject(), "Your Acme password was changed");
+    let t = s.login("ann@example.com", "a brand new passphrase").await;
+    s.refresh(&t.refresh).await;
+    assert_problem(s.refresh(&t.refresh).await, StatusCode::UNAUTHORIZED, "refresh_token_reused").await;
+    assert_eq!(sink.nth("ann@example.com", 3).await.subject(), "We signed you out of Acme everywhere");
+    s.stop().await;
+    let s = server_with(&data, &sink, |cfg| {
+        cfg.email.notify_password_changed = false;
+        cfg.email.notify_refresh_reuse = false;
+    })
+    .await;
+    let t = s.login("ann@example.com", "a brand new passphrase").await;
+    let res = s
+        .post_auth(
+            "/v1/me/password",
+            &t.access,
+            json!({"current_password": "a brand new passphrase", "new_password": PASSWORD}),
+        )
+        .await;
+    assert!(res.status().is_success());
+    let t = s.login("ann@example.com", PASSWORD).await;
+    s.refresh(&t.refresh).await;
+    s.refresh(&t.refresh).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(sink.to("ann@example.com").len(), 3);
+    s.stop().await;
+}
+
 crate::backend_tests!(
     signup_mail_verifies_by_link_or_code,
     parallel_double_submit_succeeds_once,
@@ -305,4 +498,8 @@ crate::backend_tests!(
     nobody_can_mail_bomb_an_address,
     require_verified_email_blocks_then_allows,
     mail_survives_smtp_outage_and_restart,
+    forgot_looks_the_same_for_unknown_addresses,
+    reset_ends_every_session_and_lets_the_new_password_in,
+    hosted_forgot_and_reset_pages,
+    notices_are_sent_and_can_be_turned_off,
 );

@@ -81,3 +81,127 @@ pub async fn verify_email_post(
         }
     }
 }
+
+fn form_expired() -> Response {
+    message(
+        StatusCode::FORBIDDEN,
+        "Please try again",
+        "This form expired or did not come from this site. Reload the page and try again.",
+        true,
+    )
+    .into_response()
+}
+
+fn forgot_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    error: Option<&str>,
+    email: &str,
+) -> Response {
+    let mut cookies = Vec::new();
+    let csrf = csrf(headers, &state.cookies, &mut cookies);
+    Page { status, html: render("forgot.html", context! { csrf, error, email }), cookies }.into_response()
+}
+
+/// `GET /forgot-password`: asks for the address.
+pub async fn forgot_password_get(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    forgot_page(&state, &headers, StatusCode::OK, None, "")
+}
+
+/// `POST /forgot-password`: the same answer for every address.
+pub async fn forgot_password_post(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = parse_pairs(&body);
+    if !csrf_ok(&headers, &state.cookies, &state.oauth.settings().issuer, &form) {
+        return form_expired();
+    }
+    let email = field(&form, "email").unwrap_or("");
+    match state.auth.forgot_password(&ctx, email).await {
+        Ok(()) => message(StatusCode::OK, "Check your inbox", crate::http::email::FORGOT_ANSWER, false).into_response(),
+        Err(AuthError::Validation(_)) => {
+            forgot_page(&state, &headers, StatusCode::BAD_REQUEST, Some("Enter a valid email address."), email)
+        }
+        Err(e) => {
+            let (status, text) = sign_in_error(&e);
+            forgot_page(&state, &headers, status, Some(&text), email)
+        }
+    }
+}
+
+fn reset_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    token: &str,
+    (error, details): (Option<&str>, Vec<String>),
+) -> Response {
+    let mut cookies = Vec::new();
+    let csrf = csrf(headers, &state.cookies, &mut cookies);
+    Page { status, html: render("reset.html", context! { csrf, token, error, details }), cookies }.into_response()
+}
+
+/// `GET /reset-password?token=…`: the new-password form (spends nothing).
+pub async fn reset_password_get(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    let pairs = parse_query(q.as_deref());
+    let token = field(&pairs, "token").unwrap_or("");
+    if token.is_empty() {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Link incomplete",
+            "This link has no token. Copy the whole link from the message.",
+            true,
+        )
+        .into_response();
+    }
+    reset_page(&state, &headers, StatusCode::OK, token, (None, Vec::new()))
+}
+
+/// `POST /reset-password`: sets the password; the browser is not signed in.
+pub async fn reset_password_post(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = parse_pairs(&body);
+    if !csrf_ok(&headers, &state.cookies, &state.oauth.settings().issuer, &form) {
+        return form_expired();
+    }
+    let token = field(&form, "token").unwrap_or("");
+    let password = Secret::new(field(&form, "new_password").unwrap_or(""));
+    match state.auth.reset_password(&ctx, token, password).await {
+        Ok(()) => message(
+            StatusCode::OK,
+            "Password changed",
+            "Your password is changed and every device was signed out. Sign in with the new password.",
+            false,
+        )
+        .into_response(),
+        Err(AuthError::Validation(errs)) if errs.iter().any(|e| e.field == "token") => message(
+            StatusCode::BAD_REQUEST,
+            "Link expired",
+            "This link is wrong, expired or was already used. Ask for a new one on the sign-in page.",
+            true,
+        )
+        .into_response(),
+        Err(AuthError::Validation(errs)) => {
+            let details = errs.iter().map(|f| f.message.clone()).collect();
+            reset_page(
+                &state,
+                &headers,
+                StatusCode::BAD_REQUEST,
+                token,
+                (Some("Please choose another password:"), details),
+            )
+        }
+        Err(e) => {
+            let (status, text) = sign_in_error(&e);
+            reset_page(&state, &headers, status, token, (Some(&text), Vec::new()))
+        }
+    }
+}

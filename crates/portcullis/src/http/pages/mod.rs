@@ -15,7 +15,10 @@ mod logout;
 mod signup;
 
 pub use authorize::{authorize_get, authorize_post, signin_get};
-pub use email::{verify_email_get, verify_email_post};
+pub use email::{
+    forgot_password_get, forgot_password_post, reset_password_get, reset_password_post, verify_email_get,
+    verify_email_post,
+};
 pub use logout::logout;
 pub use signup::{signup_get, signup_post};
 
@@ -52,6 +55,8 @@ fn env() -> &'static Environment<'static> {
             ("message.html", include_str!("../../../templates/message.html")),
             ("logout.html", include_str!("../../../templates/logout.html")),
             ("confirm.html", include_str!("../../../templates/confirm.html")),
+            ("forgot.html", include_str!("../../../templates/forgot.html")),
+            ("reset.html", include_str!("../../../templates/reset.html")),
         ] {
             if let Err(e) = env.add_template(name, src) {
                 tracing::error!(template = name, error = %e, "bad template");

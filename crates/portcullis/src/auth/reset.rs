@@ -1,0 +1,124 @@
+//! Password reset: `POST /v1/auth/password/forgot` mails a link (256 random bits,
+//! 30 minutes, stored as SHA-256), and the link's token with a new password
+//! (`POST /v1/auth/password/reset`, or the hosted `/reset-password` page) sets it.
+//!
+//! The forgot request answers the same, after the same work, for known and
+//! unknown addresses: one code path whose statements are conditional on the user
+//! existing in SQL, not in Rust. A reset ends every session, lifts every lock of
+//! the account, and sends a notice; it signs nobody in, so the next sign-in goes
+//! through every factor the account has.
+
+use super::{Auth, AuthError};
+use crate::{
+    crypto::{self, Secret},
+    ctx::RequestCtx,
+    mail::{self, Secrets, Template},
+    passwords,
+    store::{EmailTokenRow, Purpose, UserRow, WriteTx},
+    validate::{field, normalize_email},
+};
+
+/// How long a reset link works.
+pub const RESET_TTL_MS: i64 = 30 * 60_000;
+
+impl Auth {
+    /// Queues a notice (no secrets) to `user` in `tx`, if that notice is on.
+    pub(super) async fn queue_notice(
+        &self,
+        tx: &mut WriteTx,
+        user: &UserRow,
+        template: Template,
+        now: i64,
+    ) -> Result<(), AuthError> {
+        let n = &self.settings.notify;
+        let on = match template {
+            Template::PasswordChanged => n.password_changed,
+            Template::EmailChanged => n.email_changed,
+            Template::AccountLocked => n.account_locked,
+            Template::SignedOutEverywhere => n.refresh_reuse,
+            _ => true,
+        };
+        let Some(mailer) = self.mailer.as_ref().filter(|_| on) else { return Ok(()) };
+        let payload = mailer.queue(&user.email, template, None, &Secrets::default())?;
+        tx.outbox_enqueue(mail::KIND, &payload, now).await?;
+        Ok(())
+    }
+
+    /// `POST /v1/auth/password/forgot`: mails a reset link if `email` has an
+    /// account that may sign in. Nothing in the answer, its timing or the work
+    /// done tells whether it does.
+    pub async fn forgot_password(&self, ctx: &RequestCtx, email: &str) -> Result<(), AuthError> {
+        let email = normalize_email(email).map_err(AuthError::from)?;
+        let allowed = self.mail_allowed(ctx, &email).await?;
+        let mailer = self.mailer()?;
+        let user = self.db.user_by_email(&email).await?.filter(|u| u.banned_at.is_none() && allowed);
+        // Everything below runs for unknown addresses too, on an id nobody has:
+        // the same random token, hash, sealing and statements.
+        let user_id = user.as_ref().map(|u| u.id.clone()).unwrap_or_else(|| crypto::new_id("usr", ctx.now));
+        let token = crypto::b64url(&crypto::random_bytes::<32>());
+        let row = EmailTokenRow {
+            id: crypto::new_id("etk", ctx.now),
+            user_id: user_id.clone(),
+            purpose: Purpose::Reset,
+            email: email.clone(),
+            code_hash: None,
+            created_at: ctx.now,
+            expires_at: ctx.now + RESET_TTL_MS,
+            code_expires_at: None,
+            used_at: None,
+        };
+        let secrets = Secrets { link: Some(mailer.link("/reset-password", &token)), code: None };
+        let payload = mailer.queue(&email, Template::ResetPassword, None, &secrets)?;
+        let mut tx = self.db.write().await?;
+        tx.email_token_replace(&row, &crypto::sha256_b64(&token)).await?;
+        tx.outbox_enqueue_for_user(&user_id, mail::KIND, &payload, ctx.now).await?;
+        tx.commit().await?;
+        let uid = user.as_ref().map(|u| u.id.as_str());
+        self.audit(ctx, "password_reset_requested", true, uid, None).await;
+        Ok(())
+    }
+
+    /// `POST /v1/auth/password/reset`: spends the token and sets `new_password`
+    /// (the password policy applies); ends every session, lifts every lock of the
+    /// account, sends a notice. Signs nobody in.
+    pub async fn reset_password(&self, ctx: &RequestCtx, token: &str, new: Secret) -> Result<(), AuthError> {
+        let bad = || {
+            AuthError::Validation(vec![field(
+                "token",
+                "invalid_or_expired",
+                "is wrong, expired or already used; ask for a new link",
+            )])
+        };
+        let token = token.trim();
+        if token.is_empty() || token.len() > 200 {
+            return Err(bad());
+        }
+        let row = self.db.email_token_by_hash(&crypto::sha256_b64(token), ctx.now).await?;
+        let row = row.filter(|r| r.purpose == Purpose::Reset).ok_or_else(bad)?;
+        let user = self.db.user_by_id(&row.user_id).await?.filter(|u| u.banned_at.is_none()).ok_or_else(bad)?;
+        // A sign-in since the link was sent cancels it: the owner remembered.
+        if self.db.signed_in_since(&user.id, row.created_at).await? {
+            return Err(bad());
+        }
+        let local = user.email.split('@').next().unwrap_or_default();
+        let name = user.name.clone().unwrap_or_default();
+        let errors = passwords::check_policy("new_password", new.expose(), &[&user.email, local, &name, "portcullis"]);
+        if !errors.is_empty() {
+            return Err(AuthError::Validation(errors));
+        }
+        let phc = self.hasher.hash(new).await?;
+        let mut tx = self.db.write().await?;
+        if !tx.email_token_spend(&row.id, false, ctx.now).await? {
+            return Err(bad());
+        }
+        tx.user_set_password(&user.id, &phc, ctx.now).await?;
+        let ended = tx.sessions_revoke_all(&user.id, None, "password_reset", ctx.now).await?;
+        self.queue_notice(&mut tx, &user, Template::PasswordChanged, ctx.now).await?;
+        tx.commit().await?;
+        // Every lock of the account, from every address, and its failure ceiling.
+        let key = super::lock_key(&user.email);
+        self.db.lock_clear(&key, &crate::abuse::ceiling_bucket(&key)).await?;
+        self.audit(ctx, "password_reset", true, Some(&user.id), Some(&format!("{ended} sessions ended"))).await;
+        Ok(())
+    }
+}

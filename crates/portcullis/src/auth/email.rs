@@ -194,6 +194,34 @@ impl Auth {
         Ok(())
     }
 
+    /// `POST /v1/me/email`: proves `email` before the account moves there. The
+    /// answer is the same when the address is taken; its owner learns it by mail,
+    /// not the caller. The old address is told once the change is made.
+    pub async fn request_email_change(&self, ctx: &RequestCtx, user: &UserRow, email: &str) -> Result<(), AuthError> {
+        let email = normalize_email(email).map_err(AuthError::from)?;
+        if email == user.email {
+            return Err(AuthError::Validation(vec![field(
+                "email",
+                "unchanged",
+                "is already the address of this account",
+            )]));
+        }
+        if !self.mail_allowed(ctx, &email).await? {
+            return Ok(());
+        }
+        let mailer = self.mailer()?;
+        let mut tx = self.db.write().await?;
+        if self.db.user_by_email(&email).await?.is_some() {
+            let notice = mailer.queue(&email, Template::EmailTaken, None, &Secrets::default())?;
+            tx.outbox_enqueue(mail::KIND, &notice, ctx.now).await?;
+        } else {
+            self.queue_proof(&mut tx, &user.id, &email, Purpose::ChangeEmail, ctx.now).await?;
+        }
+        tx.commit().await?;
+        self.audit(ctx, "email_change_requested", true, Some(&user.id), None).await;
+        Ok(())
+    }
+
     /// `security.email_send_rate`, per client address (429 past it) and per
     /// target address (silently nothing past it: the answer must not tell that
     /// someone else is mailing this address). Whether to send.

@@ -7,6 +7,7 @@ mod account;
 mod browser;
 mod email;
 mod login;
+mod own;
 mod refresh;
 mod reset;
 mod session;
@@ -18,6 +19,7 @@ use portcullis_proto::FieldError;
 pub use browser::BrowserSession;
 pub use email::{CODE_TTL_MS, LINK_TTL_MS};
 pub use login::{FirstFactor, Method, lock_key};
+pub use own::AccountData;
 pub use refresh::{Reuse, Rotation};
 
 use crate::{
@@ -151,6 +153,8 @@ pub struct AuthSettings {
     pub reauth_window: Duration,
     /// Sign-in needs a proven address.
     pub require_verified_email: bool,
+    /// Users may delete their own account.
+    pub self_delete: bool,
     /// Which notices are mailed.
     pub notify: Notices,
 }
@@ -184,6 +188,7 @@ impl AuthSettings {
             },
             reauth_window: cfg.security.reauth_window.0,
             require_verified_email: cfg.accounts.require_verified_email,
+            self_delete: cfg.accounts.self_delete,
             notify: Notices {
                 password_changed: cfg.email.notify_password_changed,
                 email_changed: cfg.email.notify_email_changed,

@@ -266,20 +266,6 @@ pub async fn audit_list(
         .await
         .map_err(crate::auth::AuthError::from)?;
     let (rows, next_cursor) = crate::page::paginate(rows, limit, |r| &r.id);
-    let data = rows
-        .into_iter()
-        .map(|r| portcullis_proto::AuditEvent {
-            id: r.id,
-            time: crate::clock::rfc3339(r.time),
-            event_type: r.event_type,
-            outcome: r.outcome,
-            user_id: r.user_id,
-            actor: r.actor,
-            ip: r.ip,
-            user_agent: r.user_agent,
-            request_id: r.request_id,
-            reason: r.reason,
-        })
-        .collect();
+    let data = rows.into_iter().map(super::views::audit_view).collect();
     Ok(Json(Page { data, next_cursor }))
 }

@@ -1,17 +1,21 @@
 //! `/v1/me*`: the signed-in user's own account and sessions. Every object is looked
 //! up together with its owner, so another user's id answers 404 (ASVS 4.2.1).
 
+use axum::response::IntoResponse;
 use axum::{
     Json,
     extract::{Path, State},
     http::StatusCode,
 };
-use portcullis_proto::{MeUpdateRequest, Page, PasswordChangeRequest, Session, User};
+use portcullis_proto::{
+    AccountExport, EmailChangeRequest, ExportedApiKey, ExportedSession, MeUpdateRequest, OAuthGrant, Page,
+    PasswordChangeRequest, Session, User,
+};
 
 use super::{
     AppState,
     error::ApiError,
-    extract::{Authed, JsonBody, SessionAuthed},
+    extract::{Authed, JsonBody, RecentSession, SessionAuthed},
     views::{session_view, user_view},
 };
 use crate::{crypto::Secret, ctx::RequestCtx};
@@ -67,5 +71,87 @@ pub async fn password_change(
         .auth
         .change_password(&ctx, &authed.0, session_id, Secret::new(req.current_password), Secret::new(req.new_password))
         .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/me/email {email}`: `202`; the address changes once the mail sent to
+/// it is followed. Needs a recent sign-in.
+pub async fn email_change(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    RecentSession(who): RecentSession,
+    JsonBody(req): JsonBody<EmailChangeRequest>,
+) -> Result<axum::response::Response, ApiError> {
+    let user = state.auth.me(&who).await?;
+    state.auth.request_email_change(&ctx, &user, &req.email).await?;
+    Ok(super::email::accepted(
+        "We sent a message to the new address. The change is made once you follow it; the old address is told.",
+    ))
+}
+
+/// `GET /v1/me/export`: everything held about the caller, as one JSON document.
+pub async fn me_export(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    SessionAuthed(who): SessionAuthed,
+) -> Result<axum::response::Response, ApiError> {
+    let data = state.auth.export_own(&ctx, &who).await?;
+    let mut res = Json(export_view(data, ctx.now)).into_response();
+    res.headers_mut().insert(
+        axum::http::header::CONTENT_DISPOSITION,
+        axum::http::HeaderValue::from_static("attachment; filename=\"account-export.json\""),
+    );
+    res.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+fn export_view(d: crate::auth::AccountData, now: i64) -> AccountExport {
+    use crate::clock::rfc3339;
+    AccountExport {
+        exported_at: rfc3339(now),
+        user: user_view(&d.user),
+        sessions: d
+            .sessions
+            .iter()
+            .map(|s| ExportedSession {
+                id: s.id.clone(),
+                created_at: rfc3339(s.created_at),
+                last_active_at: rfc3339(s.last_active_at),
+                expires_at: rfc3339(s.expires_at),
+                revoked_at: s.revoked_at.map(rfc3339),
+                ip: s.ip.clone(),
+                user_agent: s.user_agent.clone(),
+                client_id: s.client_id.clone(),
+                scope: s.scope.clone(),
+            })
+            .collect(),
+        api_keys: d
+            .api_keys
+            .iter()
+            .map(|k| ExportedApiKey { key: super::views::api_key_view(k), revoked_at: k.revoked_at.map(rfc3339) })
+            .collect(),
+        oauth_grants: d
+            .consents
+            .into_iter()
+            .map(|c| OAuthGrant {
+                client_id: c.client_id,
+                client_name: c.client_name,
+                scope: c.scope,
+                created_at: rfc3339(c.created_at),
+                updated_at: rfc3339(c.updated_at),
+            })
+            .collect(),
+        audit_events: d.audit.into_iter().map(super::views::audit_view).collect(),
+        truncated: d.truncated,
+    }
+}
+
+/// `DELETE /v1/me`: deletes the caller's account (`204`); needs a recent sign-in.
+pub async fn me_delete(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    RecentSession(who): RecentSession,
+) -> Result<StatusCode, ApiError> {
+    state.auth.delete_own(&ctx, &who).await?;
     Ok(StatusCode::NO_CONTENT)
 }

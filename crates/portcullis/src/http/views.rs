@@ -75,3 +75,19 @@ pub fn api_key_view(k: &ApiKeyRow) -> ApiKey {
         last_used_at: k.last_used_at.map(rfc3339),
     }
 }
+
+/// An audit record as the API shows it.
+pub fn audit_view(r: crate::store::AuditRecord) -> portcullis_proto::AuditEvent {
+    portcullis_proto::AuditEvent {
+        id: r.id,
+        time: rfc3339(r.time),
+        event_type: r.event_type,
+        outcome: r.outcome,
+        user_id: r.user_id,
+        actor: r.actor,
+        ip: r.ip,
+        user_agent: r.user_agent,
+        request_id: r.request_id,
+        reason: r.reason,
+    }
+}

@@ -55,6 +55,18 @@ fn key_from_row(row: &sqlx::any::AnyRow) -> StoreResult<ApiKeyRow> {
     })
 }
 
+/// Every key of an owner (revoked ones too), oldest first, at most `limit`.
+pub(super) async fn all_of_owner(pool: &sqlx::AnyPool, owner_id: &str, limit: i64) -> StoreResult<Vec<ApiKeyRow>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {KEY_COLS} FROM api_keys k WHERE k.owner_id = $1 ORDER BY k.id LIMIT $2"
+    )))
+    .bind(owner_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(key_from_row).collect()
+}
+
 impl Db {
     /// Stores a new key with the hash of its secret, and the session it was created
     /// from (`None` from the command line), so theft detection can revoke it. A key

@@ -499,6 +499,18 @@ pub(super) async fn revoke_stolen(
     Ok((sessions.rows_affected(), keys.rows_affected()))
 }
 
+/// Every stored session of a user (ended ones too), newest first, at most `limit`.
+pub(super) async fn all_of_user(pool: &sqlx::AnyPool, user_id: &str, limit: i64) -> StoreResult<Vec<SessionRow>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {SESSION_COLS} FROM sessions WHERE user_id = $1 ORDER BY id DESC LIMIT $2"
+    )))
+    .bind(user_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(session_from_row).collect()
+}
+
 /// Renews a live session's sign-in time; whether it was live.
 pub(super) async fn reauthenticated<'c, E>(on: E, session_id: &str, user_id: &str, now: i64) -> StoreResult<bool>
 where

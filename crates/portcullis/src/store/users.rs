@@ -274,8 +274,7 @@ impl Db {
     /// Deletes a user and, by cascade, everything that lets them in.
     pub async fn user_delete(&self, id: &str) -> StoreResult<bool> {
         let _changed = self.auth_change();
-        let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(self.pool()).await?;
-        Ok(done.rows_affected() > 0)
+        delete(self.pool(), id).await
     }
 
     /// Bans (with `Some(now)`) or unbans a user; a ban also ends every session, in the
@@ -392,6 +391,16 @@ where
     .await
     .map_err(email_conflict)?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Deletes a user; their sessions, keys, roles, grants and tokens go with them
+/// (`ON DELETE CASCADE`). Whether the user existed.
+pub(super) async fn delete<'c, E>(on: E, id: &str) -> StoreResult<bool>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let done = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(on).await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// `UPDATE` of a user's password hash, on a pool or inside a write transaction.

@@ -75,6 +75,13 @@ impl WriteTx {
         users::insert(&mut self.tx, new, now).await
     }
 
+    /// Deletes a user with everything that cascades; whether they existed.
+    pub async fn user_delete(&mut self, user_id: &str) -> StoreResult<bool> {
+        self.auth_changed = true;
+        self.ran(1);
+        users::delete(&mut *self.tx, user_id).await
+    }
+
     /// Proves `email` for a user (see `users::prove_email`); whether it changed.
     pub async fn user_prove_email(
         &mut self,

@@ -489,6 +489,135 @@ async fn notices_are_sent_and_can_be_turned_off(backend: Backend) {
     s.stop().await;
 }
 
+/// Change of address: `202` whether or not the address is taken (its owner
+/// learns by mail); the address changes only once proven; the old address is
+/// told, with no link to follow.
+async fn email_change_moves_only_when_proven(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let sink = Sink::start();
+    let s = server_with(&data, &sink, |_| {}).await;
+    let ann = s.user("ann@example.com").await;
+    s.register("bob@example.com", PASSWORD).await;
+    let change = |email: &str| s.post_auth("/v1/me/email", &ann.access, json!({"email": email}));
+    let taken = change("bob@example.com").await;
+    assert_eq!(taken.status(), StatusCode::ACCEPTED);
+    let taken_body = taken.text().await.unwrap();
+    let free = change("ann@new.example").await;
+    assert_eq!(free.status(), StatusCode::ACCEPTED);
+    assert_eq!(taken_body, free.text().await.unwrap(), "the same answer for a taken address");
+    let told = sink.nth("bob@example.com", 2).await;
+    assert_eq!(told.subject(), "Your address was offered for another Acme account");
+    assert!(!told.text().contains("token="));
+    let proof = sink.nth("ann@new.example", 1).await;
+    assert_eq!(proof.subject(), "Confirm your new email for Acme");
+    let me: Value = s.get_auth("/v1/me", &ann.access).await.json().await.unwrap();
+    assert_eq!(me["email"], "ann@example.com", "unchanged until proven");
+    let res = verify(&s, json!({"email": "ann@new.example", "code": proof.code()})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        (body["user"]["email"].as_str(), body["user"]["email_verified"].as_bool()),
+        (Some("ann@new.example"), Some(true))
+    );
+    let notice =
+        sink.wait_for("ann@example.com", 2).await.into_iter().find(|m| m.subject().contains("changed")).unwrap();
+    assert!(notice.text().contains("ann@new.example") && !notice.text().contains("token="));
+    s.login("ann@new.example", PASSWORD).await;
+    let res = s.post("/v1/auth/login", json!({"email": "ann@example.com", "password": PASSWORD})).await;
+    assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    // Its own address, and an API key, are refused.
+    let t = s.login("ann@new.example", PASSWORD).await;
+    let res = s.post_auth("/v1/me/email", &t.access, json!({"email": "ann@new.example"})).await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+    let key: Value =
+        s.post_auth("/v1/api-keys", &t.access, json!({"name": "k", "scopes": []})).await.json().await.unwrap();
+    let res = s
+        .with_key(
+            reqwest::Method::POST,
+            "/v1/me/email",
+            key["key"].as_str().unwrap(),
+            Some(json!({"email": "x@y.example"})),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    s.stop().await;
+}
+
+/// A change of address needs a recent sign-in.
+async fn email_change_needs_a_recent_sign_in(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let sink = Sink::start();
+    let s = server_with(&data, &sink, |_| {}).await;
+    let ann = s.user("ann@example.com").await;
+    let db = portcullis::store::Db::connect(&s.cfg.database_url()).await.unwrap();
+    db.debug_exec("UPDATE sessions SET auth_time = 1").await.unwrap();
+    let res = s.post_auth("/v1/me/email", &ann.access, json!({"email": "ann@new.example"})).await;
+    assert_problem(res, StatusCode::FORBIDDEN, "reauthentication_required").await;
+    let res = s.post_auth("/v1/me", &ann.access, json!({})).await;
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    s.stop().await;
+}
+
+/// The export holds the profile, sessions, keys (no secrets), grants and audit
+/// records; self-deletion needs a recent sign-in, removes everything and mails a
+/// last notice; `accounts.self_delete = false` turns it off.
+async fn export_and_self_delete(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let sink = Sink::start();
+    let s = server_with(&data, &sink, |_| {}).await;
+    let ann = s.user("ann@example.com").await;
+    let key: Value =
+        s.post_auth("/v1/api-keys", &ann.access, json!({"name": "ci", "scopes": []})).await.json().await.unwrap();
+    let res = s.get_auth("/v1/me/export", &ann.access).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()["content-disposition"].to_str().unwrap().contains("attachment"));
+    let text = res.text().await.unwrap();
+    assert!(!text.contains(key["key"].as_str().unwrap()), "no key secret in the export");
+    assert!(!text.contains("password_hash") && !text.contains("$argon2"));
+    let export: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(export["user"]["email"], "ann@example.com");
+    assert_eq!(export["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(export["api_keys"][0]["name"], "ci");
+    assert!(
+        export["audit_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "user_registered" || e["event_type"] == "user_registered"),
+        "{}",
+        export["audit_events"]
+    );
+    assert_eq!(export["truncated"], false);
+    let res = s.with_key(reqwest::Method::GET, "/v1/me/export", key["key"].as_str().unwrap(), None).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "an API key cannot export the account");
+    // Deletion.
+    let db = portcullis::store::Db::connect(&s.cfg.database_url()).await.unwrap();
+    db.debug_exec("UPDATE sessions SET auth_time = 1").await.unwrap();
+    let res = s.send(reqwest::Method::DELETE, "/v1/me", &ann.access, None).await;
+    assert_problem(res, StatusCode::FORBIDDEN, "reauthentication_required").await;
+    let res = s.post_auth("/v1/auth/reauth", &ann.access, json!({"password": PASSWORD})).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = s.send(reqwest::Method::DELETE, "/v1/me", &ann.access, None).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(s.me_status(&ann.access).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        s.with_key(reqwest::Method::GET, "/v1/me", key["key"].as_str().unwrap(), None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let res = s.post("/v1/auth/login", json!({"email": "ann@example.com", "password": PASSWORD})).await;
+    assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    let last = sink.wait_for("ann@example.com", 2).await.into_iter().last().unwrap();
+    assert_eq!(last.subject(), "Your Acme account was deleted");
+    // The address can sign up again.
+    s.register("ann@example.com", PASSWORD).await;
+    s.stop().await;
+    let s = server_with(&data, &sink, |cfg| cfg.accounts.self_delete = false).await;
+    let t = s.login("ann@example.com", PASSWORD).await;
+    let res = s.send(reqwest::Method::DELETE, "/v1/me", &t.access, None).await;
+    assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    s.stop().await;
+}
+
 crate::backend_tests!(
     signup_mail_verifies_by_link_or_code,
     parallel_double_submit_succeeds_once,
@@ -502,4 +631,7 @@ crate::backend_tests!(
     reset_ends_every_session_and_lets_the_new_password_in,
     hosted_forgot_and_reset_pages,
     notices_are_sent_and_can_be_turned_off,
+    email_change_moves_only_when_proven,
+    email_change_needs_a_recent_sign_in,
+    export_and_self_delete,
 );

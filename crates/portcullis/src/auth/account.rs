@@ -4,7 +4,6 @@ use super::{Auth, AuthError};
 use crate::ctx::RequestCtx;
 use crate::{
     crypto::{self, Secret},
-    passwords,
     store::{NewUser, Purpose, UserRow},
     validate::{field, normalize_email},
 };
@@ -29,11 +28,11 @@ impl Auth {
         }
         let mut errors = Vec::new();
         let email = normalize_email(email).map_err(|e| errors.push(e)).ok();
-        let local = email.as_deref().and_then(|e| e.split('@').next()).unwrap_or_default();
-        errors.extend(passwords::check_policy(
+        errors.extend(self.password_errors(
             "password",
             password.expose(),
-            &[email.as_deref().unwrap_or_default(), local, "portcullis"],
+            email.as_deref().unwrap_or_default(),
+            name.as_deref(),
         ));
         let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
         if name.as_ref().is_some_and(|n| n.chars().count() > 200) {

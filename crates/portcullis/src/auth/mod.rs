@@ -28,7 +28,7 @@ use crate::{
     crypto,
     ctx::RequestCtx,
     mail::Mailer,
-    passwords::{HashError, Hasher},
+    passwords::{self, HashError, Hasher},
     store::{Db, StoreError, UserRow},
     tokens::{TokenError, Tokens},
     units::RateRule,
@@ -155,6 +155,8 @@ pub struct AuthSettings {
     pub require_verified_email: bool,
     /// Users may delete their own account.
     pub self_delete: bool,
+    /// The product's name: a password must not be it, and zxcvbn counts it.
+    pub product_name: String,
     /// Which notices are mailed.
     pub notify: Notices,
 }
@@ -189,6 +191,7 @@ impl AuthSettings {
             reauth_window: cfg.security.reauth_window.0,
             require_verified_email: cfg.accounts.require_verified_email,
             self_delete: cfg.accounts.self_delete,
+            product_name: cfg.email.product_name.clone(),
             notify: Notices {
                 password_changed: cfg.email.notify_password_changed,
                 email_changed: cfg.email.notify_email_changed,
@@ -294,6 +297,20 @@ impl Auth {
     /// The password hasher, shared with the admin API.
     pub fn hasher(&self) -> &Hasher {
         &self.hasher
+    }
+
+    /// The password policy for an account with `email` and `name`: its own words
+    /// (the address, its local part, the name, the product) count against it.
+    pub(crate) fn password_errors(
+        &self,
+        field: &str,
+        password: &str,
+        email: &str,
+        name: Option<&str>,
+    ) -> Vec<FieldError> {
+        let local = email.split('@').next().unwrap_or_default();
+        let words = [email, local, name.unwrap_or_default(), &self.settings.product_name, "portcullis"];
+        passwords::check_policy(field, password, &words)
     }
 
     /// Records an audit event about a user, acted by that user.

@@ -13,7 +13,6 @@ use crate::{
     crypto::{self, Secret},
     ctx::RequestCtx,
     mail::{self, Secrets, Template},
-    passwords,
     store::{EmailTokenRow, Purpose, UserRow, WriteTx},
     validate::{field, normalize_email},
 };
@@ -100,9 +99,7 @@ impl Auth {
         if self.db.signed_in_since(&user.id, row.created_at).await? {
             return Err(bad());
         }
-        let local = user.email.split('@').next().unwrap_or_default();
-        let name = user.name.clone().unwrap_or_default();
-        let errors = passwords::check_policy("new_password", new.expose(), &[&user.email, local, &name, "portcullis"]);
+        let errors = self.password_errors("new_password", new.expose(), &user.email, user.name.as_deref());
         if !errors.is_empty() {
             return Err(AuthError::Validation(errors));
         }

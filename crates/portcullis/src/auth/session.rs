@@ -14,7 +14,6 @@ use crate::ctx::{Principal, RequestCtx};
 use crate::{
     crypto::Secret,
     mail::Template,
-    passwords,
     store::{SessionRow, UserRow},
     tokens::TokenError,
 };
@@ -246,8 +245,7 @@ impl Auth {
         new: Secret,
     ) -> Result<u64, AuthError> {
         let user = self.me(who).await?;
-        let local = user.email.split('@').next().unwrap_or_default();
-        let mut errors = passwords::check_policy("new_password", new.expose(), &[&user.email, local, "portcullis"]);
+        let mut errors = self.password_errors("new_password", new.expose(), &user.email, user.name.as_deref());
         if errors.is_empty() && new.expose() == current.expose() {
             errors.push(FieldError {
                 field: "new_password".into(),

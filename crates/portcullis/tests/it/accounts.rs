@@ -70,6 +70,7 @@ async fn register_validates_each_field(backend: Backend) {
         (json!({"email": "a@example.com", "password": "x".repeat(257)}), "password", "too_long"),
         (json!({"email": "a@example.com", "password": "password123"}), "password", "too_common"),
         (json!({"email": "a@example.com", "password": "a@example.com"}), "password", "too_common"),
+        (json!({"email": "a@example.com", "password": "Summer2024!"}), "password", "too_weak"),
         (json!({"email": "a@example.com"}), "password", "required"),
         (json!({"email": "a@example.com", "password": 12345678}), "password", "invalid_type"),
         (json!({"email": "a@example.com", "password": PASSWORD, "admin": true}), "admin", "unknown_field"),

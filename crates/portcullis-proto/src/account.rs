@@ -133,6 +133,30 @@ pub struct AccountExport {
     pub truncated: bool,
 }
 
+/// A mail as `GET /v1/admin/emails` lists it: where it is in its delivery,
+/// never its links or codes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmailMessage {
+    /// Outbox id, `obx_…`.
+    pub id: String,
+    /// The recipient.
+    pub to: String,
+    /// Which message (`verify_email`, `reset_password`, …).
+    pub template: String,
+    /// `pending`, `delivered` or `failed` (given up).
+    pub status: String,
+    /// Delivery attempts so far.
+    pub attempts: i64,
+    /// Why the last attempt failed (the SMTP server's answer).
+    pub last_error: Option<String>,
+    /// RFC 3339 time it was queued.
+    pub created_at: String,
+    /// RFC 3339 time of the next attempt, while pending.
+    pub next_attempt_at: Option<String>,
+    /// RFC 3339 time it was delivered.
+    pub delivered_at: Option<String>,
+}
+
 redacted_debug! {
     EmailVerifyRequest { token, code }
     PasswordResetRequest { token, new_password }

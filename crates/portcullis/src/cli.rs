@@ -54,6 +54,20 @@ enum Command {
     /// Register and manage OAuth clients.
     #[command(subcommand)]
     Clients(ClientsCommand),
+    /// Check outgoing mail.
+    #[command(subcommand)]
+    Email(EmailCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum EmailCommand {
+    /// Send a test message now (not through the outbox) and print what the SMTP
+    /// server answered.
+    Test {
+        /// The recipient.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -257,6 +271,18 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys(cmd, cfg).await,
         Command::Users(cmd) => users(cmd, cfg).await,
         Command::Clients(cmd) => clients(cmd, cfg).await,
+        Command::Email(EmailCommand::Test { to }) => {
+            let store = server::open_store(&cfg).await?;
+            let issuer = cfg.issuer.clone().unwrap_or_else(|| format!("http://{}", cfg.listen));
+            let mailer = crate::mail::Mailer::new(&cfg, &issuer, store.master.clone())?;
+            store.db.close().await;
+            if !mailer.sends() {
+                eprintln!("email.transport is log: the message goes to this log, not to {to}");
+            }
+            let answer = mailer.send_test(&to).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{answer}");
+            Ok(())
+        }
         Command::ApiKeys(ApiKeysCommand::Check { key }) => {
             let key = if key == "-" {
                 let mut line = String::new();

@@ -269,3 +269,42 @@ pub async fn audit_list(
     let data = rows.into_iter().map(super::views::audit_view).collect();
     Ok(Json(Page { data, next_cursor }))
 }
+
+/// `GET /v1/admin/emails` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailsQuery {
+    status: Option<String>,
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /v1/admin/emails?status=failed`: queued, sent and failed mail with its
+/// delivery state (`admin:emails:read`), newest first; never links or codes.
+pub async fn admin_email_list(
+    State(state): State<AppState>,
+    _can: Can<super::guard::EmailsRead>,
+    query: Result<Query<EmailsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page<portcullis_proto::EmailMessage>>, ApiError> {
+    let Query(q) = query.map_err(super::extract::query_error)?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(crate::store::OutboxStatus::parse(s).map_err(|_| {
+            ApiError::validation(vec![crate::validate::field(
+                "status",
+                "invalid",
+                "must be pending, delivered or failed",
+            )])
+        })?),
+    };
+    let limit = crate::page::page_limit(q.limit)?;
+    let before = crate::page::cursor_decode(q.cursor.as_deref())?;
+    let db = state.auth.db();
+    let rows = db
+        .outbox_list(crate::mail::KIND, status, before.as_deref(), limit + 1)
+        .await
+        .map_err(crate::auth::AuthError::from)?;
+    let (rows, next_cursor) = crate::page::paginate(rows, limit, |r| &r.id);
+    let data = rows.iter().map(super::views::email_view).collect();
+    Ok(Json(Page { data, next_cursor }))
+}

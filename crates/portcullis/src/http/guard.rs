@@ -46,6 +46,7 @@ permissions! {
     AuditRead => "admin:audit:read",
     ClientsRead => "admin:clients:read",
     ClientsWrite => "admin:clients:write",
+    EmailsRead => "admin:emails:read",
 }
 
 /// Proof that the caller holds `P`; only this module can make one.

@@ -142,6 +142,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
             get(admin::admin_user_get).patch(admin::admin_user_update).delete(admin::admin_user_delete),
         )
         .route("/v1/admin/users/{id}/ban", post(admin::admin_user_ban))
+        .route("/v1/admin/emails", get(admin::admin_email_list))
         .route("/v1/admin/users/{id}/unban", post(admin::admin_user_unban))
         .route("/v1/admin/users/{id}/unlock", post(admin::admin_user_unlock))
         .route("/v1/admin/users/{id}/roles", post(admin::admin_user_role_grant))

@@ -91,3 +91,20 @@ pub fn audit_view(r: crate::store::AuditRecord) -> portcullis_proto::AuditEvent 
         reason: r.reason,
     }
 }
+
+/// A queued mail as the admin API shows it: the recipient and template from its
+/// payload, never the sealed link or code.
+pub fn email_view(r: &crate::store::OutboxRow) -> portcullis_proto::EmailMessage {
+    let q = crate::mail::Mailer::describe(&r.payload);
+    portcullis_proto::EmailMessage {
+        id: r.id.clone(),
+        to: q.as_ref().map(|q| q.to.clone()).unwrap_or_default(),
+        template: q.map(|q| q.template.name().to_owned()).unwrap_or_default(),
+        status: r.status.as_str().to_owned(),
+        attempts: r.attempts,
+        last_error: r.last_error.clone(),
+        created_at: rfc3339(r.created_at),
+        next_attempt_at: (r.status == crate::store::OutboxStatus::Pending).then(|| rfc3339(r.next_attempt_at)),
+        delivered_at: r.delivered_at.map(rfc3339),
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use crate::store::{Db, OutboxRow};
+use crate::store::{Db, OutboxRow, OutboxStatus};
 
 /// What a deliverer's attempt returns: `Err` with the reason to retry later.
 pub type Attempt<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
@@ -69,12 +69,17 @@ pub struct Outbox {
     db: Db,
     deliverers: HashMap<String, Arc<dyn Deliver>>,
     pace: Pace,
+    /// When `/metrics` last got the outbox's depth (milliseconds).
+    counted_at: std::sync::atomic::AtomicI64,
 }
+
+/// The worker refreshes the `portcullis_outbox_messages` gauge every this many polls.
+const COUNT_EVERY_POLLS: i64 = 5;
 
 impl Outbox {
     /// A worker over `db` with no deliverers yet.
     pub fn new(db: Db, pace: Pace) -> Self {
-        Self { db, deliverers: HashMap::new(), pace }
+        Self { db, deliverers: HashMap::new(), pace, counted_at: std::sync::atomic::AtomicI64::new(0) }
     }
 
     /// Delivers messages of `kind` with `deliverer`.
@@ -87,6 +92,7 @@ impl Outbox {
     /// each; how many were claimed.
     pub async fn round(&self) -> usize {
         let now = crate::clock::now_ms();
+        self.count_messages(now).await;
         let lease = i64::try_from(self.pace.lease.as_millis()).unwrap_or(60_000);
         let kinds: Vec<&str> = self.deliverers.keys().map(String::as_str).collect();
         let claimed = match self.db.outbox_claim(&kinds, now, lease, self.pace.batch).await {
@@ -105,6 +111,7 @@ impl Outbox {
             }
             let outcome = deliverer.deliver(m).await;
             let now = crate::clock::now_ms();
+            let delivered = outcome.is_ok();
             let (written, last) = match outcome {
                 Ok(()) => (self.db.outbox_delivered(&m.id, m.attempts, now).await, true),
                 Err(why) => {
@@ -116,6 +123,13 @@ impl Outbox {
                     (self.db.outbox_failed(&m.id, m.attempts, &why, next).await, next.is_none())
                 }
             };
+            let counted = match (delivered, last) {
+                (true, _) => "delivered",
+                (false, true) => "failed",
+                (false, false) => "retry",
+            };
+            metrics::counter!("portcullis_outbox_attempts_total", "kind" => m.kind.clone(), "outcome" => counted)
+                .increment(1);
             match written {
                 Ok(true) if last => {
                     if let Some(kept) = deliverer.redacted(&m.payload)
@@ -131,6 +145,31 @@ impl Outbox {
             }
         }
         claimed.len()
+    }
+
+    /// Every few seconds, the outbox's depth by kind and status into `/metrics`
+    /// (`portcullis_outbox_messages`; the whole cluster's, as the table is shared).
+    async fn count_messages(&self, now: i64) {
+        use std::sync::atomic::Ordering;
+        let last = self.counted_at.load(Ordering::Relaxed);
+        let every = i64::try_from(self.pace.poll.as_millis()).unwrap_or(1000).saturating_mul(COUNT_EVERY_POLLS);
+        if now - last < every
+            || self.counted_at.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
+        match self.db.outbox_counts().await {
+            Ok(counts) => {
+                for status in [OutboxStatus::Pending, OutboxStatus::Delivered, OutboxStatus::Failed] {
+                    for kind in self.deliverers.keys() {
+                        let n = counts.iter().find(|(k, s, _)| k == kind && *s == status).map_or(0, |c| c.2);
+                        metrics::gauge!("portcullis_outbox_messages", "kind" => kind.clone(), "status" => status.as_str())
+                            .set(n as f64);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "counting outbox messages failed"),
+        }
     }
 
     /// Milliseconds before attempt `attempts + 1`: doubling from the first retry,

@@ -149,6 +149,19 @@ impl Mailer {
         self.transport.send(&self.from, &q.to, &rendered).await
     }
 
+    /// Sends the test message to `to` now: what the server answered.
+    pub async fn send_test(&self, to: &str) -> Result<String, String> {
+        let payload = self.queue(to, Template::Test, None, &Secrets::default()).map_err(|e| e.to_string())?;
+        self.send(&payload.to_string()).await
+    }
+
+    /// The recipient and template of a queued message, without its secrets.
+    pub fn describe(payload: &str) -> Option<Queued> {
+        let mut q: Queued = serde_json::from_str(payload).ok()?;
+        q.sealed = None;
+        Some(q)
+    }
+
     /// A queued message without its secrets, to keep once it is sent or given up.
     pub fn redacted(payload: &str) -> Option<String> {
         let mut q: Queued = serde_json::from_str(payload).ok()?;

@@ -30,7 +30,8 @@ pub enum OutboxStatus {
 }
 
 impl OutboxStatus {
-    fn as_str(self) -> &'static str {
+    /// As stored and shown.
+    pub fn as_str(self) -> &'static str {
         match self {
             OutboxStatus::Pending => "pending",
             OutboxStatus::Delivered => "delivered",
@@ -38,7 +39,8 @@ impl OutboxStatus {
         }
     }
 
-    fn parse(s: &str) -> StoreResult<Self> {
+    /// From its stored name.
+    pub fn parse(s: &str) -> StoreResult<Self> {
         match s {
             "pending" => Ok(OutboxStatus::Pending),
             "delivered" => Ok(OutboxStatus::Delivered),
@@ -234,6 +236,38 @@ impl Db {
             .fetch_optional(self.pool())
             .await?;
         row.as_ref().map(from_row).transpose()
+    }
+
+    /// Messages of `kind` (optionally only `status`), newest first, before the
+    /// cursor id `before`.
+    pub async fn outbox_list(
+        &self,
+        kind: &str,
+        status: Option<OutboxStatus>,
+        before: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM outbox WHERE kind = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id < $3) \
+             ORDER BY id DESC LIMIT $4"
+        )))
+        .bind(kind)
+        .bind(status.map(|s| s.as_str().to_owned()))
+        .bind(before.map(str::to_owned))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// How many messages there are by kind and status, for `/metrics`.
+    pub async fn outbox_counts(&self) -> StoreResult<Vec<(String, OutboxStatus, i64)>> {
+        let rows = sqlx::query("SELECT kind, status, COUNT(*) AS n FROM outbox GROUP BY kind, status")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((col(r, "kind")?, OutboxStatus::parse(&col::<String>(r, "status")?)?, col(r, "n")?)))
+            .collect()
     }
 
     /// Deletes delivered and failed messages created before `before`.

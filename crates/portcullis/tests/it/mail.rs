@@ -618,6 +618,80 @@ async fn export_and_self_delete(backend: Backend) {
     s.stop().await;
 }
 
+/// Operators: mail that failed for good is kept with its last error and listed
+/// (`admin:emails:read`, never its links or codes); `/metrics` shows the outbox;
+/// `portcullis email test` prints what the SMTP server answered.
+async fn operators_see_failed_mail_and_test_smtp(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let url = format!("smtp://127.0.0.1:{}", smtp::free_port());
+    let s = TestServer::start_on(&data, |cfg| {
+        smtp::smtp(cfg, &url);
+        cfg.outbox.max_attempts = 2;
+    })
+    .await;
+    let admin = s.admin("root@example.com").await.access;
+    let ann = s.user("ann@example.com").await.access;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let failed = loop {
+        let res = s.get_auth("/v1/admin/emails?status=failed", &admin).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let text = res.text().await.unwrap();
+        let page: Value = serde_json::from_str(&text).unwrap();
+        if page["data"].as_array().unwrap().len() >= 2 {
+            assert!(!text.contains("token") && !text.contains("sealed"), "{text}");
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let mail = failed["data"].as_array().unwrap().iter().find(|m| m["to"] == "ann@example.com").unwrap().clone();
+    assert_eq!(
+        (mail["template"].as_str(), mail["status"].as_str(), mail["attempts"].as_i64()),
+        (Some("verify_email"), Some("failed"), Some(2))
+    );
+    assert!(mail["last_error"].as_str().unwrap().contains("SMTP"), "{mail}");
+    let pending: Value = s.get_auth("/v1/admin/emails?status=pending", &admin).await.json().await.unwrap();
+    assert!(pending["data"].as_array().unwrap().is_empty());
+    assert_problem(
+        s.get_auth("/v1/admin/emails?status=lost", &admin).await,
+        StatusCode::BAD_REQUEST,
+        "validation_failed",
+    )
+    .await;
+    assert_problem(s.get_auth("/v1/admin/emails", &ann).await, StatusCode::FORBIDDEN, "insufficient_scope").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let metrics = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let gauge = metrics.lines().any(|l| {
+            l.starts_with("portcullis_outbox_messages{") && l.contains("status=\"failed\"") && l.ends_with(" 2")
+        });
+        if gauge && metrics.contains("portcullis_outbox_attempts_total{") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    s.stop().await;
+    // The test command, against a real SMTP server.
+    let sink = Sink::start();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.arg("--data-dir").arg(data.data_dir());
+    if let Some(url) = &data.database_url {
+        cmd.arg("--database-url").arg(url);
+    }
+    let out = cmd
+        .args(["email", "test", "--to", "ops@example.com"])
+        .env("RUST_LOG", "warn")
+        .env("PORTCULLIS_EMAIL__TRANSPORT", "smtp")
+        .env("PORTCULLIS_EMAIL__SMTP_URL", sink.url())
+        .env("PORTCULLIS_EMAIL__PRODUCT_NAME", "Acme")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("250"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(sink.nth("ops@example.com", 1).await.subject(), "A test message from Acme");
+}
+
 crate::backend_tests!(
     signup_mail_verifies_by_link_or_code,
     parallel_double_submit_succeeds_once,
@@ -634,4 +708,5 @@ crate::backend_tests!(
     email_change_moves_only_when_proven,
     email_change_needs_a_recent_sign_in,
     export_and_self_delete,
+    operators_see_failed_mail_and_test_smtp,
 );

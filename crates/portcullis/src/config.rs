@@ -252,6 +252,9 @@ pub struct SecurityConfig {
     /// Verification and reset mails per client address and, separately, per
     /// target address (nobody can mail-bomb a user).
     pub email_send_rate: RateRule,
+    /// A breached-password service in the k-anonymity range format, e.g.
+    /// `https://api.pwnedpasswords.com` (off by default).
+    pub breached_password_api: Option<String>,
     /// Lets outbound requests reach loopback and private addresses. For tests and
     /// local development only: it opens server-side request forgery.
     pub danger_allow_private_targets: bool,
@@ -440,6 +443,7 @@ impl Default for SecurityConfig {
             account_failure_ceiling: RateRule { max: 100, window: Duration::from_secs(3600) },
             outbound_allowed_cidrs: Vec::new(),
             email_send_rate: RateRule { max: 5, window: Duration::from_secs(3600) },
+            breached_password_api: None,
             danger_allow_private_targets: false,
         }
     }
@@ -614,6 +618,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "email.smtp_url",
     "email.smtp_password_file",
     "email.templates_dir",
+    "security.breached_password_api",
 ];
 
 #[cfg(test)]

@@ -97,6 +97,53 @@ fn weak_advice(feedback: Option<&zxcvbn::feedback::Feedback>) -> String {
     format!("is too easy to guess. {}.", parts.join(". "))
 }
 
+/// An optional check against a breached-password service in the k-anonymity
+/// range format (`GET {base}/range/{first 5 hex digits of SHA-1}` answers
+/// `SUFFIX:COUNT` lines): only five hex digits of the hash leave the server, and
+/// a slow or failing service never blocks a sign-up (the answer is "not known").
+#[derive(Clone)]
+pub struct BreachCheck {
+    base: String,
+    outbound: crate::outbound::Outbound,
+}
+
+/// How long a breach lookup may take before it is skipped.
+pub const BREACH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl BreachCheck {
+    /// Checks against `base` (e.g. `https://api.pwnedpasswords.com`) through the
+    /// guarded outbound client.
+    pub fn new(base: &str, outbound: crate::outbound::Outbound) -> Self {
+        Self { base: base.trim_end_matches('/').to_owned(), outbound }
+    }
+
+    /// Whether the password is known from breaches; `None` when the service did
+    /// not answer in time or answered nonsense.
+    pub async fn breached(&self, password: &str) -> Option<bool> {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, password.as_bytes());
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+        let (prefix, suffix) = hex.split_at(5);
+        let url = format!("{}/range/{prefix}", self.base);
+        let lookup = async {
+            let res = self.outbound.get(&url).await.ok()?;
+            if !res.status().is_success() {
+                return None;
+            }
+            let body = res.text().await.ok()?;
+            Some(body.lines().any(|l| {
+                l.split_once(':').is_some_and(|(s, n)| {
+                    s.trim().eq_ignore_ascii_case(suffix) && n.trim().parse::<u64>().is_ok_and(|n| n > 0)
+                })
+            }))
+        };
+        let found = tokio::time::timeout(BREACH_TIMEOUT, lookup).await.ok().flatten();
+        if found.is_none() {
+            tracing::warn!("the breached-password service did not answer in time; the password was not checked");
+        }
+        found
+    }
+}
+
 /// Why a hash could not be computed.
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {

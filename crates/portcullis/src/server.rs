@@ -192,7 +192,13 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             clients.clone(),
             blocks.clone(),
         )
-        .with_mail(mailer.clone(), Some(cfg.security.email_send_rate), blocks.clone()),
+        .with_mail(mailer.clone(), Some(cfg.security.email_send_rate), blocks.clone())
+        .with_breach_check(
+            cfg.security
+                .breached_password_api
+                .as_deref()
+                .map(|base| crate::passwords::BreachCheck::new(base, Outbound::from_config(&cfg))),
+        ),
     );
     let admin = Arc::new(Admin::new(store.db.clone(), hasher, audit.clone()));
     let api_keys = ApiKeys::new(store.db.clone(), audit.clone(), cfg.api_keys.max_ttl.map(|d| d.0));

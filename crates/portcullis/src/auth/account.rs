@@ -28,12 +28,10 @@ impl Auth {
         }
         let mut errors = Vec::new();
         let email = normalize_email(email).map_err(|e| errors.push(e)).ok();
-        errors.extend(self.password_errors(
-            "password",
-            password.expose(),
-            email.as_deref().unwrap_or_default(),
-            name.as_deref(),
-        ));
+        errors.extend(
+            self.password_errors("password", password.expose(), email.as_deref().unwrap_or_default(), name.as_deref())
+                .await,
+        );
         let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
         if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
             errors.push(field("name", "too_long", "must be at most 200 characters"));

@@ -177,6 +177,7 @@ impl Auth {
             let reason = format!("level {} from {address}", next.lock_level);
             self.audit(ctx, "account_locked", true, uid, Some(&reason)).await;
             metrics::counter!("portcullis_lockouts_total").increment(1);
+            self.notify_locked(ctx, key, uid).await;
         }
         if let Some(rule) = self.settings.account_failure_ceiling {
             let counts = crate::abuse::count(&self.db, &crate::abuse::ceiling_bucket(key), rule, ctx.now).await?;
@@ -186,6 +187,7 @@ impl Auth {
             {
                 self.audit(ctx, "account_locked", true, uid, Some("failure ceiling over all addresses")).await;
                 metrics::counter!("portcullis_lockouts_total").increment(1);
+                self.notify_locked(ctx, key, uid).await;
             }
         }
         Ok(())

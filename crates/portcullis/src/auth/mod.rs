@@ -216,6 +216,7 @@ pub struct Auth {
     live: session::LiveCache,
     mailer: Option<Arc<Mailer>>,
     mail_limiters: Option<(Limiter, Limiter)>,
+    breach: Option<passwords::BreachCheck>,
 }
 
 impl Auth {
@@ -246,7 +247,14 @@ impl Auth {
             live: Default::default(),
             mailer: None,
             mail_limiters: None,
+            breach: None,
         }
+    }
+
+    /// Refuses new passwords that `check` knows from breaches.
+    pub fn with_breach_check(mut self, check: Option<passwords::BreachCheck>) -> Self {
+        self.breach = check;
+        self
     }
 
     /// Sends mail through `mailer` (verification, reset, notices), at most
@@ -301,7 +309,9 @@ impl Auth {
 
     /// The password policy for an account with `email` and `name`: its own words
     /// (the address, its local part, the name, the product) count against it.
-    pub(crate) fn password_errors(
+    /// With `security.breached_password_api`, a password known from breaches is
+    /// refused too.
+    pub(crate) async fn password_errors(
         &self,
         field: &str,
         password: &str,
@@ -310,7 +320,18 @@ impl Auth {
     ) -> Vec<FieldError> {
         let local = email.split('@').next().unwrap_or_default();
         let words = [email, local, name.unwrap_or_default(), &self.settings.product_name, "portcullis"];
-        passwords::check_policy(field, password, &words)
+        let mut errors = passwords::check_policy(field, password, &words);
+        if errors.is_empty()
+            && let Some(check) = &self.breach
+            && check.breached(password).await == Some(true)
+        {
+            errors.push(FieldError {
+                field: field.to_owned(),
+                code: "breached".into(),
+                message: "appears in a known data breach, so attackers try it first; choose another".into(),
+            });
+        }
+        errors
     }
 
     /// Records an audit event about a user, acted by that user.

@@ -7,6 +7,9 @@
 //! existing in SQL, not in Rust. A reset ends every session, lifts every lock of
 //! the account, and sends a notice; it signs nobody in, so the next sign-in goes
 //! through every factor the account has.
+//!
+//! An account whose lock trips is told by mail, with a link that lets the
+//! address opening it sign in despite the lock (`/unlock`).
 
 use super::{Auth, AuthError};
 use crate::{
@@ -19,6 +22,8 @@ use crate::{
 
 /// How long a reset link works.
 pub const RESET_TTL_MS: i64 = 30 * 60_000;
+/// How long an unlock link works.
+pub const UNLOCK_TTL_MS: i64 = 24 * 3_600_000;
 
 impl Auth {
     /// Queues a notice (no secrets) to `user` in `tx`, if that notice is on.
@@ -99,7 +104,7 @@ impl Auth {
         if self.db.signed_in_since(&user.id, row.created_at).await? {
             return Err(bad());
         }
-        let errors = self.password_errors("new_password", new.expose(), &user.email, user.name.as_deref());
+        let errors = self.password_errors("new_password", new.expose(), &user.email, user.name.as_deref()).await;
         if !errors.is_empty() {
             return Err(AuthError::Validation(errors));
         }
@@ -116,6 +121,75 @@ impl Auth {
         let key = super::lock_key(&user.email);
         self.db.lock_clear(&key, &crate::abuse::ceiling_bucket(&key)).await?;
         self.audit(ctx, "password_reset", true, Some(&user.id), Some(&format!("{ended} sessions ended"))).await;
+        Ok(())
+    }
+
+    /// Mails the owner of the lock `key` that their account locked, with an
+    /// unlock link (`email.notify_account_locked`, within `email_send_rate` per
+    /// address). A failure here never fails the sign-in attempt that tripped it.
+    pub(super) async fn notify_locked(&self, ctx: &RequestCtx, key: &str, uid: Option<&str>) {
+        if let Err(e) = self.try_notify_locked(ctx, key, uid).await {
+            tracing::warn!(error = %e, "queueing the account-locked notice failed");
+        }
+    }
+
+    async fn try_notify_locked(&self, ctx: &RequestCtx, key: &str, uid: Option<&str>) -> Result<(), AuthError> {
+        let (Some(uid), Some(mailer)) = (uid, self.mailer.as_ref()) else { return Ok(()) };
+        if !self.settings.notify.account_locked {
+            return Ok(());
+        }
+        // Only the lock of the account's own address (not of a new address being
+        // proven), and not more often than any other mail to it.
+        let Some(user) = self.db.user_by_id(uid).await?.filter(|u| super::lock_key(&u.email) == key) else {
+            return Ok(());
+        };
+        if let Some((_, by_target)) = &self.mail_limiters
+            && by_target.hit(&super::email::target_key(&user.email), ctx.route(), ctx.now).await.is_err()
+        {
+            return Ok(());
+        }
+        let token = crypto::b64url(&crypto::random_bytes::<32>());
+        let row = EmailTokenRow {
+            id: crypto::new_id("etk", ctx.now),
+            user_id: user.id.clone(),
+            purpose: Purpose::Unlock,
+            email: user.email.clone(),
+            code_hash: None,
+            created_at: ctx.now,
+            expires_at: ctx.now + UNLOCK_TTL_MS,
+            code_expires_at: None,
+            used_at: None,
+        };
+        let secrets = Secrets { link: Some(mailer.link("/unlock", &token)), code: None };
+        let payload = mailer.queue(&user.email, Template::AccountLocked, None, &secrets)?;
+        let mut tx = self.db.write().await?;
+        tx.email_token_replace(&row, &crypto::sha256_b64(&token)).await?;
+        tx.outbox_enqueue(mail::KIND, &payload, ctx.now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Spends an unlock link (`/unlock`): the address that opens it may sign in
+    /// despite the account's lock (it counts as an address the owner uses, so the
+    /// lock over all addresses spares it too). Everyone else stays locked out.
+    pub async fn unlock(&self, ctx: &RequestCtx, token: &str) -> Result<(), AuthError> {
+        let bad =
+            || AuthError::Validation(vec![field("token", "invalid_or_expired", "is wrong, expired or already used")]);
+        let token = token.trim();
+        if token.is_empty() || token.len() > 200 {
+            return Err(bad());
+        }
+        let row = self.db.email_token_by_hash(&crypto::sha256_b64(token), ctx.now).await?;
+        let row = row.filter(|r| r.purpose == Purpose::Unlock).ok_or_else(bad)?;
+        let mut tx = self.db.write().await?;
+        if !tx.email_token_spend(&row.id, false, ctx.now).await? {
+            return Err(bad());
+        }
+        tx.commit().await?;
+        let address = crate::abuse::rate_key(ctx.client());
+        self.db.login_succeeded(&super::lock_key(&row.email), &address, ctx.now).await?;
+        self.audit(ctx, "account_unlocked", true, Some(&row.user_id), Some(&format!("by mail link from {address}")))
+            .await;
         Ok(())
     }
 }

@@ -245,7 +245,7 @@ impl Auth {
         new: Secret,
     ) -> Result<u64, AuthError> {
         let user = self.me(who).await?;
-        let mut errors = self.password_errors("new_password", new.expose(), &user.email, user.name.as_deref());
+        let mut errors = self.password_errors("new_password", new.expose(), &user.email, user.name.as_deref()).await;
         if errors.is_empty() && new.expose() == current.expose() {
             errors.push(FieldError {
                 field: "new_password".into(),

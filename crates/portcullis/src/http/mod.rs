@@ -126,6 +126,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/verify-email", get(pages::verify_email_get).post(pages::verify_email_post))
         .route("/forgot-password", get(pages::forgot_password_get).post(pages::forgot_password_post))
         .route("/reset-password", get(pages::reset_password_get).post(pages::reset_password_post))
+        .route("/unlock", get(pages::unlock_get).post(pages::unlock_post))
         .route("/v1/me", get(me::me_get).patch(me::me_update).delete(me::me_delete))
         .route("/v1/me/email", post(me::email_change))
         .route("/v1/me/export", get(me::me_export))

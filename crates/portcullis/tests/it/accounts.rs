@@ -5,12 +5,75 @@ use serde_json::json;
 
 use crate::common::{Backend, Data, PASSWORD, TestServer, assert_problem, jwt_part};
 
+/// A range server in the k-anonymity format: it knows "plum orbit ferry candle"
+/// as breached, and takes `delay` to answer.
+async fn range_server(delay: std::time::Duration) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::sync::{Arc, Mutex};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    // SHA-1 of "plum orbit ferry candle", upper-case hex.
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, b"plum orbit ferry candle");
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let log = log.clone();
+            let hex = hex.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = req.split_whitespace().nth(1).unwrap_or("").to_owned();
+                log.lock().unwrap().push(path.clone());
+                tokio::time::sleep(delay).await;
+                let (prefix, suffix) = hex.split_at(5);
+                let body = if path == format!("/range/{prefix}") {
+                    format!("0018A45C4D1DEF81644B54AB7F969B88D65:1\r\n{suffix}:42\r\n")
+                } else {
+                    "0018A45C4D1DEF81644B54AB7F969B88D65:1\r\n".to_owned()
+                };
+                let res =
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = sock.write_all(res.as_bytes()).await;
+            });
+        }
+    });
+    (base, seen)
+}
+
+/// `security.breached_password_api`: a breached password is refused at sign-up,
+/// only five hex digits of its hash leave the server, and a service that does not
+/// answer in time never blocks sign-up.
+async fn breached_passwords_are_refused_and_a_slow_service_never_blocks(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let (base, seen) = range_server(std::time::Duration::ZERO).await;
+    let s = TestServer::start_on(&data, |cfg| cfg.security.breached_password_api = Some(base.clone())).await;
+    let res =
+        s.post("/v1/auth/register", json!({"email": "a@example.com", "password": "plum orbit ferry candle"})).await;
+    let problem = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+    assert_eq!(problem["errors"][0]["code"], "breached");
+    s.register("b@example.com", "quiet walnut harbor lamp").await;
+    let paths = seen.lock().unwrap().clone();
+    assert!(paths.iter().all(|p| p.len() == "/range/".len() + 5), "{paths:?}");
+    s.stop().await;
+    let (slow, _) = range_server(std::time::Duration::from_secs(4)).await;
+    let s = TestServer::start_on(&data, |cfg| cfg.security.breached_password_api = Some(slow.clone())).await;
+    let started = std::time::Instant::now();
+    s.register("c@example.com", "plum orbit ferry candle").await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(4), "the lookup was cut short");
+    s.stop().await;
+}
+
 crate::backend_tests!(
     register_login_me,
     register_validates_each_field,
     duplicate_email_conflicts_case_insensitively,
     wrong_password_and_unknown_email_look_the_same,
     operator_cli_creates_admin,
+    breached_passwords_are_refused_and_a_slow_service_never_blocks,
 );
 
 async fn register_login_me(backend: Backend) {

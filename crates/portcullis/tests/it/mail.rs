@@ -355,10 +355,11 @@ async fn reset_ends_every_session_and_lets_the_new_password_in(backend: Backend)
     }
     let res = s.post("/v1/auth/login", json!({"email": "ann@example.com", "password": PASSWORD})).await;
     assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "account_locked").await;
+    assert_eq!(sink.nth("ann@example.com", 2).await.subject(), "Your Acme account was locked");
     forgot(&s, "ann@example.com").await;
-    let first = sink.nth("ann@example.com", 2).await;
+    let first = sink.nth("ann@example.com", 3).await;
     forgot(&s, "ann@example.com").await;
-    let mail = sink.nth("ann@example.com", 3).await;
+    let mail = sink.nth("ann@example.com", 4).await;
     let reset = |token: String, pw: &'static str| {
         s.post("/v1/auth/password/reset", json!({"token": token, "new_password": pw}))
     };
@@ -378,12 +379,12 @@ async fn reset_ends_every_session_and_lets_the_new_password_in(backend: Backend)
     let res = s.post("/v1/auth/login", json!({"email": "ann@example.com", "password": PASSWORD})).await;
     assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
     s.login("ann@example.com", "a brand new passphrase").await;
-    let notice = sink.nth("ann@example.com", 4).await;
+    let notice = sink.nth("ann@example.com", 5).await;
     assert_eq!(notice.subject(), "Your Acme password was changed");
     assert!(!notice.text().contains("http"), "a notice has no link: {}", notice.text());
     // A sign-in cancels a pending link.
     forgot(&s, "ann@example.com").await;
-    let pending = sink.nth("ann@example.com", 5).await;
+    let pending = sink.nth("ann@example.com", 6).await;
     s.login("ann@example.com", "a brand new passphrase").await;
     assert_eq!(reset(pending.token(), "yet another passphrase").await.status(), StatusCode::BAD_REQUEST);
     s.stop().await;
@@ -692,6 +693,45 @@ async fn operators_see_failed_mail_and_test_smtp(backend: Backend) {
     assert_eq!(sink.nth("ops@example.com", 1).await.subject(), "A test message from Acme");
 }
 
+/// A lock that trips is told by mail; its link lets the address that opens it
+/// sign in despite the lock, once.
+async fn locked_accounts_are_told_and_the_link_unlocks(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let sink = Sink::start();
+    let s = server_with(&data, &sink, |_| {}).await;
+    s.register("ann@example.com", PASSWORD).await;
+    sink.nth("ann@example.com", 1).await;
+    for _ in 0..5 {
+        s.post("/v1/auth/login", json!({"email": "ann@example.com", "password": "not the password 1"})).await;
+    }
+    let res = s.post("/v1/auth/login", json!({"email": "ann@example.com", "password": PASSWORD})).await;
+    assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "account_locked").await;
+    let notice = sink.nth("ann@example.com", 2).await;
+    assert_eq!(notice.subject(), "Your Acme account was locked");
+    assert!(notice.link().starts_with(&format!("{}/unlock?token=", s.base)));
+    let path = notice.link().replace(&s.base, "");
+    let (cookie, csrf) = page_form(&s, &path).await;
+    let unlock = |csrf: String| {
+        s.client
+            .post(s.url("/unlock"))
+            .header("cookie", cookie.clone())
+            .form(&[("token", notice.token()), ("csrf_token", csrf)])
+            .send()
+    };
+    assert_eq!(unlock(csrf.clone()).await.unwrap().status(), StatusCode::OK);
+    s.login("ann@example.com", PASSWORD).await;
+    assert_eq!(unlock(csrf).await.unwrap().status(), StatusCode::BAD_REQUEST, "once");
+    s.stop().await;
+    // Turned off: no notice.
+    let s = server_with(&data, &sink, |cfg| cfg.email.notify_account_locked = false).await;
+    for _ in 0..5 {
+        s.post("/v1/auth/login", json!({"email": "ann@example.com", "password": "not the password 2"})).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(sink.to("ann@example.com").len(), 2);
+    s.stop().await;
+}
+
 crate::backend_tests!(
     signup_mail_verifies_by_link_or_code,
     parallel_double_submit_succeeds_once,
@@ -709,4 +749,5 @@ crate::backend_tests!(
     email_change_needs_a_recent_sign_in,
     export_and_self_delete,
     operators_see_failed_mail_and_test_smtp,
+    locked_accounts_are_told_and_the_link_unlocks,
 );

@@ -205,3 +205,44 @@ pub async fn reset_password_post(
         }
     }
 }
+
+/// `GET /unlock?token=…`: a button that lets this browser's address sign in
+/// despite the lock.
+pub async fn unlock_get(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    let pairs = parse_query(q.as_deref());
+    let token = field(&pairs, "token").unwrap_or("");
+    if token.is_empty() {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Link incomplete",
+            "This link has no token. Copy the whole link from the message.",
+            true,
+        )
+        .into_response();
+    }
+    let text = (
+        "Unlock your account",
+        "Press the button to sign in from this device despite the lock.",
+        "Unlock for this device",
+    );
+    confirm_page(&state, &headers, "/unlock", token, text)
+}
+
+/// `POST /unlock`: spends the token for the address that sends it.
+pub async fn unlock_post(State(state): State<AppState>, ctx: RequestCtx, headers: HeaderMap, body: Bytes) -> Response {
+    let form = parse_pairs(&body);
+    if !csrf_ok(&headers, &state.cookies, &state.oauth.settings().issuer, &form) {
+        return form_expired();
+    }
+    match state.auth.unlock(&ctx, field(&form, "token").unwrap_or("")).await {
+        Ok(()) => message(StatusCode::OK, "Unlocked", "You can sign in from this device again.", false).into_response(),
+        Err(AuthError::Validation(_)) => {
+            message(StatusCode::BAD_REQUEST, "Link expired", "This link is wrong, expired or was already used.", true)
+                .into_response()
+        }
+        Err(e) => {
+            let (status, text) = sign_in_error(&e);
+            message(status, "Something went wrong", &text, true).into_response()
+        }
+    }
+}

@@ -16,8 +16,8 @@ mod signup;
 
 pub use authorize::{authorize_get, authorize_post, signin_get};
 pub use email::{
-    forgot_password_get, forgot_password_post, reset_password_get, reset_password_post, verify_email_get,
-    verify_email_post,
+    forgot_password_get, forgot_password_post, reset_password_get, reset_password_post, unlock_get, unlock_post,
+    verify_email_get, verify_email_post,
 };
 pub use logout::logout;
 pub use signup::{signup_get, signup_post};

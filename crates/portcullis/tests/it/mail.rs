@@ -244,9 +244,31 @@ async fn require_verified_email_blocks_then_allows(backend: Backend) {
     // A wrong password says nothing about the address.
     let res = s.post("/v1/auth/login", json!({"email": "ann@example.com", "password": "wrong-password-1"})).await;
     assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    // The hosted sign-in page of the authorization endpoint refuses too, and
+    // hosted sign-up creates the account without signing the browser in.
+    let root = s.register("root@example.com", PASSWORD).await;
+    let db = portcullis::store::Db::connect(&s.cfg.database_url()).await.unwrap();
+    db.user_grant_role(root["user"]["id"].as_str().unwrap(), "admin", 0).await.unwrap();
+    db.debug_exec("UPDATE users SET email_verified = 1 WHERE email = 'root@example.com'").await.unwrap();
+    let root = s.login("root@example.com", PASSWORD).await.access;
+    let client = crate::oauth::create_client(
+        &s,
+        &root,
+        json!({"client_name": "App", "redirect_uris": [crate::oauth::REDIRECT], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    let url = crate::oauth::authorize_url(client["client_id"].as_str().unwrap(), &[("scope", "openid")]);
+    let mut b = crate::oauth::Browser::new(&s);
+    let page = b.get(&url).await;
+    let refused = b.sign_in(&page, "ann@example.com", PASSWORD).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert!(refused.body.contains("Confirm your email address first"));
     let mail = sink.nth("ann@example.com", 1).await;
     assert_eq!(verify(&s, json!({"token": mail.token()})).await.status(), StatusCode::OK);
     s.login("ann@example.com", PASSWORD).await;
+    let page = b.get(&url).await;
+    let signed_in = b.sign_in(&page, "ann@example.com", PASSWORD).await;
+    assert!(signed_in.status == StatusCode::OK || signed_in.status == StatusCode::SEE_OTHER, "{}", signed_in.body);
     s.stop().await;
 }
 
@@ -732,6 +754,38 @@ async fn locked_accounts_are_told_and_the_link_unlocks(backend: Backend) {
     s.stop().await;
 }
 
+/// A kill -9 between the commit and the send loses nothing: the message is
+/// delivered by the next process.
+async fn mail_survives_a_kill_between_commit_and_send(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let port = smtp::free_port();
+    let url = format!("smtp://127.0.0.1:{port}");
+    let env = [
+        ("RUST_LOG", "info"),
+        ("PORTCULLIS_EMAIL__TRANSPORT", "smtp"),
+        ("PORTCULLIS_EMAIL__SMTP_URL", url.as_str()),
+        ("PORTCULLIS_OUTBOX__POLL_INTERVAL", "50ms"),
+        ("PORTCULLIS_OUTBOX__FIRST_RETRY", "100ms"),
+    ];
+    let mut first = crate::process::spawn_serve(&data, &env).await;
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/auth/register", first.base))
+        .json(&json!({"email": "ann@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // Committed; the SMTP server is not there, so it cannot have been sent.
+    std::process::Command::new("kill").args(["-KILL", &first.child.id().to_string()]).status().unwrap();
+    first.child.wait().unwrap();
+    let sink = Sink::start_on(port);
+    let mut second = crate::process::spawn_serve(&data, &env).await;
+    let mail = sink.nth("ann@example.com", 1).await;
+    assert_eq!(mail.subject(), "Confirm your email for Portcullis");
+    std::process::Command::new("kill").args(["-TERM", &second.child.id().to_string()]).status().unwrap();
+    second.child.wait().unwrap();
+}
+
 crate::backend_tests!(
     signup_mail_verifies_by_link_or_code,
     parallel_double_submit_succeeds_once,
@@ -750,4 +804,5 @@ crate::backend_tests!(
     export_and_self_delete,
     operators_see_failed_mail_and_test_smtp,
     locked_accounts_are_told_and_the_link_unlocks,
+    mail_survives_a_kill_between_commit_and_send,
 );

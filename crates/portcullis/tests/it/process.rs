@@ -15,23 +15,28 @@ use crate::common::{Backend, Data, PASSWORD};
 
 crate::backend_tests!(serve_logs_no_secrets_and_drains_on_sigterm);
 
-async fn serve_logs_no_secrets_and_drains_on_sigterm(backend: Backend) {
-    let data = Data::new(&backend).await;
+/// A running `portcullis serve` process.
+pub struct Served {
+    pub child: std::process::Child,
+    /// Its base URL, once it is ready.
+    pub base: String,
+    /// Its log lines (kept filling until it exits).
+    pub lines: Arc<Mutex<Vec<String>>>,
+    /// The thread reading its stderr; ends when the process does.
+    pub reader: std::thread::JoinHandle<()>,
+}
+
+/// A `portcullis serve` process on `data` with JSON logs on stderr and `env`.
+pub async fn spawn_serve(data: &Data, env: &[(&str, &str)]) -> Served {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"]).arg(data.data_dir());
     if let Some(url) = &data.database_url {
         cmd.arg("--database-url").arg(url);
     }
-    let mut child = cmd
-        .env("RUST_LOG", "debug")
-        .env("PORTCULLIS_SECURITY__HASH_CONCURRENCY", "2")
-        .env("PORTCULLIS_SECURITY__LOGIN_RATE", "1000/1m")
-        .env("PORTCULLIS_SECURITY__LOCKOUT_THRESHOLD", "20")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
     let stderr = child.stderr.take().unwrap();
@@ -50,7 +55,21 @@ async fn serve_logs_no_secrets_and_drains_on_sigterm(backend: Backend) {
         .await
         .unwrap()
         .expect("the server logs a JSON ready line with its address");
-    let base = format!("http://{addr}");
+    Served { child, base: format!("http://{addr}"), lines, reader }
+}
+
+async fn serve_logs_no_secrets_and_drains_on_sigterm(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let Served { mut child, base, lines, reader } = spawn_serve(
+        &data,
+        &[
+            ("RUST_LOG", "debug"),
+            ("PORTCULLIS_SECURITY__HASH_CONCURRENCY", "2"),
+            ("PORTCULLIS_SECURITY__LOGIN_RATE", "1000/1m"),
+            ("PORTCULLIS_SECURITY__LOCKOUT_THRESHOLD", "20"),
+        ],
+    )
+    .await;
     let client = reqwest::Client::new();
     let post = |path: &str, body: Value| client.post(format!("{base}{path}")).json(&body).send();
 

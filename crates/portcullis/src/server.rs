@@ -18,7 +18,7 @@ use crate::{
     http::{AppState, Services, router},
     jobs::{
         self, Job,
-        outbox::{Outbox, Pace},
+        outbox::{ForgotRequests, Outbox, Pace},
     },
     keys::KeyManager,
     mail::Mailer,
@@ -218,7 +218,11 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             },
             Job::BlockSummaries { blocks: blocks.clone(), audit: audit.clone() },
             Job::KeyUsage { keys: api_keys.clone(), every: Duration::from_secs(5) },
-            Job::Outbox(Outbox::new(store.db.clone(), outbox_pace(&cfg)).with(crate::mail::KIND, mailer)),
+            Job::Outbox(
+                Outbox::new(store.db.clone(), outbox_pace(&cfg))
+                    .with(crate::mail::KIND, mailer)
+                    .with(crate::auth::FORGOT_KIND, Arc::new(ForgotRequests(auth.clone()))),
+            ),
             Job::AuditWriter(audit_queue),
         ],
         &shutdown,

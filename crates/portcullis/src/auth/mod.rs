@@ -21,6 +21,7 @@ pub use email::{CODE_TTL_MS, LINK_TTL_MS};
 pub use login::{FirstFactor, Method, lock_key};
 pub use own::AccountData;
 pub use refresh::{Reuse, Rotation};
+pub use reset::FORGOT_KIND;
 
 use crate::{
     abuse::{Blocks, Limiter, LockoutPolicy},

@@ -2,9 +2,9 @@
 //! 30 minutes, stored as SHA-256), and the link's token with a new password
 //! (`POST /v1/auth/password/reset`, or the hosted `/reset-password` page) sets it.
 //!
-//! The forgot request answers the same, after the same work, for known and
-//! unknown addresses: one code path whose statements are conditional on the user
-//! existing in SQL, not in Rust. A reset ends every session, lifts every lock of
+//! The forgot request answers the same, after the same work and in the same
+//! time, for known and unknown addresses: it only queues itself; the outbox
+//! worker looks the address up, out of the caller's sight. A reset ends every session, lifts every lock of
 //! the account, and sends a notice; it signs nobody in, so the next sign-in goes
 //! through every factor the account has.
 //!
@@ -22,6 +22,8 @@ use crate::{
 
 /// How long a reset link works.
 pub const RESET_TTL_MS: i64 = 30 * 60_000;
+/// The outbox kind of a queued forgot-password request.
+pub const FORGOT_KIND: &str = "account.forgot_password";
 /// How long an unlock link works.
 pub const UNLOCK_TTL_MS: i64 = 24 * 3_600_000;
 
@@ -48,38 +50,57 @@ impl Auth {
         Ok(())
     }
 
-    /// `POST /v1/auth/password/forgot`: mails a reset link if `email` has an
-    /// account that may sign in. Nothing in the answer, its timing or the work
-    /// done tells whether it does.
+    /// `POST /v1/auth/password/forgot`: queues the request itself (outbox kind
+    /// [`FORGOT_KIND`]) and nothing else, so the request does the same work, in
+    /// the same time, for known and unknown addresses. The outbox worker then
+    /// looks the address up and, for an account that may sign in, mails a link
+    /// ([`Auth::forgot_password_process`]).
     pub async fn forgot_password(&self, ctx: &RequestCtx, email: &str) -> Result<(), AuthError> {
         let email = normalize_email(email).map_err(AuthError::from)?;
-        let allowed = self.mail_allowed(ctx, &email).await?;
-        let mailer = self.mailer()?;
-        let user = self.db.user_by_email(&email).await?.filter(|u| u.banned_at.is_none() && allowed);
-        // Everything below runs for unknown addresses too, on an id nobody has:
-        // the same random token, hash, sealing and statements.
-        let user_id = user.as_ref().map(|u| u.id.clone()).unwrap_or_else(|| crypto::new_id("usr", ctx.now));
+        if !self.mail_allowed(ctx, &email).await? {
+            return Ok(());
+        }
+        let job = serde_json::json!({ "email": email });
+        let mut tx = self.db.write().await?;
+        tx.outbox_enqueue(FORGOT_KIND, &job, ctx.now).await?;
+        tx.commit().await?;
+        self.audit(ctx, "password_reset_requested", true, None, None).await;
+        Ok(())
+    }
+
+    /// The outbox's half of a forgot request: a reset link for the account at the
+    /// queued address, if there is one that may sign in (at least once: a replay
+    /// sends a fresh link and retires the earlier one).
+    pub async fn forgot_password_process(&self, payload: &str) -> Result<(), String> {
+        let job: serde_json::Value = serde_json::from_str(payload).map_err(|e| format!("unreadable job: {e}"))?;
+        let email = job.get("email").and_then(serde_json::Value::as_str).ok_or("the job has no email")?;
+        let now = crate::clock::now_ms();
+        let Some(user) = self.db.user_by_email(email).await.map_err(|e| e.to_string())? else { return Ok(()) };
+        if user.banned_at.is_some() {
+            return Ok(());
+        }
+        let mailer = self.mailer().map_err(|e| e.to_string())?;
         let token = crypto::b64url(&crypto::random_bytes::<32>());
         let row = EmailTokenRow {
-            id: crypto::new_id("etk", ctx.now),
-            user_id: user_id.clone(),
+            id: crypto::new_id("etk", now),
+            user_id: user.id.clone(),
             purpose: Purpose::Reset,
-            email: email.clone(),
+            email: user.email.clone(),
             code_hash: None,
-            created_at: ctx.now,
-            expires_at: ctx.now + RESET_TTL_MS,
+            created_at: now,
+            expires_at: now + RESET_TTL_MS,
             code_expires_at: None,
             used_at: None,
         };
         let secrets = Secrets { link: Some(mailer.link("/reset-password", &token)), code: None };
-        let payload = mailer.queue(&email, Template::ResetPassword, None, &secrets)?;
-        let mut tx = self.db.write().await?;
-        tx.email_token_replace(&row, &crypto::sha256_b64(&token)).await?;
-        tx.outbox_enqueue_for_user(&user_id, mail::KIND, &payload, ctx.now).await?;
-        tx.commit().await?;
-        let uid = user.as_ref().map(|u| u.id.as_str());
-        self.audit(ctx, "password_reset_requested", true, uid, None).await;
-        Ok(())
+        let payload = mailer.queue(&user.email, Template::ResetPassword, None, &secrets).map_err(|e| e.to_string())?;
+        let write = async {
+            let mut tx = self.db.write().await?;
+            tx.email_token_replace(&row, &crypto::sha256_b64(&token)).await?;
+            tx.outbox_enqueue(mail::KIND, &payload, now).await?;
+            tx.commit().await
+        };
+        write.await.map_err(|e| e.to_string())
     }
 
     /// `POST /v1/auth/password/reset`: spends the token and sets `new_password`

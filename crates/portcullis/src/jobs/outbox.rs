@@ -22,6 +22,16 @@ pub trait Deliver: Send + Sync {
     }
 }
 
+/// Forgot-password requests are worked off by the account service (see
+/// `Auth::forgot_password`): the lookup happens here, not in the request.
+pub struct ForgotRequests(pub Arc<crate::auth::Auth>);
+
+impl Deliver for ForgotRequests {
+    fn deliver<'a>(&'a self, message: &'a OutboxRow) -> Attempt<'a> {
+        Box::pin(self.0.forgot_password_process(&message.payload))
+    }
+}
+
 /// Mail is delivered by the mailer; its secrets are erased after the last attempt.
 impl Deliver for crate::mail::Mailer {
     fn deliver<'a>(&'a self, message: &'a OutboxRow) -> Attempt<'a> {

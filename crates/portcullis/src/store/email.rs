@@ -77,9 +77,8 @@ fn from_row(row: &sqlx::any::AnyRow) -> StoreResult<EmailTokenRow> {
     })
 }
 
-/// Stores a token (with the SHA-256 of its secret) if its user exists; whether
-/// it did. The statement is the same either way, so a request for an unknown
-/// address does the same work as one for a known address.
+/// Stores a token (with the SHA-256 of its secret) if its user still exists;
+/// whether it did.
 pub(super) async fn insert<'c, E>(on: E, t: &EmailTokenRow, token_hash: &str) -> StoreResult<bool>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,

@@ -112,33 +112,6 @@ where
     Ok(id)
 }
 
-/// Inserts a pending message if the user `user_id` exists (the same statement
-/// either way, see `email::insert`); whether it did.
-pub(super) async fn enqueue_for_user<'c, E>(
-    on: E,
-    user_id: &str,
-    kind: &str,
-    payload: &serde_json::Value,
-    now: i64,
-) -> StoreResult<bool>
-where
-    E: sqlx::Executor<'c, Database = sqlx::Any>,
-{
-    let id = crate::crypto::new_id("obx", now);
-    let done = sqlx::query(
-        "INSERT INTO outbox (id, kind, payload, status, attempts, next_attempt_at, created_at) \
-         SELECT $1, $2, $3, 'pending', 0, $4, $4 WHERE EXISTS (SELECT 1 FROM users WHERE id = $5)",
-    )
-    .bind(&id)
-    .bind(kind)
-    .bind(payload.to_string())
-    .bind(now)
-    .bind(user_id)
-    .execute(on)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 impl Db {
     /// Claims up to `limit` due messages of `kinds` for `lease_ms` (see the module
     /// contract); each claim counts an attempt. Kinds a node cannot deliver are left

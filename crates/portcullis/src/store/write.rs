@@ -97,7 +97,7 @@ impl WriteTx {
 
     /// Stores a mailed one-time token, retiring the user's earlier ones of its
     /// purpose: only the newest link or code works. Whether it was stored (its
-    /// user exists); the statements are the same either way.
+    /// user still exists).
     pub async fn email_token_replace(&mut self, t: &EmailTokenRow, token_hash: &str) -> StoreResult<bool> {
         self.ran(2);
         email::retire(&mut *self.tx, &t.user_id, t.purpose, t.created_at).await?;
@@ -121,18 +121,5 @@ impl WriteTx {
     pub async fn outbox_enqueue(&mut self, kind: &str, payload: &serde_json::Value, now: i64) -> StoreResult<String> {
         self.ran(1);
         outbox::enqueue(&mut *self.tx, kind, payload, now).await
-    }
-
-    /// Queues a message to user `user_id` if that user exists (the same statement
-    /// either way); whether it was queued.
-    pub async fn outbox_enqueue_for_user(
-        &mut self,
-        user_id: &str,
-        kind: &str,
-        payload: &serde_json::Value,
-        now: i64,
-    ) -> StoreResult<bool> {
-        self.ran(1);
-        outbox::enqueue_for_user(&mut *self.tx, user_id, kind, payload, now).await
     }
 }

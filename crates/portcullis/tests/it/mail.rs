@@ -332,8 +332,7 @@ async fn forgot_looks_the_same_for_unknown_addresses(backend: Backend) {
     s.register("ann@example.com", PASSWORD).await;
     sink.nth("ann@example.com", 1).await;
     let db = portcullis::store::Db::connect(&s.cfg.database_url()).await.unwrap();
-    // The server's own Db counts its statements; read the count through a request
-    // pair measured on the server process (the counter is per process).
+    // The server counts the statements of its write transactions.
     let before = s.write_statements();
     let known = forgot(&s, "ann@example.com").await;
     let mid = s.write_statements();
@@ -342,7 +341,7 @@ async fn forgot_looks_the_same_for_unknown_addresses(backend: Backend) {
     assert_eq!(known, unknown);
     assert_eq!(known.0, StatusCode::ACCEPTED);
     assert_eq!(mid - before, after - mid, "both paths run the same statements");
-    assert!(mid - before >= 3, "retire, insert, enqueue");
+    assert!(mid - before >= 1, "the request queues itself");
     let mail = sink.nth("ann@example.com", 2).await;
     assert_eq!(mail.subject(), "Reset your Acme password");
     assert!(mail.link().starts_with(&format!("{}/reset-password?token=", s.base)));

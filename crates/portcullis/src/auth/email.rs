@@ -32,6 +32,30 @@ fn six_digits() -> String {
     }
 }
 
+/// A fresh mailed token for `purpose` (256 random bits) and the row that stores
+/// its hash, working for `ttl_ms`.
+pub(super) fn new_token(
+    user_id: &str,
+    purpose: Purpose,
+    email: &str,
+    now: i64,
+    ttl_ms: i64,
+) -> (EmailTokenRow, String) {
+    let token = crypto::b64url(&crypto::random_bytes::<32>());
+    let row = EmailTokenRow {
+        id: crypto::new_id("etk", now),
+        user_id: user_id.to_owned(),
+        purpose,
+        email: email.to_owned(),
+        code_hash: None,
+        created_at: now,
+        expires_at: now + ttl_ms,
+        code_expires_at: None,
+        used_at: None,
+    };
+    (row, token)
+}
+
 /// The bucket of the per-target mail limit: a hash, so the limiter's tables and
 /// block summaries never hold the address.
 pub(super) fn target_key(email: &str) -> String {
@@ -64,20 +88,10 @@ impl Auth {
         now: i64,
     ) -> Result<(), AuthError> {
         let mailer = self.mailer()?;
-        let token = crypto::b64url(&crypto::random_bytes::<32>());
         let code = six_digits();
-        let id = crypto::new_id("etk", now);
-        let row = EmailTokenRow {
-            code_hash: Some(self.code_mac(&id, &code)?),
-            id,
-            user_id: user_id.to_owned(),
-            purpose,
-            email: email.to_owned(),
-            created_at: now,
-            expires_at: now + LINK_TTL_MS,
-            code_expires_at: Some(now + CODE_TTL_MS),
-            used_at: None,
-        };
+        let (mut row, token) = new_token(user_id, purpose, email, now, LINK_TTL_MS);
+        row.code_hash = Some(self.code_mac(&row.id, &code)?);
+        row.code_expires_at = Some(now + CODE_TTL_MS);
         tx.email_token_replace(&row, &crypto::sha256_b64(&token)).await?;
         let template = if purpose == Purpose::ChangeEmail { Template::ConfirmNewEmail } else { Template::VerifyEmail };
         let secrets = Secrets { link: Some(mailer.link("/verify-email", &token)), code: Some(code) };

@@ -16,7 +16,7 @@ use crate::{
     crypto::{self, Secret},
     ctx::RequestCtx,
     mail::{self, Secrets, Template},
-    store::{EmailTokenRow, Purpose, UserRow, WriteTx},
+    store::{Purpose, UserRow, WriteTx},
     validate::{field, normalize_email},
 };
 
@@ -80,18 +80,7 @@ impl Auth {
             return Ok(());
         }
         let mailer = self.mailer().map_err(|e| e.to_string())?;
-        let token = crypto::b64url(&crypto::random_bytes::<32>());
-        let row = EmailTokenRow {
-            id: crypto::new_id("etk", now),
-            user_id: user.id.clone(),
-            purpose: Purpose::Reset,
-            email: user.email.clone(),
-            code_hash: None,
-            created_at: now,
-            expires_at: now + RESET_TTL_MS,
-            code_expires_at: None,
-            used_at: None,
-        };
+        let (row, token) = super::email::new_token(&user.id, Purpose::Reset, &user.email, now, RESET_TTL_MS);
         let secrets = Secrets { link: Some(mailer.link("/reset-password", &token)), code: None };
         let payload = mailer.queue(&user.email, Template::ResetPassword, None, &secrets).map_err(|e| e.to_string())?;
         let write = async {
@@ -169,18 +158,7 @@ impl Auth {
         {
             return Ok(());
         }
-        let token = crypto::b64url(&crypto::random_bytes::<32>());
-        let row = EmailTokenRow {
-            id: crypto::new_id("etk", ctx.now),
-            user_id: user.id.clone(),
-            purpose: Purpose::Unlock,
-            email: user.email.clone(),
-            code_hash: None,
-            created_at: ctx.now,
-            expires_at: ctx.now + UNLOCK_TTL_MS,
-            code_expires_at: None,
-            used_at: None,
-        };
+        let (row, token) = super::email::new_token(&user.id, Purpose::Unlock, &user.email, ctx.now, UNLOCK_TTL_MS);
         let secrets = Secrets { link: Some(mailer.link("/unlock", &token)), code: None };
         let payload = mailer.queue(&user.email, Template::AccountLocked, None, &secrets)?;
         let mut tx = self.db.write().await?;

@@ -12,6 +12,22 @@ use minijinja::context;
 
 use super::*;
 
+/// The `token` of a mailed link's query.
+fn link_token(query: Option<&str>) -> Option<String> {
+    field(&parse_query(query), "token").filter(|t| !t.is_empty()).map(str::to_owned)
+}
+
+/// The page for a link whose token was cut off.
+fn link_incomplete() -> Response {
+    message(
+        StatusCode::BAD_REQUEST,
+        "Link incomplete",
+        "This link has no token. Copy the whole link from the message.",
+        true,
+    )
+    .into_response()
+}
+
 /// A page with one button that posts `token` to `action`.
 fn confirm_page(
     state: &AppState,
@@ -28,17 +44,8 @@ fn confirm_page(
 
 /// `GET /verify-email?token=…`: a button that confirms the address.
 pub async fn verify_email_get(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
-    let pairs = parse_query(q.as_deref());
-    let token = field(&pairs, "token").unwrap_or("");
-    if token.is_empty() {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Link incomplete",
-            "This link has no token. Copy the whole link from the message.",
-            true,
-        )
-        .into_response();
-    }
+    let Some(token) = link_token(q.as_deref()) else { return link_incomplete() };
+    let token = token.as_str();
     let text = ("Confirm your email", "Press the button to confirm your email address.", "Confirm my email");
     confirm_page(&state, &headers, "/verify-email", token, text)
 }
@@ -147,17 +154,8 @@ fn reset_page(
 
 /// `GET /reset-password?token=…`: the new-password form (spends nothing).
 pub async fn reset_password_get(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
-    let pairs = parse_query(q.as_deref());
-    let token = field(&pairs, "token").unwrap_or("");
-    if token.is_empty() {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Link incomplete",
-            "This link has no token. Copy the whole link from the message.",
-            true,
-        )
-        .into_response();
-    }
+    let Some(token) = link_token(q.as_deref()) else { return link_incomplete() };
+    let token = token.as_str();
     reset_page(&state, &headers, StatusCode::OK, token, (None, Vec::new()))
 }
 
@@ -209,17 +207,8 @@ pub async fn reset_password_post(
 /// `GET /unlock?token=…`: a button that lets this browser's address sign in
 /// despite the lock.
 pub async fn unlock_get(State(state): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
-    let pairs = parse_query(q.as_deref());
-    let token = field(&pairs, "token").unwrap_or("");
-    if token.is_empty() {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Link incomplete",
-            "This link has no token. Copy the whole link from the message.",
-            true,
-        )
-        .into_response();
-    }
+    let Some(token) = link_token(q.as_deref()) else { return link_incomplete() };
+    let token = token.as_str();
     let text = (
         "Unlock your account",
         "Press the button to sign in from this device despite the lock.",

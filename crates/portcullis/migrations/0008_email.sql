@@ -16,6 +16,9 @@ CREATE TABLE email_tokens (
     created_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL,
     code_expires_at BIGINT,
+    -- Wrong codes tried against this token; past a few, its code stops working
+    -- (the link still does), whatever the lockout says.
+    code_attempts BIGINT NOT NULL DEFAULT 0,
     used_at BIGINT
 );
 CREATE UNIQUE INDEX email_tokens_hash ON email_tokens (token_hash);

@@ -129,7 +129,16 @@ impl BreachCheck {
             if !res.status().is_success() {
                 return None;
             }
-            let body = res.text().await.ok()?;
+            // A range answer is tens of kilobytes; a bigger one is not an answer.
+            let mut res = res;
+            let mut body = Vec::new();
+            while let Some(chunk) = res.chunk().await.ok()? {
+                body.extend_from_slice(&chunk);
+                if body.len() > 1 << 20 {
+                    return None;
+                }
+            }
+            let body = String::from_utf8(body).ok()?;
             Some(body.lines().any(|l| {
                 l.split_once(':').is_some_and(|(s, n)| {
                     s.trim().eq_ignore_ascii_case(suffix) && n.trim().parse::<u64>().is_ok_and(|n| n > 0)

@@ -18,7 +18,7 @@ use crate::{
     http::{AppState, Services, router},
     jobs::{
         self, Job,
-        outbox::{ForgotRequests, Outbox, Pace},
+        outbox::{AccountTasks, Outbox, Pace},
     },
     keys::KeyManager,
     mail::Mailer,
@@ -221,7 +221,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             Job::Outbox(
                 Outbox::new(store.db.clone(), outbox_pace(&cfg))
                     .with(crate::mail::KIND, mailer)
-                    .with(crate::auth::FORGOT_KIND, Arc::new(ForgotRequests(auth.clone()))),
+                    .with(crate::auth::TASK_KIND, Arc::new(AccountTasks(auth.clone()))),
             ),
             Job::AuditWriter(audit_queue),
         ],

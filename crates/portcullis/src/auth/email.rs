@@ -7,7 +7,7 @@
 //! double submit succeeds once. A code is a guess of six digits: every attempt goes
 //! through the same rate limit and (email, address) lockout as a password.
 
-use super::{Auth, AuthError};
+use super::{Auth, AuthError, tasks::Task};
 use crate::{
     crypto,
     ctx::RequestCtx,
@@ -143,7 +143,11 @@ impl Auth {
                 Ok(user)
             }
             None => {
-                self.audit(ctx, "email_verified", false, uid.as_deref(), Some("bad_code")).await;
+                if let Some(r) = row.as_ref().filter(|_| !matches) {
+                    self.db.email_code_failed(&r.id).await?;
+                }
+                let reason = if matches { "address_taken" } else { "bad_code" };
+                self.audit(ctx, "email_verified", false, uid.as_deref(), Some(reason)).await;
                 self.count_failure(ctx, &key, &address, uid.as_deref()).await?;
                 Err(bad("code"))
             }
@@ -168,8 +172,10 @@ impl Auth {
             return Ok(None);
         }
         if let Some(old) = old.filter(|o| *o != row.email) {
-            // Any pending proof of the old address is moot now.
-            tx.email_tokens_retire(&row.user_id, Purpose::Verify, ctx.now).await?;
+            // Links sent to the old address (a proof, a reset, an unlock) are moot.
+            for purpose in [Purpose::Verify, Purpose::Reset, Purpose::Unlock] {
+                tx.email_tokens_retire(&row.user_id, purpose, ctx.now).await?;
+            }
             if self.settings.notify.email_changed {
                 let mailer = self.mailer()?;
                 let notice = mailer.queue(&old, Template::EmailChanged, Some(&row.email), &Secrets::default())?;
@@ -183,40 +189,46 @@ impl Auth {
     }
 
     /// Sends a new verification to an unverified account (`POST
-    /// /v1/auth/email/resend`): the caller's own, or the one at `email`. Nothing is
-    /// said about whether the address has an account: the answer is always the
-    /// same, and unknown or verified addresses get nothing.
+    /// /v1/auth/email/resend`): the caller's own, or the one at `email`. The
+    /// request only queues itself, alike for every address, and the outbox worker
+    /// decides (`Task::Resend`): the answer, its time and its work tell nobody
+    /// whether the address has an account.
     pub async fn resend_verification(
         &self,
         ctx: &RequestCtx,
         user: Option<&UserRow>,
         email: Option<&str>,
     ) -> Result<(), AuthError> {
-        let found = match (user, email) {
-            (Some(u), _) => Some(u.clone()),
-            (None, Some(e)) => match normalize_email(e) {
-                Ok(e) => self.db.user_by_email(&e).await?,
-                Err(err) => return Err(err.into()),
-            },
+        let email = match (user, email) {
+            (Some(u), _) => u.email.clone(),
+            (None, Some(e)) => normalize_email(e).map_err(AuthError::from)?,
             (None, None) => return Err(AuthError::Validation(vec![field("email", "required", "is required")])),
         };
-        let target = found.as_ref().map(|u| u.email.clone()).or_else(|| email.map(str::to_owned)).unwrap_or_default();
-        if !self.mail_allowed(ctx, &target).await? {
+        if !self.mail_allowed(ctx, &email).await? {
             return Ok(());
         }
-        let Some(user) = found.filter(|u| !u.email_verified && u.banned_at.is_none()) else {
+        self.queue_task(&Task::Resend { email }, ctx.now).await?;
+        self.audit(ctx, "email_verification_requested", true, user.map(|u| u.id.as_str()), None).await;
+        Ok(())
+    }
+
+    /// The worker's half of a resend: a new proof for an unverified account that
+    /// may sign in; nothing for anyone else.
+    pub(super) async fn resend_process(&self, email: &str, now: i64) -> Result<(), AuthError> {
+        let Some(user) = self.db.user_by_email(email).await? else { return Ok(()) };
+        if user.email_verified || user.banned_at.is_some() {
             return Ok(());
-        };
+        }
         let mut tx = self.db.write().await?;
-        self.queue_proof(&mut tx, &user.id, &user.email, Purpose::Verify, ctx.now).await?;
+        self.queue_proof(&mut tx, &user.id, &user.email, Purpose::Verify, now).await?;
         tx.commit().await?;
-        self.audit(ctx, "email_verification_sent", true, Some(&user.id), None).await;
         Ok(())
     }
 
     /// `POST /v1/me/email`: proves `email` before the account moves there. The
-    /// answer is the same when the address is taken; its owner learns it by mail,
-    /// not the caller. The old address is told once the change is made.
+    /// request queues itself (`Task::ChangeEmail`) alike whether the address is
+    /// taken or free; a taken address's owner learns it by mail, not the caller.
+    /// The old address is told once the change is made.
     pub async fn request_email_change(&self, ctx: &RequestCtx, user: &UserRow, email: &str) -> Result<(), AuthError> {
         let email = normalize_email(email).map_err(AuthError::from)?;
         if email == user.email {
@@ -229,16 +241,22 @@ impl Auth {
         if !self.mail_allowed(ctx, &email).await? {
             return Ok(());
         }
+        self.queue_task(&Task::ChangeEmail { user_id: user.id.clone(), email }, ctx.now).await?;
+        self.audit(ctx, "email_change_requested", true, Some(&user.id), None).await;
+        Ok(())
+    }
+
+    /// The worker's half of a change of address.
+    pub(super) async fn change_email_process(&self, user_id: &str, email: &str, now: i64) -> Result<(), AuthError> {
         let mailer = self.mailer()?;
         let mut tx = self.db.write().await?;
-        if self.db.user_by_email(&email).await?.is_some() {
-            let notice = mailer.queue(&email, Template::EmailTaken, None, &Secrets::default())?;
-            tx.outbox_enqueue(mail::KIND, &notice, ctx.now).await?;
+        if self.db.user_by_email(email).await?.is_some() {
+            let notice = mailer.queue(email, Template::EmailTaken, None, &Secrets::default())?;
+            tx.outbox_enqueue(mail::KIND, &notice, now).await?;
         } else {
-            self.queue_proof(&mut tx, &user.id, &email, Purpose::ChangeEmail, ctx.now).await?;
+            self.queue_proof(&mut tx, user_id, email, Purpose::ChangeEmail, now).await?;
         }
         tx.commit().await?;
-        self.audit(ctx, "email_change_requested", true, Some(&user.id), None).await;
         Ok(())
     }
 

@@ -11,6 +11,7 @@ mod own;
 mod refresh;
 mod reset;
 mod session;
+mod tasks;
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,7 +22,7 @@ pub use email::{CODE_TTL_MS, LINK_TTL_MS};
 pub use login::{FirstFactor, Method, lock_key};
 pub use own::AccountData;
 pub use refresh::{Reuse, Rotation};
-pub use reset::FORGOT_KIND;
+pub use tasks::{TASK_KIND, Task};
 
 use crate::{
     abuse::{Blocks, Limiter, LockoutPolicy},

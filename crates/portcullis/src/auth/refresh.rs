@@ -107,6 +107,8 @@ impl Auth {
                 let user = self.db.user_by_id(user_id).await?;
                 let mut tx = self.db.write().await?;
                 let (ended, keys) = tx.sessions_revoke_stolen(user_id, "refresh_token_reused", ctx.now).await?;
+                // A change of address the thief may have asked for goes too.
+                tx.email_tokens_retire(user_id, crate::store::Purpose::ChangeEmail, ctx.now).await?;
                 if let Some(user) = &user {
                     self.queue_notice(&mut tx, user, Template::SignedOutEverywhere, ctx.now).await?;
                 }

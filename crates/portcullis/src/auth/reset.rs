@@ -11,7 +11,7 @@
 //! An account whose lock trips is told by mail, with a link that lets the
 //! address opening it sign in despite the lock (`/unlock`).
 
-use super::{Auth, AuthError};
+use super::{Auth, AuthError, tasks::Task};
 use crate::{
     crypto::{self, Secret},
     ctx::RequestCtx,
@@ -22,8 +22,6 @@ use crate::{
 
 /// How long a reset link works.
 pub const RESET_TTL_MS: i64 = 30 * 60_000;
-/// The outbox kind of a queued forgot-password request.
-pub const FORGOT_KIND: &str = "account.forgot_password";
 /// How long an unlock link works.
 pub const UNLOCK_TTL_MS: i64 = 24 * 3_600_000;
 
@@ -50,46 +48,36 @@ impl Auth {
         Ok(())
     }
 
-    /// `POST /v1/auth/password/forgot`: queues the request itself (outbox kind
-    /// [`FORGOT_KIND`]) and nothing else, so the request does the same work, in
+    /// `POST /v1/auth/password/forgot`: queues the request itself
+    /// (`Task::Forgot`) and nothing else, so the request does the same work, in
     /// the same time, for known and unknown addresses. The outbox worker then
-    /// looks the address up and, for an account that may sign in, mails a link
-    /// ([`Auth::forgot_password_process`]).
+    /// looks the address up and, for an account that may sign in, mails a link.
     pub async fn forgot_password(&self, ctx: &RequestCtx, email: &str) -> Result<(), AuthError> {
         let email = normalize_email(email).map_err(AuthError::from)?;
         if !self.mail_allowed(ctx, &email).await? {
             return Ok(());
         }
-        let job = serde_json::json!({ "email": email });
-        let mut tx = self.db.write().await?;
-        tx.outbox_enqueue(FORGOT_KIND, &job, ctx.now).await?;
-        tx.commit().await?;
+        self.queue_task(&Task::Forgot { email }, ctx.now).await?;
         self.audit(ctx, "password_reset_requested", true, None, None).await;
         Ok(())
     }
 
-    /// The outbox's half of a forgot request: a reset link for the account at the
-    /// queued address, if there is one that may sign in (at least once: a replay
-    /// sends a fresh link and retires the earlier one).
-    pub async fn forgot_password_process(&self, payload: &str) -> Result<(), String> {
-        let job: serde_json::Value = serde_json::from_str(payload).map_err(|e| format!("unreadable job: {e}"))?;
-        let email = job.get("email").and_then(serde_json::Value::as_str).ok_or("the job has no email")?;
-        let now = crate::clock::now_ms();
-        let Some(user) = self.db.user_by_email(email).await.map_err(|e| e.to_string())? else { return Ok(()) };
+    /// The worker's half of a forgot request (at least once: a replay sends a
+    /// fresh link and retires the earlier one).
+    pub(super) async fn forgot_process(&self, email: &str, now: i64) -> Result<(), AuthError> {
+        let Some(user) = self.db.user_by_email(email).await? else { return Ok(()) };
         if user.banned_at.is_some() {
             return Ok(());
         }
-        let mailer = self.mailer().map_err(|e| e.to_string())?;
+        let mailer = self.mailer()?;
         let (row, token) = super::email::new_token(&user.id, Purpose::Reset, &user.email, now, RESET_TTL_MS);
         let secrets = Secrets { link: Some(mailer.link("/reset-password", &token)), code: None };
-        let payload = mailer.queue(&user.email, Template::ResetPassword, None, &secrets).map_err(|e| e.to_string())?;
-        let write = async {
-            let mut tx = self.db.write().await?;
-            tx.email_token_replace(&row, &crypto::sha256_b64(&token)).await?;
-            tx.outbox_enqueue(mail::KIND, &payload, now).await?;
-            tx.commit().await
-        };
-        write.await.map_err(|e| e.to_string())
+        let payload = mailer.queue(&user.email, Template::ResetPassword, None, &secrets)?;
+        let mut tx = self.db.write().await?;
+        tx.email_token_replace(&row, &crypto::sha256_b64(&token)).await?;
+        tx.outbox_enqueue(mail::KIND, &payload, now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// `POST /v1/auth/password/reset`: spends the token and sets `new_password`
@@ -109,7 +97,9 @@ impl Auth {
         }
         let row = self.db.email_token_by_hash(&crypto::sha256_b64(token), ctx.now).await?;
         let row = row.filter(|r| r.purpose == Purpose::Reset).ok_or_else(bad)?;
-        let user = self.db.user_by_id(&row.user_id).await?.filter(|u| u.banned_at.is_none()).ok_or_else(bad)?;
+        // The account must still be at the address the link was sent to.
+        let user = self.db.user_by_id(&row.user_id).await?;
+        let user = user.filter(|u| u.banned_at.is_none() && u.email == row.email).ok_or_else(bad)?;
         // A sign-in since the link was sent cancels it: the owner remembered.
         if self.db.signed_in_since(&user.id, row.created_at).await? {
             return Err(bad());
@@ -125,6 +115,8 @@ impl Auth {
         }
         tx.user_set_password(&user.id, &phc, ctx.now).await?;
         let ended = tx.sessions_revoke_all(&user.id, None, "password_reset", ctx.now).await?;
+        // A change of address someone asked for before the reset must not outlive it.
+        tx.email_tokens_retire(&user.id, Purpose::ChangeEmail, ctx.now).await?;
         self.queue_notice(&mut tx, &user, Template::PasswordChanged, ctx.now).await?;
         tx.commit().await?;
         // Every lock of the account, from every address, and its failure ceiling.
@@ -134,16 +126,19 @@ impl Auth {
         Ok(())
     }
 
-    /// Mails the owner of the lock `key` that their account locked, with an
-    /// unlock link (`email.notify_account_locked`, within `email_send_rate` per
-    /// address). A failure here never fails the sign-in attempt that tripped it.
+    /// A lock tripped for `key`: queues the notice (`Task::Locked`), alike for
+    /// known and unknown addresses (which lock alike), so the attempt that trips
+    /// a lock takes the same time either way. A failure here never fails it.
     pub(super) async fn notify_locked(&self, ctx: &RequestCtx, key: &str, uid: Option<&str>) {
-        if let Err(e) = self.try_notify_locked(ctx, key, uid).await {
+        let task = Task::Locked { key: key.to_owned(), user_id: uid.map(str::to_owned) };
+        if let Err(e) = self.queue_task(&task, ctx.now).await {
             tracing::warn!(error = %e, "queueing the account-locked notice failed");
         }
     }
 
-    async fn try_notify_locked(&self, ctx: &RequestCtx, key: &str, uid: Option<&str>) -> Result<(), AuthError> {
+    /// The worker's half: mails the owner (`email.notify_account_locked`, within
+    /// the per-address mail limit) with an unlock link.
+    pub(super) async fn locked_process(&self, key: &str, uid: Option<&str>, now: i64) -> Result<(), AuthError> {
         let (Some(uid), Some(mailer)) = (uid, self.mailer.as_ref()) else { return Ok(()) };
         if !self.settings.notify.account_locked {
             return Ok(());
@@ -154,23 +149,24 @@ impl Auth {
             return Ok(());
         };
         if let Some((_, by_target)) = &self.mail_limiters
-            && by_target.hit(&super::email::target_key(&user.email), ctx.route(), ctx.now).await.is_err()
+            && by_target.hit(&super::email::target_key(&user.email), "outbox", now).await.is_err()
         {
             return Ok(());
         }
-        let (row, token) = super::email::new_token(&user.id, Purpose::Unlock, &user.email, ctx.now, UNLOCK_TTL_MS);
+        let (row, token) = super::email::new_token(&user.id, Purpose::Unlock, &user.email, now, UNLOCK_TTL_MS);
         let secrets = Secrets { link: Some(mailer.link("/unlock", &token)), code: None };
         let payload = mailer.queue(&user.email, Template::AccountLocked, None, &secrets)?;
         let mut tx = self.db.write().await?;
         tx.email_token_replace(&row, &crypto::sha256_b64(&token)).await?;
-        tx.outbox_enqueue(mail::KIND, &payload, ctx.now).await?;
+        tx.outbox_enqueue(mail::KIND, &payload, now).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Spends an unlock link (`/unlock`): the address that opens it may sign in
-    /// despite the account's lock (it counts as an address the owner uses, so the
-    /// lock over all addresses spares it too). Everyone else stays locked out.
+    /// Spends an unlock link (`/unlock`): the lock of the address that opens it
+    /// is lifted, and the address counts as one the owner uses from then on (the
+    /// lock over all addresses spares it for 30 days). Everyone else stays locked
+    /// out. The link works once.
     pub async fn unlock(&self, ctx: &RequestCtx, token: &str) -> Result<(), AuthError> {
         let bad =
             || AuthError::Validation(vec![field("token", "invalid_or_expired", "is wrong, expired or already used")]);
@@ -180,13 +176,13 @@ impl Auth {
         }
         let row = self.db.email_token_by_hash(&crypto::sha256_b64(token), ctx.now).await?;
         let row = row.filter(|r| r.purpose == Purpose::Unlock).ok_or_else(bad)?;
+        let address = crate::abuse::rate_key(ctx.client());
         let mut tx = self.db.write().await?;
         if !tx.email_token_spend(&row.id, false, ctx.now).await? {
             return Err(bad());
         }
+        tx.login_succeeded(&super::lock_key(&row.email), &address, ctx.now).await?;
         tx.commit().await?;
-        let address = crate::abuse::rate_key(ctx.client());
-        self.db.login_succeeded(&super::lock_key(&row.email), &address, ctx.now).await?;
         self.audit(ctx, "account_unlocked", true, Some(&row.user_id), Some(&format!("by mail link from {address}")))
             .await;
         Ok(())

@@ -280,6 +280,8 @@ impl Auth {
         tx.user_set_password(&user.id, &phc, ctx.now).await?;
         let ended = tx.sessions_revoke_all(&user.id, Some(session_id), "password_changed", ctx.now).await?;
         tx.session_reauthenticated(session_id, &user.id, ctx.now).await?;
+        // A change of address asked for before the new password must not outlive it.
+        tx.email_tokens_retire(&user.id, crate::store::Purpose::ChangeEmail, ctx.now).await?;
         self.queue_notice(&mut tx, &user, Template::PasswordChanged, ctx.now).await?;
         tx.commit().await?;
         self.audit(ctx, "password_change", true, Some(&user.id), None).await;

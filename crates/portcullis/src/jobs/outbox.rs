@@ -22,13 +22,14 @@ pub trait Deliver: Send + Sync {
     }
 }
 
-/// Forgot-password requests are worked off by the account service (see
-/// `Auth::forgot_password`): the lookup happens here, not in the request.
-pub struct ForgotRequests(pub Arc<crate::auth::Auth>);
+/// Account tasks (a forgot or resend request, a change of address, a lock's
+/// notice) are worked off by the account service (see `auth::tasks`): the lookup
+/// happens here, not in the request.
+pub struct AccountTasks(pub Arc<crate::auth::Auth>);
 
-impl Deliver for ForgotRequests {
+impl Deliver for AccountTasks {
     fn deliver<'a>(&'a self, message: &'a OutboxRow) -> Attempt<'a> {
-        Box::pin(self.0.forgot_password_process(&message.payload))
+        Box::pin(self.0.run_task(&message.payload))
     }
 }
 

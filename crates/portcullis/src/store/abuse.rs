@@ -167,20 +167,7 @@ impl Db {
     /// account's failure ceiling for 30 days).
     pub async fn login_succeeded(&self, email: &str, address: &str, now: i64) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM login_failures WHERE email = $1 AND address = $2")
-            .bind(email)
-            .bind(address)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO login_successes (email, address, last_success_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (email, address) DO UPDATE SET last_success_at = excluded.last_success_at",
-        )
-        .bind(email)
-        .bind(address)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        succeeded(&mut tx, email, address, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -217,4 +204,29 @@ impl Db {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// The owner proved themself at `address`: its failures go, and it becomes an
+/// address the owner uses (spared by the lock over all addresses).
+pub(super) async fn succeeded(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    email: &str,
+    address: &str,
+    now: i64,
+) -> StoreResult<()> {
+    sqlx::query("DELETE FROM login_failures WHERE email = $1 AND address = $2")
+        .bind(email)
+        .bind(address)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO login_successes (email, address, last_success_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (email, address) DO UPDATE SET last_success_at = excluded.last_success_at",
+    )
+    .bind(email)
+    .bind(address)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

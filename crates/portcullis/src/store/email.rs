@@ -8,6 +8,11 @@
 
 use super::{Db, StoreResult, col};
 
+/// Wrong codes one token takes before its code stops working: with
+/// `security.email_send_rate` bounding new codes, guessing six digits stays
+/// hopeless even for someone who can also sign in (which clears the lockout).
+pub const MAX_CODE_ATTEMPTS: i64 = 5;
+
 /// What spending a token does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -176,6 +181,20 @@ impl Db {
                 .fetch_optional(self.pool())
                 .await?;
         Ok(found.is_some())
+    }
+
+    /// Counts a wrong code against token `id`; at [`MAX_CODE_ATTEMPTS`] its code
+    /// stops working (a new one must be sent), whatever the lockout allows.
+    pub async fn email_code_failed(&self, id: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE email_tokens SET code_attempts = code_attempts + 1, \
+             code_expires_at = CASE WHEN code_attempts + 1 >= $2 THEN 0 ELSE code_expires_at END WHERE id = $1",
+        )
+        .bind(id)
+        .bind(MAX_CODE_ATTEMPTS)
+        .execute(self.pool())
+        .await?;
+        Ok(())
     }
 
     /// Deletes tokens that expired before `before`.

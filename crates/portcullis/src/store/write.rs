@@ -3,7 +3,7 @@
 
 use sqlx::{Any, Transaction};
 
-use super::{Db, EmailTokenRow, NewUser, Purpose, StoreResult, email, outbox, sessions, users};
+use super::{Db, EmailTokenRow, NewUser, Purpose, StoreResult, abuse, email, outbox, sessions, users};
 
 /// A write transaction in progress. Its methods are store operations; nothing is
 /// visible before [`WriteTx::commit`]; dropped uncommitted, everything is undone.
@@ -102,6 +102,13 @@ impl WriteTx {
         self.ran(2);
         email::retire(&mut *self.tx, &t.user_id, t.purpose, t.created_at).await?;
         email::insert(&mut *self.tx, t, token_hash).await
+    }
+
+    /// Clears the failures of (`email` lock key, `address`) and records the
+    /// address as one the owner uses (see `Db::login_succeeded`).
+    pub async fn login_succeeded(&mut self, email: &str, address: &str, now: i64) -> StoreResult<()> {
+        self.ran(2);
+        abuse::succeeded(&mut self.tx, email, address, now).await
     }
 
     /// Spends a token once (see `store::email`); whether this call spent it.

@@ -150,6 +150,24 @@ impl Running {
     }
 }
 
+/// The mailer of `cfg`, warning at start when mail does not leave the server.
+fn mailer(cfg: &Config, issuer: &str, store: &Store) -> anyhow::Result<Arc<Mailer>> {
+    let mailer = Arc::new(Mailer::new(cfg, issuer, store.master.clone())?);
+    if !mailer.sends() && !mailer.local_development() {
+        tracing::warn!(
+            "mail is off: email.transport is log, so verification, reset and notice mails are not delivered; \
+             set email.transport = \"smtp\" and email.smtp_url"
+        );
+    }
+    Ok(mailer)
+}
+
+/// `security.breached_password_api`, through the guarded outbound client.
+fn breach_check(cfg: &Config) -> Option<crate::passwords::BreachCheck> {
+    let base = cfg.security.breached_password_api.as_deref()?;
+    Some(crate::passwords::BreachCheck::new(base, Outbound::from_config(cfg)))
+}
+
 /// Starts serving `cfg`; returns once the socket is bound and keys are loaded.
 pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let started = std::time::Instant::now();
@@ -175,13 +193,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let (audit, audit_queue) = Audit::buffered(store.db.clone(), cfg.audit.buffer);
     let clients = Clients::new(store.db.clone());
     let blocks = Arc::new(Blocks::default());
-    let mailer = Arc::new(Mailer::new(&cfg, &issuer, store.master.clone())?);
-    if !mailer.sends() && !mailer.local_development() {
-        tracing::warn!(
-            "mail is off: email.transport is log, so verification, reset and notice mails are not delivered; \
-             set email.transport = \"smtp\" and email.smtp_url"
-        );
-    }
+    let mailer = mailer(&cfg, &issuer, &store)?;
     let auth = Arc::new(
         Auth::new(
             store.db.clone(),
@@ -193,12 +205,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             blocks.clone(),
         )
         .with_mail(mailer.clone(), Some(cfg.security.email_send_rate), blocks.clone())
-        .with_breach_check(
-            cfg.security
-                .breached_password_api
-                .as_deref()
-                .map(|base| crate::passwords::BreachCheck::new(base, Outbound::from_config(&cfg))),
-        ),
+        .with_breach_check(breach_check(&cfg)),
     );
     let admin = Arc::new(Admin::new(store.db.clone(), hasher, audit.clone()));
     let api_keys = ApiKeys::new(store.db.clone(), audit.clone(), cfg.api_keys.max_ttl.map(|d| d.0));

@@ -18,11 +18,10 @@ use std::{sync::Arc, time::Duration};
 use portcullis_proto::FieldError;
 
 pub use browser::BrowserSession;
-pub use email::{CODE_TTL_MS, LINK_TTL_MS};
 pub use login::{FirstFactor, Method, lock_key};
 pub use own::AccountData;
 pub use refresh::{Reuse, Rotation};
-pub use tasks::{TASK_KIND, Task};
+pub use tasks::TASK_KIND;
 
 use crate::{
     abuse::{Blocks, Limiter, LockoutPolicy},

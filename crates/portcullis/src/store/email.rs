@@ -165,12 +165,6 @@ impl Db {
         row.as_ref().map(from_row).transpose()
     }
 
-    /// Retires a user's unspent tokens of `purpose` (a successful sign-in cancels
-    /// reset links); how many.
-    pub async fn email_tokens_retire(&self, user_id: &str, purpose: Purpose, now: i64) -> StoreResult<u64> {
-        retire(self.pool(), user_id, purpose, now).await
-    }
-
     /// Whether the user signed in (or confirmed their password) after `since`: a
     /// successful sign-in cancels reset links sent before it.
     pub async fn signed_in_since(&self, user_id: &str, since: i64) -> StoreResult<bool> {

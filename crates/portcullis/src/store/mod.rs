@@ -37,7 +37,7 @@ pub use abuse::{LockState, RateWindow};
 pub use api_keys::{ApiKeyRow, KeyLookup};
 pub use audit::{AuditFilter, AuditRecord};
 pub use clients::ClientRow;
-pub use email::{EmailTokenRow, MAX_CODE_ATTEMPTS, Purpose};
+pub use email::{EmailTokenRow, Purpose};
 pub use export::{ConsentRow, EXPORT_MAX_ROWS};
 pub use keys::KeyRow;
 pub use oauth::{CodeExchange, CodeRow};

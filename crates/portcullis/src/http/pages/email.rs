@@ -57,8 +57,7 @@ pub async fn verify_email_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = parse_pairs(&body);
-    if !csrf_ok(&headers, &state.cookies, &state.oauth.settings().issuer, &form) {
+    let Some(form) = checked_form(&state, &headers, &body) else {
         return message(
             StatusCode::FORBIDDEN,
             "Please try again",
@@ -66,7 +65,7 @@ pub async fn verify_email_post(
             true,
         )
         .into_response();
-    }
+    };
     match state.auth.verify_email_token(&ctx, field(&form, "token").unwrap_or("")).await {
         Ok(user) => message(
             StatusCode::OK,
@@ -87,6 +86,12 @@ pub async fn verify_email_post(
             message(status, "Something went wrong", &text, true).into_response()
         }
     }
+}
+
+/// A posted form, if it passes the CSRF check (see `csrf_ok`).
+fn checked_form(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Option<Vec<(String, String)>> {
+    let form = parse_pairs(body);
+    csrf_ok(headers, &state.cookies, &state.oauth.settings().issuer, &form).then_some(form)
 }
 
 fn form_expired() -> Response {
@@ -123,10 +128,7 @@ pub async fn forgot_password_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = parse_pairs(&body);
-    if !csrf_ok(&headers, &state.cookies, &state.oauth.settings().issuer, &form) {
-        return form_expired();
-    }
+    let Some(form) = checked_form(&state, &headers, &body) else { return form_expired() };
     let email = field(&form, "email").unwrap_or("");
     match state.auth.forgot_password(&ctx, email).await {
         Ok(()) => message(StatusCode::OK, "Check your inbox", crate::http::email::FORGOT_ANSWER, false).into_response(),
@@ -166,10 +168,7 @@ pub async fn reset_password_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = parse_pairs(&body);
-    if !csrf_ok(&headers, &state.cookies, &state.oauth.settings().issuer, &form) {
-        return form_expired();
-    }
+    let Some(form) = checked_form(&state, &headers, &body) else { return form_expired() };
     let token = field(&form, "token").unwrap_or("");
     let password = Secret::new(field(&form, "new_password").unwrap_or(""));
     match state.auth.reset_password(&ctx, token, password).await {
@@ -219,10 +218,7 @@ pub async fn unlock_get(State(state): State<AppState>, headers: HeaderMap, RawQu
 
 /// `POST /unlock`: spends the token for the address that sends it.
 pub async fn unlock_post(State(state): State<AppState>, ctx: RequestCtx, headers: HeaderMap, body: Bytes) -> Response {
-    let form = parse_pairs(&body);
-    if !csrf_ok(&headers, &state.cookies, &state.oauth.settings().issuer, &form) {
-        return form_expired();
-    }
+    let Some(form) = checked_form(&state, &headers, &body) else { return form_expired() };
     match state.auth.unlock(&ctx, field(&form, "token").unwrap_or("")).await {
         Ok(()) => message(StatusCode::OK, "Unlocked", "You can sign in from this device again.", false).into_response(),
         Err(AuthError::Validation(_)) => {

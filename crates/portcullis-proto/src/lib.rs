@@ -34,6 +34,14 @@ pub enum ErrorCode {
     AccountLocked,
     /// Sign-in needs a verified email address (`accounts.require_verified_email`).
     EmailNotVerified,
+    /// The `mfa_token` is unknown, spent, expired, or past its wrong codes: sign in
+    /// again.
+    MfaTokenInvalid,
+    /// The second-factor code (or recovery code) is wrong or was used already.
+    InvalidMfaCode,
+    /// `accounts.mfa = "required"` and the account has no second factor yet: enrol
+    /// one with the `mfa_token` of this answer as the Bearer token.
+    MfaEnrollmentRequired,
     /// The object conflicts with an existing one (e.g. email already registered).
     Conflict,
     /// No such route or object (or not one the caller may see).
@@ -68,6 +76,9 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::AccountLocked => "account_locked",
             Self::EmailNotVerified => "email_not_verified",
+            Self::MfaTokenInvalid => "mfa_token_invalid",
+            Self::InvalidMfaCode => "invalid_mfa_code",
+            Self::MfaEnrollmentRequired => "mfa_enrollment_required",
             Self::Conflict => "conflict",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -112,6 +123,10 @@ pub struct Problem {
     /// Scopes that would have allowed the call, present with `insufficient_scope`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub required_scopes: Vec<String>,
+    /// With `mfa_enrollment_required`: the pending sign-in, a Bearer token for the
+    /// enrolment routes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa_token: Option<String>,
 }
 
 /// `POST /v1/auth/register` body.
@@ -199,6 +214,9 @@ pub struct AdminUser {
     pub banned: bool,
     /// RFC 3339 time of the ban.
     pub banned_at: Option<String>,
+    /// The user's confirmed second factors (`totp`, `sms`, `passkey`).
+    #[serde(default)]
+    pub mfa_factors: Vec<String>,
 }
 
 /// `PATCH /v1/me` body.
@@ -511,9 +529,18 @@ redacted_debug! {
     LoginResponse { access_token, refresh_token }
     ApiKeyCreated { key }
     AdminUserCreateRequest { password }
+    MfaChallenge { mfa_token }
+    MfaVerifyRequest { code, recovery_code }
+    MfaTokenRequest { mfa_token }
+    TotpEnrolment { secret, otpauth_uri, qr_svg }
+    MfaCodeRequest { code }
+    MfaConfirmed { recovery_codes }
+    RecoveryCodes { recovery_codes }
 }
 
 mod account;
+mod mfa;
 mod oauth;
 pub use account::*;
+pub use mfa::*;
 pub use oauth::*;

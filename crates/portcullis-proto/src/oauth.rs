@@ -160,6 +160,10 @@ pub struct AccessTokenClaims {
     pub roles: Vec<String>,
     /// Space-separated permissions at issue time.
     pub scope: String,
+    /// How the user signed in (RFC 8176: `pwd`, `otp`, `sms`, `hwk`, `swk`,
+    /// `mfa`); absent in client-credentials tokens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
     /// The user's `public_metadata`, when `tokens.include_metadata` is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
@@ -209,6 +213,9 @@ pub struct IdTokenClaims {
     /// How the user signed in (RFC 8176 values).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub amr: Vec<String>,
+    /// `mfa` when the user signed in with two factors, else `pwd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
     /// `sub` and the claims the granted scopes allow.
     #[serde(flatten)]
     pub user: UserInfo,
@@ -306,6 +313,10 @@ pub struct ProviderMetadata {
     /// OpenID only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prompt_values_supported: Vec<String>,
+    /// OpenID only: `pwd` (a password) and `mfa` (two factors); `acr_values=mfa`
+    /// demands the second.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acr_values_supported: Vec<String>,
     /// OpenID only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub claims_supported: Vec<String>,

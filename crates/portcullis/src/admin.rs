@@ -213,13 +213,28 @@ impl Admin {
     pub async fn user_unlock(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<UserRow, AuthError> {
         let user = self.user_get(id).await?;
         self.may_act_on(ctx, who, id).await?;
-        let key = crate::auth::lock_key(&user.email);
-        let was_locked = self.db.lock_clear(&key, &crate::abuse::ceiling_bucket(&key)).await?;
+        let mut was_locked = false;
+        for key in [crate::auth::lock_key(&user.email), crate::auth::mfa_lock_key(&user.id)] {
+            was_locked |= self.db.lock_clear(&key, &crate::abuse::ceiling_bucket(&key)).await?;
+        }
         let reason = if was_locked { "cleared" } else { "was not locked" };
         self.audit
             .record(ctx, Event { reason: Some(reason), ..Event::ok("account_unlocked", Some(id)).by(who.actor()) })
             .await;
         Ok(user)
+    }
+
+    /// Removes every second factor of a user (see `Auth::mfa_reset`).
+    pub async fn user_mfa_reset(
+        &self,
+        ctx: &RequestCtx,
+        who: &Principal,
+        id: &str,
+        auth: &crate::auth::Auth,
+    ) -> Result<u64, AuthError> {
+        let user = self.user_get(id).await?;
+        self.may_act_on(ctx, who, id).await?;
+        auth.mfa_reset(ctx, &user, Some(who.actor())).await
     }
 
     /// Ends every session of a user.

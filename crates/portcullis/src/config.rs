@@ -141,12 +141,25 @@ pub struct AccountsConfig {
     pub require_verified_email: bool,
     /// Users may delete their own account (`DELETE /v1/me`).
     pub self_delete: bool,
+    /// Whether every account needs a second factor (`optional` | `required`).
+    pub mfa: MfaPolicy,
 }
 
 impl Default for AccountsConfig {
     fn default() -> Self {
-        Self { require_verified_email: false, self_delete: true }
+        Self { require_verified_email: false, self_delete: true, mfa: MfaPolicy::Optional }
     }
+}
+
+/// `accounts.mfa`: with `required`, a user without a second factor enrols one
+/// right after the password step, before any session exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MfaPolicy {
+    /// Users choose.
+    Optional,
+    /// Every sign-in takes a second factor.
+    Required,
 }
 
 /// Delivery of queued messages.

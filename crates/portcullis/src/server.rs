@@ -91,7 +91,10 @@ pub async fn oauth_for_cli(cfg: &Config, store: &Store) -> anyhow::Result<Arc<OA
     let hasher = Hasher::new(1, 0)?;
     let settings = AuthSettings::from_config(cfg);
     let blocks = Arc::new(Blocks::default());
-    let auth = Arc::new(Auth::new(store.db.clone(), hasher, tokens, settings, audit.clone(), clients.clone(), blocks));
+    let auth = Arc::new(
+        Auth::new(store.db.clone(), hasher, tokens, settings, audit.clone(), clients.clone(), blocks)
+            .with_master(store.master.clone()),
+    );
     let api_keys = ApiKeys::new(store.db.clone(), audit.clone(), cfg.api_keys.max_ttl.map(|d| d.0));
     let client_auth = ClientAuth::new(clients, Outbound::from_config(cfg));
     Ok(Arc::new(OAuth::new(auth, client_auth, api_keys, audit, OAuthSettings::from_config(cfg, issuer))))
@@ -205,7 +208,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             blocks.clone(),
         )
         .with_mail(mailer.clone(), Some(cfg.security.email_send_rate), blocks.clone())
-        .with_breach_check(breach_check(&cfg)),
+        .with_breach_check(breach_check(&cfg))
+        .with_master(store.master.clone()),
     );
     let admin = Arc::new(Admin::new(store.db.clone(), hasher, audit.clone()));
     let api_keys = ApiKeys::new(store.db.clone(), audit.clone(), cfg.api_keys.max_ttl.map(|d| d.0));

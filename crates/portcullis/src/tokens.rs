@@ -17,6 +17,26 @@ use crate::{crypto, keys::KeyManager};
 /// The claims of our access tokens, shared with SDKs.
 pub use portcullis_proto::AccessTokenClaims as AccessClaims;
 
+/// What a first-party access token says about its user at issue time.
+pub struct UserClaims {
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Space-separated permissions.
+    pub scope: String,
+    /// `public_metadata`, when configured.
+    pub metadata: Option<serde_json::Value>,
+    /// How the user signed in.
+    pub amr: Vec<String>,
+}
+
+/// Whom a token is about: subject, session, client, and how the user signed in.
+struct Subject<'a> {
+    sub: &'a str,
+    session_id: Option<&'a str>,
+    client_id: Option<&'a str>,
+    amr: Vec<String>,
+}
+
 /// Why a bearer token was refused. The variants map to RFC 6750 error codes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
@@ -71,16 +91,9 @@ impl Tokens {
     }
 
     /// Issues an access token for a user's session.
-    pub fn issue(
-        &self,
-        user_id: &str,
-        session_id: &str,
-        roles: Vec<String>,
-        scope: String,
-        metadata: Option<serde_json::Value>,
-        now_ms: i64,
-    ) -> anyhow::Result<String> {
-        self.sign(user_id, Some(session_id), None, roles, scope, metadata, now_ms)
+    pub fn issue(&self, user_id: &str, session_id: &str, claims: UserClaims, now_ms: i64) -> anyhow::Result<String> {
+        let sub = Subject { sub: user_id, session_id: Some(session_id), client_id: None, amr: claims.amr };
+        self.sign(sub, claims.roles, claims.scope, claims.metadata, now_ms)
     }
 
     /// Issues an access token to an OAuth client (RFC 9068): for a user's grant
@@ -92,17 +105,16 @@ impl Tokens {
         session_id: Option<&str>,
         client_id: &str,
         scope: String,
+        amr: Vec<String>,
         now_ms: i64,
     ) -> anyhow::Result<String> {
-        self.sign(sub, session_id, Some(client_id), Vec::new(), scope, None, now_ms)
+        let sub = Subject { sub, session_id, client_id: Some(client_id), amr };
+        self.sign(sub, Vec::new(), scope, None, now_ms)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn sign(
         &self,
-        sub: &str,
-        session_id: Option<&str>,
-        client_id: Option<&str>,
+        who: Subject<'_>,
         roles: Vec<String>,
         scope: String,
         metadata: Option<serde_json::Value>,
@@ -113,16 +125,17 @@ impl Tokens {
         let now = now_ms / 1000;
         let claims = AccessClaims {
             iss: self.issuer.clone(),
-            sub: sub.to_owned(),
+            sub: who.sub.to_owned(),
             aud: self.audience.clone(),
             exp: now + i64::try_from(self.access_ttl.as_secs())?,
             iat: now,
             nbf: now,
             jti: crypto::b64url(&crypto::random_bytes::<16>()),
-            sid: session_id.map(str::to_owned),
-            client_id: client_id.map(str::to_owned),
+            sid: who.session_id.map(str::to_owned),
+            client_id: who.client_id.map(str::to_owned),
             roles,
             scope,
+            amr: who.amr,
             metadata,
         };
         signer.sign_access_token(&claims)

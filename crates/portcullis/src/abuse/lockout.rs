@@ -65,6 +65,17 @@ impl LockoutPolicy {
     /// The state after a reserved attempt turned out wrong: lock when the threshold
     /// is reached; the first failure after a lock ended escalates to the next
     /// duration (the last repeats).
+    /// A failure that held no reservation (a wrong second-factor code counted
+    /// against the password lockout): counted, then judged as [`Self::after_failure`].
+    pub fn unreserved_failure(&self, prior: LockState, now: i64) -> LockState {
+        let mut s = Self::decayed(prior, now);
+        if s.locked_until.is_some_and(|u| u > now) {
+            return s;
+        }
+        s.failures += 1;
+        self.after_failure(s, now)
+    }
+
     pub fn after_failure(&self, s: LockState, now: i64) -> LockState {
         let mut s = s;
         let lock_for = |level: i64| {
@@ -113,6 +124,16 @@ mod tests {
         // A day of quiet forgets the history.
         let s = fail(s, 80_000 + LOCK_MEMORY_MS + 1);
         assert_eq!((s.failures, s.lock_level, s.locked_until), (1, 0, None));
+    }
+
+    #[test]
+    fn unreserved_failures_count_and_lock() {
+        let p = LockoutPolicy { threshold: 2, durations: vec![Duration::from_secs(10)] };
+        let s = p.unreserved_failure(LockState::default(), 0);
+        assert_eq!((s.failures, s.locked_until), (1, None));
+        let s = p.unreserved_failure(s, 1);
+        assert_eq!(s.locked_until, Some(10_001));
+        assert_eq!(p.unreserved_failure(s, 2), s, "a lock in force is not extended");
     }
 
     #[test]

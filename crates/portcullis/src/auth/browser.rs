@@ -6,6 +6,7 @@
 use super::{
     Auth, AuthError,
     login::{FirstFactor, Method},
+    mfa::{Pending, Proof, SignIn},
 };
 use crate::ctx::RequestCtx;
 use crate::{
@@ -30,8 +31,31 @@ impl Auth {
         ctx: &RequestCtx,
         email: &str,
         password: Secret,
-    ) -> Result<(BrowserSession, Secret), AuthError> {
+    ) -> Result<SignIn<(BrowserSession, Secret)>, AuthError> {
         let factor = self.password_sign_in(ctx, email, password).await?;
+        match self.second_step(ctx, &factor, Pending::Page, None).await? {
+            Some(c) => Ok(self.challenged(ctx, &factor, c).await),
+            None => Ok(SignIn::Done(self.complete_browser_sign_in(ctx, factor).await?)),
+        }
+    }
+
+    /// Finishes a hosted-page sign-in with its second factor.
+    pub async fn browser_mfa(
+        &self,
+        ctx: &RequestCtx,
+        token: &Secret,
+        proof: Proof,
+    ) -> Result<(BrowserSession, Secret), AuthError> {
+        let proven = self.prove_second(ctx, token, proof, &[Pending::Page], async |_, _| Ok(())).await?;
+        self.complete_browser_sign_in(ctx, proven.factor).await
+    }
+
+    /// Opens the browser session a finished sign-in earned.
+    pub async fn complete_browser_sign_in(
+        &self,
+        ctx: &RequestCtx,
+        factor: FirstFactor,
+    ) -> Result<(BrowserSession, Secret), AuthError> {
         let opened = self.open_browser_session(ctx, factor).await?;
         self.audit(ctx, "login", true, Some(&opened.0.user.id), Some("hosted_page")).await;
         metrics::counter!("portcullis_logins_total", "outcome" => "success").increment(1);
@@ -47,13 +71,17 @@ impl Auth {
         email: &str,
         password: Secret,
         name: Option<String>,
-    ) -> Result<(BrowserSession, Secret), AuthError> {
+    ) -> Result<SignIn<(BrowserSession, Secret)>, AuthError> {
         let mut user = self.register(ctx, email, password, name, Vec::new()).await?;
         if self.settings.require_verified_email {
             return Err(AuthError::EmailNotVerified);
         }
         user.roles = self.db.user_roles(&user.id).await?;
-        self.open_browser_session(ctx, FirstFactor { user, methods: vec![Method::Password] }).await
+        let factor = FirstFactor { user, methods: vec![Method::Password] };
+        match self.second_step(ctx, &factor, Pending::Page, None).await? {
+            Some(c) => Ok(self.challenged(ctx, &factor, c).await),
+            None => Ok(SignIn::Done(self.open_browser_session(ctx, factor).await?)),
+        }
     }
 
     async fn open_browser_session(

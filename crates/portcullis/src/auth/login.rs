@@ -10,7 +10,10 @@
 //! a real one, and yields the same errors, so neither body, status nor timing tells
 //! which emails have accounts (OWASP ASVS 2.2.1, 3.2.x).
 
-use super::{Auth, AuthError, Issued};
+use super::{
+    Auth, AuthError, Issued,
+    mfa::{Challenge, Pending, SignIn},
+};
 use crate::ctx::RequestCtx;
 use crate::{
     crypto::{self, Secret},
@@ -23,6 +26,12 @@ use crate::{
 pub enum Method {
     /// A password.
     Password,
+    /// An authenticator app's code (RFC 6238).
+    Totp,
+    /// A code sent by SMS.
+    Sms,
+    /// A recovery code: a one-time password of a printed list.
+    RecoveryCode,
 }
 
 impl Method {
@@ -30,7 +39,24 @@ impl Method {
     pub fn amr(self) -> &'static str {
         match self {
             Method::Password => "pwd",
+            Method::Totp | Method::RecoveryCode => "otp",
+            Method::Sms => "sms",
         }
+    }
+
+    /// The name in audit records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Password => "password",
+            Method::Totp => "totp",
+            Method::Sms => "sms",
+            Method::RecoveryCode => "recovery_code",
+        }
+    }
+
+    /// The method of a stored `amr` value (the first of those sharing it).
+    pub fn parse(amr: &str) -> Option<Self> {
+        [Method::Password, Method::Totp, Method::Sms].into_iter().find(|m| m.amr() == amr)
     }
 }
 
@@ -45,11 +71,26 @@ pub struct FirstFactor {
 }
 
 impl FirstFactor {
-    /// The `amr` of the session it opens, as stored: a JSON array.
+    /// The `amr` of the session it opens, as stored: a JSON array, with `mfa`
+    /// once two methods were used (RFC 8176 §2).
     pub fn amr(&self) -> String {
-        let values: Vec<&str> = self.methods.iter().map(|m| m.amr()).collect();
+        let mut values: Vec<&str> = Vec::new();
+        for m in &self.methods {
+            if !values.contains(&m.amr()) {
+                values.push(m.amr());
+            }
+        }
+        if values.len() > 1 {
+            values.push("mfa");
+        }
         serde_json::to_string(&values).unwrap_or_else(|_| r#"["pwd"]"#.into())
     }
+}
+
+/// The `amr` values of a stored session (sessions from before `amr` was kept
+/// signed in with a password).
+pub fn amr_values(stored: Option<&str>) -> Vec<String> {
+    stored.and_then(|a| serde_json::from_str(a).ok()).unwrap_or_else(|| vec!["pwd".to_owned()])
 }
 
 /// The lockout key of what the client typed: the normalised email, or for input
@@ -171,8 +212,26 @@ impl Auth {
         address: &str,
         uid: Option<&str>,
     ) -> Result<(), AuthError> {
+        self.count_failure_of(ctx, key, address, uid, true).await
+    }
+
+    /// [`Auth::count_failure`] of a guess that did (`reserved`) or did not take a
+    /// place through [`Auth::reserve_attempt`].
+    pub(super) async fn count_failure_of(
+        &self,
+        ctx: &RequestCtx,
+        key: &str,
+        address: &str,
+        uid: Option<&str>,
+        reserved: bool,
+    ) -> Result<(), AuthError> {
         let policy = &self.settings.lockout;
-        let (prior, next) = self.db.lock_attempt(key, address, |s| Some(policy.after_failure(s, ctx.now))).await?;
+        let (prior, next) = self
+            .db
+            .lock_attempt(key, address, |s| {
+                Some(if reserved { policy.after_failure(s, ctx.now) } else { policy.unreserved_failure(s, ctx.now) })
+            })
+            .await?;
         if next.locked_until != prior.locked_until && next.locked_until.is_some_and(|u| u > ctx.now) {
             let reason = format!("level {} from {address}", next.lock_level);
             self.audit(ctx, "account_locked", true, uid, Some(&reason)).await;
@@ -207,13 +266,25 @@ impl Auth {
         Ok(Some(secs))
     }
 
-    /// Checks email and password and opens a new session.
-    pub async fn login(&self, ctx: &RequestCtx, email: &str, password: Secret) -> Result<Issued, AuthError> {
+    /// Checks email and password and opens a new session, unless a second factor
+    /// (or, when every account needs one, its enrolment) must come first.
+    pub async fn login(&self, ctx: &RequestCtx, email: &str, password: Secret) -> Result<SignIn<Issued>, AuthError> {
         let factor = self.password_sign_in(ctx, email, password).await?;
-        let issued = self.open_session(ctx, factor).await?;
-        self.audit(ctx, "login", true, Some(&issued.user.id), None).await;
-        metrics::counter!("portcullis_logins_total", "outcome" => "success").increment(1);
-        Ok(issued)
+        match self.second_step(ctx, &factor, Pending::Login, None).await? {
+            Some(c) => Ok(self.challenged(ctx, &factor, c).await),
+            None => Ok(SignIn::Done(self.complete_sign_in(ctx, factor).await?)),
+        }
+    }
+
+    /// A password step that goes on to a second factor or its enrolment.
+    pub(super) async fn challenged<T>(&self, ctx: &RequestCtx, factor: &FirstFactor, c: Challenge) -> SignIn<T> {
+        let (reason, out) = if c.factors.is_empty() {
+            ("mfa_enrollment_required", SignIn::Enrol(c))
+        } else {
+            ("second factor pending", SignIn::SecondFactor(c))
+        };
+        self.audit(ctx, "login_password", true, Some(&factor.user.id), Some(reason)).await;
+        out
     }
 
     /// The password check of a sign-in, with its metrics, role loading and hash
@@ -256,7 +327,7 @@ impl Auth {
         Ok(FirstFactor { user, methods: vec![Method::Password] })
     }
 
-    async fn open_session(&self, ctx: &RequestCtx, factor: FirstFactor) -> Result<Issued, AuthError> {
+    pub(super) async fn open_session(&self, ctx: &RequestCtx, factor: FirstFactor) -> Result<Issued, AuthError> {
         let refresh = crypto::b64url(&crypto::random_bytes::<32>());
         let ttl = i64::try_from(self.settings.refresh_ttl.as_millis()).unwrap_or(i64::MAX);
         let amr = factor.amr();
@@ -266,7 +337,7 @@ impl Auth {
             ..SessionRow::opened(&user.id, ctx.now, ttl, ctx.ip.clone(), ctx.user_agent.clone())
         };
         self.db.session_create(&session, &crypto::sha256_b64(&refresh)).await?;
-        let access_token = self.access_token(&user, &session.id, ctx.now).await?;
+        let access_token = self.access_token(&user, &session, ctx.now).await?;
         Ok(Issued {
             access_token,
             refresh_token: Secret::new(refresh),
@@ -284,5 +355,7 @@ mod tests {
     fn amr_lists_the_methods_used() {
         let f = FirstFactor { user: UserRow::default(), methods: vec![Method::Password] };
         assert_eq!(f.amr(), r#"["pwd"]"#);
+        let f = FirstFactor { user: UserRow::default(), methods: vec![Method::Password, Method::RecoveryCode] };
+        assert_eq!(f.amr(), r#"["pwd","otp","mfa"]"#);
     }
 }

@@ -6,7 +6,9 @@
 mod account;
 mod browser;
 mod email;
+mod factors;
 mod login;
+mod mfa;
 mod own;
 mod refresh;
 mod reset;
@@ -18,7 +20,9 @@ use std::{sync::Arc, time::Duration};
 use portcullis_proto::FieldError;
 
 pub use browser::BrowserSession;
-pub use login::{FirstFactor, Method, lock_key};
+pub use factors::{Enrolled, Enroller, RECOVERY_CODES, TotpSetup, normal_recovery_code};
+pub use login::{FirstFactor, Method, amr_values, lock_key};
+pub use mfa::{Challenge, MFA_TOKEN_TTL_MS, MfaDone, Pending, Proof, SignIn, mfa_lock_key};
 pub use own::AccountData;
 pub use refresh::{Reuse, Rotation};
 pub use tasks::TASK_KIND;
@@ -30,7 +34,7 @@ use crate::{
     ctx::RequestCtx,
     mail::Mailer,
     passwords::{self, HashError, Hasher},
-    store::{Db, StoreError, UserRow},
+    store::{Db, SessionRow, StoreError, UserRow},
     tokens::{TokenError, Tokens},
     units::RateRule,
 };
@@ -79,6 +83,16 @@ pub enum AuthError {
     /// address is not proven yet.
     #[error("the email address of this account is not verified yet")]
     EmailNotVerified,
+    /// The `mfa_token` is unknown, spent, expired or past its wrong codes.
+    #[error("the mfa_token is not valid")]
+    MfaTokenInvalid,
+    /// The second-factor code is wrong or was used already.
+    #[error("wrong or used code")]
+    InvalidMfaCode,
+    /// `accounts.mfa = "required"` and the account has no factor: this pending
+    /// sign-in enrols one.
+    #[error("a second factor must be set up")]
+    MfaEnrollmentRequired(crypto::Secret),
     /// A failure on our side.
     #[error("internal error: {0}")]
     Internal(String),
@@ -156,6 +170,8 @@ pub struct AuthSettings {
     pub require_verified_email: bool,
     /// Users may delete their own account.
     pub self_delete: bool,
+    /// Every account needs a second factor.
+    pub mfa_required: bool,
     /// The product's name: a password must not be it, and zxcvbn counts it.
     pub product_name: String,
     /// Which notices are mailed.
@@ -192,6 +208,7 @@ impl AuthSettings {
             reauth_window: cfg.security.reauth_window.0,
             require_verified_email: cfg.accounts.require_verified_email,
             self_delete: cfg.accounts.self_delete,
+            mfa_required: cfg.accounts.mfa == crate::config::MfaPolicy::Required,
             product_name: cfg.email.product_name.clone(),
             notify: Notices {
                 password_changed: cfg.email.notify_password_changed,
@@ -218,6 +235,7 @@ pub struct Auth {
     mailer: Option<Arc<Mailer>>,
     mail_limiters: Option<(Limiter, Limiter)>,
     breach: Option<passwords::BreachCheck>,
+    master: Option<Arc<crypto::MasterKey>>,
 }
 
 impl Auth {
@@ -249,6 +267,7 @@ impl Auth {
             mailer: None,
             mail_limiters: None,
             breach: None,
+            master: None,
         }
     }
 
@@ -343,10 +362,12 @@ impl Auth {
 
     /// Signs an access token for a session of `user` with the roles, permissions
     /// and (if configured) public metadata the user has right now.
-    async fn access_token(&self, user: &UserRow, session_id: &str, now: i64) -> Result<String, AuthError> {
+    async fn access_token(&self, user: &UserRow, session: &SessionRow, now: i64) -> Result<String, AuthError> {
         let perms = self.db.role_permissions(&user.roles).await?;
         let metadata =
             if self.settings.include_metadata { serde_json::from_str(&user.public_metadata).ok() } else { None };
-        Ok(self.tokens.issue(&user.id, session_id, user.roles.clone(), perms.join(" "), metadata, now)?)
+        let amr = login::amr_values(session.amr.as_deref());
+        let claims = crate::tokens::UserClaims { roles: user.roles.clone(), scope: perms.join(" "), metadata, amr };
+        Ok(self.tokens.issue(&user.id, &session.id, claims, now)?)
     }
 }

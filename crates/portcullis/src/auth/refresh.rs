@@ -43,7 +43,7 @@ impl Auth {
                     return Err(TokenError::Invalid("the account is banned").into());
                 }
                 // Roles are read afresh: a refresh picks up role changes.
-                let access_token = self.access_token(&user, &session.id, ctx.now).await?;
+                let access_token = self.access_token(&user, &session, ctx.now).await?;
                 self.audit(ctx, "refresh", true, Some(&user.id), None).await;
                 Ok(Issued { access_token, refresh_token: next, expires_in: self.tokens.access_ttl_secs(), user })
             }

@@ -9,7 +9,10 @@ use std::{
 
 use portcullis_proto::FieldError;
 
-use super::{Auth, AuthError};
+use super::{
+    Auth, AuthError,
+    mfa::{Challenge, Pending},
+};
 use crate::ctx::{Principal, RequestCtx};
 use crate::{
     crypto::Secret,
@@ -151,18 +154,31 @@ impl Auth {
     }
 
     /// Confirms the password of the caller's session and renews its sign-in time,
-    /// under the same rate limit and lockout as signing in.
-    pub async fn reauth(&self, ctx: &RequestCtx, who: &Principal, password: Secret) -> Result<(), AuthError> {
+    /// under the same rate limit and lockout as signing in. An account with a
+    /// second factor gets a pending check instead, which the factor finishes at
+    /// `POST /v1/auth/login/mfa`.
+    pub async fn reauth(
+        &self,
+        ctx: &RequestCtx,
+        who: &Principal,
+        password: Secret,
+    ) -> Result<Option<Challenge>, AuthError> {
         let (Some(sid), None) = (who.session_id(), who.client_id()) else {
             return Err(AuthError::Forbidden("this operation needs a signed-in user's own session"));
         };
         let user = self.me(who).await?;
         self.check_password(ctx, "reauth", &user.email, password).await?;
+        let factors = self.factors_of(&user.id).await?;
+        if !factors.is_empty() {
+            let token = self.pending_sign_in(ctx, &user.id, Pending::Reauth, r#"["pwd"]"#, Some(sid)).await?;
+            self.audit(ctx, "reauth_password", true, Some(&user.id), Some("second factor pending")).await;
+            return Ok(Some(Challenge { token, factors }));
+        }
         if !self.db.session_reauthenticated(sid, &user.id, ctx.now).await? {
             return Err(TokenError::Invalid("the session of this token has ended").into());
         }
         self.audit(ctx, "reauth", true, Some(&user.id), None).await;
-        Ok(())
+        Ok(None)
     }
 
     /// The caller's own account.

@@ -47,7 +47,16 @@ pub async fn admin_user_list(
     let Query(q) = query.map_err(super::extract::query_error)?;
     let filter = UserFilter { email: q.email, role: q.role, banned: q.banned };
     let (users, next_cursor) = state.admin.user_list(&filter, q.cursor.as_deref(), q.limit).await?;
-    Ok(Json(Page { data: users.iter().map(admin_user_view).collect(), next_cursor }))
+    let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
+    let mut kinds = state.auth.db().mfa_kinds(&ids).await.map_err(crate::auth::AuthError::from)?;
+    let data = users.iter().map(|u| admin_user_view(u, kinds.remove(&u.id).unwrap_or_default())).collect();
+    Ok(Json(Page { data, next_cursor }))
+}
+
+/// A user as admins see it, with the second factors they have.
+async fn admin_view(state: &AppState, u: &crate::store::UserRow) -> Result<AdminUser, ApiError> {
+    let mut kinds = state.auth.db().mfa_kinds(&[u.id.as_str()]).await.map_err(crate::auth::AuthError::from)?;
+    Ok(admin_user_view(u, kinds.remove(&u.id).unwrap_or_default()))
 }
 
 /// `POST /v1/admin/users`.
@@ -66,7 +75,7 @@ pub async fn admin_user_create(
         private_metadata: req.private_metadata,
     };
     let user = state.admin.user_create(&ctx, &who, input).await?;
-    Ok((StatusCode::CREATED, Json(admin_user_view(&user))).into_response())
+    Ok((StatusCode::CREATED, Json(admin_view(&state, &user).await?)).into_response())
 }
 
 /// `GET /v1/admin/users/{id}`.
@@ -75,7 +84,7 @@ pub async fn admin_user_get(
     _: Can<UsersRead>,
     Path(id): Path<String>,
 ) -> Result<Json<AdminUser>, ApiError> {
-    Ok(Json(admin_user_view(&state.admin.user_get(&id).await?)))
+    Ok(Json(admin_view(&state, &state.admin.user_get(&id).await?).await?))
 }
 
 /// `PATCH /v1/admin/users/{id}`.
@@ -92,7 +101,7 @@ pub async fn admin_user_update(
         public_metadata: req.public_metadata,
         private_metadata: req.private_metadata,
     };
-    Ok(Json(admin_user_view(&state.admin.user_update(&ctx, &who, &id, input).await?)))
+    Ok(Json(admin_view(&state, &state.admin.user_update(&ctx, &who, &id, input).await?).await?))
 }
 
 /// `DELETE /v1/admin/users/{id}`.
@@ -113,7 +122,7 @@ pub async fn admin_user_ban(
     Can { who, .. }: Can<UsersWrite>,
     Path(id): Path<String>,
 ) -> Result<Json<AdminUser>, ApiError> {
-    Ok(Json(admin_user_view(&state.admin.user_ban(&ctx, &who, &id, true).await?)))
+    Ok(Json(admin_view(&state, &state.admin.user_ban(&ctx, &who, &id, true).await?).await?))
 }
 
 /// `POST /v1/admin/users/{id}/unban`.
@@ -123,7 +132,7 @@ pub async fn admin_user_unban(
     Can { who, .. }: Can<UsersWrite>,
     Path(id): Path<String>,
 ) -> Result<Json<AdminUser>, ApiError> {
-    Ok(Json(admin_user_view(&state.admin.user_ban(&ctx, &who, &id, false).await?)))
+    Ok(Json(admin_view(&state, &state.admin.user_ban(&ctx, &who, &id, false).await?).await?))
 }
 
 /// `POST /v1/admin/users/{id}/unlock`.
@@ -133,7 +142,7 @@ pub async fn admin_user_unlock(
     Can { who, .. }: Can<UsersWrite>,
     Path(id): Path<String>,
 ) -> Result<Json<AdminUser>, ApiError> {
-    Ok(Json(admin_user_view(&state.admin.user_unlock(&ctx, &who, &id).await?)))
+    Ok(Json(admin_view(&state, &state.admin.user_unlock(&ctx, &who, &id).await?).await?))
 }
 
 /// `POST /v1/admin/users/{id}/roles`.
@@ -144,7 +153,7 @@ pub async fn admin_user_role_grant(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<RoleGrantRequest>,
 ) -> Result<Json<AdminUser>, ApiError> {
-    Ok(Json(admin_user_view(&state.admin.user_role_grant(&ctx, &who, &id, &req.role).await?)))
+    Ok(Json(admin_view(&state, &state.admin.user_role_grant(&ctx, &who, &id, &req.role).await?).await?))
 }
 
 /// `DELETE /v1/admin/users/{id}/roles/{role}`.
@@ -154,7 +163,7 @@ pub async fn admin_user_role_revoke(
     Can { who, .. }: Can<UsersWrite>,
     Path((id, role)): Path<(String, String)>,
 ) -> Result<Json<AdminUser>, ApiError> {
-    Ok(Json(admin_user_view(&state.admin.user_role_revoke(&ctx, &who, &id, &role).await?)))
+    Ok(Json(admin_view(&state, &state.admin.user_role_revoke(&ctx, &who, &id, &role).await?).await?))
 }
 
 /// `DELETE /v1/admin/users/{id}/sessions`.

@@ -13,7 +13,11 @@ use super::{
     extract::{Authed, JsonBody, SessionAuthed},
     views::user_view,
 };
-use crate::{auth::Issued, crypto::Secret, ctx::RequestCtx};
+use crate::{
+    auth::{AuthError, Issued, SignIn},
+    crypto::Secret,
+    ctx::RequestCtx,
+};
 
 /// `POST /v1/auth/register`.
 pub async fn user_register(
@@ -31,8 +35,11 @@ pub async fn session_login(
     ctx: RequestCtx,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let issued = state.auth.login(&ctx, &req.email, Secret::new(req.password)).await?;
-    Ok(token_response(issued))
+    match state.auth.login(&ctx, &req.email, Secret::new(req.password)).await? {
+        SignIn::Done(issued) => Ok(token_response(issued)),
+        SignIn::SecondFactor(c) => Ok(super::mfa::challenge_response(c)),
+        SignIn::Enrol(c) => Err(AuthError::MfaEnrollmentRequired(c.token).into()),
+    }
 }
 
 /// `POST /v1/auth/refresh`.
@@ -57,27 +64,34 @@ pub async fn session_logout(
 }
 
 /// `POST /v1/auth/reauth`: confirms the password of the caller's session, which
-/// renews its sign-in time for sensitive operations; `204`.
+/// renews its sign-in time for sensitive operations; `204`. With a second factor,
+/// `200` asks for it (finished at `/v1/auth/login/mfa`).
 pub async fn session_reauth(
     State(state): State<AppState>,
     ctx: RequestCtx,
     SessionAuthed(who): SessionAuthed,
     JsonBody(req): JsonBody<ReauthRequest>,
-) -> Result<StatusCode, ApiError> {
-    state.auth.reauth(&ctx, &who, Secret::new(req.password)).await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> Result<Response, ApiError> {
+    match state.auth.reauth(&ctx, &who, Secret::new(req.password)).await? {
+        Some(c) => Ok(super::mfa::challenge_response(c)),
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
 }
 
-/// Token bodies must never be cached (RFC 6749 §5.1).
-fn token_response(issued: Issued) -> Response {
-    let body = LoginResponse {
+/// The token response's body.
+pub fn login_body(issued: Issued) -> LoginResponse {
+    LoginResponse {
         access_token: issued.access_token,
         token_type: "Bearer".into(),
         expires_in: issued.expires_in,
         refresh_token: issued.refresh_token.expose().to_owned(),
         user: user_view(&issued.user),
-    };
-    let mut res = axum::Json(body).into_response();
+    }
+}
+
+/// Token bodies must never be cached (RFC 6749 §5.1).
+pub fn token_response(issued: Issued) -> Response {
+    let mut res = axum::Json(login_body(issued)).into_response();
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     res

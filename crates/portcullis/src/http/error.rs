@@ -19,6 +19,7 @@ pub struct ApiError {
     errors: Vec<FieldError>,
     required_scopes: Vec<String>,
     retry_after: Option<u64>,
+    mfa_token: Option<String>,
 }
 
 impl ApiError {
@@ -31,6 +32,7 @@ impl ApiError {
             errors: Vec::new(),
             required_scopes: Vec::new(),
             retry_after: None,
+            mfa_token: None,
         }
     }
 
@@ -105,6 +107,7 @@ impl IntoResponse for ApiError {
             code: self.code,
             errors: self.errors,
             required_scopes: self.required_scopes.clone(),
+            mfa_token: self.mfa_token.clone(),
         };
         let body = serde_json::to_vec(&problem).unwrap_or_else(|_| b"{}".to_vec());
         let mut res = (self.status, body).into_response();
@@ -114,9 +117,10 @@ impl IntoResponse for ApiError {
             // RFC 6750 §3.1: no error attribute when the request had no credential.
             let value = match self.code {
                 ErrorCode::MissingToken => r#"Bearer realm="portcullis""#.to_owned(),
-                ErrorCode::InvalidCredentials | ErrorCode::RefreshTokenReused => {
-                    r#"Bearer realm="portcullis""#.to_owned()
-                }
+                ErrorCode::InvalidCredentials
+                | ErrorCode::RefreshTokenReused
+                | ErrorCode::MfaTokenInvalid
+                | ErrorCode::InvalidMfaCode => r#"Bearer realm="portcullis""#.to_owned(),
                 _ => format!(
                     r#"Bearer realm="portcullis", error="invalid_token", error_description="{}""#,
                     self.detail.as_deref().unwrap_or("invalid token").replace(['"', '\\'], "'")
@@ -201,6 +205,23 @@ impl From<AuthError> for ApiError {
                 ErrorCode::EmailNotVerified,
                 "verify your email address first: follow the link we sent, or ask for a new one",
             ),
+            AuthError::MfaTokenInvalid => Self::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::MfaTokenInvalid,
+                "the mfa_token is unknown, used, expired or past its wrong codes: sign in again",
+            ),
+            AuthError::InvalidMfaCode => {
+                Self::new(StatusCode::UNAUTHORIZED, ErrorCode::InvalidMfaCode, "the code is wrong or was used already")
+            }
+            AuthError::MfaEnrollmentRequired(token) => {
+                let mut e = Self::new(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::MfaEnrollmentRequired,
+                    "this account must set up a second factor: enrol one with mfa_token as the Bearer token",
+                );
+                e.mfa_token = Some(token.expose().to_owned());
+                e
+            }
             AuthError::Internal(cause) => Self::internal(cause),
         }
     }

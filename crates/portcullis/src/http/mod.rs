@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod guard;
 mod me;
+mod mfa;
 mod oauth;
 mod ops;
 mod pages;
@@ -106,6 +107,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/oauth/authorize", get(pages::authorize_get).post(pages::authorize_post))
         .route("/oauth/signup", get(pages::signup_get).post(pages::signup_post))
         .route("/oauth/signin", get(pages::signin_get))
+        .route("/oauth/mfa", post(pages::mfa_post))
         .route("/oauth/logout", get(pages::logout).post(pages::logout))
         .route("/oauth/assets/style.css", get(pages::stylesheet))
         .route("/v1/admin/clients", get(clients::client_list).post(clients::client_create))
@@ -119,6 +121,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/v1/auth/refresh", post(auth::session_refresh))
         .route("/v1/auth/logout", post(auth::session_logout))
         .route("/v1/auth/reauth", post(auth::session_reauth))
+        .route("/v1/auth/login/mfa", post(mfa::login_mfa))
         .route("/v1/auth/email/verify", post(email::email_verify))
         .route("/v1/auth/email/resend", post(email::email_resend))
         .route("/v1/auth/password/forgot", post(email::password_forgot))
@@ -133,6 +136,10 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/v1/me/sessions", get(me::session_list))
         .route("/v1/me/sessions/{id}", delete(me::session_revoke))
         .route("/v1/me/password", post(me::password_change))
+        .route("/v1/me/mfa", get(mfa::mfa_get))
+        .route("/v1/me/mfa/totp", post(mfa::totp_start).delete(mfa::totp_delete))
+        .route("/v1/me/mfa/totp/confirm", post(mfa::totp_confirm))
+        .route("/v1/me/mfa/recovery-codes", post(mfa::recovery_codes_create))
         .route("/v1/api-keys", post(api_keys::api_key_create).get(api_keys::api_key_list))
         .route("/v1/api-keys/verify", post(api_keys::api_key_verify))
         .route("/v1/api-keys/{id}", delete(api_keys::api_key_revoke))
@@ -146,6 +153,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/v1/admin/emails", get(admin::admin_email_list))
         .route("/v1/admin/users/{id}/unban", post(admin::admin_user_unban))
         .route("/v1/admin/users/{id}/unlock", post(admin::admin_user_unlock))
+        .route("/v1/admin/users/{id}/mfa", delete(mfa::admin_user_mfa_reset))
         .route("/v1/admin/users/{id}/roles", post(admin::admin_user_role_grant))
         .route("/v1/admin/users/{id}/roles/{role}", delete(admin::admin_user_role_revoke))
         .route("/v1/admin/users/{id}/sessions", delete(admin::admin_user_sessions_revoke))

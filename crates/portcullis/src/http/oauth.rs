@@ -263,6 +263,7 @@ fn metadata(state: &AppState, openid: bool) -> ProviderMetadata {
         revocation_endpoint_auth_signing_alg_values_supported: strings(clients::ASSERTION_ALGS),
         code_challenge_methods_supported: strings(&["S256"]),
         prompt_values_supported: oidc(&["none", "login", "consent", "select_account"]),
+        acr_values_supported: oidc(&["pwd", "mfa"]),
         claims_supported: oidc(&[
             "sub",
             "iss",
@@ -273,6 +274,7 @@ fn metadata(state: &AppState, openid: bool) -> ProviderMetadata {
             "nonce",
             "at_hash",
             "amr",
+            "acr",
             "azp",
             "name",
             "updated_at",

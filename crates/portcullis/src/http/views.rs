@@ -29,8 +29,9 @@ pub fn user_view(u: &UserRow) -> User {
 }
 
 /// A user as admins see it.
-pub fn admin_user_view(u: &UserRow) -> AdminUser {
+pub fn admin_user_view(u: &UserRow, mfa_factors: Vec<String>) -> AdminUser {
     AdminUser {
+        mfa_factors,
         user: user_view(u),
         private_metadata: json_object(&u.private_metadata),
         banned: u.banned_at.is_some(),

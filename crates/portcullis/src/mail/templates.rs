@@ -31,13 +31,21 @@ pub enum Template {
     SignedOutEverywhere,
     /// The last message: the account was deleted.
     AccountDeleted,
+    /// Notice: a second factor was added.
+    MfaAdded,
+    /// Notice: a second factor was removed.
+    MfaRemoved,
+    /// Notice: a recovery code was used.
+    RecoveryCodeUsed,
+    /// Notice: an admin removed every second factor.
+    MfaReset,
     /// `portcullis email test`.
     Test,
 }
 
 impl Template {
     /// Every template, for loading and checking.
-    pub const ALL: [Template; 10] = [
+    pub const ALL: [Template; 14] = [
         Template::VerifyEmail,
         Template::ConfirmNewEmail,
         Template::EmailTaken,
@@ -47,6 +55,10 @@ impl Template {
         Template::AccountLocked,
         Template::SignedOutEverywhere,
         Template::AccountDeleted,
+        Template::MfaAdded,
+        Template::MfaRemoved,
+        Template::RecoveryCodeUsed,
+        Template::MfaReset,
         Template::Test,
     ];
 
@@ -62,6 +74,10 @@ impl Template {
             Template::AccountLocked => "account_locked",
             Template::SignedOutEverywhere => "signed_out_everywhere",
             Template::AccountDeleted => "account_deleted",
+            Template::MfaAdded => "mfa_added",
+            Template::MfaRemoved => "mfa_removed",
+            Template::RecoveryCodeUsed => "recovery_code_used",
+            Template::MfaReset => "mfa_reset",
             Template::Test => "test",
         }
     }
@@ -87,6 +103,10 @@ const BUNDLED: &[(&str, &str)] = bundled!(
     "account_locked",
     "signed_out_everywhere",
     "account_deleted",
+    "mfa_added",
+    "mfa_removed",
+    "recovery_code_used",
+    "mfa_reset",
     "test",
 );
 const LAYOUT: &str = include_str!("../../templates/mail/layout.html");

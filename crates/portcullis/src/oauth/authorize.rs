@@ -13,7 +13,8 @@ use crate::clients::{Client, OIDC_SCOPES};
 use crate::{auth::BrowserSession, crypto, ctx::RequestCtx, store::CodeRow};
 
 /// Form fields of the hosted pages that are not authorization parameters.
-pub const PAGE_FIELDS: &[&str] = &["csrf_token", "step", "email", "password", "decision", "name"];
+pub const PAGE_FIELDS: &[&str] =
+    &["csrf_token", "step", "email", "password", "decision", "name", "mfa_token", "code", "recovery_code"];
 
 /// A validated authorization request.
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ pub struct AuthzRequest {
     pub prompt: Vec<String>,
     /// `max_age` in seconds.
     pub max_age: Option<i64>,
+    /// `acr_values`: `mfa` demands a second factor.
+    pub acr_values: Vec<String>,
     /// Suggested email for the sign-in form.
     pub login_hint: Option<String>,
     /// The authorization parameters as received, carried through the pages' forms.
@@ -58,6 +61,9 @@ pub enum Step {
     SignIn,
     /// The consent page, for these scopes.
     Consent(Vec<String>),
+    /// The browser signed in with one factor and needs its second (its user has
+    /// one, or the request demands it): the hosted second step.
+    SecondFactor,
     /// A redirect to the client (a code or an error).
     Redirect(String),
 }
@@ -127,6 +133,7 @@ impl OAuth {
             code_challenge: get("code_challenge").map(str::to_owned),
             prompt: get("prompt").map(scope_list).unwrap_or_default(),
             max_age: None,
+            acr_values: get("acr_values").map(scope_list).unwrap_or_default(),
             login_hint: get("login_hint").map(|h| h.chars().take(254).collect()),
             params: params.clone(),
         };
@@ -162,6 +169,9 @@ impl OAuth {
             }
             return Ok(Step::SignIn);
         };
+        if let Some(step) = self.second_factor_step(req, browser, none).await? {
+            return Ok(step);
+        }
         let user = &browser.user;
         // Scopes beyond OpenID's are permissions: granted only if the user holds them.
         let perms = self.db.role_permissions(&user.roles).await?;
@@ -236,6 +246,46 @@ impl OAuth {
             p.push(("state", s));
         }
         Ok(Step::Redirect(redirect_with(&req.redirect_uri, &p)))
+    }
+}
+
+impl OAuth {
+    /// A browser session without a second factor goes on only if its user has
+    /// none and the request does not demand one (`acr_values=mfa`): a session from
+    /// before the user enrolled must step up, and a user with nothing to step up
+    /// with gets `unmet_authentication_requirements`.
+    async fn second_factor_step(
+        &self,
+        req: &AuthzRequest,
+        browser: &BrowserSession,
+        none: bool,
+    ) -> Result<Option<Step>, OAuthError> {
+        let amr: Vec<String> =
+            browser.session.amr.as_deref().and_then(|a| serde_json::from_str(a).ok()).unwrap_or_default();
+        if amr.iter().any(|m| m == "mfa") {
+            return Ok(None);
+        }
+        let demanded = req.acr_values.iter().any(|a| a == "mfa");
+        let has = self
+            .auth
+            .has_second_factor(&browser.user.id)
+            .await
+            .map_err(|e| OAuthError::server_error(&e.to_string()))?;
+        let issuer = &self.settings.issuer;
+        Ok(match (has, demanded) {
+            (false, false) => None,
+            (false, true) => Some(Step::Redirect(req.error_redirect(
+                &OAuthError::code(
+                    "unmet_authentication_requirements",
+                    "this request demands a second factor and the account has none",
+                ),
+                issuer,
+            ))),
+            (true, _) if none => Some(Step::Redirect(
+                req.error_redirect(&OAuthError::code("interaction_required", "a second factor is needed"), issuer),
+            )),
+            (true, _) => Some(Step::SecondFactor),
+        })
     }
 }
 

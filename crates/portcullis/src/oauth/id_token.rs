@@ -65,6 +65,7 @@ impl OAuth {
             at_hash: at_hash(self.tokens.signing_alg(), f.access_token),
             auth_time: f.auth_time.map(|t| t / 1000),
             nonce: f.nonce.map(str::to_owned),
+            acr: Some(if f.amr.iter().any(|m| m == "mfa") { "mfa" } else { "pwd" }.to_owned()),
             amr: f.amr,
             user: user_claims(user, f.scopes),
         };

@@ -21,6 +21,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 6, name: "outbox", sql: include_str!("../../migrations/0006_outbox.sql") },
     Migration { version: 7, name: "amr", sql: include_str!("../../migrations/0007_amr.sql") },
     Migration { version: 8, name: "email", sql: include_str!("../../migrations/0008_email.sql") },
+    Migration { version: 9, name: "mfa", sql: include_str!("../../migrations/0009_mfa.sql") },
 ];
 
 /// Applies what is missing; returns the names of the migrations it applied.

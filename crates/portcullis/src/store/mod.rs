@@ -18,6 +18,7 @@ mod clients;
 mod email;
 mod export;
 mod keys;
+mod mfa;
 mod migrate;
 mod oauth;
 mod outbox;
@@ -40,6 +41,7 @@ pub use clients::ClientRow;
 pub use email::{EmailTokenRow, Purpose};
 pub use export::{ConsentRow, EXPORT_MAX_ROWS};
 pub use keys::KeyRow;
+pub use mfa::{FactorRow, MAX_MFA_FAILURES, MfaTokenRow};
 pub use oauth::{CodeExchange, CodeRow};
 pub use outbox::{OutboxRow, OutboxStatus};
 pub use roles::RoleRow;
@@ -297,6 +299,9 @@ const ALL_TABLES: &[&str] = &[
     "login_successes",
     "outbox",
     "email_tokens",
+    "mfa_factors",
+    "recovery_codes",
+    "mfa_tokens",
 ];
 
 #[cfg(feature = "test-support")]

@@ -3,7 +3,7 @@
 
 use sqlx::{Any, Transaction};
 
-use super::{Db, EmailTokenRow, NewUser, Purpose, StoreResult, abuse, email, outbox, sessions, users};
+use super::{Db, EmailTokenRow, NewUser, Purpose, StoreResult, abuse, email, mfa, outbox, sessions, users};
 
 /// A write transaction in progress. Its methods are store operations; nothing is
 /// visible before [`WriteTx::commit`]; dropped uncommitted, everything is undone.
@@ -35,11 +35,14 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Replaces a user's password hash.
+    /// Replaces a user's password hash. A second step begun with the old password
+    /// ends with it.
     pub async fn user_set_password(&mut self, user_id: &str, phc: &str, now: i64) -> StoreResult<()> {
         self.auth_changed = true;
-        self.ran(1);
-        users::set_password(&mut *self.tx, user_id, phc, now).await
+        self.ran(2);
+        users::set_password(&mut *self.tx, user_id, phc, now).await?;
+        mfa::tokens_end(&mut *self.tx, user_id, now).await?;
+        Ok(())
     }
 
     /// Ends every live session of a user except `keep`; how many ended.
@@ -128,5 +131,59 @@ impl WriteTx {
     pub async fn outbox_enqueue(&mut self, kind: &str, payload: &serde_json::Value, now: i64) -> StoreResult<String> {
         self.ran(1);
         outbox::enqueue(&mut *self.tx, kind, payload, now).await
+    }
+
+    /// Confirms a pending factor (at TOTP step `step`); whether it was pending.
+    pub async fn mfa_factor_confirm(&mut self, id: &str, step: Option<i64>, now: i64) -> StoreResult<bool> {
+        self.ran(1);
+        mfa::confirm(&mut *self.tx, id, step, now).await
+    }
+
+    /// Accepts a TOTP step once (see `store::mfa`); whether this call did.
+    pub async fn totp_step_claim(&mut self, factor_id: &str, step: i64, now: i64) -> StoreResult<bool> {
+        self.ran(1);
+        mfa::claim_step(&mut *self.tx, factor_id, step, now).await
+    }
+
+    /// Records a use of a user's factor of `kind`.
+    pub async fn mfa_factor_used(&mut self, user_id: &str, kind: &str, now: i64) -> StoreResult<()> {
+        self.ran(1);
+        mfa::used(&mut *self.tx, user_id, kind, now).await
+    }
+
+    /// Removes a user's factor of `kind`, or every factor with the recovery codes
+    /// and pending second steps (`None`); how many factors went.
+    pub async fn mfa_factors_remove(&mut self, user_id: &str, kind: Option<&str>, now: i64) -> StoreResult<u64> {
+        self.auth_changed = true;
+        self.ran(1);
+        let gone = mfa::remove(&mut *self.tx, user_id, kind).await?;
+        if kind.is_none() {
+            self.ran(2);
+            mfa::codes_clear(&mut *self.tx, user_id).await?;
+            mfa::tokens_end(&mut *self.tx, user_id, now).await?;
+        }
+        Ok(gone)
+    }
+
+    /// Replaces a user's recovery codes with these HMACs (none: deletes them).
+    pub async fn recovery_codes_replace(&mut self, user_id: &str, hashes: &[String], now: i64) -> StoreResult<()> {
+        self.ran(1 + hashes.len() as u64);
+        mfa::codes_clear(&mut *self.tx, user_id).await?;
+        for h in hashes {
+            mfa::code_insert(&mut *self.tx, user_id, h, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Spends a recovery code once; whether this call did.
+    pub async fn recovery_code_spend(&mut self, user_id: &str, code_hash: &str, now: i64) -> StoreResult<bool> {
+        self.ran(1);
+        mfa::code_spend(&mut *self.tx, user_id, code_hash, now).await
+    }
+
+    /// Spends a pending second step once; whether this call did.
+    pub async fn mfa_token_spend(&mut self, token_hash: &str, now: i64) -> StoreResult<bool> {
+        self.ran(1);
+        mfa::token_spend(&mut *self.tx, token_hash, now).await
     }
 }

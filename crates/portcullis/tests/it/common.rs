@@ -101,6 +101,11 @@ impl TestServer {
         }
     }
 
+    /// The server's own database handle.
+    pub fn db(&self) -> &portcullis::store::Db {
+        self.running.as_ref().unwrap().db()
+    }
+
     /// Statements the server ran through write transactions so far.
     pub fn write_statements(&self) -> u64 {
         self.running.as_ref().unwrap().db().debug_write_statements()

@@ -12,6 +12,7 @@ mod errors;
 mod interop;
 mod keys;
 mod mail;
+mod mfa;
 mod oauth;
 mod ops;
 mod outbox;

@@ -60,8 +60,10 @@ fn signin_page(state: &AppState, headers: &HeaderMap, f: SignInForm<'_>, mut coo
     Page { status: f.status, html, cookies }.into_response()
 }
 
-fn step_response(
+/// The page (or redirect) of the next step of an authorization request.
+pub(super) async fn step_response(
     state: &AppState,
+    ctx: &RequestCtx,
     headers: &HeaderMap,
     req: &AuthzRequest,
     step: Step,
@@ -70,6 +72,26 @@ fn step_response(
 ) -> Response {
     match step {
         Step::Redirect(to) => redirect(&to, cookies),
+        Step::SecondFactor => {
+            // A session from before its user enrolled (or a request demanding
+            // more): the second step, for this browser's user.
+            let Some(who) = who else { return oauth_failure(&OAuthError::server_error("no browser session")) };
+            let amr = who.session.amr.as_deref().unwrap_or(r#"["pwd"]"#);
+            match state.auth.step_up(ctx, &who.user.id, amr).await {
+                Ok(c) => {
+                    let params: Vec<(String, String)> =
+                        req.params.iter().filter(|(k, _)| k != "prompt").cloned().collect();
+                    let f = super::mfa::MfaForm {
+                        params: &params,
+                        token: c.token.expose(),
+                        error: None,
+                        status: StatusCode::OK,
+                    };
+                    super::mfa::mfa_page(state, headers, f)
+                }
+                Err(e) => oauth_failure(&OAuthError::server_error(&e.to_string())),
+            }
+        }
         Step::SignIn => {
             signin_page(state, headers, SignInForm { req, status: StatusCode::OK, error: None, email: "" }, cookies)
         }
@@ -107,7 +129,7 @@ pub async fn authorize_get(
     };
     let who = browser(&state, &headers, ctx.now).await;
     match state.oauth.authorize_decide(&ctx, &req, who.as_ref(), false, None).await {
-        Ok(step) => step_response(&state, &headers, &req, step, who.as_ref(), Vec::new()),
+        Ok(step) => step_response(&state, &ctx, &headers, &req, step, who.as_ref(), Vec::new()).await,
         Err(e) => oauth_failure(&e),
     }
 }
@@ -140,11 +162,15 @@ pub async fn authorize_post(
             let email = field(&form, "email").unwrap_or("");
             let password = Secret::new(field(&form, "password").unwrap_or(""));
             match state.auth.browser_sign_in(&ctx, email, password).await {
-                Ok((who, cookie)) => {
-                    let max_age = state.oauth.settings().browser_session_ttl.as_secs();
-                    let cookies = vec![state.cookies.set(state.cookies.session_name(), cookie.expose(), Some(max_age))];
+                Ok(outcome) => {
+                    let (who, cookie) =
+                        match super::mfa::after_password(&state, &ctx, &headers, &req.params, outcome).await {
+                            Ok(done) => done,
+                            Err(second_step) => return second_step,
+                        };
+                    let cookies = vec![super::mfa::session_cookie(&state, &cookie)];
                     match state.oauth.authorize_decide(&ctx, &req, Some(&who), true, None).await {
-                        Ok(step) => step_response(&state, &headers, &req, step, Some(&who), cookies),
+                        Ok(step) => step_response(&state, &ctx, &headers, &req, step, Some(&who), cookies).await,
                         Err(e) => oauth_failure(&e),
                     }
                 }
@@ -171,14 +197,14 @@ pub async fn authorize_post(
             };
             let decision = field(&form, "decision") == Some("allow");
             match state.oauth.authorize_decide(&ctx, &req, Some(&who), false, Some(decision)).await {
-                Ok(step) => step_response(&state, &headers, &req, step, Some(&who), Vec::new()),
+                Ok(step) => step_response(&state, &ctx, &headers, &req, step, Some(&who), Vec::new()).await,
                 Err(e) => oauth_failure(&e),
             }
         }
         _ => {
             let who = browser(&state, &headers, ctx.now).await;
             match state.oauth.authorize_decide(&ctx, &req, who.as_ref(), false, None).await {
-                Ok(step) => step_response(&state, &headers, &req, step, who.as_ref(), Vec::new()),
+                Ok(step) => step_response(&state, &ctx, &headers, &req, step, who.as_ref(), Vec::new()).await,
                 Err(e) => oauth_failure(&e),
             }
         }

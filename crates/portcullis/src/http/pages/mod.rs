@@ -12,6 +12,7 @@
 mod authorize;
 mod email;
 mod logout;
+mod mfa;
 mod signup;
 
 pub use authorize::{authorize_get, authorize_post, signin_get};
@@ -20,6 +21,7 @@ pub use email::{
     verify_email_get, verify_email_post,
 };
 pub use logout::logout;
+pub use mfa::mfa_post;
 pub use signup::{signup_get, signup_post};
 
 use std::sync::OnceLock;
@@ -55,6 +57,9 @@ fn env() -> &'static Environment<'static> {
             ("message.html", include_str!("../../../templates/message.html")),
             ("logout.html", include_str!("../../../templates/logout.html")),
             ("confirm.html", include_str!("../../../templates/confirm.html")),
+            ("mfa.html", include_str!("../../../templates/mfa.html")),
+            ("mfa_enroll.html", include_str!("../../../templates/mfa_enroll.html")),
+            ("recovery_codes.html", include_str!("../../../templates/recovery_codes.html")),
             ("forgot.html", include_str!("../../../templates/forgot.html")),
             ("reset.html", include_str!("../../../templates/reset.html")),
         ] {

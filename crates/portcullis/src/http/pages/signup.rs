@@ -80,9 +80,12 @@ pub async fn signup_post(State(state): State<AppState>, ctx: RequestCtx, headers
     let password = Secret::new(field(&form, "password").unwrap_or(""));
     let name_opt = Some(name.to_owned()).filter(|n| !n.trim().is_empty());
     match state.auth.browser_sign_up(&ctx, email, password, name_opt).await {
-        Ok((_, cookie)) => {
-            let max_age = state.oauth.settings().browser_session_ttl.as_secs();
-            let cookies = vec![state.cookies.set(state.cookies.session_name(), cookie.expose(), Some(max_age))];
+        Ok(outcome) => {
+            let (_, cookie) = match super::mfa::after_password(&state, &ctx, &headers, &params, outcome).await {
+                Ok(done) => done,
+                Err(second_step) => return second_step,
+            };
+            let cookies = vec![super::mfa::session_cookie(&state, &cookie)];
             if field(&params, "client_id").is_some() {
                 // The new account just signed in: that satisfies prompt=login.
                 let resumed: Vec<(String, String)> = params.into_iter().filter(|(k, _)| k != "prompt").collect();

@@ -74,9 +74,15 @@ impl OAuth {
             .filter(|s| crate::clients::grant_allows(&client.meta, &perms, s))
             .collect();
         let scope = scopes.join(" ");
-        let access_token =
-            self.tokens.issue_for_client(&user.id, Some(&session_id), client.id(), scope.clone(), ctx.now)?;
-        let amr: Vec<String> = serde_json::from_str(&code.amr).unwrap_or_default();
+        let amr = crate::auth::amr_values(Some(&code.amr));
+        let access_token = self.tokens.issue_for_client(
+            &user.id,
+            Some(&session_id),
+            client.id(),
+            scope.clone(),
+            amr.clone(),
+            ctx.now,
+        )?;
         let id_token = self.id_token_if_openid(
             &user,
             IdTokenFacts {

@@ -77,15 +77,22 @@ impl OAuth {
         let scopes: Vec<String> =
             scopes.into_iter().filter(|s| crate::clients::grant_allows(&client.meta, &perms, s)).collect();
         let scope = scopes.join(" ");
-        let access_token =
-            self.tokens.issue_for_client(&user.id, Some(&session.id), client.id(), scope.clone(), ctx.now)?;
+        let amr = crate::auth::amr_values(session.amr.as_deref());
+        let access_token = self.tokens.issue_for_client(
+            &user.id,
+            Some(&session.id),
+            client.id(),
+            scope.clone(),
+            amr.clone(),
+            ctx.now,
+        )?;
         let id_token = self.id_token_if_openid(
             &user,
             IdTokenFacts {
                 client_id: client.id(),
                 auth_time: session.auth_time,
                 nonce: None,
-                amr: Vec::new(),
+                amr,
                 access_token: &access_token,
                 scopes: &scopes,
             },

@@ -1,0 +1,51 @@
+-- Second factors (issue 13). A factor is pending until its first code confirms
+-- it; a user has at most one factor of each kind. `secret_sealed` is the TOTP
+-- secret (or the SMS number) sealed under the master key: a copy of the database
+-- alone yields no codes. `last_step` is the newest TOTP time step accepted: a code
+-- is accepted only for a later step, by one conditional UPDATE, so a code works
+-- once even under parallel use (RFC 6238 §5.2).
+CREATE TABLE mfa_factors (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    secret_sealed TEXT NOT NULL,
+    label TEXT,
+    created_at BIGINT NOT NULL,
+    confirmed_at BIGINT,
+    last_step BIGINT,
+    last_used_at BIGINT
+);
+CREATE UNIQUE INDEX mfa_factors_user_kind ON mfa_factors (user_id, kind);
+
+-- Recovery codes: an HMAC under a key derived from the master key (60 random bits
+-- would fall to an offline search of a plain hash), spent by setting `used_at`.
+CREATE TABLE recovery_codes (
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    code_hash TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    used_at BIGINT,
+    PRIMARY KEY (user_id, code_hash)
+);
+
+-- A sign-in between its first and second factor (the `mfa_token`, stored as
+-- SHA-256). `purpose`: `login` (JSON API), `page` (hosted pages), `reauth`
+-- (renews `session_id`'s sign-in), `enroll` (mfa required, no factor yet).
+-- `amr` holds the methods proven so far. It ends at the first success
+-- (`used_at`) or after a few wrong codes (`failures`). An SMS code sent for it is
+-- kept as an HMAC (`sms_code_hash`).
+CREATE TABLE mfa_tokens (
+    token_hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    purpose TEXT NOT NULL,
+    session_id TEXT,
+    amr TEXT NOT NULL,
+    failures BIGINT NOT NULL DEFAULT 0,
+    sms_code_hash TEXT,
+    sms_expires_at BIGINT,
+    sms_sends BIGINT NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+CREATE INDEX mfa_tokens_user ON mfa_tokens (user_id);
+CREATE INDEX mfa_tokens_expiry ON mfa_tokens (expires_at);

@@ -1,0 +1,174 @@
+//! Second factors over the JSON API: finishing a sign-in (`/v1/auth/login/mfa`),
+//! the user's own factors (`/v1/me/mfa*`), and the admin reset. Enrolment routes
+//! also take, as their Bearer token, the `mfa_token` of `mfa_enrollment_required`
+//! ([`Enrolling`]); no other route does.
+
+use axum::{
+    Json,
+    extract::{FromRequestParts, Path, State},
+    http::{StatusCode, header, request::Parts},
+    response::{IntoResponse, Response},
+};
+use portcullis_proto::{
+    MfaChallenge, MfaCodeRequest, MfaConfirmed, MfaFactor, MfaStatus, MfaVerifyRequest, RecoveryCodes, TotpEnrolment,
+};
+
+use super::{
+    AppState,
+    auth::{login_body, token_response},
+    error::ApiError,
+    extract::{JsonBody, RecentSession, SessionAuthed},
+    guard::{Can, UsersWrite},
+};
+use crate::{
+    auth::{Challenge, Enroller, MfaDone, Proof},
+    clock::rfc3339,
+    crypto::Secret,
+    ctx::RequestCtx,
+};
+
+/// The `200` that asks for the second factor.
+pub fn challenge_response(c: Challenge) -> Response {
+    let body = MfaChallenge {
+        mfa_required: true,
+        mfa_token: c.token.expose().to_owned(),
+        factors: c.factors.iter().map(|f| (*f).to_owned()).collect(),
+    };
+    let mut res = Json(body).into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    res
+}
+
+/// `POST /v1/auth/login/mfa {mfa_token, code | recovery_code}`: the token response
+/// of the sign-in, or `204` for a recent-authentication check.
+pub async fn login_mfa(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    JsonBody(req): JsonBody<MfaVerifyRequest>,
+) -> Result<Response, ApiError> {
+    let proof = match (req.code, req.recovery_code) {
+        (Some(code), None) => Proof::Code(code),
+        (None, Some(code)) => Proof::Recovery(code),
+        _ => {
+            return Err(ApiError::validation(vec![crate::validate::field(
+                "code",
+                "required",
+                "send either code (authenticator app or SMS) or recovery_code",
+            )]));
+        }
+    };
+    match state.auth.login_mfa(&ctx, &Secret::new(req.mfa_token), proof).await? {
+        MfaDone::SignedIn(issued) => Ok(token_response(*issued)),
+        MfaDone::Reauthenticated => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+/// Who may call an enrolment route: a signed-in user, or a pending sign-in that
+/// must enrol (`Authorization: Bearer mfa_…`).
+pub struct Enrolling(pub Enroller);
+
+impl FromRequestParts<AppState> for Enrolling {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        if let Some(token) = bearer.filter(|t| t.starts_with("mfa_")) {
+            return Ok(Enrolling(Enroller::Pending(Secret::new(token))));
+        }
+        let SessionAuthed(who) = SessionAuthed::from_request_parts(parts, state).await?;
+        Ok(Enrolling(Enroller::Session(who)))
+    }
+}
+
+/// `POST /v1/me/mfa/totp`: a pending authenticator-app enrolment (needs a recent
+/// sign-in).
+pub async fn totp_start(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Enrolling(who): Enrolling,
+) -> Result<Response, ApiError> {
+    let setup = state.auth.totp_start(&ctx, &who).await?;
+    let body = TotpEnrolment {
+        secret: setup.secret.expose().to_owned(),
+        otpauth_uri: setup.otpauth_uri.expose().to_owned(),
+        qr_svg: setup.qr_svg,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `POST /v1/me/mfa/totp/confirm {code}`: confirms the enrolment; recovery codes
+/// for the first factor, and the token response when it finished a sign-in.
+pub async fn totp_confirm(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Enrolling(who): Enrolling,
+    JsonBody(req): JsonBody<MfaCodeRequest>,
+) -> Result<Response, ApiError> {
+    let enrolled = state.auth.totp_confirm(&ctx, &who, &req.code).await?;
+    let session = match enrolled.completed {
+        Some(factor) => Some(login_body(state.auth.complete_sign_in(&ctx, factor).await?)),
+        None => None,
+    };
+    let recovery_codes = enrolled.recovery_codes.map(|c| c.iter().map(|s| s.expose().to_owned()).collect());
+    let mut res = Json(MfaConfirmed { recovery_codes, session }).into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// `DELETE /v1/me/mfa/totp` (needs a recent sign-in).
+pub async fn totp_delete(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    RecentSession(who): RecentSession,
+) -> Result<StatusCode, ApiError> {
+    state.auth.factor_remove(&ctx, &who, "totp").await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/me/mfa/recovery-codes`: a new set, shown once (needs a recent
+/// sign-in).
+pub async fn recovery_codes_create(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    RecentSession(who): RecentSession,
+) -> Result<Response, ApiError> {
+    let codes = state.auth.recovery_codes_renew(&ctx, &who).await?;
+    let body = RecoveryCodes { recovery_codes: codes.iter().map(|c| c.expose().to_owned()).collect() };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `GET /v1/me/mfa`: the confirmed factors and the recovery codes left.
+pub async fn mfa_get(
+    State(state): State<AppState>,
+    SessionAuthed(who): SessionAuthed,
+) -> Result<Json<MfaStatus>, ApiError> {
+    let (factors, left) = state.auth.mfa_status(&who).await?;
+    let factors = factors
+        .iter()
+        .map(|f| MfaFactor {
+            kind: f.kind.clone(),
+            label: f.label.clone(),
+            created_at: rfc3339(f.confirmed_at.unwrap_or(f.created_at)),
+            last_used_at: f.last_used_at.map(rfc3339),
+        })
+        .collect();
+    Ok(Json(MfaStatus { factors, recovery_codes_remaining: left }))
+}
+
+/// `DELETE /v1/admin/users/{id}/mfa`: removes every second factor of a user who
+/// lost them; `204`.
+pub async fn admin_user_mfa_reset(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Can { who, .. }: Can<UsersWrite>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.admin.user_mfa_reset(&ctx, &who, &id, &state.auth).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -54,6 +54,21 @@ pub struct TotpEnrolment {
     pub qr_svg: String,
 }
 
+/// `POST /v1/me/mfa/sms`: the number to send codes to.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsEnrolRequest {
+    /// E.164, such as `+15550104567` (spaces and dashes are dropped).
+    pub phone: String,
+}
+
+/// `202` of a request that texted a code.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SmsSent {
+    /// Where it went, masked (`+1•••••••4567`).
+    pub phone: String,
+}
+
 /// A 6-digit code, to confirm an enrolment.
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -3,7 +3,8 @@
 -- secret (or the SMS number) sealed under the master key: a copy of the database
 -- alone yields no codes. `last_step` is the newest TOTP time step accepted: a code
 -- is accepted only for a later step, by one conditional UPDATE, so a code works
--- once even under parallel use (RFC 6238 §5.2).
+-- once even under parallel use (RFC 6238 §5.2). An SMS factor is confirmed by the
+-- code sent to its number.
 CREATE TABLE mfa_factors (
     id TEXT PRIMARY KEY,
     user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -13,7 +14,12 @@ CREATE TABLE mfa_factors (
     created_at BIGINT NOT NULL,
     confirmed_at BIGINT,
     last_step BIGINT,
-    last_used_at BIGINT
+    last_used_at BIGINT,
+    -- A pending SMS enrolment: the HMAC of the code sent, until when it works,
+    -- and the wrong codes tried against it.
+    code_hash TEXT,
+    code_expires_at BIGINT,
+    code_failures BIGINT NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX mfa_factors_user_kind ON mfa_factors (user_id, kind);
 

@@ -58,6 +58,8 @@ pub struct Config {
     pub accounts: AccountsConfig,
     /// Delivery of queued messages (mail, webhooks).
     pub outbox: OutboxConfig,
+    /// SMS codes as a second factor (off unless a provider is set).
+    pub sms: SmsConfig,
 }
 
 /// How mail leaves the server.
@@ -160,6 +162,74 @@ pub enum MfaPolicy {
     Optional,
     /// Every sign-in takes a second factor.
     Required,
+}
+
+/// Who sends SMS codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsProvider {
+    /// SMS codes are off.
+    None,
+    /// Twilio's Messages API (`sms.base_url`, `sms.account_sid`,
+    /// `sms.auth_token_file`, `sms.from`).
+    Twilio,
+    /// A JSON POST to `sms.webhook_url`, signed with the Standard Webhooks scheme
+    /// under `sms.webhook_secret`.
+    Webhook,
+}
+
+/// SMS codes: a restricted authenticator (NIST SP 800-63B §5.1.3.3), offered
+/// only where an operator turns it on.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SmsConfig {
+    /// `none`, `twilio` or `webhook`.
+    pub provider: SmsProvider,
+    /// Twilio's API root (tests point it at a local receiver).
+    pub base_url: String,
+    /// Twilio account SID.
+    pub account_sid: Option<String>,
+    /// File holding the Twilio auth token.
+    pub auth_token_file: Option<PathBuf>,
+    /// The sending number (E.164) or messaging service.
+    pub from: Option<String>,
+    /// Where the webhook provider posts.
+    pub webhook_url: Option<String>,
+    /// `whsec_…`: the Standard Webhooks signing secret.
+    pub webhook_secret: Option<String>,
+    /// Codes sent per number and per client address.
+    pub send_rate: RateRule,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        Self {
+            provider: SmsProvider::None,
+            base_url: "https://api.twilio.com".into(),
+            account_sid: None,
+            auth_token_file: None,
+            from: None,
+            webhook_url: None,
+            webhook_secret: None,
+            send_rate: RateRule { max: 5, window: Duration::from_secs(3600) },
+        }
+    }
+}
+
+impl std::fmt::Debug for SmsConfig {
+    /// The webhook secret never prints.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmsConfig")
+            .field("provider", &self.provider)
+            .field("base_url", &self.base_url)
+            .field("account_sid", &self.account_sid)
+            .field("auth_token_file", &self.auth_token_file)
+            .field("from", &self.from)
+            .field("webhook_url", &self.webhook_url)
+            .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "[redacted]"))
+            .field("send_rate", &self.send_rate)
+            .finish()
+    }
 }
 
 /// Delivery of queued messages.
@@ -378,6 +448,7 @@ impl std::fmt::Debug for Config {
             .field("email", &self.email)
             .field("accounts", &self.accounts)
             .field("outbox", &self.outbox)
+            .field("sms", &self.sms)
             .finish()
     }
 }
@@ -403,6 +474,7 @@ impl Default for Config {
             email: EmailConfig::default(),
             accounts: AccountsConfig::default(),
             outbox: OutboxConfig::default(),
+            sms: SmsConfig::default(),
         }
     }
 }

@@ -38,6 +38,7 @@ pub mod passwords;
 pub mod rbac;
 pub mod server;
 pub mod shutdown;
+pub mod sms;
 pub mod store;
 pub mod tokens;
 pub mod units;

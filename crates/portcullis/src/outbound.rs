@@ -184,6 +184,19 @@ impl Outbound {
         let client = self.client.as_ref().ok_or("the outbound HTTP client is unavailable")?;
         client.get(parsed).send().await.map_err(|e| e.to_string())
     }
+
+    /// `POST url` with what `build` adds (headers, body), refused before
+    /// connecting when the policy forbids the target.
+    pub async fn post(
+        &self,
+        url: &str,
+        build: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, String> {
+        let parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+        self.policy.check_url(&parsed)?;
+        let client = self.client.as_ref().ok_or("the outbound HTTP client is unavailable")?;
+        build(client.post(parsed)).send().await.map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(test)]

@@ -165,6 +165,23 @@ fn mailer(cfg: &Config, issuer: &str, store: &Store) -> anyhow::Result<Arc<Maile
     Ok(mailer)
 }
 
+/// The outbox worker with a deliverer for every kind of message this node sends.
+fn outbox(
+    cfg: &Config,
+    store: &Store,
+    mailer: Arc<Mailer>,
+    auth: &Arc<Auth>,
+    sms: Option<Arc<crate::sms::Sms>>,
+) -> Outbox {
+    let mut outbox = Outbox::new(store.db.clone(), outbox_pace(cfg))
+        .with(crate::mail::KIND, mailer)
+        .with(crate::auth::TASK_KIND, Arc::new(AccountTasks(auth.clone())));
+    if let Some(sms) = sms {
+        outbox = outbox.with(crate::sms::KIND, sms);
+    }
+    outbox
+}
+
 /// `security.breached_password_api`, through the guarded outbound client.
 fn breach_check(cfg: &Config) -> Option<crate::passwords::BreachCheck> {
     let base = cfg.security.breached_password_api.as_deref()?;
@@ -197,6 +214,13 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let clients = Clients::new(store.db.clone());
     let blocks = Arc::new(Blocks::default());
     let mailer = mailer(&cfg, &issuer, &store)?;
+    let sms = crate::sms::Sms::from_config(
+        &cfg.sms,
+        &cfg.email.product_name,
+        Outbound::from_config(&cfg),
+        store.master.clone(),
+    )?
+    .map(Arc::new);
     let auth = Arc::new(
         Auth::new(
             store.db.clone(),
@@ -209,7 +233,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         )
         .with_mail(mailer.clone(), Some(cfg.security.email_send_rate), blocks.clone())
         .with_breach_check(breach_check(&cfg))
-        .with_master(store.master.clone()),
+        .with_master(store.master.clone())
+        .with_sms(sms.clone(), cfg.sms.send_rate, blocks.clone()),
     );
     let admin = Arc::new(Admin::new(store.db.clone(), hasher, audit.clone()));
     let api_keys = ApiKeys::new(store.db.clone(), audit.clone(), cfg.api_keys.max_ttl.map(|d| d.0));
@@ -229,11 +254,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             },
             Job::BlockSummaries { blocks: blocks.clone(), audit: audit.clone() },
             Job::KeyUsage { keys: api_keys.clone(), every: Duration::from_secs(5) },
-            Job::Outbox(
-                Outbox::new(store.db.clone(), outbox_pace(&cfg))
-                    .with(crate::mail::KIND, mailer)
-                    .with(crate::auth::TASK_KIND, Arc::new(AccountTasks(auth.clone()))),
-            ),
+            Job::Outbox(outbox(&cfg, &store, mailer, &auth, sms)),
             Job::AuditWriter(audit_queue),
         ],
         &shutdown,

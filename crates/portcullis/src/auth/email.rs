@@ -22,7 +22,7 @@ pub const LINK_TTL_MS: i64 = 24 * 3_600_000;
 pub const CODE_TTL_MS: i64 = 15 * 60_000;
 
 /// Six uniformly random digits (no modulo bias: 2^32 is rejection-sampled).
-fn six_digits() -> String {
+pub(super) fn six_digits() -> String {
     loop {
         let n = u32::from_le_bytes(crypto::random_bytes::<4>());
         // 4_294_000_000 is the largest multiple of 1_000_000 below 2^32.

@@ -111,7 +111,7 @@ impl Auth {
 
     /// The user of an enrolment: a session's (recent, when `recent`), or a pending
     /// sign-in's that must enrol.
-    async fn enrolling(&self, who: &Enroller, now: i64, recent: bool) -> Result<UserRow, AuthError> {
+    pub(super) async fn enrolling(&self, who: &Enroller, now: i64, recent: bool) -> Result<UserRow, AuthError> {
         match who {
             Enroller::Session(p) => {
                 if recent {
@@ -146,7 +146,7 @@ impl Auth {
             created_at: ctx.now,
             ..Default::default()
         };
-        self.db.mfa_factor_pending(&row).await?;
+        self.db.mfa_factor_pending(&row, None).await?;
         // The app shows "issuer (account)"; neither may hold a colon.
         let issuer = self.settings.product_name.replace(':', " ");
         let t = totp(secret, Some(issuer), &user.email.replace(':', " "))?;
@@ -161,26 +161,46 @@ impl Auth {
     /// enrolment. The account's first factor comes with recovery codes; a pending
     /// sign-in that had to enrol completes.
     pub async fn totp_confirm(&self, ctx: &RequestCtx, who: &Enroller, code: &str) -> Result<Enrolled, AuthError> {
+        self.factor_confirm(ctx, who, Method::Totp, code).await
+    }
+
+    /// Confirms a pending factor of `method` (`Totp` or `Sms`) with its first
+    /// code; see [`Auth::totp_confirm`].
+    pub(super) async fn factor_confirm(
+        &self,
+        ctx: &RequestCtx,
+        who: &Enroller,
+        method: Method,
+        code: &str,
+    ) -> Result<Enrolled, AuthError> {
         self.rate_limit_attempt(ctx).await?;
         let user = self.enrolling(who, ctx.now, false).await?;
+        let kind = method.name();
         let factors = self.db.mfa_factors(&user.id).await?;
-        let Some(pending) = factors.iter().find(|f| f.kind == "totp" && f.confirmed_at.is_none()) else {
-            return Err(AuthError::Conflict("no authenticator app enrolment is pending: start one first"));
+        let Some(pending) = factors.iter().find(|f| f.kind == kind && f.confirmed_at.is_none()) else {
+            return Err(AuthError::Conflict("no enrolment of this factor is pending: start one first"));
         };
         let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
-        let step = if code.len() == 6 { self.totp_step(pending, &code, ctx.now)? } else { None };
-        let Some(step) = step else {
-            self.audit(ctx, "mfa_enrolled", false, Some(&user.id), Some("totp: wrong code")).await;
+        let verified = match method {
+            _ if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) => None,
+            Method::Totp => self.totp_step(pending, &code, ctx.now)?.map(Some),
+            _ => self.enrol_code_ok(pending, &code, ctx.now)?.then_some(None),
+        };
+        let Some(step) = verified else {
+            if method == Method::Sms {
+                self.db.mfa_enrol_code_failed(&pending.id).await?;
+            }
+            self.audit(ctx, "mfa_enrolled", false, Some(&user.id), Some(&format!("{kind}: wrong code"))).await;
             return Err(AuthError::Validation(vec![FieldError {
                 field: "code".into(),
                 code: "incorrect".into(),
-                message: "is not the authenticator app's current code".into(),
+                message: "is not the code shown or sent".into(),
             }]));
         };
         let first = self.factors_of(&user.id).await?.is_empty();
         let codes: Option<Vec<String>> = first.then(|| (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect());
         let mut tx = self.db.write().await?;
-        if !tx.mfa_factor_confirm(&pending.id, Some(step), ctx.now).await? {
+        if !tx.mfa_factor_confirm(&pending.id, step, ctx.now).await? {
             return Err(AuthError::Conflict("this enrolment was confirmed or replaced meanwhile"));
         }
         if let Some(codes) = &codes {
@@ -196,15 +216,15 @@ impl Auth {
         }
         self.queue_notice(&mut tx, &user, Template::MfaAdded, ctx.now).await?;
         tx.commit().await?;
-        self.audit(ctx, "mfa_enrolled", true, Some(&user.id), Some("totp")).await;
+        self.audit(ctx, "mfa_enrolled", true, Some(&user.id), Some(kind)).await;
         let recovery_codes = codes.map(|c| c.into_iter().map(Secret::new).collect());
         if !finishing {
             return Ok(Enrolled { recovery_codes, completed: None });
         }
-        // The password, then the new app: a sign-in with two factors.
+        // The password, then the new factor: a sign-in with two factors.
         let mut user = user;
         user.roles = self.db.user_roles(&user.id).await?;
-        let completed = Some(FirstFactor { user, methods: vec![Method::Password, Method::Totp] });
+        let completed = Some(FirstFactor { user, methods: vec![Method::Password, method] });
         Ok(Enrolled { recovery_codes, completed })
     }
 

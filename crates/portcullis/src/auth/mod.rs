@@ -13,6 +13,7 @@ mod own;
 mod refresh;
 mod reset;
 mod session;
+mod sms;
 mod tasks;
 
 use std::{sync::Arc, time::Duration};
@@ -25,6 +26,7 @@ pub use login::{FirstFactor, Method, amr_values, lock_key};
 pub use mfa::{Challenge, MFA_TOKEN_TTL_MS, MfaDone, Pending, Proof, SignIn, mfa_lock_key};
 pub use own::AccountData;
 pub use refresh::{Reuse, Rotation};
+pub use sms::SMS_CODE_TTL_MS;
 pub use tasks::TASK_KIND;
 
 use crate::{
@@ -236,6 +238,7 @@ pub struct Auth {
     mail_limiters: Option<(Limiter, Limiter)>,
     breach: Option<passwords::BreachCheck>,
     master: Option<Arc<crypto::MasterKey>>,
+    sms: Option<sms::SmsCodes>,
 }
 
 impl Auth {
@@ -268,6 +271,7 @@ impl Auth {
             mail_limiters: None,
             breach: None,
             master: None,
+            sms: None,
         }
     }
 

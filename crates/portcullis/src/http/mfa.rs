@@ -10,7 +10,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use portcullis_proto::{
-    MfaChallenge, MfaCodeRequest, MfaConfirmed, MfaFactor, MfaStatus, MfaVerifyRequest, RecoveryCodes, TotpEnrolment,
+    MfaChallenge, MfaCodeRequest, MfaConfirmed, MfaFactor, MfaStatus, MfaTokenRequest, MfaVerifyRequest, RecoveryCodes,
+    SmsEnrolRequest, SmsSent, TotpEnrolment,
 };
 
 use super::{
@@ -21,7 +22,7 @@ use super::{
     guard::{Can, UsersWrite},
 };
 use crate::{
-    auth::{Challenge, Enroller, MfaDone, Proof},
+    auth::{Challenge, Enrolled, Enroller, MfaDone, Proof},
     clock::rfc3339,
     crypto::Secret,
     ctx::RequestCtx,
@@ -111,8 +112,13 @@ pub async fn totp_confirm(
     JsonBody(req): JsonBody<MfaCodeRequest>,
 ) -> Result<Response, ApiError> {
     let enrolled = state.auth.totp_confirm(&ctx, &who, &req.code).await?;
+    confirmed(&state, &ctx, enrolled).await
+}
+
+/// The answer of a confirmed enrolment.
+async fn confirmed(state: &AppState, ctx: &RequestCtx, enrolled: Enrolled) -> Result<Response, ApiError> {
     let session = match enrolled.completed {
-        Some(factor) => Some(login_body(state.auth.complete_sign_in(&ctx, factor).await?)),
+        Some(factor) => Some(login_body(state.auth.complete_sign_in(ctx, factor).await?)),
         None => None,
     };
     let recovery_codes = enrolled.recovery_codes.map(|c| c.iter().map(|s| s.expose().to_owned()).collect());
@@ -129,6 +135,50 @@ pub async fn totp_delete(
 ) -> Result<StatusCode, ApiError> {
     state.auth.factor_remove(&ctx, &who, "totp").await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/me/mfa/sms {phone}`: texts the code that confirms the number (needs
+/// a recent sign-in); `202`.
+pub async fn sms_start(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Enrolling(who): Enrolling,
+    JsonBody(req): JsonBody<SmsEnrolRequest>,
+) -> Result<Response, ApiError> {
+    let phone = state.auth.sms_start(&ctx, &who, &req.phone).await?;
+    Ok((StatusCode::ACCEPTED, Json(SmsSent { phone })).into_response())
+}
+
+/// `POST /v1/me/mfa/sms/confirm {code}`: as for the authenticator app.
+pub async fn sms_confirm(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    Enrolling(who): Enrolling,
+    JsonBody(req): JsonBody<MfaCodeRequest>,
+) -> Result<Response, ApiError> {
+    let enrolled = state.auth.sms_confirm(&ctx, &who, &req.code).await?;
+    confirmed(&state, &ctx, enrolled).await
+}
+
+/// `DELETE /v1/me/mfa/sms` (needs a recent sign-in).
+pub async fn sms_delete(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    RecentSession(who): RecentSession,
+) -> Result<StatusCode, ApiError> {
+    state.auth.factor_remove(&ctx, &who, "sms").await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/auth/login/mfa/sms {mfa_token}`: texts the code that finishes the
+/// pending sign-in; `202`.
+pub async fn login_mfa_sms(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    JsonBody(req): JsonBody<MfaTokenRequest>,
+) -> Result<Response, ApiError> {
+    let phone = state.auth.login_sms(&ctx, &Secret::new(req.mfa_token)).await?;
+    Ok((StatusCode::ACCEPTED, Json(SmsSent { phone })).into_response())
 }
 
 /// `POST /v1/me/mfa/recovery-codes`: a new set, shown once (needs a recent

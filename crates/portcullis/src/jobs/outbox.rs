@@ -48,6 +48,22 @@ impl Deliver for crate::mail::Mailer {
     }
 }
 
+/// SMS codes are sent by the SMS provider; the code is erased after the last
+/// attempt.
+impl Deliver for crate::sms::Sms {
+    fn deliver<'a>(&'a self, message: &'a OutboxRow) -> Attempt<'a> {
+        Box::pin(async move {
+            let answer = self.send(&message.id, &message.payload).await?;
+            tracing::info!(id = %message.id, answer = %answer, "SMS sent");
+            Ok(())
+        })
+    }
+
+    fn redacted(&self, payload: &str) -> Option<String> {
+        crate::sms::Sms::redacted(payload)
+    }
+}
+
 /// How the worker paces itself.
 #[derive(Debug, Clone, Copy)]
 pub struct Pace {

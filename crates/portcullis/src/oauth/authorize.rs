@@ -14,7 +14,7 @@ use crate::{auth::BrowserSession, crypto, ctx::RequestCtx, store::CodeRow};
 
 /// Form fields of the hosted pages that are not authorization parameters.
 pub const PAGE_FIELDS: &[&str] =
-    &["csrf_token", "step", "email", "password", "decision", "name", "mfa_token", "code", "recovery_code"];
+    &["csrf_token", "step", "email", "password", "decision", "name", "mfa_token", "code", "recovery_code", "sms"];
 
 /// A validated authorization request.
 #[derive(Debug, Clone)]

@@ -31,9 +31,16 @@ pub struct FactorRow {
     pub confirmed_at: Option<i64>,
     /// Last use, milliseconds.
     pub last_used_at: Option<i64>,
+    /// A pending SMS enrolment: HMAC of the code sent.
+    pub code_hash: Option<String>,
+    /// Until when that code works (milliseconds).
+    pub code_expires_at: Option<i64>,
+    /// Wrong codes tried against it.
+    pub code_failures: i64,
 }
 
-const FACTOR_COLS: &str = "id, user_id, kind, secret_sealed, label, created_at, confirmed_at, last_used_at";
+const FACTOR_COLS: &str = "id, user_id, kind, secret_sealed, label, created_at, confirmed_at, last_used_at, \
+    code_hash, code_expires_at, code_failures";
 
 fn factor(row: &sqlx::any::AnyRow) -> StoreResult<FactorRow> {
     Ok(FactorRow {
@@ -45,6 +52,9 @@ fn factor(row: &sqlx::any::AnyRow) -> StoreResult<FactorRow> {
         created_at: col(row, "created_at")?,
         confirmed_at: col(row, "confirmed_at")?,
         last_used_at: col(row, "last_used_at")?,
+        code_hash: col(row, "code_hash")?,
+        code_expires_at: col(row, "code_expires_at")?,
+        code_failures: col(row, "code_failures")?,
     })
 }
 
@@ -97,7 +107,7 @@ where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
     let done = sqlx::query(
-        "UPDATE mfa_factors SET confirmed_at = $1, last_used_at = $1, last_step = $2 \
+        "UPDATE mfa_factors SET confirmed_at = $1, last_used_at = $1, last_step = $2, code_hash = NULL \
          WHERE id = $3 AND confirmed_at IS NULL",
     )
     .bind(now)
@@ -210,6 +220,34 @@ where
     Ok(done.rows_affected() == 1)
 }
 
+/// Sets the SMS code of a pending second step (its HMAC), if it still works and
+/// fewer than `max_sends` were sent for it; whether it was set.
+pub(super) async fn token_sms<'c, E>(
+    on: E,
+    token_hash: &str,
+    code_hash: &str,
+    now: i64,
+    expires_at: i64,
+    max_sends: i64,
+) -> StoreResult<bool>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let done = sqlx::query(
+        "UPDATE mfa_tokens SET sms_code_hash = $1, sms_expires_at = $2, sms_sends = sms_sends + 1 \
+         WHERE token_hash = $3 AND used_at IS NULL AND expires_at > $4 AND failures < $5 AND sms_sends < $6",
+    )
+    .bind(code_hash)
+    .bind(expires_at)
+    .bind(token_hash)
+    .bind(now)
+    .bind(MAX_MFA_FAILURES)
+    .bind(max_sends)
+    .execute(on)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Ends every pending second step of a user (the password changed, the factors
 /// were reset).
 pub(super) async fn tokens_end<'c, E>(on: E, user_id: &str, now: i64) -> StoreResult<u64>
@@ -236,9 +274,14 @@ impl Db {
         rows.iter().map(factor).collect()
     }
 
-    /// Starts an enrolment: replaces a pending factor of its kind. A confirmed one
+    /// Starts an enrolment: replaces a pending factor of its kind (and queues
+    /// `message`, an outbox kind and payload, in the same commit). A confirmed one
     /// of the kind is a `Conflict`.
-    pub async fn mfa_factor_pending(&self, f: &FactorRow) -> StoreResult<()> {
+    pub async fn mfa_factor_pending(
+        &self,
+        f: &FactorRow,
+        message: Option<(&str, &serde_json::Value)>,
+    ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM mfa_factors WHERE user_id = $1 AND kind = $2 AND confirmed_at IS NULL")
             .bind(&f.user_id)
@@ -246,8 +289,8 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO mfa_factors (id, user_id, kind, secret_sealed, label, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO mfa_factors (id, user_id, kind, secret_sealed, label, created_at, code_hash, \
+             code_expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&f.id)
         .bind(&f.user_id)
@@ -255,8 +298,13 @@ impl Db {
         .bind(&f.secret_sealed)
         .bind(&f.label)
         .bind(f.created_at)
+        .bind(&f.code_hash)
+        .bind(f.code_expires_at)
         .execute(&mut *tx)
         .await?;
+        if let Some((kind, payload)) = message {
+            super::outbox::enqueue(&mut *tx, kind, payload, f.created_at).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -323,6 +371,15 @@ impl Db {
         row.as_ref().map(token).transpose()
     }
 
+    /// Counts a wrong code against a pending SMS enrolment.
+    pub async fn mfa_enrol_code_failed(&self, factor_id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE mfa_factors SET code_failures = code_failures + 1 WHERE id = $1")
+            .bind(factor_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     /// Counts a wrong code against a pending second step.
     pub async fn mfa_token_failed(&self, token_hash: &str) -> StoreResult<()> {
         sqlx::query("UPDATE mfa_tokens SET failures = failures + 1 WHERE token_hash = $1")
@@ -330,28 +387,6 @@ impl Db {
             .execute(self.pool())
             .await?;
         Ok(())
-    }
-
-    /// Sets the SMS code of a pending second step (its HMAC), if fewer than
-    /// `max_sends` were sent for it; whether it was set.
-    pub async fn mfa_token_sms(
-        &self,
-        token_hash: &str,
-        code_hash: &str,
-        expires_at: i64,
-        max_sends: i64,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE mfa_tokens SET sms_code_hash = $1, sms_expires_at = $2, sms_sends = sms_sends + 1 \
-             WHERE token_hash = $3 AND used_at IS NULL AND sms_sends < $4",
-        )
-        .bind(code_hash)
-        .bind(expires_at)
-        .bind(token_hash)
-        .bind(max_sends)
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() == 1)
     }
 
     /// Deletes pending second steps that expired before `before`.

@@ -181,6 +181,20 @@ impl WriteTx {
         mfa::code_spend(&mut *self.tx, user_id, code_hash, now).await
     }
 
+    /// Sets the SMS code of a pending second step (at most `max_sends` per step);
+    /// whether it was set.
+    pub async fn mfa_token_sms(
+        &mut self,
+        token_hash: &str,
+        code_hash: &str,
+        now: i64,
+        expires_at: i64,
+        max_sends: i64,
+    ) -> StoreResult<bool> {
+        self.ran(1);
+        mfa::token_sms(&mut *self.tx, token_hash, code_hash, now, expires_at, max_sends).await
+    }
+
     /// Spends a pending second step once; whether this call did.
     pub async fn mfa_token_spend(&mut self, token_hash: &str, now: i64) -> StoreResult<bool> {
         self.ran(1);

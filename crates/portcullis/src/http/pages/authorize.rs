@@ -86,6 +86,8 @@ pub(super) async fn step_response(
                         token: c.token.expose(),
                         error: None,
                         status: StatusCode::OK,
+                        sms: c.factors.contains(&"sms"),
+                        notice: None,
                     };
                     super::mfa::mfa_page(state, headers, f)
                 }

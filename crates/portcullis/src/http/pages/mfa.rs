@@ -21,6 +21,10 @@ pub(super) struct MfaForm<'a> {
     pub token: &'a str,
     pub error: Option<&'a str>,
     pub status: StatusCode,
+    /// The user can ask for a code by SMS.
+    pub sms: bool,
+    /// What happened (a code was sent).
+    pub notice: Option<&'a str>,
 }
 
 /// The code form of a pending sign-in.
@@ -29,7 +33,10 @@ pub(super) fn mfa_page(state: &AppState, headers: &HeaderMap, f: MfaForm<'_>) ->
     let csrf = csrf(headers, &state.cookies, &mut cookies);
     let html = render(
         "mfa.html",
-        context! { params => f.params, csrf, mfa_token => f.token, error => f.error, recovery => true, sms => false },
+        context! {
+            params => f.params, csrf, mfa_token => f.token, error => f.error, recovery => true, sms => f.sms,
+            notice => f.notice,
+        },
     );
     Page { status: f.status, html, cookies }.into_response()
 }
@@ -78,12 +85,13 @@ pub(super) async fn after_password(
     params: &[(String, String)],
     outcome: SignIn<(BrowserSession, Secret)>,
 ) -> Result<(BrowserSession, Secret), Response> {
-    let (token, enrol) = match outcome {
+    let (c, enrol) = match outcome {
         SignIn::Done(done) => return Ok(done),
-        SignIn::SecondFactor(c) => (c.token, false),
-        SignIn::Enrol(c) => (c.token, true),
+        SignIn::SecondFactor(c) => (c, false),
+        SignIn::Enrol(c) => (c, true),
     };
-    let f = MfaForm { params, token: token.expose(), error: None, status: StatusCode::OK };
+    let sms = c.factors.contains(&"sms");
+    let f = MfaForm { params, token: c.token.expose(), error: None, status: StatusCode::OK, sms, notice: None };
     Err(if enrol { enrol_page(state, ctx, headers, f).await } else { mfa_page(state, headers, f) })
 }
 
@@ -135,8 +143,20 @@ pub async fn mfa_post(State(state): State<AppState>, ctx: RequestCtx, headers: H
         .into_response();
     }
     let code = field(&form, "code").unwrap_or("");
-    if field(&form, "step") == Some("enrol") {
-        return enrol_post(&state, &ctx, &headers, &params, token, code).await;
+    let sms = field(&form, "sms").is_some() || field(&form, "step") == Some("sms");
+    match field(&form, "step") {
+        Some("enrol") => return enrol_post(&state, &ctx, &headers, &params, token, code).await,
+        Some("sms") => {
+            let (status, text) = match state.auth.login_sms(&ctx, &Secret::new(token)).await {
+                Ok(to) => (StatusCode::OK, format!("We sent a code to {to}.")),
+                Err(e @ AuthError::MfaTokenInvalid) => return sign_in_again(&e),
+                Err(e) => sign_in_error(&e),
+            };
+            let (error, notice) =
+                if status == StatusCode::OK { (None, Some(text.as_str())) } else { (Some(text.as_str()), None) };
+            return mfa_page(&state, &headers, MfaForm { params: &params, token, error, status, sms, notice });
+        }
+        _ => {}
     }
     let proof = match field(&form, "recovery_code").filter(|c| !c.trim().is_empty()) {
         Some(rc) => Proof::Recovery(rc.to_owned()),
@@ -147,7 +167,11 @@ pub async fn mfa_post(State(state): State<AppState>, ctx: RequestCtx, headers: H
         Err(e @ AuthError::MfaTokenInvalid) => sign_in_again(&e),
         Err(e) => {
             let (status, text) = mfa_error(&e);
-            mfa_page(&state, &headers, MfaForm { params: &params, token, error: Some(&text), status })
+            mfa_page(
+                &state,
+                &headers,
+                MfaForm { params: &params, token, error: Some(&text), status, sms, notice: None },
+            )
         }
     }
 }
@@ -165,7 +189,8 @@ async fn enrol_post(
         Err(e @ AuthError::MfaTokenInvalid) => return sign_in_again(&e),
         Err(e) => {
             let (status, text) = mfa_error(&e);
-            return enrol_page(state, ctx, headers, MfaForm { params, token, error: Some(&text), status }).await;
+            let f = MfaForm { params, token, error: Some(&text), status, sms: false, notice: None };
+            return enrol_page(state, ctx, headers, f).await;
         }
     };
     let Some(factor) = enrolled.completed else {

@@ -85,6 +85,9 @@ pub struct MfaConfirmed {
     /// Ten single-use codes; shown this once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_codes: Option<Vec<String>>,
+    /// The passkey registered, for a passkey enrolment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passkey: Option<PasskeyView>,
     /// The session this enrolment completed, if it completed a sign-in.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub session: Option<LoginResponse>,
@@ -119,4 +122,77 @@ pub struct MfaStatus {
     pub factors: Vec<MfaFactor>,
     /// Unused recovery codes.
     pub recovery_codes_remaining: i64,
+}
+
+/// `POST /v1/auth/passkey/start`: nothing for a passkey-first sign-in; the
+/// `mfa_token` for a passkey as the second factor; `reauth: true` (with the
+/// session's Bearer token) to renew the session's sign-in.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyStartRequest {
+    /// A pending sign-in to finish.
+    #[serde(default)]
+    pub mfa_token: Option<String>,
+    /// Renew the caller's session instead.
+    #[serde(default)]
+    pub reauth: bool,
+}
+
+/// A WebAuthn ceremony: pass `publicKey` to `navigator.credentials.create` or
+/// `.get` (base64url fields decoded), then send the result back with
+/// `challenge_id`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PasskeyCeremony {
+    /// Names this ceremony; single-use, two minutes.
+    pub challenge_id: String,
+    /// `PublicKeyCredentialCreationOptions` or `PublicKeyCredentialRequestOptions`.
+    #[serde(rename = "publicKey")]
+    pub public_key: serde_json::Value,
+}
+
+/// `POST /v1/auth/passkey/finish`.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyFinishRequest {
+    /// From `/start`.
+    pub challenge_id: String,
+    /// The `PublicKeyCredential` as JSON (base64url binary fields).
+    pub credential: serde_json::Value,
+    /// When finishing a pending sign-in.
+    #[serde(default)]
+    pub mfa_token: Option<String>,
+}
+
+/// `POST /v1/me/passkeys/register/finish`.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyRegisterRequest {
+    /// From `/register/start`.
+    pub challenge_id: String,
+    /// The `PublicKeyCredential` of `navigator.credentials.create`, as JSON.
+    pub credential: serde_json::Value,
+    /// What to call it (default "Passkey").
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `PATCH /v1/me/passkeys/{id}`.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyRenameRequest {
+    /// 1 to 64 characters.
+    pub name: String,
+}
+
+/// A passkey as its owner sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PasskeyView {
+    /// `pk_…`.
+    pub id: String,
+    /// What the user calls it.
+    pub name: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339 time of the last sign-in with it.
+    pub last_used_at: Option<String>,
 }

@@ -55,3 +55,37 @@ CREATE TABLE mfa_tokens (
 );
 CREATE INDEX mfa_tokens_user ON mfa_tokens (user_id);
 CREATE INDEX mfa_tokens_expiry ON mfa_tokens (expires_at);
+
+-- Passkeys (WebAuthn). `credential` is the relying party's record of the
+-- credential (public key, sign counter, flags) as JSON; `credential_id` (base64url)
+-- finds it from an assertion, `user_handle` (a UUID per user) from a discoverable
+-- one. `amr` is `hwk` only when attestation proved a hardware key, else `swk`.
+CREATE TABLE passkeys (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    credential_id TEXT NOT NULL,
+    user_handle TEXT NOT NULL,
+    name TEXT NOT NULL,
+    credential TEXT NOT NULL,
+    amr TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    last_used_at BIGINT
+);
+CREATE UNIQUE INDEX passkeys_credential ON passkeys (credential_id);
+CREATE INDEX passkeys_user ON passkeys (user_id);
+
+-- A WebAuthn ceremony in progress: the relying party's state (the challenge), what
+-- it may finish (`register`, `login`, `mfa`, `reauth`) and for whom; single-use
+-- (`used_at`, one conditional UPDATE) and short-lived.
+CREATE TABLE webauthn_challenges (
+    id TEXT PRIMARY KEY,
+    purpose TEXT NOT NULL,
+    user_id TEXT REFERENCES users(id) ON DELETE CASCADE,
+    mfa_token_hash TEXT,
+    session_id TEXT,
+    state TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+CREATE INDEX webauthn_challenges_expiry ON webauthn_challenges (expires_at);

@@ -60,6 +60,8 @@ pub struct Config {
     pub outbox: OutboxConfig,
     /// SMS codes as a second factor (off unless a provider is set).
     pub sms: SmsConfig,
+    /// Passkeys (WebAuthn): the relying party.
+    pub webauthn: WebauthnConfig,
 }
 
 /// How mail leaves the server.
@@ -162,6 +164,18 @@ pub enum MfaPolicy {
     Optional,
     /// Every sign-in takes a second factor.
     Required,
+}
+
+/// The WebAuthn relying party of passkeys.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebauthnConfig {
+    /// The RP ID: a domain the origins belong to. Defaults to the issuer's host
+    /// when that is a name; WebAuthn refuses IP addresses, so with an IP issuer
+    /// passkeys stay off until this is set.
+    pub rp_id: Option<String>,
+    /// Origins whose pages may use passkeys; defaults to the issuer's.
+    pub origins: Vec<String>,
 }
 
 /// Who sends SMS codes.
@@ -449,6 +463,7 @@ impl std::fmt::Debug for Config {
             .field("accounts", &self.accounts)
             .field("outbox", &self.outbox)
             .field("sms", &self.sms)
+            .field("webauthn", &self.webauthn)
             .finish()
     }
 }
@@ -475,6 +490,7 @@ impl Default for Config {
             accounts: AccountsConfig::default(),
             outbox: OutboxConfig::default(),
             sms: SmsConfig::default(),
+            webauthn: WebauthnConfig::default(),
         }
     }
 }

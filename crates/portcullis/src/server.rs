@@ -234,7 +234,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         .with_mail(mailer.clone(), Some(cfg.security.email_send_rate), blocks.clone())
         .with_breach_check(breach_check(&cfg))
         .with_master(store.master.clone())
-        .with_sms(sms.clone(), cfg.sms.send_rate, blocks.clone()),
+        .with_sms(sms.clone(), cfg.sms.send_rate, blocks.clone())
+        .with_webauthn(crate::auth::relying_party(&cfg.webauthn, &issuer, &cfg.email.product_name)?),
     );
     let admin = Arc::new(Admin::new(store.db.clone(), hasher, audit.clone()));
     let api_keys = ApiKeys::new(store.db.clone(), audit.clone(), cfg.api_keys.max_ttl.map(|d| d.0));

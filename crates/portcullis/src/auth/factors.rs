@@ -33,8 +33,20 @@ const CODE_CHARS: usize = 12;
 pub enum Enroller {
     /// A user's own session (the routes check recent authentication).
     Session(Principal),
-    /// The `mfa_token` of `mfa_enrollment_required`.
+    /// The `mfa_token` of `mfa_enrollment_required` (JSON API).
     Pending(Secret),
+    /// The pending sign-in of the hosted enrolment page.
+    PagePending(Secret),
+}
+
+impl Enroller {
+    /// The pending sign-in's token, if this is one.
+    pub fn pending_token(&self) -> Option<&Secret> {
+        match self {
+            Enroller::Pending(t) | Enroller::PagePending(t) => Some(t),
+            Enroller::Session(_) => None,
+        }
+    }
 }
 
 /// A pending authenticator-app enrolment, for the user to scan.
@@ -55,6 +67,8 @@ pub struct Enrolled {
     pub recovery_codes: Option<Vec<Secret>>,
     /// With a pending sign-in: the sign-in it completed.
     pub completed: Option<FirstFactor>,
+    /// A passkey enrolment's new passkey.
+    pub passkey: Option<crate::store::PasskeyRow>,
 }
 
 /// A recovery code as typed, normalised (lower case, no separators, Crockford's
@@ -70,6 +84,11 @@ pub fn normal_recovery_code(typed: &str) -> Option<String> {
         })
         .collect();
     (out.len() == CODE_CHARS && out.bytes().all(|b| CODE_ALPHABET.contains(&b))).then_some(out)
+}
+
+/// A fresh set of recovery codes.
+pub(super) fn new_recovery_codes() -> Vec<String> {
+    (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect()
 }
 
 fn new_recovery_code() -> String {
@@ -119,9 +138,8 @@ impl Auth {
                 }
                 self.me(p).await
             }
-            Enroller::Pending(token) => {
-                Ok(self.pending(token.expose(), &[Pending::Enroll, Pending::PageEnroll], now).await?.1)
-            }
+            Enroller::Pending(token) => Ok(self.pending(token.expose(), &[Pending::Enroll], now).await?.1),
+            Enroller::PagePending(token) => Ok(self.pending(token.expose(), &[Pending::PageEnroll], now).await?.1),
         }
     }
 
@@ -147,13 +165,29 @@ impl Auth {
             ..Default::default()
         };
         self.db.mfa_factor_pending(&row, None).await?;
+        self.audit(ctx, "mfa_enrollment_started", true, Some(&user.id), Some("totp")).await;
+        self.setup_of(&user, secret)
+    }
+
+    /// The pending authenticator-app enrolment again (the same secret), for a page
+    /// shown anew after a mistyped code.
+    pub async fn totp_setup_again(&self, ctx: &RequestCtx, who: &Enroller) -> Result<TotpSetup, AuthError> {
+        let user = self.enrolling(who, ctx.now, false).await?;
+        let factors = self.db.mfa_factors(&user.id).await?;
+        let Some(f) = factors.iter().find(|f| f.kind == "totp" && f.confirmed_at.is_none()) else {
+            return self.totp_start(ctx, who).await;
+        };
+        let secret = self.master()?.open(&format!("mfa:totp:{}", f.id), &f.secret_sealed)?;
+        self.setup_of(&user, secret)
+    }
+
+    fn setup_of(&self, user: &UserRow, secret: Vec<u8>) -> Result<TotpSetup, AuthError> {
         // The app shows "issuer (account)"; neither may hold a colon.
         let issuer = self.settings.product_name.replace(':', " ");
         let t = totp(secret, Some(issuer), &user.email.replace(':', " "))?;
         let uri = t.to_url().map_err(|e| AuthError::Internal(format!("otpauth URI: {e}")))?;
         let qr = qrcode::QrCode::new(uri.as_bytes()).map_err(|e| AuthError::Internal(format!("QR code: {e}")))?;
         let qr_svg = qr.render::<qrcode::render::svg::Color>().min_dimensions(200, 200).build();
-        self.audit(ctx, "mfa_enrollment_started", true, Some(&user.id), Some("totp")).await;
         Ok(TotpSetup { secret: Secret::new(t.secret().to_base32()), otpauth_uri: Secret::new(uri), qr_svg })
     }
 
@@ -207,8 +241,8 @@ impl Auth {
             let hashes = self.recovery_hashes(&user.id, codes)?;
             tx.recovery_codes_replace(&user.id, &hashes, ctx.now).await?;
         }
-        let finishing = matches!(who, Enroller::Pending(_));
-        if let Enroller::Pending(token) = who
+        let finishing = who.pending_token().is_some();
+        if let Some(token) = who.pending_token()
             && !tx.mfa_token_spend(&crypto::sha256_b64(token.expose()), ctx.now).await?
         {
             // The sign-in this enrolment finishes was finished meanwhile.
@@ -219,16 +253,16 @@ impl Auth {
         self.audit(ctx, "mfa_enrolled", true, Some(&user.id), Some(kind)).await;
         let recovery_codes = codes.map(|c| c.into_iter().map(Secret::new).collect());
         if !finishing {
-            return Ok(Enrolled { recovery_codes, completed: None });
+            return Ok(Enrolled { recovery_codes, completed: None, passkey: None });
         }
         // The password, then the new factor: a sign-in with two factors.
         let mut user = user;
         user.roles = self.db.user_roles(&user.id).await?;
         let completed = Some(FirstFactor { user, methods: vec![Method::Password, method] });
-        Ok(Enrolled { recovery_codes, completed })
+        Ok(Enrolled { recovery_codes, completed, passkey: None })
     }
 
-    fn recovery_hashes(&self, user_id: &str, codes: &[String]) -> Result<Vec<String>, AuthError> {
+    pub(super) fn recovery_hashes(&self, user_id: &str, codes: &[String]) -> Result<Vec<String>, AuthError> {
         codes.iter().map(|c| self.recovery_hash(user_id, &normal_recovery_code(c).unwrap_or_default())).collect()
     }
 
@@ -236,17 +270,29 @@ impl Auth {
     /// recovery codes.
     pub async fn factor_remove(&self, ctx: &RequestCtx, who: &Principal, kind: &str) -> Result<(), AuthError> {
         let user = self.me(who).await?;
+        let others = self.factors_of(&user.id).await?.iter().any(|k| *k != "recovery_code" && *k != kind);
+        self.may_remove_factor(others)?;
         let mut tx = self.db.write().await?;
         if tx.mfa_factors_remove(&user.id, Some(kind), ctx.now).await? == 0 {
             return Err(AuthError::NotFound);
         }
-        let left = self.factors_of(&user.id).await?;
-        if !left.iter().any(|k| *k != "recovery_code" && *k != kind) {
+        if !others {
             tx.recovery_codes_replace(&user.id, &[], ctx.now).await?;
         }
         self.queue_notice(&mut tx, &user, Template::MfaRemoved, ctx.now).await?;
         tx.commit().await?;
         self.audit(ctx, "mfa_removed", true, Some(&user.id), Some(kind)).await;
+        Ok(())
+    }
+
+    /// Under `accounts.mfa = "required"` the last factor stays until another is
+    /// added.
+    pub(super) fn may_remove_factor(&self, others: bool) -> Result<(), AuthError> {
+        if self.settings.mfa_required && !others {
+            return Err(AuthError::Conflict(
+                "every account here needs a second factor: add another before removing this one",
+            ));
+        }
         Ok(())
     }
 
@@ -282,7 +328,7 @@ impl Auth {
     /// the admin and announced to the user. How many factors went.
     pub async fn mfa_reset(&self, ctx: &RequestCtx, user: &UserRow, actor: Option<&str>) -> Result<u64, AuthError> {
         let mut tx = self.db.write().await?;
-        let gone = tx.mfa_factors_remove(&user.id, None, ctx.now).await?;
+        let gone = tx.mfa_factors_remove(&user.id, None, ctx.now).await? + tx.passkeys_remove(&user.id, None).await?;
         self.queue_notice(&mut tx, user, Template::MfaReset, ctx.now).await?;
         tx.commit().await?;
         let reason = format!("{gone} factor(s) removed");
@@ -295,7 +341,9 @@ impl Auth {
     /// browser session that signed in with fewer factors (step-up).
     pub async fn step_up(&self, ctx: &RequestCtx, user_id: &str, amr: &str) -> Result<Challenge, AuthError> {
         let factors = self.factors_of(user_id).await?;
-        let token = self.pending_sign_in(ctx, user_id, Pending::Page, amr, None).await?;
+        // No factor yet (`accounts.mfa = "required"`): the step is the enrolment.
+        let purpose = if factors.is_empty() { Pending::PageEnroll } else { Pending::Page };
+        let token = self.pending_sign_in(ctx, user_id, purpose, amr, None).await?;
         Ok(Challenge { token, factors })
     }
 }

@@ -32,6 +32,9 @@ pub enum Method {
     Sms,
     /// A recovery code: a one-time password of a printed list.
     RecoveryCode,
+    /// A passkey with user verification (a software-bound key: attestation did
+    /// not prove hardware).
+    Passkey,
 }
 
 impl Method {
@@ -41,6 +44,7 @@ impl Method {
             Method::Password => "pwd",
             Method::Totp | Method::RecoveryCode => "otp",
             Method::Sms => "sms",
+            Method::Passkey => "swk",
         }
     }
 
@@ -51,12 +55,13 @@ impl Method {
             Method::Totp => "totp",
             Method::Sms => "sms",
             Method::RecoveryCode => "recovery_code",
+            Method::Passkey => "passkey",
         }
     }
 
     /// The method of a stored `amr` value (the first of those sharing it).
     pub fn parse(amr: &str) -> Option<Self> {
-        [Method::Password, Method::Totp, Method::Sms].into_iter().find(|m| m.amr() == amr)
+        [Method::Password, Method::Totp, Method::Sms, Method::Passkey].into_iter().find(|m| m.amr() == amr)
     }
 }
 
@@ -80,7 +85,9 @@ impl FirstFactor {
                 values.push(m.amr());
             }
         }
-        if values.len() > 1 {
+        // A passkey verifies its user (PIN or biometric) besides the device: two
+        // factors by itself.
+        if values.len() > 1 || self.methods.contains(&Method::Passkey) {
             values.push("mfa");
         }
         serde_json::to_string(&values).unwrap_or_else(|_| r#"["pwd"]"#.into())

@@ -116,6 +116,9 @@ impl Auth {
                 out.push(kind);
             }
         }
+        if !self.db.passkeys(user_id).await?.is_empty() {
+            out.push("passkey");
+        }
         if !out.is_empty() && self.db.recovery_codes_left(user_id).await? > 0 {
             out.insert(1.min(out.len()), "recovery_code");
         }
@@ -206,16 +209,23 @@ impl Auth {
         let key = mfa_lock_key(&user.id);
         let address = crate::abuse::rate_key(ctx.client());
         self.reserve_attempt(ctx, "login_mfa", &key, &address, Some(&user.id)).await?;
+        if !self.db.mfa_token_guess(&token_hash, ctx.now).await? {
+            // Worn out by parallel guesses meanwhile: the reserved attempt counts.
+            self.count_quietly(ctx, &key, &address).await?;
+            return Err(AuthError::MfaTokenInvalid);
+        }
         let claim = self.match_proof(&user, &row, &proof, ctx.now).await?;
         let method = match &claim {
             Some(Claim::Totp { .. }) => Method::Totp,
             Some(Claim::Sms) => Method::Sms,
             Some(Claim::Recovery { .. }) => Method::RecoveryCode,
-            None => return Err(self.second_failed(ctx, &token_hash, &user, &key, &address, "wrong_code").await),
+            None => return Err(self.second_failed(ctx, &user, &key, &address, "wrong_code").await),
         };
         let mut tx = self.db.write().await?;
-        if !tx.mfa_token_spend(&token_hash, ctx.now).await? {
-            // Finished (or worn out) by a parallel request meanwhile.
+        if !tx.mfa_token_spend_guessed(&token_hash, ctx.now).await? {
+            // Finished by a parallel request meanwhile, or its user was banned.
+            drop(tx);
+            self.audit(ctx, "mfa_verified", false, Some(&user.id), Some("pending sign-in already over")).await;
             return Err(AuthError::MfaTokenInvalid);
         }
         let spent = match &claim {
@@ -229,7 +239,7 @@ impl Auth {
         };
         if !spent {
             drop(tx);
-            return Err(self.second_failed(ctx, &token_hash, &user, &key, &address, "code_already_used").await);
+            return Err(self.second_failed(ctx, &user, &key, &address, "code_already_used").await);
         }
         tx.login_succeeded(&key, &address, ctx.now).await?;
         if method == Method::RecoveryCode {
@@ -313,12 +323,11 @@ impl Auth {
         }
     }
 
-    /// A wrong (or spent) code: the token, the second-factor lockout and the
-    /// password lockout of the address each count it.
+    /// A wrong (or spent) code: the token (its guess stays taken), the
+    /// second-factor lockout and the password lockout of the address each count it.
     async fn second_failed(
         &self,
         ctx: &RequestCtx,
-        token_hash: &str,
         user: &UserRow,
         key: &str,
         address: &str,
@@ -327,7 +336,6 @@ impl Auth {
         self.audit(ctx, "mfa_verified", false, Some(&user.id), Some(reason)).await;
         metrics::counter!("portcullis_logins_total", "outcome" => "failure").increment(1);
         let counted = async {
-            self.db.mfa_token_failed(token_hash).await?;
             self.count_quietly(ctx, key, address).await?;
             self.count_failure_of(ctx, &lock_key(&user.email), address, Some(&user.id), false).await
         };
@@ -342,7 +350,13 @@ impl Auth {
     /// admin).
     async fn count_quietly(&self, ctx: &RequestCtx, key: &str, address: &str) -> Result<(), AuthError> {
         let policy = &self.settings.lockout;
-        self.db.lock_attempt(key, address, |s| Some(policy.after_failure(s, ctx.now))).await?;
+        let (prior, next) = self.db.lock_attempt(key, address, |s| Some(policy.after_failure(s, ctx.now))).await?;
+        if next.locked_until != prior.locked_until && next.locked_until.is_some_and(|u| u > ctx.now) {
+            let uid = key.strip_prefix("mfa:");
+            let reason = format!("second factor, level {} from {address}", next.lock_level);
+            self.audit(ctx, "account_locked", true, uid, Some(&reason)).await;
+            metrics::counter!("portcullis_lockouts_total").increment(1);
+        }
         if let Some(rule) = self.settings.account_failure_ceiling {
             crate::abuse::count(&self.db, &crate::abuse::ceiling_bucket(key), rule, ctx.now).await?;
         }

@@ -10,6 +10,7 @@ mod factors;
 mod login;
 mod mfa;
 mod own;
+mod passkeys;
 mod refresh;
 mod reset;
 mod session;
@@ -25,6 +26,7 @@ pub use factors::{Enrolled, Enroller, RECOVERY_CODES, TotpSetup, normal_recovery
 pub use login::{FirstFactor, Method, amr_values, lock_key};
 pub use mfa::{Challenge, MFA_TOKEN_TTL_MS, MfaDone, Pending, Proof, SignIn, mfa_lock_key};
 pub use own::AccountData;
+pub use passkeys::{CHALLENGE_TTL_MS, Ceremony, PasskeyDone, relying_party};
 pub use refresh::{Reuse, Rotation};
 pub use sms::SMS_CODE_TTL_MS;
 pub use tasks::TASK_KIND;
@@ -239,6 +241,7 @@ pub struct Auth {
     breach: Option<passwords::BreachCheck>,
     master: Option<Arc<crypto::MasterKey>>,
     sms: Option<sms::SmsCodes>,
+    webauthn: Option<Arc<webauthn_rs::Webauthn>>,
 }
 
 impl Auth {
@@ -272,6 +275,7 @@ impl Auth {
             breach: None,
             master: None,
             sms: None,
+            webauthn: None,
         }
     }
 

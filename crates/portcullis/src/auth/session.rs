@@ -290,12 +290,17 @@ impl Auth {
             return Err(AuthError::Validation(errors));
         }
         let phc = self.hasher.hash(new).await?;
-        // One commit: the new password, the other sessions ended, and this one's
-        // sign-in renewed (the current password was just proven).
+        // The current password was just proven: that renews this session's sign-in,
+        // unless the account has a second factor, which a password alone never
+        // stands in for.
+        let renew = !self.has_second_factor(&user.id).await?;
+        // One commit: the new password, the other sessions ended, this one renewed.
         let mut tx = self.db.write().await?;
         tx.user_set_password(&user.id, &phc, ctx.now).await?;
         let ended = tx.sessions_revoke_all(&user.id, Some(session_id), "password_changed", ctx.now).await?;
-        tx.session_reauthenticated(session_id, &user.id, ctx.now).await?;
+        if renew {
+            tx.session_reauthenticated(session_id, &user.id, ctx.now).await?;
+        }
         // A change of address asked for before the new password must not outlive it.
         tx.email_tokens_retire(&user.id, crate::store::Purpose::ChangeEmail, ctx.now).await?;
         self.queue_notice(&mut tx, &user, Template::PasswordChanged, ctx.now).await?;

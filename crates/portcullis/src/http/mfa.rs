@@ -122,7 +122,7 @@ async fn confirmed(state: &AppState, ctx: &RequestCtx, enrolled: Enrolled) -> Re
         None => None,
     };
     let recovery_codes = enrolled.recovery_codes.map(|c| c.iter().map(|s| s.expose().to_owned()).collect());
-    let mut res = Json(MfaConfirmed { recovery_codes, session }).into_response();
+    let mut res = Json(MfaConfirmed { recovery_codes, session, passkey: None }).into_response();
     res.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     Ok(res)
 }

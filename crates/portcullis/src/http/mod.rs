@@ -15,6 +15,7 @@ mod mfa;
 mod oauth;
 mod ops;
 mod pages;
+mod passkeys;
 mod views;
 
 pub use pages::CookiePolicy;
@@ -123,6 +124,8 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/v1/auth/reauth", post(auth::session_reauth))
         .route("/v1/auth/login/mfa", post(mfa::login_mfa))
         .route("/v1/auth/login/mfa/sms", post(mfa::login_mfa_sms))
+        .route("/v1/auth/passkey/start", post(passkeys::passkey_start))
+        .route("/v1/auth/passkey/finish", post(passkeys::passkey_finish))
         .route("/v1/auth/email/verify", post(email::email_verify))
         .route("/v1/auth/email/resend", post(email::email_resend))
         .route("/v1/auth/password/forgot", post(email::password_forgot))
@@ -143,6 +146,10 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/v1/me/mfa/recovery-codes", post(mfa::recovery_codes_create))
         .route("/v1/me/mfa/sms", post(mfa::sms_start).delete(mfa::sms_delete))
         .route("/v1/me/mfa/sms/confirm", post(mfa::sms_confirm))
+        .route("/v1/me/passkeys", get(passkeys::passkey_list))
+        .route("/v1/me/passkeys/register/start", post(passkeys::passkey_register_start))
+        .route("/v1/me/passkeys/register/finish", post(passkeys::passkey_register_finish))
+        .route("/v1/me/passkeys/{id}", axum::routing::patch(passkeys::passkey_rename).delete(passkeys::passkey_delete))
         .route("/v1/api-keys", post(api_keys::api_key_create).get(api_keys::api_key_list))
         .route("/v1/api-keys/verify", post(api_keys::api_key_verify))
         .route("/v1/api-keys/{id}", delete(api_keys::api_key_revoke))

@@ -24,6 +24,8 @@ pub async fn run(db: Db, retention: Duration) {
     let _ = db.login_successes_purge(now - 30 * 86_400_000).await;
     let _ = db.oauth_purge(now - 3_600_000).await;
     let _ = db.email_tokens_purge(now - 86_400_000).await;
+    let _ = db.mfa_tokens_purge(now - 3_600_000).await;
+    let _ = db.webauthn_challenges_purge(now - 3_600_000).await;
     match db.sessions_purge(now - 86_400_000).await {
         Ok(n) if n > 0 => tracing::info!(deleted = n, "removed ended sessions and their refresh tokens"),
         Ok(_) => {}

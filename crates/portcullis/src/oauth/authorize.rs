@@ -272,7 +272,15 @@ impl OAuth {
             .await
             .map_err(|e| OAuthError::server_error(&e.to_string()))?;
         let issuer = &self.settings.issuer;
+        let required = self.auth.settings().mfa_required;
         Ok(match (has, demanded) {
+            // `accounts.mfa = "required"` reaches sessions from before it too: they
+            // enrol before the next code.
+            (false, _) if required && none => Some(Step::Redirect(req.error_redirect(
+                &OAuthError::code("interaction_required", "this account must set up a second factor"),
+                issuer,
+            ))),
+            (false, _) if required => Some(Step::SecondFactor),
             (false, false) => None,
             (false, true) => Some(Step::Redirect(req.error_redirect(
                 &OAuthError::code(

@@ -204,19 +204,23 @@ where
 
 /// Spends a pending second step if it is unspent, unexpired and under the
 /// failure cap; whether this call did.
-pub(super) async fn token_spend<'c, E>(on: E, token_hash: &str, now: i64) -> StoreResult<bool>
+///
+/// `reserved`: the caller holds a guess taken by [`Db::mfa_token_guess`], which
+/// a success gives back. Either way, a banned user's step is never spent.
+pub(super) async fn token_spend<'c, E>(on: E, token_hash: &str, reserved: bool, now: i64) -> StoreResult<bool>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
-    let done = sqlx::query(
+    let sql = if reserved {
+        "UPDATE mfa_tokens SET used_at = $1, failures = failures - 1 WHERE token_hash = $2 AND used_at IS NULL \
+         AND expires_at > $1 AND failures <= $3 AND failures > 0 AND EXISTS \
+         (SELECT 1 FROM users WHERE users.id = mfa_tokens.user_id AND users.banned_at IS NULL)"
+    } else {
         "UPDATE mfa_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 \
-         AND failures < $3",
-    )
-    .bind(now)
-    .bind(token_hash)
-    .bind(MAX_MFA_FAILURES)
-    .execute(on)
-    .await?;
+         AND failures < $3 AND EXISTS \
+         (SELECT 1 FROM users WHERE users.id = mfa_tokens.user_id AND users.banned_at IS NULL)"
+    };
+    let done = sqlx::query(sql).bind(now).bind(token_hash).bind(MAX_MFA_FAILURES).execute(on).await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -328,6 +332,14 @@ impl Db {
         for row in q.fetch_all(self.pool()).await? {
             out.entry(col(&row, "user_id")?).or_default().push(col(&row, "kind")?);
         }
+        let sql = format!("SELECT DISTINCT user_id FROM passkeys WHERE user_id IN ({})", marks.join(", "));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in user_ids {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(self.pool()).await? {
+            out.entry(col(&row, "user_id")?).or_default().push("passkey".into());
+        }
         Ok(out)
     }
 
@@ -380,13 +392,21 @@ impl Db {
         Ok(())
     }
 
-    /// Counts a wrong code against a pending second step.
-    pub async fn mfa_token_failed(&self, token_hash: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE mfa_tokens SET failures = failures + 1 WHERE token_hash = $1")
-            .bind(token_hash)
-            .execute(self.pool())
-            .await?;
-        Ok(())
+    /// Takes one of a pending second step's guesses before its code is checked
+    /// (a wrong code keeps it taken; a success gives it back): of any number of
+    /// parallel guesses, at most [`MAX_MFA_FAILURES`] are ever checked. Whether one
+    /// was left.
+    pub async fn mfa_token_guess(&self, token_hash: &str, now: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE mfa_tokens SET failures = failures + 1 WHERE token_hash = $1 AND used_at IS NULL \
+             AND expires_at > $2 AND failures < $3",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .bind(MAX_MFA_FAILURES)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Deletes pending second steps that expired before `before`.

@@ -22,6 +22,7 @@ mod mfa;
 mod migrate;
 mod oauth;
 mod outbox;
+mod passkeys;
 mod roles;
 mod sessions;
 mod users;
@@ -44,6 +45,7 @@ pub use keys::KeyRow;
 pub use mfa::{FactorRow, MAX_MFA_FAILURES, MfaTokenRow};
 pub use oauth::{CodeExchange, CodeRow};
 pub use outbox::{OutboxRow, OutboxStatus};
+pub use passkeys::{ChallengeRow, PasskeyRow};
 pub use roles::RoleRow;
 pub use sessions::{RefreshOutcome, SessionRow};
 pub use users::{NewUser, UserFilter, UserPatch, UserRow};
@@ -302,6 +304,8 @@ const ALL_TABLES: &[&str] = &[
     "mfa_factors",
     "recovery_codes",
     "mfa_tokens",
+    "passkeys",
+    "webauthn_challenges",
 ];
 
 #[cfg(feature = "test-support")]

@@ -3,7 +3,9 @@
 
 use sqlx::{Any, Transaction};
 
-use super::{Db, EmailTokenRow, NewUser, Purpose, StoreResult, abuse, email, mfa, outbox, sessions, users};
+use super::{
+    Db, EmailTokenRow, NewUser, PasskeyRow, Purpose, StoreResult, abuse, email, mfa, outbox, passkeys, sessions, users,
+};
 
 /// A write transaction in progress. Its methods are store operations; nothing is
 /// visible before [`WriteTx::commit`]; dropped uncommitted, everything is undone.
@@ -195,9 +197,29 @@ impl WriteTx {
         mfa::token_sms(&mut *self.tx, token_hash, code_hash, now, expires_at, max_sends).await
     }
 
+    /// Stores a passkey.
+    pub async fn passkey_insert(&mut self, p: &PasskeyRow) -> StoreResult<()> {
+        self.ran(1);
+        passkeys::insert(&mut *self.tx, p).await
+    }
+
+    /// Deletes a user's passkey (`None`: every one); how many went.
+    pub async fn passkeys_remove(&mut self, user_id: &str, id: Option<&str>) -> StoreResult<u64> {
+        self.auth_changed = true;
+        self.ran(1);
+        passkeys::remove(&mut *self.tx, user_id, id).await
+    }
+
     /// Spends a pending second step once; whether this call did.
     pub async fn mfa_token_spend(&mut self, token_hash: &str, now: i64) -> StoreResult<bool> {
         self.ran(1);
-        mfa::token_spend(&mut *self.tx, token_hash, now).await
+        mfa::token_spend(&mut *self.tx, token_hash, false, now).await
+    }
+
+    /// Spends a pending second step whose guess this caller took
+    /// (`Db::mfa_token_guess`), giving the guess back; whether this call did.
+    pub async fn mfa_token_spend_guessed(&mut self, token_hash: &str, now: i64) -> StoreResult<bool> {
+        self.ran(1);
+        mfa::token_spend(&mut *self.tx, token_hash, true, now).await
     }
 }

@@ -374,6 +374,52 @@ async fn notices_and_password_reset_keep_the_second_factor(backend: Backend) {
     s.stop().await;
 }
 
+/// Regressions of the review: a password change renews no session of an account
+/// with a second factor; parallel wrong codes on one pending sign-in are checked at
+/// most five times (even from many addresses); a page's pending enrolment is no
+/// API bearer token.
+async fn a_second_factor_is_not_skipped_sideways(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let s = TestServer::start_on(&data, |cfg| {
+        cfg.security.lockout_threshold = 100;
+        cfg.security.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let ann = s.user("ann@example.com").await;
+    enrol(&s, &ann.access).await;
+    s.db().debug_exec("UPDATE sessions SET auth_time = 1").await.unwrap();
+    let res = s
+        .post_auth(
+            "/v1/me/password",
+            &ann.access,
+            json!({"current_password": PASSWORD, "new_password": "a brand new passphrase"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = s.post_auth("/v1/me/mfa/recovery-codes", &ann.access, json!({})).await;
+    assert_problem(res, StatusCode::FORBIDDEN, "reauthentication_required").await;
+    // Forty wrong codes at once against one pending sign-in.
+    let res = s.post("/v1/auth/login", json!({"email": "ann@example.com", "password": "a brand new passphrase"})).await;
+    let token = res.json::<Value>().await.unwrap()["mfa_token"].as_str().unwrap().to_owned();
+    let tries = (0..40).map(|i| {
+        s.client
+            .post(s.url("/v1/auth/login/mfa"))
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .json(&json!({"mfa_token": token, "code": format!("{:06}", 100_000 + i)}))
+            .send()
+    });
+    let results = futures::future::join_all(tries).await;
+    let mut checked = 0;
+    for r in results {
+        let body: Value = r.unwrap().json().await.unwrap();
+        if body["code"] == "invalid_mfa_code" {
+            checked += 1;
+        }
+    }
+    assert!(checked <= 5, "{checked} guesses were checked");
+    s.stop().await;
+}
+
 /// The hidden fields of a page's first form (the second-step page has two).
 fn first_form(page: &Seen) -> Vec<(String, String)> {
     let end = page.body.find("</form>").unwrap();
@@ -459,9 +505,12 @@ async fn older_browser_sessions_step_up(backend: Backend) {
     let app = enrol(&t.s, &ann.access).await;
     let silent = b.get(&authorize_url(&t.client_id, &[("prompt", "none")])).await;
     assert_eq!(silent.redirect_params()["error"], "interaction_required");
-    let step = b.get(&authorize_url(&t.client_id, &[])).await;
+    // Stepping up keeps prompt=consent.
+    let step = b.get(&authorize_url(&t.client_id, &[("prompt", "consent")])).await;
     assert!(step.body.contains("Two-step verification"), "{}", step.body);
-    let done = submit_code(&mut b, &step, "code", &app_code(&app.uri, 30)).await;
+    let consent = submit_code(&mut b, &step, "code", &app_code(&app.uri, 30)).await;
+    assert!(consent.body.contains("name=\"decision\""), "consent is asked: {}", consent.body);
+    let done = b.consent(&consent, true).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
     let (status, tokens) = exchange(&t, &done.redirect_params()["code"], VERIFIER).await;
     assert_eq!(status, StatusCode::OK);
@@ -485,6 +534,9 @@ async fn required_mfa_enrols_on_the_hosted_pages(backend: Backend) {
     assert_eq!(enrol_page.status, StatusCode::OK);
     assert!(enrol_page.body.contains("<svg") && !enrol_page.body.contains("<?xml"), "{}", enrol_page.body);
     assert!(!has_session_cookie(&enrol_page));
+    // The page's pending enrolment is no bearer token of the JSON API.
+    let page_token = first_form(&enrol_page).into_iter().find(|(k, _)| k == "mfa_token").unwrap().1;
+    assert_eq!(s.post_auth("/v1/me/mfa/totp", &page_token, json!({})).await.status(), StatusCode::UNAUTHORIZED);
     let key = enrol_page.body.split("<code>").nth(1).unwrap().split("</code>").next().unwrap();
     let uri = format!("otpauth://totp/Portcullis:ann?secret={key}");
     let codes = submit_code(&mut b, &enrol_page, "code", &app_code(&uri, 0)).await;
@@ -516,6 +568,7 @@ crate::backend_tests!(
     admin_resets_second_factors,
     required_mfa_enrols_at_sign_in,
     notices_and_password_reset_keep_the_second_factor,
+    a_second_factor_is_not_skipped_sideways,
     oauth_code_flow_goes_through_the_second_step,
     older_browser_sessions_step_up,
     required_mfa_enrols_on_the_hosted_pages,

@@ -79,8 +79,7 @@ pub(super) async fn step_response(
             let amr = who.session.amr.as_deref().unwrap_or(r#"["pwd"]"#);
             match state.auth.step_up(ctx, &who.user.id, amr).await {
                 Ok(c) => {
-                    let params: Vec<(String, String)> =
-                        req.params.iter().filter(|(k, _)| k != "prompt").cloned().collect();
+                    let params = signed_in_params(&req.params);
                     let f = super::mfa::MfaForm {
                         params: &params,
                         token: c.token.expose(),
@@ -89,7 +88,11 @@ pub(super) async fn step_response(
                         sms: c.factors.contains(&"sms"),
                         notice: None,
                     };
-                    super::mfa::mfa_page(state, headers, f)
+                    if c.factors.is_empty() {
+                        super::mfa::enrol_page(state, ctx, headers, f).await
+                    } else {
+                        super::mfa::mfa_page(state, headers, f)
+                    }
                 }
                 Err(e) => oauth_failure(&OAuthError::server_error(&e.to_string())),
             }

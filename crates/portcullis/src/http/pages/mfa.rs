@@ -44,7 +44,14 @@ pub(super) fn mfa_page(state: &AppState, headers: &HeaderMap, f: MfaForm<'_>) ->
 /// The enrolment form of a pending sign-in that must enrol: a fresh secret each
 /// time it is shown.
 pub(super) async fn enrol_page(state: &AppState, ctx: &RequestCtx, headers: &HeaderMap, f: MfaForm<'_>) -> Response {
-    let setup = match state.auth.totp_start(ctx, &Enroller::Pending(Secret::new(f.token))).await {
+    let who = Enroller::PagePending(Secret::new(f.token));
+    // A mistyped code shows the same secret again: the app already holds it.
+    let setup = if f.error.is_some() {
+        state.auth.totp_setup_again(ctx, &who).await
+    } else {
+        state.auth.totp_start(ctx, &who).await
+    };
+    let setup = match setup {
         Ok(s) => s,
         Err(e) => return sign_in_again(&e),
     };
@@ -184,7 +191,7 @@ async fn enrol_post(
     token: &str,
     code: &str,
 ) -> Response {
-    let enrolled = match state.auth.totp_confirm(ctx, &Enroller::Pending(Secret::new(token)), code).await {
+    let enrolled = match state.auth.totp_confirm(ctx, &Enroller::PagePending(Secret::new(token)), code).await {
         Ok(e) => e,
         Err(e @ AuthError::MfaTokenInvalid) => return sign_in_again(&e),
         Err(e) => {
@@ -203,10 +210,8 @@ async fn enrol_post(
     let codes: Vec<String> =
         enrolled.recovery_codes.unwrap_or_default().iter().map(|c| c.expose().to_owned()).collect();
     // Continue with the request; the sign-in just happened, which satisfies prompt=login.
-    let next = field(params, "client_id").map(|_| {
-        let resumed: Vec<(String, String)> = params.iter().filter(|(k, _)| k != "prompt").cloned().collect();
-        format!("/oauth/authorize?{}", query_string(&resumed))
-    });
+    let next =
+        field(params, "client_id").map(|_| format!("/oauth/authorize?{}", query_string(&signed_in_params(params))));
     let html = render("recovery_codes.html", context! { codes, next });
     Page { status: StatusCode::OK, html, cookies: vec![session_cookie(state, &cookie)] }.into_response()
 }

@@ -272,6 +272,21 @@ fn sign_in_error(e: &AuthError) -> (StatusCode, String) {
     }
 }
 
+/// The authorization parameters to resume with once the user just signed in:
+/// that satisfies `prompt=login`; every other prompt value (`consent`) stays.
+fn signed_in_params(params: &[(String, String)]) -> Vec<(String, String)> {
+    params
+        .iter()
+        .filter_map(|(k, v)| {
+            if k != "prompt" {
+                return Some((k.clone(), v.clone()));
+            }
+            let rest: Vec<&str> = v.split_whitespace().filter(|p| *p != "login").collect();
+            (!rest.is_empty()).then(|| (k.clone(), rest.join(" ")))
+        })
+        .collect()
+}
+
 /// The authorization parameters carried on a sign-up page.
 fn carried(pairs: &[(String, String)]) -> Vec<(String, String)> {
     pairs.iter().filter(|(k, _)| !crate::oauth::authorize::PAGE_FIELDS.contains(&k.as_str())).cloned().collect()

@@ -88,7 +88,7 @@ pub async fn signup_post(State(state): State<AppState>, ctx: RequestCtx, headers
             let cookies = vec![super::mfa::session_cookie(&state, &cookie)];
             if field(&params, "client_id").is_some() {
                 // The new account just signed in: that satisfies prompt=login.
-                let resumed: Vec<(String, String)> = params.into_iter().filter(|(k, _)| k != "prompt").collect();
+                let resumed = signed_in_params(&params);
                 return redirect(&format!("/oauth/authorize?{}", query_string(&resumed)), cookies);
             }
             let mut page =

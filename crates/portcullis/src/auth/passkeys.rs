@@ -108,6 +108,11 @@ impl Auth {
         self
     }
 
+    /// Whether passkeys are on (a relying party is configured).
+    pub fn passkeys_on(&self) -> bool {
+        self.webauthn.is_some()
+    }
+
     fn rp(&self) -> Result<&Webauthn, AuthError> {
         self.webauthn.as_deref().ok_or(AuthError::Forbidden(
             "passkeys are off on this server: set webauthn.rp_id to the domain of its pages",

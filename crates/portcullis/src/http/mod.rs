@@ -109,6 +109,8 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/oauth/signup", get(pages::signup_get).post(pages::signup_post))
         .route("/oauth/signin", get(pages::signin_get))
         .route("/oauth/mfa", post(pages::mfa_post))
+        .route("/oauth/passkey/register", post(pages::passkey_register_start))
+        .route("/oauth/assets/passkey.js", get(pages::passkey_script))
         .route("/oauth/logout", get(pages::logout).post(pages::logout))
         .route("/oauth/assets/style.css", get(pages::stylesheet))
         .route("/v1/admin/clients", get(clients::client_list).post(clients::client_create))

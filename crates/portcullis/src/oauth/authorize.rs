@@ -13,8 +13,21 @@ use crate::clients::{Client, OIDC_SCOPES};
 use crate::{auth::BrowserSession, crypto, ctx::RequestCtx, store::CodeRow};
 
 /// Form fields of the hosted pages that are not authorization parameters.
-pub const PAGE_FIELDS: &[&str] =
-    &["csrf_token", "step", "email", "password", "decision", "name", "mfa_token", "code", "recovery_code", "sms"];
+pub const PAGE_FIELDS: &[&str] = &[
+    "csrf_token",
+    "step",
+    "email",
+    "password",
+    "decision",
+    "name",
+    "mfa_token",
+    "code",
+    "recovery_code",
+    "sms",
+    "passkey",
+    "challenge_id",
+    "credential",
+];
 
 /// A validated authorization request.
 #[derive(Debug, Clone)]

@@ -126,6 +126,47 @@ async fn browser_sign_in(backend: Backend) {
     s.stop().await;
 }
 
+/// Passkeys in a real browser: registration on the hosted enrolment page and
+/// passkey-first sign-in, with Chromium's virtual authenticator.
+async fn browser_passkeys(backend: Backend) {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !node_ready() || !require(std::path::Path::new(&chromium).exists(), "chromium (apt-get install chromium)") {
+        return;
+    }
+    let data = Data::new(&backend).await;
+    let (s, _) = crate::passkeys::localhost_server(&data, |_| {}).await;
+    let admin = s.admin("admin@example.com").await.access;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let spa = create_client(
+        &s,
+        &admin,
+        json!({"client_name": "Browser app", "trusted": true,
+        "redirect_uris": [format!("http://127.0.0.1:{port}/callback")], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    s.register("browser@example.com", PASSWORD).await;
+    s.stop().await;
+    let (s, origin) = crate::passkeys::localhost_server(&data, |cfg| {
+        cfg.accounts.mfa = portcullis::config::MfaPolicy::Required;
+    })
+    .await;
+    let env = vec![
+        ("ISSUER", origin),
+        ("CLIENT_ID", spa["client_id"].as_str().unwrap().to_owned()),
+        ("CALLBACK_PORT", port.to_string()),
+        ("USER_EMAIL", "browser@example.com".to_owned()),
+        ("USER_PASSWORD", PASSWORD.to_owned()),
+        ("CHROMIUM", chromium),
+    ];
+    let out = run("node", vec!["oidc/passkey.mjs".into()], env, "playwright passkey test").await;
+    assert_eq!(out["ok"], true, "{out}");
+    assert_eq!(out["enrolled_amr"], json!(["pwd", "swk", "mfa"]), "{out}");
+    assert_eq!(out["passkey_amr"], json!(["swk", "mfa"]), "{out}");
+    assert_eq!(out["acr"], "mfa");
+    assert!(out["sign_count"].as_i64().unwrap() >= 1, "{out}");
+    s.stop().await;
+}
+
 async fn authlib_clients(backend: Backend) {
     let ok =
         Command::new("python3").args(["-c", "import authlib, requests"]).output().is_ok_and(|o| o.status.success());
@@ -166,4 +207,4 @@ async fn authlib_clients(backend: Backend) {
     s.stop().await;
 }
 
-crate::backend_tests!(openid_client_and_jose, browser_sign_in, authlib_clients);
+crate::backend_tests!(openid_client_and_jose, browser_sign_in, browser_passkeys, authlib_clients);

@@ -28,7 +28,8 @@ impl Seen {
     /// The form's fields: hidden inputs with their values, named buttons omitted.
     pub fn form(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        for chunk in self.body.split("<input").skip(1) {
+        let first = self.body.split("</form>").next().unwrap_or_default();
+        for chunk in first.split("<input").skip(1) {
             let tag = chunk.split('>').next().unwrap();
             let attr = |name: &str| {
                 let key = format!("{name}=\"");

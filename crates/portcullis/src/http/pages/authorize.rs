@@ -20,6 +20,8 @@ enum FormStep {
     SignIn,
     /// The consent form: allow or deny.
     Consent,
+    /// A passkey-first sign-in: the WebAuthn assertion of the page's script.
+    Passkey,
     /// A step this server does not know (an old form): treated as a request.
     Unknown,
 }
@@ -29,6 +31,7 @@ impl FormStep {
         field(form, "step").map(|s| match s {
             "signin" => FormStep::SignIn,
             "consent" => FormStep::Consent,
+            "passkey" => FormStep::Passkey,
             _ => FormStep::Unknown,
         })
     }
@@ -55,9 +58,10 @@ fn signin_page(state: &AppState, headers: &HeaderMap, f: SignInForm<'_>, mut coo
             csrf,
             email => if f.email.is_empty() { f.req.login_hint.as_deref().unwrap_or("") } else { f.email },
             signup_href => format!("/oauth/signup?{}", query_string(params)),
+            passkeys => state.auth.passkeys_on(),
         },
     );
-    Page { status: f.status, html, cookies }.into_response()
+    Page { status: f.status, html, cookies, script: state.auth.passkeys_on() }.into_response()
 }
 
 /// The page (or redirect) of the next step of an authorization request.
@@ -86,6 +90,7 @@ pub(super) async fn step_response(
                         error: None,
                         status: StatusCode::OK,
                         sms: c.factors.contains(&"sms"),
+                        passkey: c.factors.contains(&"passkey"),
                         notice: None,
                     };
                     if c.factors.is_empty() {
@@ -114,7 +119,7 @@ pub(super) async fn step_response(
                     csrf,
                 },
             );
-            Page { status: StatusCode::OK, html, cookies }.into_response()
+            Page { status: StatusCode::OK, html, cookies, script: false }.into_response()
         }
     }
 }
@@ -190,6 +195,7 @@ pub async fn authorize_post(
                 }
             }
         }
+        Some(FormStep::Passkey) => passkey_sign_in(&state, &ctx, &headers, &req, &form).await,
         Some(FormStep::Consent) => {
             let who = browser(&state, &headers, ctx.now).await;
             let Some(who) = who else {
@@ -212,6 +218,44 @@ pub async fn authorize_post(
                 Ok(step) => step_response(&state, &ctx, &headers, &req, step, who.as_ref(), Vec::new()).await,
                 Err(e) => oauth_failure(&e),
             }
+        }
+    }
+}
+
+/// A passkey-first sign-in from the sign-in page: on with the request, or the
+/// sign-in page again with what went wrong.
+async fn passkey_sign_in(
+    state: &AppState,
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    req: &AuthzRequest,
+    form: &[(String, String)],
+) -> Response {
+    let challenge_id = field(form, "challenge_id").unwrap_or("");
+    let credential: serde_json::Value =
+        serde_json::from_str(field(form, "credential").unwrap_or("")).unwrap_or(serde_json::Value::Null);
+    let done = match state.auth.passkey_sign_in_finish(ctx, challenge_id, &credential, None, true).await {
+        Ok(crate::auth::PasskeyDone::SignedIn(factor, None)) => state.auth.complete_browser_sign_in(ctx, *factor).await,
+        Ok(_) => Err(AuthError::InvalidCredentials),
+        Err(e) => Err(e),
+    };
+    match done {
+        Ok((who, cookie)) => {
+            let cookies = vec![super::mfa::session_cookie(state, &cookie)];
+            match state.oauth.authorize_decide(ctx, req, Some(&who), true, None).await {
+                Ok(step) => step_response(state, ctx, headers, req, step, Some(&who), cookies).await,
+                Err(e) => oauth_failure(&e),
+            }
+        }
+        Err(e) => {
+            let text = match &e {
+                AuthError::Validation(_) | AuthError::InvalidCredentials => {
+                    "That passkey did not sign you in. Try again, or use your password.".to_owned()
+                }
+                other => sign_in_error(other).1,
+            };
+            let status = sign_in_error(&e).0;
+            signin_page(state, headers, SignInForm { req, status, error: Some(&text), email: "" }, Vec::new())
         }
     }
 }

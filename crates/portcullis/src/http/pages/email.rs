@@ -39,7 +39,7 @@ fn confirm_page(
     let mut cookies = Vec::new();
     let csrf = csrf(headers, &state.cookies, &mut cookies);
     let html = render("confirm.html", context! { title, message => text, button, action, token, csrf });
-    Page { status: StatusCode::OK, html, cookies }.into_response()
+    Page { status: StatusCode::OK, html, cookies, script: false }.into_response()
 }
 
 /// `GET /verify-email?token=…`: a button that confirms the address.
@@ -113,7 +113,8 @@ fn forgot_page(
 ) -> Response {
     let mut cookies = Vec::new();
     let csrf = csrf(headers, &state.cookies, &mut cookies);
-    Page { status, html: render("forgot.html", context! { csrf, error, email }), cookies }.into_response()
+    Page { status, html: render("forgot.html", context! { csrf, error, email }), cookies, script: false }
+        .into_response()
 }
 
 /// `GET /forgot-password`: asks for the address.
@@ -151,7 +152,8 @@ fn reset_page(
 ) -> Response {
     let mut cookies = Vec::new();
     let csrf = csrf(headers, &state.cookies, &mut cookies);
-    Page { status, html: render("reset.html", context! { csrf, token, error, details }), cookies }.into_response()
+    Page { status, html: render("reset.html", context! { csrf, token, error, details }), cookies, script: false }
+        .into_response()
 }
 
 /// `GET /reset-password?token=…`: the new-password form (spends nothing).

@@ -93,7 +93,7 @@ pub async fn logout(
         let mut cookies = Vec::new();
         let csrf = csrf(&headers, &state.cookies, &mut cookies);
         let html = render("logout.html", context! { email => w.user.email, params, csrf });
-        return Page { status: StatusCode::OK, html, cookies }.into_response();
+        return Page { status: StatusCode::OK, html, cookies, script: false }.into_response();
     }
     if let Some(w) = &who
         && let Err(e) = state.auth.browser_sign_out(&ctx, w).await

@@ -23,6 +23,8 @@ pub(super) struct MfaForm<'a> {
     pub status: StatusCode,
     /// The user can ask for a code by SMS.
     pub sms: bool,
+    /// The user has a passkey.
+    pub passkey: bool,
     /// What happened (a code was sent).
     pub notice: Option<&'a str>,
 }
@@ -35,10 +37,10 @@ pub(super) fn mfa_page(state: &AppState, headers: &HeaderMap, f: MfaForm<'_>) ->
         "mfa.html",
         context! {
             params => f.params, csrf, mfa_token => f.token, error => f.error, recovery => true, sms => f.sms,
-            notice => f.notice,
+            notice => f.notice, passkey => f.passkey, passkey_body => token_body(f.token),
         },
     );
-    Page { status: f.status, html, cookies }.into_response()
+    Page { status: f.status, html, cookies, script: f.passkey }.into_response()
 }
 
 /// The enrolment form of a pending sign-in that must enrol: a fresh secret each
@@ -64,9 +66,15 @@ pub(super) async fn enrol_page(state: &AppState, ctx: &RequestCtx, headers: &Hea
         context! {
             params => f.params, csrf, mfa_token => f.token, error => f.error,
             qr_svg => svg, secret => setup.secret.expose(),
+            passkeys => state.auth.passkeys_on(), passkey_body => token_body(f.token),
         },
     );
-    Page { status: f.status, html, cookies }.into_response()
+    Page { status: f.status, html, cookies, script: state.auth.passkeys_on() }.into_response()
+}
+
+/// The JSON body that names a pending sign-in, for the passkey script.
+fn token_body(token: &str) -> String {
+    serde_json::json!({ "mfa_token": token }).to_string()
 }
 
 fn sign_in_again(e: &AuthError) -> Response {
@@ -98,7 +106,9 @@ pub(super) async fn after_password(
         SignIn::Enrol(c) => (c, true),
     };
     let sms = c.factors.contains(&"sms");
-    let f = MfaForm { params, token: c.token.expose(), error: None, status: StatusCode::OK, sms, notice: None };
+    let passkey = c.factors.contains(&"passkey");
+    let f =
+        MfaForm { params, token: c.token.expose(), error: None, status: StatusCode::OK, sms, passkey, notice: None };
     Err(if enrol { enrol_page(state, ctx, headers, f).await } else { mfa_page(state, headers, f) })
 }
 
@@ -151,8 +161,10 @@ pub async fn mfa_post(State(state): State<AppState>, ctx: RequestCtx, headers: H
     }
     let code = field(&form, "code").unwrap_or("");
     let sms = field(&form, "sms").is_some() || field(&form, "step") == Some("sms");
+    let passkey = field(&form, "passkey").is_some();
     match field(&form, "step") {
         Some("enrol") => return enrol_post(&state, &ctx, &headers, &params, token, code).await,
+        Some("passkey") | Some("enrol_passkey") => return passkey_post(&state, &ctx, &headers, &params, &form).await,
         Some("sms") => {
             let (status, text) = match state.auth.login_sms(&ctx, &Secret::new(token)).await {
                 Ok(to) => (StatusCode::OK, format!("We sent a code to {to}.")),
@@ -161,7 +173,7 @@ pub async fn mfa_post(State(state): State<AppState>, ctx: RequestCtx, headers: H
             };
             let (error, notice) =
                 if status == StatusCode::OK { (None, Some(text.as_str())) } else { (Some(text.as_str()), None) };
-            return mfa_page(&state, &headers, MfaForm { params: &params, token, error, status, sms, notice });
+            return mfa_page(&state, &headers, MfaForm { params: &params, token, error, status, sms, passkey, notice });
         }
         _ => {}
     }
@@ -177,7 +189,7 @@ pub async fn mfa_post(State(state): State<AppState>, ctx: RequestCtx, headers: H
             mfa_page(
                 &state,
                 &headers,
-                MfaForm { params: &params, token, error: Some(&text), status, sms, notice: None },
+                MfaForm { params: &params, token, error: Some(&text), status, sms, passkey, notice: None },
             )
         }
     }
@@ -196,10 +208,21 @@ async fn enrol_post(
         Err(e @ AuthError::MfaTokenInvalid) => return sign_in_again(&e),
         Err(e) => {
             let (status, text) = mfa_error(&e);
-            let f = MfaForm { params, token, error: Some(&text), status, sms: false, notice: None };
+            let f = MfaForm { params, token, error: Some(&text), status, sms: false, passkey: false, notice: None };
             return enrol_page(state, ctx, headers, f).await;
         }
     };
+    enrolled_page(state, ctx, params, enrolled).await
+}
+
+/// After a required enrolment: the browser is signed in, and sees its recovery
+/// codes once before it goes on.
+async fn enrolled_page(
+    state: &AppState,
+    ctx: &RequestCtx,
+    params: &[(String, String)],
+    enrolled: crate::auth::Enrolled,
+) -> Response {
     let Some(factor) = enrolled.completed else {
         return sign_in_again(&AuthError::MfaTokenInvalid);
     };
@@ -213,7 +236,82 @@ async fn enrol_post(
     let next =
         field(params, "client_id").map(|_| format!("/oauth/authorize?{}", query_string(&signed_in_params(params))));
     let html = render("recovery_codes.html", context! { codes, next });
-    Page { status: StatusCode::OK, html, cookies: vec![session_cookie(state, &cookie)] }.into_response()
+    Page { status: StatusCode::OK, html, cookies: vec![session_cookie(state, &cookie)], script: false }.into_response()
+}
+
+/// A passkey as the second step (`step=passkey`), or enrolled instead of an app
+/// (`step=enrol_passkey`).
+async fn passkey_post(
+    state: &AppState,
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+    form: &[(String, String)],
+) -> Response {
+    let token = Secret::new(field(form, "mfa_token").unwrap_or(""));
+    let challenge_id = field(form, "challenge_id").unwrap_or("");
+    let credential: serde_json::Value =
+        serde_json::from_str(field(form, "credential").unwrap_or("")).unwrap_or(serde_json::Value::Null);
+    if field(form, "step") == Some("enrol_passkey") {
+        let who = Enroller::PagePending(token.clone());
+        let enrolled = state.auth.passkey_register_finish(ctx, &who, challenge_id, &credential, None).await;
+        return match enrolled {
+            Ok(e) => enrolled_page(state, ctx, params, e).await,
+            Err(e @ AuthError::MfaTokenInvalid) => sign_in_again(&e),
+            Err(_) => {
+                let text = "The passkey could not be created. Try again, or use an authenticator app.";
+                let f = MfaForm {
+                    params,
+                    token: token.expose(),
+                    error: Some(text),
+                    status: StatusCode::BAD_REQUEST,
+                    sms: false,
+                    passkey: false,
+                    notice: None,
+                };
+                enrol_page(state, ctx, headers, f).await
+            }
+        };
+    }
+    let done = state.auth.passkey_sign_in_finish(ctx, challenge_id, &credential, Some(&token), true).await;
+    match done {
+        Ok(crate::auth::PasskeyDone::SignedIn(factor, Some(_))) => {
+            match state.auth.complete_browser_sign_in(ctx, *factor).await {
+                Ok(signed) => resume(state, ctx, headers, params, signed).await,
+                Err(e) => sign_in_again(&e),
+            }
+        }
+        Ok(_) => sign_in_again(&AuthError::MfaTokenInvalid),
+        Err(e @ AuthError::MfaTokenInvalid) => sign_in_again(&e),
+        Err(e) => {
+            let text = match &e {
+                AuthError::Validation(_) => "That passkey did not work. Try again, or enter a code.".to_owned(),
+                other => mfa_error(other).1,
+            };
+            let f = MfaForm {
+                params,
+                token: token.expose(),
+                error: Some(&text),
+                status: StatusCode::BAD_REQUEST,
+                sms: field(form, "sms").is_some(),
+                passkey: true,
+                notice: None,
+            };
+            mfa_page(state, headers, f)
+        }
+    }
+}
+
+/// `POST /oauth/passkey/register {mfa_token}`: the creation options of a passkey
+/// enrolled on the hosted enrolment page (its pending sign-in names the user).
+pub async fn passkey_register_start(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    ctx: RequestCtx,
+    crate::http::extract::JsonBody(req): crate::http::extract::JsonBody<portcullis_proto::MfaTokenRequest>,
+) -> Result<axum::Json<portcullis_proto::PasskeyCeremony>, crate::http::error::ApiError> {
+    let who = Enroller::PagePending(Secret::new(req.mfa_token));
+    let c = state.auth.passkey_register_start(&ctx, &who).await?;
+    Ok(axum::Json(portcullis_proto::PasskeyCeremony { challenge_id: c.challenge_id, public_key: c.public_key }))
 }
 
 fn mfa_error(e: &AuthError) -> (StatusCode, String) {

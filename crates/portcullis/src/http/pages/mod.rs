@@ -21,7 +21,7 @@ pub use email::{
     verify_email_get, verify_email_post,
 };
 pub use logout::logout;
-pub use mfa::mfa_post;
+pub use mfa::{mfa_post, passkey_register_start};
 pub use signup::{signup_get, signup_post};
 
 use std::sync::OnceLock;
@@ -118,6 +118,8 @@ struct Page {
     status: StatusCode,
     html: String,
     cookies: Vec<HeaderValue>,
+    /// The page runs our passkey script (`script-src 'self'`, `connect-src 'self'`).
+    script: bool,
 }
 
 impl IntoResponse for Page {
@@ -130,9 +132,12 @@ impl IntoResponse for Page {
         // to the client's redirect URI.
         h.insert(
             header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'",
-            ),
+            HeaderValue::from_static(if self.script {
+                "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; \
+                 frame-ancestors 'none'; base-uri 'none'"
+            } else {
+                "default-src 'none'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+            }),
         );
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         for c in self.cookies {
@@ -150,7 +155,8 @@ fn render(name: &str, ctx: minijinja::Value) -> String {
 }
 
 fn message(status: StatusCode, title: &str, text: &str, error: bool) -> Page {
-    Page { status, html: render("message.html", context! { title, message => text, error }), cookies: Vec::new() }
+    let html = render("message.html", context! { title, message => text, error });
+    Page { status, html, cookies: Vec::new(), script: false }
 }
 
 fn redirect(to: &str, cookies: Vec<HeaderValue>) -> Response {
@@ -295,6 +301,16 @@ fn carried(pairs: &[(String, String)]) -> Vec<(String, String)> {
 async fn client_name(state: &AppState, params: &[(String, String)]) -> Option<String> {
     let id = field(params, "client_id")?;
     state.oauth.clients().get(id).await.ok().flatten().map(|c| c.meta.client_name.clone())
+}
+
+/// `GET /oauth/assets/passkey.js`: the passkey ceremonies of the sign-in, second
+/// step and enrolment pages.
+pub async fn passkey_script() -> Response {
+    let mut res = include_str!("../../../templates/passkey.js").into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    res
 }
 
 /// `GET /oauth/assets/style.css`: the pages' stylesheet.

@@ -45,7 +45,7 @@ async fn signup_page(
             signin_href,
         },
     );
-    Page { status: f.status, html, cookies }.into_response()
+    Page { status: f.status, html, cookies, script: false }.into_response()
 }
 
 /// `GET /oauth/signup`: the sign-up form, carrying an authorization request if any.

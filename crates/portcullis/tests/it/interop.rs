@@ -96,26 +96,37 @@ async fn openid_client_and_jose(backend: Backend) {
     s.stop().await;
 }
 
-async fn browser_sign_in(backend: Backend) {
+/// Chromium's path, if it is there (in CI it must be).
+fn chromium() -> Option<String> {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !node_ready() || !require(std::path::Path::new(&chromium).exists(), "chromium (apt-get install chromium)") {
-        return;
-    }
-    let data = Data::new(&backend).await;
-    let s = TestServer::start_on(&data, |_| {}).await;
+    let ok = node_ready() && require(std::path::Path::new(&chromium).exists(), "chromium (apt-get install chromium)");
+    ok.then_some(chromium)
+}
+
+/// A trusted public client whose callback listens on a free port, and its user
+/// `browser@example.com`: (client id, port).
+async fn browser_app(s: &TestServer) -> (String, u16) {
     let admin = s.admin("admin@example.com").await.access;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let spa = create_client(
-        &s,
+        s,
         &admin,
         json!({"client_name": "Browser app", "trusted": true,
         "redirect_uris": [format!("http://127.0.0.1:{port}/callback")], "token_endpoint_auth_method": "none"}),
     )
     .await;
     s.register("browser@example.com", PASSWORD).await;
+    (spa["client_id"].as_str().unwrap().to_owned(), port)
+}
+
+async fn browser_sign_in(backend: Backend) {
+    let Some(chromium) = chromium() else { return };
+    let data = Data::new(&backend).await;
+    let s = TestServer::start_on(&data, |_| {}).await;
+    let (client_id, port) = browser_app(&s).await;
     let env = vec![
         ("ISSUER", s.base.clone()),
-        ("CLIENT_ID", spa["client_id"].as_str().unwrap().to_owned()),
+        ("CLIENT_ID", client_id.clone()),
         ("CALLBACK_PORT", port.to_string()),
         ("USER_EMAIL", "browser@example.com".to_owned()),
         ("USER_PASSWORD", PASSWORD.to_owned()),
@@ -129,22 +140,10 @@ async fn browser_sign_in(backend: Backend) {
 /// Passkeys in a real browser: registration on the hosted enrolment page and
 /// passkey-first sign-in, with Chromium's virtual authenticator.
 async fn browser_passkeys(backend: Backend) {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !node_ready() || !require(std::path::Path::new(&chromium).exists(), "chromium (apt-get install chromium)") {
-        return;
-    }
+    let Some(chromium) = chromium() else { return };
     let data = Data::new(&backend).await;
     let (s, _) = crate::passkeys::localhost_server(&data, |_| {}).await;
-    let admin = s.admin("admin@example.com").await.access;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let spa = create_client(
-        &s,
-        &admin,
-        json!({"client_name": "Browser app", "trusted": true,
-        "redirect_uris": [format!("http://127.0.0.1:{port}/callback")], "token_endpoint_auth_method": "none"}),
-    )
-    .await;
-    s.register("browser@example.com", PASSWORD).await;
+    let (client_id, port) = browser_app(&s).await;
     s.stop().await;
     let (s, origin) = crate::passkeys::localhost_server(&data, |cfg| {
         cfg.accounts.mfa = portcullis::config::MfaPolicy::Required;
@@ -152,7 +151,7 @@ async fn browser_passkeys(backend: Backend) {
     .await;
     let env = vec![
         ("ISSUER", origin),
-        ("CLIENT_ID", spa["client_id"].as_str().unwrap().to_owned()),
+        ("CLIENT_ID", client_id.clone()),
         ("CALLBACK_PORT", port.to_string()),
         ("USER_EMAIL", "browser@example.com".to_owned()),
         ("USER_PASSWORD", PASSWORD.to_owned()),

@@ -53,6 +53,15 @@ pub async fn password_step(s: &TestServer, email: &str) -> String {
     body["mfa_token"].as_str().unwrap().to_owned()
 }
 
+/// `n` pending sign-ins of `email`, one after the other.
+async fn pending_sign_ins(s: &TestServer, email: &str, n: usize) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for _ in 0..n {
+        tokens.push(password_step(s, email).await);
+    }
+    tokens
+}
+
 async fn second(s: &TestServer, body: Value) -> reqwest::Response {
     s.post("/v1/auth/login/mfa", body).await
 }
@@ -142,10 +151,7 @@ async fn an_app_code_works_once_under_parallel_use(backend: Backend) {
     let s = TestServer::start_on(&data, |_| {}).await;
     let ann = s.user("ann@example.com").await;
     let app = enrol(&s, &ann.access).await;
-    let mut tokens = Vec::new();
-    for _ in 0..10 {
-        tokens.push(password_step(&s, "ann@example.com").await);
-    }
+    let tokens = pending_sign_ins(&s, "ann@example.com", 10).await;
     let code = app_code(&app.uri, 30);
     let tries = tokens.iter().map(|t| second(&s, json!({"mfa_token": t, "code": code})));
     let statuses: Vec<StatusCode> = futures::future::join_all(tries).await.iter().map(|r| r.status()).collect();
@@ -163,10 +169,7 @@ async fn a_recovery_code_works_once_under_parallel_use(backend: Backend) {
     let s = TestServer::start_on(&data, |_| {}).await;
     let ann = s.user("ann@example.com").await;
     let app = enrol(&s, &ann.access).await;
-    let mut tokens = Vec::new();
-    for _ in 0..10 {
-        tokens.push(password_step(&s, "ann@example.com").await);
-    }
+    let tokens = pending_sign_ins(&s, "ann@example.com", 10).await;
     // Typed loosely: upper case, spaces for dashes.
     let typed = app.recovery[3].to_uppercase().replace('-', " ");
     let tries = tokens.iter().map(|t| second(&s, json!({"mfa_token": t, "recovery_code": typed})));

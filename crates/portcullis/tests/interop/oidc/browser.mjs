@@ -2,28 +2,16 @@
 // lands on the client's redirect URI with a code, which is then redeemed with PKCE.
 // Inputs come from the environment (see crates/portcullis/tests/it/interop.rs);
 // prints one JSON line on success, exits 1 with the reason otherwise.
-import http from 'node:http';
 import crypto from 'node:crypto';
-import { chromium } from 'playwright-core';
+import { b64url, callbackServer, env, launchChromium } from './browser_lib.mjs';
 
 const timer = setTimeout(() => { console.error('timed out after 60 s'); process.exit(1); }, 60_000);
-const env = (k) => { const v = process.env[k]; if (!v) throw new Error(`${k} is not set`); return v; };
-const b64url = (buf) => buf.toString('base64url');
 
 async function main() {
   const issuer = env('ISSUER');
   const redirectUri = `http://127.0.0.1:${env('CALLBACK_PORT')}/callback`;
-  // The client's callback: a page that only says it was reached.
-  const server = http.createServer((_, res) => {
-    res.writeHead(200, { 'content-type': 'text/html' });
-    res.end('<!doctype html><title>callback</title><p>signed in callback</p>');
-  });
-  await new Promise((ok) => server.listen(Number(env('CALLBACK_PORT')), '127.0.0.1', ok));
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  const server = await callbackServer(Number(env('CALLBACK_PORT')));
+  const browser = await launchChromium();
   try {
     const verifier = b64url(crypto.randomBytes(32));
     const challenge = b64url(crypto.createHash('sha256').update(verifier).digest());

@@ -5,28 +5,17 @@
 // password. Each ends at the client's redirect URI with a code, redeemed with PKCE.
 // Inputs come from the environment (crates/portcullis/tests/it/interop.rs); prints
 // one JSON line on success, exits 1 with the reason otherwise.
-import http from 'node:http';
 import crypto from 'node:crypto';
-import { chromium } from 'playwright-core';
+import { b64url, callbackServer, env, launchChromium } from './browser_lib.mjs';
 
 const timer = setTimeout(() => { console.error('timed out after 75 s'); process.exit(1); }, 75_000);
-const env = (k) => { const v = process.env[k]; if (!v) throw new Error(`${k} is not set`); return v; };
-const b64url = (buf) => buf.toString('base64url');
 const claims = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString());
 
 async function main() {
   const issuer = env('ISSUER');
   const redirectUri = `http://127.0.0.1:${env('CALLBACK_PORT')}/callback`;
-  const server = http.createServer((_, res) => {
-    res.writeHead(200, { 'content-type': 'text/html' });
-    res.end('<!doctype html><title>callback</title><p>signed in callback</p>');
-  });
-  await new Promise((ok) => server.listen(Number(env('CALLBACK_PORT')), '127.0.0.1', ok));
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  const server = await callbackServer(Number(env('CALLBACK_PORT')));
+  const browser = await launchChromium();
   const problems = [];
   try {
     const context = await browser.newContext();

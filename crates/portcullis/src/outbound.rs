@@ -143,6 +143,9 @@ pub struct Outbound {
     /// `None` when the client could not be built: every request is refused then,
     /// never sent through an unguarded client.
     client: Option<reqwest::Client>,
+    /// The same, following no redirect: a POST carries data (an SMS code) that a
+    /// redirect must not send elsewhere.
+    poster: Option<reqwest::Client>,
     policy: Arc<Policy>,
 }
 
@@ -160,16 +163,20 @@ impl Outbound {
                 Err(why) => attempt.error(why),
             }
         });
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .connect_timeout(Duration::from_secs(3))
-            .redirect(redirects)
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver(policy.clone())))
-            .build()
-            .inspect_err(|e| tracing::error!(error = %e, "the outbound HTTP client could not be built; outbound requests are refused"))
-            .ok();
-        Self { client, policy }
+        let build = |redirects| {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .connect_timeout(Duration::from_secs(3))
+                .redirect(redirects)
+                .no_proxy()
+                .dns_resolver(Arc::new(GuardedResolver(policy.clone())))
+                .build()
+                .inspect_err(|e| tracing::error!(error = %e, "the outbound HTTP client could not be built; outbound requests are refused"))
+                .ok()
+        };
+        let client = build(redirects);
+        let poster = build(reqwest::redirect::Policy::none());
+        Self { client, poster, policy }
     }
 
     /// The client of the configuration.
@@ -194,7 +201,7 @@ impl Outbound {
     ) -> Result<reqwest::Response, String> {
         let parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
         self.policy.check_url(&parsed)?;
-        let client = self.client.as_ref().ok_or("the outbound HTTP client is unavailable")?;
+        let client = self.poster.as_ref().ok_or("the outbound HTTP client is unavailable")?;
         build(client.post(parsed)).send().await.map_err(|e| e.to_string())
     }
 }

@@ -187,7 +187,12 @@ impl Auth {
         let user = self.enrolling(who, ctx.now, false).await?;
         let name = passkey_name(name)?;
         let row = self.db.webauthn_challenge_take(challenge_id, ctx.now).await?;
-        let row = row.filter(|r| r.purpose == "register" && r.user_id.as_deref() == Some(user.id.as_str()));
+        // The ceremony of this user, started by this same session or pending sign-in.
+        let row = row.filter(|r| {
+            r.purpose == "register"
+                && r.user_id.as_deref() == Some(user.id.as_str())
+                && r.mfa_token_hash == pending_hash(who)
+        });
         let row = row.ok_or_else(bad_challenge)?;
         let (state, handle): (PasskeyRegistration, Uuid) =
             serde_json::from_str(&row.state).map_err(|e| AuthError::Internal(e.to_string()))?;
@@ -275,19 +280,26 @@ impl Auth {
             ..Default::default()
         };
         let Some(user) = user else {
+            // Anyone may start one: each costs a row, so they share the limit of
+            // sign-in attempts.
+            self.rate_limit_attempt(ctx).await?;
             let (options, state) =
                 rp.start_discoverable_authentication().map_err(|e| AuthError::Internal(format!("webauthn: {e}")))?;
             return self.ceremony(ctx, row, state, options).await;
         };
-        let keys: Vec<Passkey> =
-            self.db.passkeys(&user.id).await?.iter().filter_map(|k| serde_json::from_str(&k.credential).ok()).collect();
+        let rows = self.db.passkeys(&user.id).await?;
+        let keys: Vec<Passkey> = rows.iter().filter_map(|k| serde_json::from_str(&k.credential).ok()).collect();
         if keys.is_empty() {
             return Err(AuthError::Conflict("this account has no passkey"));
         }
         let (options, state) =
             rp.start_passkey_authentication(&keys).map_err(|e| AuthError::Internal(format!("webauthn: {e}")))?;
+        // The records as they stand now: the state checks the sign counter against
+        // these copies, so a record that moved on meanwhile must fail the finish.
+        let records: Vec<(String, String)> =
+            rows.iter().map(|k| (k.credential_id.clone(), crypto::sha256_b64(&k.credential))).collect();
         row.user_id = Some(user.id);
-        self.ceremony(ctx, row, state, options).await
+        self.ceremony(ctx, row, (state, records), options).await
     }
 
     /// `POST /v1/auth/passkey/finish`: checks the assertion for the ceremony
@@ -306,6 +318,9 @@ impl Auth {
         self.rate_limit_attempt(ctx).await?;
         let cred: PublicKeyCredential = serde_json::from_value(credential.clone()).map_err(bad_credential)?;
         let row = self.db.webauthn_challenge_take(challenge_id, ctx.now).await?.ok_or_else(bad_challenge)?;
+        if !matches!(row.purpose.as_str(), "login" | "mfa" | "reauth") {
+            return Err(bad_challenge());
+        }
         let stored = self.db.passkey_by_credential(&crypto::b64url(cred.get_credential_id())).await?;
         let stored = stored.filter(|k| row.user_id.is_none() || row.user_id.as_deref() == Some(k.user_id.as_str()));
         let Some(stored) = stored else { return Err(bad_credential("unknown credential")) };
@@ -314,6 +329,13 @@ impl Auth {
             "mfa" => Some(self.passkey_pending(&row, mfa_token, pages, ctx.now).await?),
             _ => None,
         };
+        if user.banned_at.is_some() {
+            self.audit(ctx, "login_passkey", false, Some(&user.id), Some("banned")).await;
+            return Err(AuthError::InvalidCredentials);
+        }
+        if row.purpose == "login" && self.settings.require_verified_email && !user.email_verified {
+            return Err(AuthError::EmailNotVerified);
+        }
         // The lockout of the account's password (passkey-first) or second factor.
         let key = if pending.is_some() { mfa_lock_key(&user.id) } else { lock_key(&user.email) };
         let address = crate::abuse::rate_key(ctx.client());
@@ -322,10 +344,6 @@ impl Auth {
             self.audit(ctx, "login_passkey", false, Some(&user.id), Some("bad assertion")).await;
             self.count_failure_of(ctx, &key, &address, Some(&user.id), true).await?;
             return Err(e);
-        }
-        if user.banned_at.is_some() {
-            self.audit(ctx, "login_passkey", false, Some(&user.id), Some("banned")).await;
-            return Err(AuthError::InvalidCredentials);
         }
         let method = Method::Passkey;
         let mut tx = self.db.write().await?;
@@ -363,12 +381,7 @@ impl Auth {
                 let purpose = if pages { Pending::Page } else { Pending::Login };
                 (methods, Some(purpose))
             }
-            ("login", None) => {
-                if self.settings.require_verified_email && !user.email_verified {
-                    return Err(AuthError::EmailNotVerified);
-                }
-                (vec![method], None)
-            }
+            ("login", None) => (vec![method], None),
             _ => return Err(bad_challenge()),
         };
         tx.commit().await?;
@@ -419,8 +432,15 @@ impl Auth {
                 serde_json::from_str(&row.state).map_err(|e| AuthError::Internal(e.to_string()))?;
             rp.finish_discoverable_authentication_v2(cred, state, &key).map_err(bad_credential)?
         } else {
-            let state: PasskeyAuthentication =
+            let (state, records): (PasskeyAuthentication, Vec<(String, String)>) =
                 serde_json::from_str(&row.state).map_err(|e| AuthError::Internal(e.to_string()))?;
+            let unchanged = records.iter().any(|(id, hash)| {
+                *id == stored.credential_id
+                    && crypto::ct_eq(hash.as_bytes(), crypto::sha256_b64(&stored.credential).as_bytes())
+            });
+            if !unchanged {
+                return Err(bad_credential("the credential was used since this ceremony began"));
+            }
             rp.finish_passkey_authentication(cred, &state).map_err(bad_credential)?
         };
         if !result.user_verified() {

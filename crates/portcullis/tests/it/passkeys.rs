@@ -136,6 +136,18 @@ async fn passkey_as_second_factor_and_reauth(backend: Backend) {
     // Without its pending sign-in, the ceremony does not finish it.
     let res = finish(&s, json!({"challenge_id": c["challenge_id"], "credential": assertion})).await;
     assert_problem(res, StatusCode::UNAUTHORIZED, "mfa_token_invalid").await;
+    // A ceremony begun before the credential was used elsewhere fails: its counter
+    // copy is stale, and a clone could slip under it.
+    let stale = start(&s, json!({"mfa_token": token})).await;
+    let c = start(&s, json!({})).await;
+    let res = finish(&s, json!({"challenge_id": c["challenge_id"], "credential": key.assert(&c["publicKey"])})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = finish(
+        &s,
+        json!({"challenge_id": stale["challenge_id"], "credential": key.assert(&stale["publicKey"]), "mfa_token": token}),
+    )
+    .await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
     let c = start(&s, json!({"mfa_token": token})).await;
     let assertion = key.assert(&c["publicKey"]);
     let res = finish(&s, json!({"challenge_id": c["challenge_id"], "credential": assertion, "mfa_token": token})).await;
@@ -156,6 +168,12 @@ async fn passkey_as_second_factor_and_reauth(backend: Backend) {
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let res = s.send(Method::DELETE, &format!("/v1/me/passkeys/{id}"), &signed.access, None).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    // A registration's challenge does not finish a sign-in (and is no 500).
+    let res = s.post_auth("/v1/me/passkeys/register/start", &signed.access, json!({})).await;
+    let reg: Value = res.json().await.unwrap();
+    let res =
+        finish(&s, json!({"challenge_id": reg["challenge_id"], "credential": key.assert(&reg["publicKey"])})).await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
     // No factor left: the password alone signs in, and the passkey no longer does.
     s.login("ann@example.com", PASSWORD).await;
     let c = start(&s, json!({})).await;

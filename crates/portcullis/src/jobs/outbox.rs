@@ -53,6 +53,12 @@ impl Deliver for crate::mail::Mailer {
 impl Deliver for crate::sms::Sms {
     fn deliver<'a>(&'a self, message: &'a OutboxRow) -> Attempt<'a> {
         Box::pin(async move {
+            // A code past its life is worth nothing to its user: it is dropped (and
+            // erased) rather than texted late or kept for retries.
+            if crate::clock::now_ms() - message.created_at > crate::auth::SMS_CODE_TTL_MS {
+                tracing::warn!(id = %message.id, "an SMS code expired before it could be sent; dropped");
+                return Ok(());
+            }
             let answer = self.send(&message.id, &message.payload).await?;
             tracing::info!(id = %message.id, answer = %answer, "SMS sent");
             Ok(())

@@ -112,17 +112,24 @@ pub async fn totp_confirm(
     JsonBody(req): JsonBody<MfaCodeRequest>,
 ) -> Result<Response, ApiError> {
     let enrolled = state.auth.totp_confirm(&ctx, &who, &req.code).await?;
-    confirmed(&state, &ctx, enrolled).await
+    confirmed(&state, &ctx, enrolled, StatusCode::OK).await
 }
 
-/// The answer of a confirmed enrolment.
-async fn confirmed(state: &AppState, ctx: &RequestCtx, enrolled: Enrolled) -> Result<Response, ApiError> {
+/// The answer of a confirmed enrolment: the recovery codes of a first factor, the
+/// passkey registered, and the session of a sign-in it finished.
+pub async fn confirmed(
+    state: &AppState,
+    ctx: &RequestCtx,
+    enrolled: Enrolled,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
     let session = match enrolled.completed {
         Some(factor) => Some(login_body(state.auth.complete_sign_in(ctx, factor).await?)),
         None => None,
     };
     let recovery_codes = enrolled.recovery_codes.map(|c| c.iter().map(|s| s.expose().to_owned()).collect());
-    let mut res = Json(MfaConfirmed { recovery_codes, session, passkey: None }).into_response();
+    let passkey = enrolled.passkey.as_ref().map(super::views::passkey_view);
+    let mut res = (status, Json(MfaConfirmed { recovery_codes, session, passkey })).into_response();
     res.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     Ok(res)
 }
@@ -157,7 +164,7 @@ pub async fn sms_confirm(
     JsonBody(req): JsonBody<MfaCodeRequest>,
 ) -> Result<Response, ApiError> {
     let enrolled = state.auth.sms_confirm(&ctx, &who, &req.code).await?;
-    confirmed(&state, &ctx, enrolled).await
+    confirmed(&state, &ctx, enrolled, StatusCode::OK).await
 }
 
 /// `DELETE /v1/me/mfa/sms` (needs a recent sign-in).

@@ -9,33 +9,23 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use portcullis_proto::{
-    MfaConfirmed, Page, PasskeyCeremony, PasskeyFinishRequest, PasskeyRegisterRequest, PasskeyRenameRequest,
-    PasskeyStartRequest, PasskeyView,
+    Page, PasskeyCeremony, PasskeyFinishRequest, PasskeyRegisterRequest, PasskeyRenameRequest, PasskeyStartRequest,
+    PasskeyView,
 };
 
 use super::{
     AppState,
-    auth::{login_body, token_response},
+    auth::token_response,
     error::ApiError,
     extract::{JsonBody, RecentSession, SessionAuthed},
     mfa::Enrolling,
+    views::passkey_view,
 };
 use crate::{
     auth::{Ceremony, PasskeyDone},
-    clock::rfc3339,
     crypto::Secret,
     ctx::{Principal, RequestCtx},
-    store::PasskeyRow,
 };
-
-fn view(p: &PasskeyRow) -> PasskeyView {
-    PasskeyView {
-        id: p.id.clone(),
-        name: p.name.clone(),
-        created_at: rfc3339(p.created_at),
-        last_used_at: p.last_used_at.map(rfc3339),
-    }
-}
 
 fn ceremony(c: Ceremony) -> Response {
     Json(PasskeyCeremony { challenge_id: c.challenge_id, public_key: c.public_key }).into_response()
@@ -74,15 +64,7 @@ pub async fn passkey_register_finish(
     JsonBody(req): JsonBody<PasskeyRegisterRequest>,
 ) -> Result<Response, ApiError> {
     let enrolled = state.auth.passkey_register_finish(&ctx, &who, &req.challenge_id, &req.credential, req.name).await?;
-    let session = match enrolled.completed {
-        Some(factor) => Some(login_body(state.auth.complete_sign_in(&ctx, factor).await?)),
-        None => None,
-    };
-    let recovery_codes = enrolled.recovery_codes.map(|c| c.iter().map(|s| s.expose().to_owned()).collect());
-    let passkey = enrolled.passkey.as_ref().map(view);
-    let mut res = (StatusCode::CREATED, Json(MfaConfirmed { recovery_codes, session, passkey })).into_response();
-    res.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
-    Ok(res)
+    super::mfa::confirmed(&state, &ctx, enrolled, StatusCode::CREATED).await
 }
 
 /// `GET /v1/me/passkeys`.
@@ -91,7 +73,7 @@ pub async fn passkey_list(
     SessionAuthed(who): SessionAuthed,
 ) -> Result<Json<Page<PasskeyView>>, ApiError> {
     let keys = state.auth.passkey_list(&who).await?;
-    Ok(Json(Page { data: keys.iter().map(view).collect(), next_cursor: None }))
+    Ok(Json(Page { data: keys.iter().map(passkey_view).collect(), next_cursor: None }))
 }
 
 /// `PATCH /v1/me/passkeys/{id} {name}`.
@@ -105,7 +87,7 @@ pub async fn passkey_rename(
     state.auth.passkey_rename(&ctx, &who, &id, &req.name).await?;
     let keys = state.auth.passkey_list(&who).await?;
     let key = keys.iter().find(|k| k.id == id).ok_or_else(|| ApiError::not_found("no such passkey"))?;
-    Ok(Json(view(key)))
+    Ok(Json(passkey_view(key)))
 }
 
 /// `DELETE /v1/me/passkeys/{id}` (a sensitive action: needs a recent sign-in).

@@ -109,3 +109,13 @@ pub fn email_view(r: &crate::store::OutboxRow) -> portcullis_proto::EmailMessage
         delivered_at: r.delivered_at.map(rfc3339),
     }
 }
+
+/// A passkey as its owner sees it.
+pub fn passkey_view(p: &crate::store::PasskeyRow) -> portcullis_proto::PasskeyView {
+    portcullis_proto::PasskeyView {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        created_at: rfc3339(p.created_at),
+        last_used_at: p.last_used_at.map(rfc3339),
+    }
+}

@@ -223,7 +223,9 @@ impl Auth {
     }
 
     /// [`Auth::count_failure`] of a guess that did (`reserved`) or did not take a
-    /// place through [`Auth::reserve_attempt`].
+    /// place through [`Auth::reserve_attempt`]. A lock of a second factor
+    /// (`mfa_lock_key`) is audited but not mailed: the unlock link lifts password
+    /// locks; a second-factor lock waits or needs an admin.
     pub(super) async fn count_failure_of(
         &self,
         ctx: &RequestCtx,
@@ -239,11 +241,15 @@ impl Auth {
                 Some(if reserved { policy.after_failure(s, ctx.now) } else { policy.unreserved_failure(s, ctx.now) })
             })
             .await?;
+        let second_factor = key.starts_with("mfa:");
         if next.locked_until != prior.locked_until && next.locked_until.is_some_and(|u| u > ctx.now) {
-            let reason = format!("level {} from {address}", next.lock_level);
+            let what = if second_factor { "second factor, " } else { "" };
+            let reason = format!("{what}level {} from {address}", next.lock_level);
             self.audit(ctx, "account_locked", true, uid, Some(&reason)).await;
             metrics::counter!("portcullis_lockouts_total").increment(1);
-            self.notify_locked(ctx, key, uid).await;
+            if !second_factor {
+                self.notify_locked(ctx, key, uid).await;
+            }
         }
         if let Some(rule) = self.settings.account_failure_ceiling {
             let counts = crate::abuse::count(&self.db, &crate::abuse::ceiling_bucket(key), rule, ctx.now).await?;
@@ -253,7 +259,9 @@ impl Auth {
             {
                 self.audit(ctx, "account_locked", true, uid, Some("failure ceiling over all addresses")).await;
                 metrics::counter!("portcullis_lockouts_total").increment(1);
-                self.notify_locked(ctx, key, uid).await;
+                if !second_factor {
+                    self.notify_locked(ctx, key, uid).await;
+                }
             }
         }
         Ok(())

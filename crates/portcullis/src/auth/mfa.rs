@@ -211,7 +211,7 @@ impl Auth {
         self.reserve_attempt(ctx, "login_mfa", &key, &address, Some(&user.id)).await?;
         if !self.db.mfa_token_guess(&token_hash, ctx.now).await? {
             // Worn out by parallel guesses meanwhile: the reserved attempt counts.
-            self.count_quietly(ctx, &key, &address).await?;
+            self.count_failure_of(ctx, &key, &address, Some(&user.id), true).await?;
             return Err(AuthError::MfaTokenInvalid);
         }
         let claim = self.match_proof(&user, &row, &proof, ctx.now).await?;
@@ -336,31 +336,13 @@ impl Auth {
         self.audit(ctx, "mfa_verified", false, Some(&user.id), Some(reason)).await;
         metrics::counter!("portcullis_logins_total", "outcome" => "failure").increment(1);
         let counted = async {
-            self.count_quietly(ctx, key, address).await?;
+            self.count_failure_of(ctx, key, address, Some(&user.id), true).await?;
             self.count_failure_of(ctx, &lock_key(&user.email), address, Some(&user.id), false).await
         };
         match counted.await {
             Ok(()) => AuthError::InvalidMfaCode,
             Err(e) => e,
         }
-    }
-
-    /// Escalates a lock like [`Auth::count_failure`], without its notice (the
-    /// unlock link lifts password locks; a second-factor lock waits or needs an
-    /// admin).
-    async fn count_quietly(&self, ctx: &RequestCtx, key: &str, address: &str) -> Result<(), AuthError> {
-        let policy = &self.settings.lockout;
-        let (prior, next) = self.db.lock_attempt(key, address, |s| Some(policy.after_failure(s, ctx.now))).await?;
-        if next.locked_until != prior.locked_until && next.locked_until.is_some_and(|u| u > ctx.now) {
-            let uid = key.strip_prefix("mfa:");
-            let reason = format!("second factor, level {} from {address}", next.lock_level);
-            self.audit(ctx, "account_locked", true, uid, Some(&reason)).await;
-            metrics::counter!("portcullis_lockouts_total").increment(1);
-        }
-        if let Some(rule) = self.settings.account_failure_ceiling {
-            crate::abuse::count(&self.db, &crate::abuse::ceiling_bucket(key), rule, ctx.now).await?;
-        }
-        Ok(())
     }
 
     /// The TOTP step `code` matches for factor `f` (±1 step), if any.

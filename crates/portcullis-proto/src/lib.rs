@@ -541,6 +541,8 @@ redacted_debug! {
 mod account;
 mod mfa;
 mod oauth;
+mod webhooks;
 pub use account::*;
 pub use mfa::*;
 pub use oauth::*;
+pub use webhooks::*;

@@ -9,6 +9,7 @@ use crate::{
     auth::AuthError,
     crypto::{self, Secret},
     ctx::{Principal, RequestCtx},
+    events,
     page::{cursor_decode, page_limit, paginate},
     passwords::{self, Hasher},
     rbac,
@@ -112,7 +113,11 @@ impl Admin {
             public_metadata: public,
             private_metadata: private,
         };
-        let user = self.db.user_insert(&new, ctx.now).await.map_err(conflict)?;
+        let mut tx = self.db.write().await?;
+        tx.user_insert(&new, ctx.now).await.map_err(conflict)?;
+        events::emit_user(&mut tx, "user.created", &new.id, ctx.now).await?;
+        tx.commit().await.map_err(conflict)?;
+        let user = self.db.user_by_id(&new.id).await?.ok_or(AuthError::NotFound)?;
         self.audit.record(ctx, Event::ok("user_created", Some(&user.id)).by(who.actor())).await;
         Ok(user)
     }

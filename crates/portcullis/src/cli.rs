@@ -57,6 +57,32 @@ enum Command {
     /// Check outgoing mail.
     #[command(subcommand)]
     Email(EmailCommand),
+    /// Manage webhook endpoints.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhooksCommand {
+    /// Add an endpoint; prints it as JSON, with its signing secret (shown once).
+    Create {
+        /// Where events are POSTed (https).
+        #[arg(long)]
+        url: String,
+        /// An event type, or * for all; repeat for several.
+        #[arg(long = "event", value_name = "TYPE", required = true)]
+        events: Vec<String>,
+        /// For people.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List endpoints.
+    List,
+    /// Delete an endpoint; what it had pending is given up.
+    Delete {
+        /// The endpoint id (whe_…).
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -271,6 +297,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys(cmd, cfg).await,
         Command::Users(cmd) => users(cmd, cfg).await,
         Command::Clients(cmd) => clients(cmd, cfg).await,
+        Command::Webhooks(cmd) => webhooks(cmd, cfg).await,
         Command::Email(EmailCommand::Test { to }) => {
             let store = server::open_store(&cfg).await?;
             let issuer = cfg.issuer.clone().unwrap_or_else(|| format!("http://{}", cfg.listen));
@@ -505,6 +532,42 @@ async fn clients(cmd: ClientsCommand, cfg: Config) -> anyhow::Result<()> {
         ClientsCommand::Delete { id } => {
             oauth.client_delete(&ctx, &who, &id).await.map_err(explain)?;
             println!("deleted {id}; its grants are ended");
+        }
+    }
+    store.db.close().await;
+    Ok(())
+}
+
+async fn webhooks(cmd: WebhooksCommand, cfg: Config) -> anyhow::Result<()> {
+    let store = server::open_store(&cfg).await?;
+    let audit = crate::audit::Audit::new(store.db.clone());
+    let policy = crate::outbound::Policy::from_config(&cfg);
+    let hooks = crate::webhooks::Webhooks::new(store.db.clone(), store.master.clone(), policy, audit);
+    let ctx = RequestCtx::system();
+    let who = crate::ctx::Principal::operator(vec!["admin:webhooks:write".into()]);
+    match cmd {
+        WebhooksCommand::Create { url, events, description } => {
+            let req = portcullis_proto::WebhookCreateRequest { url, events, description, enabled: None };
+            let view = hooks.create(&ctx, &who, req).await.map_err(explain)?;
+            println!("{}", serde_json::to_string_pretty(&view).unwrap_or_default());
+        }
+        WebhooksCommand::List => {
+            let mut cursor: Option<String> = None;
+            loop {
+                let (page, next) = hooks.list(cursor.as_deref(), Some(200)).await.map_err(explain)?;
+                for e in &page {
+                    let state = if e.enabled { "enabled" } else { "disabled" };
+                    println!("{}  {:<8} {:<50} {}", e.id, state, e.url, e.events.join(","));
+                }
+                match next {
+                    Some(n) => cursor = Some(n),
+                    None => break,
+                }
+            }
+        }
+        WebhooksCommand::Delete { id } => {
+            hooks.delete(&ctx, &who, &id).await.map_err(explain)?;
+            println!("deleted {id}; its pending deliveries are given up");
         }
     }
     store.db.close().await;

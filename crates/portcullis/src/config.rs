@@ -62,6 +62,8 @@ pub struct Config {
     pub sms: SmsConfig,
     /// Passkeys (WebAuthn): the relying party.
     pub webauthn: WebauthnConfig,
+    /// Delivery of webhook events.
+    pub webhooks: WebhooksConfig,
 }
 
 /// How mail leaves the server.
@@ -261,6 +263,40 @@ pub struct OutboxConfig {
 impl Default for OutboxConfig {
     fn default() -> Self {
         Self { poll_interval: HumanDuration::secs(1), first_retry: HumanDuration::secs(10), max_attempts: 10 }
+    }
+}
+
+/// Delivery of webhook events: when a failed delivery is attempted again, how
+/// long an attempt may take, and when an endpoint that keeps failing is disabled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebhooksConfig {
+    /// Delays between attempts after a failure (the first attempt is immediate);
+    /// with jitter. One attempt more than there are delays.
+    pub retry_schedule: Vec<HumanDuration>,
+    /// How long one attempt may take, connecting included.
+    pub timeout: HumanDuration,
+    /// An endpoint failing for this long without a success is disabled.
+    pub disable_after: HumanDuration,
+    /// Who is mailed when an endpoint is disabled.
+    pub notify_email: Option<String>,
+    /// Deliveries in flight at once to one endpoint, per node.
+    pub max_in_flight_per_endpoint: usize,
+    /// The largest event body sent; a larger event is sent without `data`.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        let schedule = [5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600];
+        Self {
+            retry_schedule: schedule.into_iter().map(HumanDuration::secs).collect(),
+            timeout: HumanDuration::secs(15),
+            disable_after: HumanDuration::secs(5 * 86_400),
+            notify_email: None,
+            max_in_flight_per_endpoint: 4,
+            max_payload_bytes: 256 * 1024,
+        }
     }
 }
 
@@ -491,6 +527,7 @@ impl Default for Config {
             outbox: OutboxConfig::default(),
             sms: SmsConfig::default(),
             webauthn: WebauthnConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -644,6 +681,18 @@ impl Config {
         if self.outbox.max_attempts == 0 || self.outbox.poll_interval.0 < Duration::from_millis(10) {
             anyhow::bail!("outbox.max_attempts must be at least 1 and outbox.poll_interval at least 10ms");
         }
+        let hooks = &self.webhooks;
+        // An attempt must end well within the outbox lease (60 s), or a second node
+        // would deliver the same event while the first still waits.
+        if hooks.timeout.0 < Duration::from_millis(100) || hooks.timeout.0 > Duration::from_secs(45) {
+            anyhow::bail!("webhooks.timeout must be between 100ms and 45s");
+        }
+        if hooks.retry_schedule.len() > 20 || hooks.max_in_flight_per_endpoint == 0 || hooks.max_payload_bytes < 1024 {
+            anyhow::bail!(
+                "webhooks.retry_schedule holds at most 20 delays, webhooks.max_in_flight_per_endpoint is at least 1 \
+                 and webhooks.max_payload_bytes at least 1024"
+            );
+        }
         Ok(())
     }
 
@@ -678,6 +727,14 @@ impl Config {
                 poll_interval: HumanDuration(Duration::from_millis(50)),
                 first_retry: HumanDuration(Duration::from_millis(200)),
                 max_attempts: 10,
+            },
+            webhooks: WebhooksConfig {
+                retry_schedule: vec![
+                    HumanDuration(Duration::from_millis(200)),
+                    HumanDuration(Duration::from_millis(400)),
+                ],
+                timeout: HumanDuration::secs(5),
+                ..WebhooksConfig::default()
             },
             ..Self::default()
         }
@@ -720,6 +777,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "email.smtp_password_file",
     "email.templates_dir",
     "security.breached_password_api",
+    "webhooks.notify_email",
 ];
 
 #[cfg(test)]

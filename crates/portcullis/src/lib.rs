@@ -26,6 +26,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod ctx;
+pub mod events;
 pub mod http;
 pub mod jobs;
 pub mod keys;
@@ -43,6 +44,8 @@ pub mod store;
 pub mod tokens;
 pub mod units;
 pub mod validate;
+pub mod views;
+pub mod webhooks;
 
 #[cfg(test)]
 mod layering {

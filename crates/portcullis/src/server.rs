@@ -172,10 +172,21 @@ fn outbox(
     mailer: Arc<Mailer>,
     auth: &Arc<Auth>,
     sms: Option<Arc<crate::sms::Sms>>,
+    audit: &Audit,
 ) -> Outbox {
+    let notify = crate::webhooks::deliver::Notify { mailer: mailer.clone(), db: store.db.clone() };
+    let sender = crate::webhooks::deliver::Sender::new(
+        store.db.clone(),
+        Outbound::from_config(cfg),
+        store.master.clone(),
+        cfg.webhooks.clone(),
+        audit.clone(),
+        Some(notify),
+    );
     let mut outbox = Outbox::new(store.db.clone(), outbox_pace(cfg))
         .with(crate::mail::KIND, mailer)
-        .with(crate::auth::TASK_KIND, Arc::new(AccountTasks(auth.clone())));
+        .with(crate::auth::TASK_KIND, Arc::new(AccountTasks(auth.clone())))
+        .with(crate::store::WEBHOOK_KIND, Arc::new(sender));
     if let Some(sms) = sms {
         outbox = outbox.with(crate::sms::KIND, sms);
     }
@@ -243,6 +254,12 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let client_auth = ClientAuth::new(clients, Outbound::from_config(&cfg));
     let oauth = Arc::new(OAuth::new(auth.clone(), client_auth, api_keys.clone(), audit.clone(), oauth_settings));
     let cookies = crate::http::CookiePolicy::for_issuer(&issuer);
+    let webhooks = Arc::new(crate::webhooks::Webhooks::new(
+        store.db.clone(),
+        store.master.clone(),
+        crate::outbound::Policy::from_config(&cfg),
+        audit.clone(),
+    ));
     // Drained, in this order, before the database closes on shutdown: the audit
     // writer last, so it records what the others still had.
     let background = jobs::start(
@@ -255,7 +272,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             },
             Job::BlockSummaries { blocks: blocks.clone(), audit: audit.clone() },
             Job::KeyUsage { keys: api_keys.clone(), every: Duration::from_secs(5) },
-            Job::Outbox(outbox(&cfg, &store, mailer, &auth, sms)),
+            Job::Outbox(outbox(&cfg, &store, mailer, &auth, sms, &audit)),
             Job::AuditWriter(audit_queue),
         ],
         &shutdown,
@@ -280,6 +297,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             token: cfg.ops.metrics_token.clone().map(crate::crypto::Secret::new),
             public: cfg.ops.metrics_public,
         },
+        webhooks,
     });
     let app = router(state, &cfg.http);
     let limits = crate::listener::Limits {

@@ -61,6 +61,7 @@ impl Auth {
         if self.mailer.is_some() {
             self.queue_proof(&mut tx, &user.id, &user.email, Purpose::Verify, ctx.now).await?;
         }
+        crate::events::emit_user(&mut tx, "user.created", &user.id, ctx.now).await?;
         tx.commit().await.map_err(conflict)?;
         let created = self.db.user_by_id(&user.id).await?.ok_or(AuthError::NotFound)?;
         self.audit(ctx, "user_registered", true, Some(&created.id), None).await;

@@ -47,6 +47,8 @@ permissions! {
     ClientsRead => "admin:clients:read",
     ClientsWrite => "admin:clients:write",
     EmailsRead => "admin:emails:read",
+    WebhooksRead => "admin:webhooks:read",
+    WebhooksWrite => "admin:webhooks:write",
 }
 
 /// Proof that the caller holds `P`; only this module can make one.

@@ -16,7 +16,8 @@ mod oauth;
 mod ops;
 mod pages;
 mod passkeys;
-mod views;
+mod webhooks;
+use crate::views;
 
 pub use pages::CookiePolicy;
 
@@ -82,6 +83,8 @@ pub struct Services {
     pub cookies: CookiePolicy,
     /// Who may read `/metrics`.
     pub metrics_access: MetricsAccess,
+    /// Webhook endpoints and their delivery log.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -119,6 +122,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
             get(clients::client_get).patch(clients::client_update).delete(clients::client_delete),
         )
         .route("/v1/admin/clients/{id}/rotate-secret", post(clients::client_rotate_secret))
+        .merge(webhook_routes())
         .merge(account_routes())
         .route("/v1/api-keys", post(api_keys::api_key_create).get(api_keys::api_key_list))
         .route("/v1/api-keys/verify", post(api_keys::api_key_verify))
@@ -165,6 +169,20 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(middleware::map_request(mint_request_id))
+}
+
+/// `/v1/admin/webhooks/…`.
+fn webhook_routes() -> Router<AppState> {
+    use webhooks::*;
+    Router::new()
+        .route("/v1/admin/webhooks", get(webhook_list).post(webhook_create))
+        .route("/v1/admin/webhooks/{id}", get(webhook_get).patch(webhook_update).delete(webhook_delete))
+        .route("/v1/admin/webhooks/{id}/rotate-secret", post(webhook_rotate_secret))
+        .route("/v1/admin/webhooks/{id}/test", post(webhook_test))
+        .route("/v1/admin/webhooks/{id}/replay", post(webhook_replay))
+        .route("/v1/admin/webhooks/{id}/deliveries", get(webhook_delivery_list))
+        .route("/v1/admin/webhooks/{id}/deliveries/{delivery_id}", get(webhook_delivery_get))
+        .route("/v1/admin/webhooks/{id}/deliveries/{delivery_id}/retry", post(webhook_delivery_retry))
 }
 
 /// `/v1/auth/*`, `/v1/me/*` and the pages mailed links open: what a user does

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use crate::store::Db;
 
-/// One round: audit records and delivered or failed outbox messages older than
+/// One round: audit records, delivered or failed outbox messages and webhook
+/// attempts older than
 /// `retention`; rate-limit windows, lockouts
 /// mailed tokens and sessions that ended a day ago; sign-in addresses unused for 30 days; codes
 /// and assertion ids past their life (codes kept an hour more, so a late replay is
@@ -14,6 +15,7 @@ pub async fn run(db: Db, retention: Duration) {
     let now = crate::clock::now_ms();
     let cutoff = now - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
     let _ = db.outbox_purge(cutoff).await;
+    let _ = db.webhook_attempts_purge(cutoff).await;
     match db.audit_purge(cutoff).await {
         Ok(n) if n > 0 => tracing::info!(deleted = n, "audit retention: removed old records"),
         Ok(_) => {}

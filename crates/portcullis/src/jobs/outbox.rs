@@ -1,14 +1,50 @@
 //! The outbox worker: claims due messages, hands each to the deliverer of its
-//! kind, and records the outcome, with exponential backoff between attempts.
-//! Delivery is at least once (see the contract in `store::outbox`): a deliverer
-//! must tolerate seeing a message again.
+//! kind, and records the outcome, with exponential backoff between attempts (or
+//! the deliverer's own schedule). Delivery is at least once (see the contract in
+//! `store::outbox`): a deliverer must tolerate seeing a message again.
+//!
+//! Deliveries run concurrently, at most `Pace::concurrency` at once per node: one
+//! slow receiver holds one slot, not the queue. A deliverer may also bound itself
+//! (webhooks do, per endpoint) by deferring a message it cannot start now.
 
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
+use tokio::sync::Semaphore;
+
 use crate::store::{Db, OutboxRow, OutboxStatus};
 
-/// What a deliverer's attempt returns: `Err` with the reason to retry later.
-pub type Attempt<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+/// What a deliverer's attempt returns: `Err` says why it failed and when to try
+/// again.
+pub type Attempt<'a> = Pin<Box<dyn Future<Output = Result<(), Failed>> + Send + 'a>>;
+
+/// A failed (or postponed) attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    /// Why, as the outbox row keeps it.
+    pub why: String,
+    /// When to try again.
+    pub next: Next,
+}
+
+/// When a failed message is attempted again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// After the worker's doubling backoff, until `Pace::max_attempts`.
+    Backoff,
+    /// After this long (the deliverer's own schedule).
+    After(Duration),
+    /// Never: the message is given up now.
+    Never,
+    /// Not attempted at all (the deliverer is busy): again after this long, without
+    /// counting an attempt.
+    Defer(Duration),
+}
+
+impl From<String> for Failed {
+    fn from(why: String) -> Self {
+        Self { why, next: Next::Backoff }
+    }
+}
 
 /// Delivers messages of one kind (mail through SMTP, a webhook over HTTP).
 pub trait Deliver: Send + Sync {
@@ -29,7 +65,7 @@ pub struct AccountTasks(pub Arc<crate::auth::Auth>);
 
 impl Deliver for AccountTasks {
     fn deliver<'a>(&'a self, message: &'a OutboxRow) -> Attempt<'a> {
-        Box::pin(self.0.run_task(&message.payload))
+        Box::pin(async move { self.0.run_task(&message.payload).await.map_err(Failed::from) })
     }
 }
 
@@ -83,6 +119,8 @@ pub struct Pace {
     pub max_attempts: i64,
     /// The first retry's delay; each later one doubles, up to an hour.
     pub first_retry: Duration,
+    /// Deliveries in flight at once on this node.
+    pub concurrency: usize,
 }
 
 impl Default for Pace {
@@ -93,15 +131,21 @@ impl Default for Pace {
             batch: 32,
             max_attempts: 10,
             first_retry: Duration::from_secs(10),
+            concurrency: 16,
         }
     }
 }
 
 /// The worker: deliverers by kind.
-pub struct Outbox {
+#[derive(Clone)]
+pub struct Outbox(Arc<Inner>);
+
+struct Inner {
     db: Db,
     deliverers: HashMap<String, Arc<dyn Deliver>>,
     pace: Pace,
+    /// One permit per delivery in flight.
+    slots: Arc<Semaphore>,
     /// When `/metrics` last got the outbox's depth (milliseconds).
     counted_at: std::sync::atomic::AtomicI64,
 }
@@ -109,75 +153,145 @@ pub struct Outbox {
 /// The worker refreshes the `portcullis_outbox_messages` gauge every this many polls.
 const COUNT_EVERY_POLLS: i64 = 5;
 
+/// How long a stopping worker waits for the deliveries in flight.
+const DRAIN: Duration = Duration::from_secs(10);
+
 impl Outbox {
     /// A worker over `db` with no deliverers yet.
     pub fn new(db: Db, pace: Pace) -> Self {
-        Self { db, deliverers: HashMap::new(), pace, counted_at: std::sync::atomic::AtomicI64::new(0) }
+        let slots = Arc::new(Semaphore::new(pace.concurrency.max(1)));
+        Self(Arc::new(Inner {
+            db,
+            deliverers: HashMap::new(),
+            pace,
+            slots,
+            counted_at: std::sync::atomic::AtomicI64::new(0),
+        }))
     }
 
     /// Delivers messages of `kind` with `deliverer`.
-    pub fn with(mut self, kind: &str, deliverer: Arc<dyn Deliver>) -> Self {
-        self.deliverers.insert(kind.to_owned(), deliverer);
-        self
+    pub fn with(self, kind: &str, deliverer: Arc<dyn Deliver>) -> Self {
+        let me = &self.0;
+        let mut deliverers = me.deliverers.clone();
+        deliverers.insert(kind.to_owned(), deliverer);
+        Self(Arc::new(Inner {
+            db: me.db.clone(),
+            deliverers,
+            pace: me.pace,
+            slots: me.slots.clone(),
+            counted_at: std::sync::atomic::AtomicI64::new(0),
+        }))
     }
 
-    /// One round: claims due messages of the kinds it can deliver and attempts
-    /// each; how many were claimed.
+    /// One round: claims as many due messages of the kinds it can deliver as it
+    /// has free slots, and starts an attempt at each; how many were claimed. The
+    /// attempts finish in the background.
     pub async fn round(&self) -> usize {
+        let me = &self.0;
         let now = crate::clock::now_ms();
-        self.count_messages(now).await;
-        let lease = i64::try_from(self.pace.lease.as_millis()).unwrap_or(60_000);
-        let kinds: Vec<&str> = self.deliverers.keys().map(String::as_str).collect();
-        let claimed = match self.db.outbox_claim(&kinds, now, lease, self.pace.batch).await {
+        me.count_messages(now).await;
+        let free = i64::try_from(me.slots.available_permits()).unwrap_or(0).min(me.pace.batch);
+        if free == 0 {
+            return 0;
+        }
+        let lease = i64::try_from(me.pace.lease.as_millis()).unwrap_or(60_000);
+        let kinds: Vec<&str> = me.deliverers.keys().map(String::as_str).collect();
+        let claimed = match me.db.outbox_claim(&kinds, now, lease, free).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "claiming outbox messages failed");
                 return 0;
             }
         };
-        for m in &claimed {
-            let Some(deliverer) = self.deliverers.get(&m.kind) else { continue };
-            // A lease that ran out while earlier messages were delivered belongs to
-            // whoever claims the message next: leave it.
-            if m.locked_until.is_some_and(|until| crate::clock::now_ms() >= until) {
+        let n = claimed.len();
+        for m in claimed {
+            let Ok(slot) = me.slots.clone().try_acquire_owned() else {
+                // Cannot happen (no more were claimed than slots were free); the
+                // lease runs out and the message is claimed again.
                 continue;
-            }
-            let outcome = deliverer.deliver(m).await;
-            let now = crate::clock::now_ms();
-            let delivered = outcome.is_ok();
-            let (written, last) = match outcome {
-                Ok(()) => (self.db.outbox_delivered(&m.id, m.attempts, now).await, true),
-                Err(why) => {
-                    let next =
-                        (m.attempts < self.pace.max_attempts).then(|| now.saturating_add(self.backoff(m.attempts)));
-                    if next.is_none() {
-                        tracing::warn!(id = %m.id, kind = %m.kind, error = %why, "outbox message given up");
-                    }
-                    (self.db.outbox_failed(&m.id, m.attempts, &why, next).await, next.is_none())
-                }
             };
-            let counted = match (delivered, last) {
-                (true, _) => "delivered",
-                (false, true) => "failed",
-                (false, false) => "retry",
-            };
-            metrics::counter!("portcullis_outbox_attempts_total", "kind" => m.kind.clone(), "outcome" => counted)
-                .increment(1);
-            match written {
-                Ok(true) if last => {
-                    if let Some(kept) = deliverer.redacted(&m.payload)
-                        && let Err(e) = self.db.outbox_set_payload(&m.id, &kept).await
-                    {
-                        tracing::warn!(error = %e, id = %m.id, "erasing the secrets of an outbox message failed");
-                    }
-                }
-                Ok(true) => {}
-                Ok(false) => tracing::info!(id = %m.id, "outbox outcome not recorded: a later claim holds the message"),
-                // The lease runs out and the message is attempted again: at least once.
-                Err(e) => tracing::warn!(error = %e, id = %m.id, "recording an outbox outcome failed"),
-            }
+            let me = self.0.clone();
+            tokio::spawn(async move {
+                me.attempt(m).await;
+                drop(slot);
+            });
         }
-        claimed.len()
+        n
+    }
+
+    /// Runs rounds every `pace.poll` until shutdown, then lets the deliveries in
+    /// flight finish (for a few seconds; a cut one is attempted again later).
+    pub async fn run(self, shutdown: crate::shutdown::Shutdown) {
+        let poll = self.0.pace.poll;
+        let me = self.clone();
+        super::every(
+            poll,
+            shutdown,
+            move || {
+                let m = me.clone();
+                async move {
+                    m.round().await;
+                }
+            },
+            || async {},
+        )
+        .await;
+        let all = u32::try_from(self.0.pace.concurrency.max(1)).unwrap_or(u32::MAX);
+        if tokio::time::timeout(DRAIN, self.0.slots.acquire_many(all)).await.is_err() {
+            tracing::warn!("outbox deliveries still in flight at shutdown; they will be attempted again");
+        }
+    }
+}
+
+impl Inner {
+    /// One attempt at a claimed message, and its outcome recorded.
+    async fn attempt(&self, m: OutboxRow) {
+        let Some(deliverer) = self.deliverers.get(&m.kind) else { return };
+        // A lease that ran out before the attempt began belongs to whoever claims
+        // the message next: leave it.
+        if m.locked_until.is_some_and(|until| crate::clock::now_ms() >= until) {
+            return;
+        }
+        let outcome = deliverer.deliver(&m).await;
+        let now = crate::clock::now_ms();
+        let (written, last, counted) = match outcome {
+            Ok(()) => (self.db.outbox_delivered(&m.id, m.attempts, now).await, true, "delivered"),
+            Err(Failed { next: Next::Defer(wait), .. }) => {
+                let at = now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(1000));
+                if let Err(e) = self.db.outbox_defer(&m.id, m.attempts, at).await {
+                    tracing::warn!(error = %e, id = %m.id, "postponing an outbox message failed");
+                }
+                return;
+            }
+            Err(Failed { why, next }) => {
+                let after = match next {
+                    Next::Backoff => (m.attempts < self.pace.max_attempts).then(|| self.backoff(m.attempts)),
+                    Next::After(d) => Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                    Next::Never | Next::Defer(_) => None,
+                };
+                let next_at = after.map(|a| now.saturating_add(a));
+                if next_at.is_none() {
+                    tracing::warn!(id = %m.id, kind = %m.kind, error = %why, "outbox message given up");
+                }
+                let counted = if next_at.is_none() { "failed" } else { "retry" };
+                (self.db.outbox_failed(&m.id, m.attempts, &why, next_at).await, next_at.is_none(), counted)
+            }
+        };
+        metrics::counter!("portcullis_outbox_attempts_total", "kind" => m.kind.clone(), "outcome" => counted)
+            .increment(1);
+        match written {
+            Ok(true) if last => {
+                if let Some(kept) = deliverer.redacted(&m.payload)
+                    && let Err(e) = self.db.outbox_set_payload(&m.id, &kept).await
+                {
+                    tracing::warn!(error = %e, id = %m.id, "erasing the secrets of an outbox message failed");
+                }
+            }
+            Ok(true) => {}
+            Ok(false) => tracing::info!(id = %m.id, "outbox outcome not recorded: a later claim holds the message"),
+            // The lease runs out and the message is attempted again: at least once.
+            Err(e) => tracing::warn!(error = %e, id = %m.id, "recording an outbox outcome failed"),
+        }
     }
 
     /// Every few seconds, the outbox's depth by kind and status into `/metrics`
@@ -211,24 +325,5 @@ impl Outbox {
         let first = i64::try_from(self.pace.first_retry.as_millis()).unwrap_or(10_000);
         let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(0);
         first.saturating_mul(1_i64 << doublings).min(3_600_000)
-    }
-
-    /// Runs rounds every `pace.poll` until shutdown.
-    pub async fn run(self, shutdown: crate::shutdown::Shutdown) {
-        let me = Arc::new(self);
-        let poll = me.pace.poll;
-        let m = me.clone();
-        super::every(
-            poll,
-            shutdown,
-            move || {
-                let m = m.clone();
-                async move {
-                    m.round().await;
-                }
-            },
-            || async {},
-        )
-        .await;
     }
 }

@@ -47,6 +47,9 @@ pub struct Queued {
     /// For `email_changed`: the new address (a fact, not a secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_email: Option<String>,
+    /// For operator notices: what it is about (an endpoint's id and URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// [`Secrets`], sealed; `None` once erased.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed: Option<String>,
@@ -119,8 +122,14 @@ impl Mailer {
         } else {
             None
         };
-        let q = Queued { to: to.to_owned(), template, new_email: new_email.map(str::to_owned), sealed };
+        let q = Queued { to: to.to_owned(), template, new_email: new_email.map(str::to_owned), detail: None, sealed };
         Ok(serde_json::to_value(q)?)
+    }
+
+    /// The outbox payload of a notice to an operator about `detail` (no secrets).
+    pub fn queue_notice(&self, to: &str, template: Template, detail: &str) -> serde_json::Value {
+        let q = Queued { to: to.to_owned(), template, new_email: None, detail: Some(detail.to_owned()), sealed: None };
+        serde_json::to_value(q).unwrap_or_default()
     }
 
     /// Renders and sends a queued message: the outbox's deliverer. What the server
@@ -144,6 +153,7 @@ impl Mailer {
             link => secrets.link,
             code => secrets.code,
             new_email => q.new_email,
+            detail => q.detail,
         };
         let rendered = self.templates.render(q.template, ctx).map_err(|e| e.to_string())?;
         self.transport.send(&self.from, &q.to, &rendered).await

@@ -33,6 +33,8 @@ pub enum Template {
     AccountDeleted,
     /// Notice: a second factor was added.
     MfaAdded,
+    /// To the operators: a webhook endpoint kept failing and was disabled.
+    WebhookDisabled,
     /// Notice: a second factor was removed.
     MfaRemoved,
     /// Notice: a recovery code was used.
@@ -45,7 +47,7 @@ pub enum Template {
 
 impl Template {
     /// Every template, for loading and checking.
-    pub const ALL: [Template; 14] = [
+    pub const ALL: [Template; 15] = [
         Template::VerifyEmail,
         Template::ConfirmNewEmail,
         Template::EmailTaken,
@@ -59,6 +61,7 @@ impl Template {
         Template::MfaRemoved,
         Template::RecoveryCodeUsed,
         Template::MfaReset,
+        Template::WebhookDisabled,
         Template::Test,
     ];
 
@@ -78,6 +81,7 @@ impl Template {
             Template::MfaRemoved => "mfa_removed",
             Template::RecoveryCodeUsed => "recovery_code_used",
             Template::MfaReset => "mfa_reset",
+            Template::WebhookDisabled => "webhook_disabled",
             Template::Test => "test",
         }
     }
@@ -107,6 +111,7 @@ const BUNDLED: &[(&str, &str)] = bundled!(
     "mfa_removed",
     "recovery_code_used",
     "mfa_reset",
+    "webhook_disabled",
     "test",
 );
 const LAYOUT: &str = include_str!("../../templates/mail/layout.html");

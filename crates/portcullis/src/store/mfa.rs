@@ -315,32 +315,8 @@ impl Db {
 
     /// The confirmed factor kinds of each of these users (at most a page of them).
     pub async fn mfa_kinds(&self, user_ids: &[&str]) -> StoreResult<std::collections::HashMap<String, Vec<String>>> {
-        let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
-        if user_ids.is_empty() {
-            return Ok(out);
-        }
-        let marks: Vec<String> = (1..=user_ids.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT user_id, kind FROM mfa_factors WHERE confirmed_at IS NOT NULL AND user_id IN ({}) \
-             ORDER BY created_at, id",
-            marks.join(", ")
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in user_ids {
-            q = q.bind(*id);
-        }
-        for row in q.fetch_all(self.pool()).await? {
-            out.entry(col(&row, "user_id")?).or_default().push(col(&row, "kind")?);
-        }
-        let sql = format!("SELECT DISTINCT user_id FROM passkeys WHERE user_id IN ({})", marks.join(", "));
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in user_ids {
-            q = q.bind(*id);
-        }
-        for row in q.fetch_all(self.pool()).await? {
-            out.entry(col(&row, "user_id")?).or_default().push("passkey".into());
-        }
-        Ok(out)
+        let mut conn = self.pool().acquire().await?;
+        kinds(&mut conn, user_ids).await
     }
 
     /// How many unused recovery codes a user has.
@@ -415,4 +391,37 @@ impl Db {
             sqlx::query("DELETE FROM mfa_tokens WHERE expires_at < $1").bind(before).execute(self.pool()).await?;
         Ok(done.rows_affected())
     }
+}
+
+/// The confirmed factor kinds of each of these users, on `conn`.
+pub(super) async fn kinds(
+    conn: &mut sqlx::AnyConnection,
+    user_ids: &[&str],
+) -> StoreResult<std::collections::HashMap<String, Vec<String>>> {
+    let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
+    if user_ids.is_empty() {
+        return Ok(out);
+    }
+    let marks: Vec<String> = (1..=user_ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT user_id, kind FROM mfa_factors WHERE confirmed_at IS NOT NULL AND user_id IN ({}) \
+         ORDER BY created_at, id",
+        marks.join(", ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in user_ids {
+        q = q.bind(*id);
+    }
+    for row in q.fetch_all(&mut *conn).await? {
+        out.entry(col(&row, "user_id")?).or_default().push(col(&row, "kind")?);
+    }
+    let sql = format!("SELECT DISTINCT user_id FROM passkeys WHERE user_id IN ({})", marks.join(", "));
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in user_ids {
+        q = q.bind(*id);
+    }
+    for row in q.fetch_all(&mut *conn).await? {
+        out.entry(col(&row, "user_id")?).or_default().push("passkey".into());
+    }
+    Ok(out)
 }

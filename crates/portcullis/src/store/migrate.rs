@@ -22,6 +22,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 7, name: "amr", sql: include_str!("../../migrations/0007_amr.sql") },
     Migration { version: 8, name: "email", sql: include_str!("../../migrations/0008_email.sql") },
     Migration { version: 9, name: "mfa", sql: include_str!("../../migrations/0009_mfa.sql") },
+    Migration { version: 10, name: "webhooks", sql: include_str!("../../migrations/0010_webhooks.sql") },
 ];
 
 /// Applies what is missing; returns the names of the migrations it applied.

@@ -26,6 +26,7 @@ mod passkeys;
 mod roles;
 mod sessions;
 mod users;
+mod webhooks;
 mod write;
 
 use std::{str::FromStr, time::Duration};
@@ -49,6 +50,7 @@ pub use passkeys::{ChallengeRow, PasskeyRow};
 pub use roles::RoleRow;
 pub use sessions::{RefreshOutcome, SessionRow};
 pub use users::{NewUser, UserFilter, UserPatch, UserRow};
+pub use webhooks::{AttemptRow, EndpointPatch, EndpointRow, KIND as WEBHOOK_KIND};
 pub use write::WriteTx;
 
 /// Failures of the store, with the cases callers must tell apart.
@@ -306,6 +308,8 @@ const ALL_TABLES: &[&str] = &[
     "mfa_tokens",
     "passkeys",
     "webauthn_challenges",
+    "webhook_endpoints",
+    "webhook_attempts",
 ];
 
 #[cfg(feature = "test-support")]

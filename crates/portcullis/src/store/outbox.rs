@@ -73,10 +73,12 @@ pub struct OutboxRow {
     pub created_at: i64,
     /// Milliseconds, once delivered.
     pub delivered_at: Option<i64>,
+    /// Whom it is for, when a kind has many receivers (a webhook's endpoint).
+    pub target: Option<String>,
 }
 
 const COLS: &str =
-    "id, kind, payload, status, attempts, next_attempt_at, locked_until, last_error, created_at, delivered_at";
+    "id, kind, payload, status, attempts, next_attempt_at, locked_until, last_error, created_at, delivered_at, target";
 
 fn from_row(row: &sqlx::any::AnyRow) -> StoreResult<OutboxRow> {
     Ok(OutboxRow {
@@ -90,6 +92,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> StoreResult<OutboxRow> {
         last_error: col(row, "last_error")?,
         created_at: col(row, "created_at")?,
         delivered_at: col(row, "delivered_at")?,
+        target: col(row, "target")?,
     })
 }
 
@@ -98,15 +101,30 @@ pub(super) async fn enqueue<'c, E>(on: E, kind: &str, payload: &serde_json::Valu
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
+    enqueue_to(on, kind, None, &payload.to_string(), now).await
+}
+
+/// Inserts a pending message for `target`, due now; its id.
+pub(super) async fn enqueue_to<'c, E>(
+    on: E,
+    kind: &str,
+    target: Option<&str>,
+    payload: &str,
+    now: i64,
+) -> StoreResult<String>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
     let id = crate::crypto::new_id("obx", now);
     sqlx::query(
-        "INSERT INTO outbox (id, kind, payload, status, attempts, next_attempt_at, created_at) \
-         VALUES ($1, $2, $3, 'pending', 0, $4, $4)",
+        "INSERT INTO outbox (id, kind, payload, status, attempts, next_attempt_at, created_at, target) \
+         VALUES ($1, $2, $3, 'pending', 0, $4, $4, $5)",
     )
     .bind(&id)
     .bind(kind)
-    .bind(payload.to_string())
+    .bind(payload)
     .bind(now)
+    .bind(target)
     .execute(on)
     .await?;
     Ok(id)
@@ -191,6 +209,22 @@ impl Db {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Gives back claim `attempt` of a message that was not attempted (its
+    /// deliverer was busy): due again at `next_attempt_at`, the attempt uncounted.
+    /// Whether that claim still held it.
+    pub async fn outbox_defer(&self, id: &str, attempt: i64, next_attempt_at: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE outbox SET attempts = attempts - 1, locked_until = NULL, next_attempt_at = $1 \
+             WHERE id = $2 AND attempts = $3 AND status = 'pending'",
+        )
+        .bind(next_attempt_at)
+        .bind(id)
+        .bind(attempt)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Replaces the payload of a message that is no longer pending (its secrets
     /// erased once delivered or given up).
     pub async fn outbox_set_payload(&self, id: &str, payload: &str) -> StoreResult<bool> {
@@ -225,6 +259,30 @@ impl Db {
              ORDER BY id DESC LIMIT $4"
         )))
         .bind(kind)
+        .bind(status.map(|s| s.as_str().to_owned()))
+        .bind(before.map(str::to_owned))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Messages of `kind` for `target` (optionally only `status`), newest first,
+    /// before the cursor id `before`.
+    pub async fn outbox_list_target(
+        &self,
+        kind: &str,
+        target: &str,
+        status: Option<OutboxStatus>,
+        before: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM outbox WHERE kind = $1 AND target = $2 AND ($3 IS NULL OR status = $3) \
+             AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
+        )))
+        .bind(kind)
+        .bind(target)
         .bind(status.map(|s| s.as_str().to_owned()))
         .bind(before.map(str::to_owned))
         .bind(limit)

@@ -170,7 +170,7 @@ impl Db {
 
     /// The aggregate that joins a user's role names into one column: the one place
     /// the two dialects differ in user queries.
-    fn roles_agg(&self) -> &'static str {
+    pub(super) fn roles_agg(&self) -> &'static str {
         match self.backend() {
             super::Backend::Sqlite => "group_concat(role, ' ')",
             super::Backend::Postgres => "string_agg(role, ' ')",
@@ -181,15 +181,7 @@ impl Db {
     /// aggregate (the one place the dialects differ: `group_concat` / `string_agg`).
     /// Every authenticated request loads a user, so a round trip saved here counts.
     async fn user_with_roles(&self, predicate: &'static str, value: &str) -> StoreResult<Option<UserRow>> {
-        let agg = self.roles_agg();
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLS}, (SELECT {agg} FROM user_roles WHERE user_id = users.id) AS role_list \
-             FROM users WHERE {predicate}"
-        )))
-        .bind(value)
-        .fetch_optional(self.pool())
-        .await?;
-        row.as_ref().map(user_with_role_list).transpose()
+        with_roles(self.pool(), self.roles_agg(), predicate, value).await
     }
 
     /// Role names held by a user, sorted.
@@ -415,4 +407,24 @@ where
         .execute(on)
         .await?;
     Ok(())
+}
+
+/// A user and their roles in one statement (see `Db::user_with_roles`), on `on`.
+pub(super) async fn with_roles<'c, E>(
+    on: E,
+    agg: &str,
+    predicate: &'static str,
+    value: &str,
+) -> StoreResult<Option<UserRow>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {USER_COLS}, (SELECT {agg} FROM user_roles WHERE user_id = users.id) AS role_list \
+         FROM users WHERE {predicate}"
+    )))
+    .bind(value)
+    .fetch_optional(on)
+    .await?;
+    row.as_ref().map(user_with_role_list).transpose()
 }

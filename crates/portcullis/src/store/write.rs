@@ -5,6 +5,7 @@ use sqlx::{Any, Transaction};
 
 use super::{
     Db, EmailTokenRow, NewUser, PasskeyRow, Purpose, StoreResult, abuse, email, mfa, outbox, passkeys, sessions, users,
+    webhooks,
 };
 
 /// A write transaction in progress. Its methods are store operations; nothing is
@@ -133,6 +134,26 @@ impl WriteTx {
     pub async fn outbox_enqueue(&mut self, kind: &str, payload: &serde_json::Value, now: i64) -> StoreResult<String> {
         self.ran(1);
         outbox::enqueue(&mut *self.tx, kind, payload, now).await
+    }
+
+    /// Queues an event (its `payload`: id, type and signed body) to every enabled
+    /// endpoint that takes `event_type`, once this transaction commits; how many.
+    pub async fn webhook_fanout(&mut self, event_type: &str, payload: &str, now: i64) -> StoreResult<usize> {
+        self.ran(1);
+        let n = webhooks::fanout(&mut self.tx, event_type, payload, now).await?;
+        self.ran(n as u64);
+        Ok(n)
+    }
+
+    /// A user with roles, as this transaction sees them.
+    pub async fn user_by_id(&mut self, id: &str) -> StoreResult<Option<crate::store::UserRow>> {
+        let agg = self.db.roles_agg();
+        users::with_roles(&mut *self.tx, agg, "id = $1", id).await
+    }
+
+    /// A user's confirmed second-factor kinds, as this transaction sees them.
+    pub async fn mfa_kinds(&mut self, user_id: &str) -> StoreResult<Vec<String>> {
+        Ok(mfa::kinds(&mut self.tx, &[user_id]).await?.remove(user_id).unwrap_or_default())
     }
 
     /// Confirms a pending factor (at TOTP step `step`); whether it was pending.

@@ -14,7 +14,7 @@ use crate::{
     oauth::create_client,
 };
 
-fn interop_dir() -> PathBuf {
+pub(crate) fn interop_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop"))
 }
 
@@ -23,7 +23,7 @@ fn in_ci() -> bool {
 }
 
 /// Whether `what` is available; in CI its absence fails the test.
-fn require(ok: bool, what: &str) -> bool {
+pub(crate) fn require(ok: bool, what: &str) -> bool {
     if !ok {
         assert!(!in_ci(), "{what} is required in CI (scripts/test installs it)");
         eprintln!("skipping: {what} not found (scripts/test installs it)");
@@ -31,7 +31,7 @@ fn require(ok: bool, what: &str) -> bool {
     ok
 }
 
-fn node_ready() -> bool {
+pub(crate) fn node_ready() -> bool {
     let node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
     require(
         node && interop_dir().join("oidc/node_modules/openid-client").is_dir(),

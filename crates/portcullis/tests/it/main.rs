@@ -25,3 +25,4 @@ mod sms;
 mod smtp;
 mod soft_key;
 mod tokens;
+mod webhooks;

@@ -42,6 +42,7 @@ pub struct Receiver {
     pub url: String,
     got: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
+    script: Arc<Mutex<std::collections::VecDeque<u16>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -57,17 +58,24 @@ impl Receiver {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let got = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(201));
-        let (g, st) = (got.clone(), status.clone());
+        let script = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let (g, st, sc) = (got.clone(), status.clone(), script.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else { return };
-                let (g, st) = (g.clone(), st.clone());
+                let (g, st, sc) = (g.clone(), st.clone(), sc.clone());
                 tokio::spawn(async move {
-                    let _ = serve(sock, g, st).await;
+                    let _ = serve(sock, g, st, sc).await;
                 });
             }
         });
-        Receiver { url, got, status, task }
+        Receiver { url, got, status, script, task }
+    }
+
+    /// Answers the next requests with these statuses, one each, before falling
+    /// back to the one [`Receiver::answer`] set.
+    pub fn script(&self, statuses: &[u16]) {
+        self.script.lock().unwrap().extend(statuses);
     }
 
     /// Answers every later request with `status`.
@@ -96,6 +104,7 @@ async fn serve(
     mut sock: tokio::net::TcpStream,
     got: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
+    script: Arc<Mutex<std::collections::VecDeque<u16>>>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -128,8 +137,12 @@ async fn serve(
         }
         body.extend_from_slice(&chunk[..n]);
     }
-    got.lock().unwrap().push(Received { method, path, headers, body });
-    let code = status.load(Ordering::SeqCst);
+    let code = {
+        // Recorded and answered under one lock: the nth request gets the nth status.
+        let mut got = got.lock().unwrap();
+        got.push(Received { method, path, headers, body });
+        script.lock().unwrap().pop_front().unwrap_or_else(|| status.load(Ordering::SeqCst))
+    };
     let reply = format!(
         "HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
     );

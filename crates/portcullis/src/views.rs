@@ -1,4 +1,5 @@
-//! Store rows to wire types.
+//! Store rows to wire types: what the API, the CLI and webhook events show of
+//! users, sessions, roles, keys and messages (never a secret or a hash).
 
 use portcullis_proto::{AdminUser, ApiKey, Role, Session, User};
 use serde_json::Value;

@@ -23,6 +23,10 @@ CREATE TABLE webhook_endpoints (
 -- change its event announces, one per subscribed endpoint); `target` names the
 -- endpoint, so its deliveries are listed and replayed without reading payloads.
 ALTER TABLE outbox ADD COLUMN target TEXT;
+-- Claims given back unattempted (the endpoint had its share in flight): `attempts`
+-- keeps counting claims (each claim's token stays unique), and the attempts that
+-- really ran are `attempts - deferrals`.
+ALTER TABLE outbox ADD COLUMN deferrals BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX outbox_target ON outbox (target, created_at);
 
 -- Every attempt of a delivery, for the delivery log: the answer's status, how long

@@ -141,17 +141,27 @@ impl Admin {
         self.may_act_on(ctx, who, id).await?;
         let patch =
             UserPatch { email, name, public_metadata: public, private_metadata: private, unsafe_metadata: None };
-        let user = self.db.user_update(id, &patch, ctx.now).await.map_err(conflict)?.ok_or(AuthError::NotFound)?;
+        let mut tx = self.db.write().await?;
+        if !tx.user_update(id, &patch, ctx.now).await.map_err(conflict)? {
+            return Err(AuthError::NotFound);
+        }
+        events::emit_user(&mut tx, "user.updated", id, ctx.now).await?;
+        tx.commit().await.map_err(conflict)?;
         self.audit.record(ctx, Event::ok("user_updated", Some(id)).by(who.actor())).await;
-        Ok(user)
+        self.user_get(id).await
     }
 
     /// Deletes a user with their sessions, refresh tokens and API keys.
     pub async fn user_delete(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<(), AuthError> {
         self.may_act_on(ctx, who, id).await?;
-        if !self.db.user_delete(id).await? {
+        let mut tx = self.db.write().await?;
+        // The view before it goes: what the receiver last knew, marked deleted.
+        let Some(data) = events::deleted_user_data(&mut tx, id).await? else { return Err(AuthError::NotFound) };
+        if !tx.user_delete(id).await? {
             return Err(AuthError::NotFound);
         }
+        events::emit(&mut tx, "user.deleted", data, ctx.now).await?;
+        tx.commit().await?;
         self.audit.record(ctx, Event::ok("user_deleted", Some(id)).by(who.actor())).await;
         Ok(())
     }
@@ -162,9 +172,14 @@ impl Admin {
         if ban && who.subject() == id {
             return Err(AuthError::Forbidden("administrators cannot ban themselves"));
         }
-        if !self.db.user_set_banned(id, ban.then_some(ctx.now), ctx.now).await? {
+        let mut tx = self.db.write().await?;
+        let (found, ended) = tx.user_set_banned(id, ban.then_some(ctx.now), ctx.now).await?;
+        if !found {
             return Err(AuthError::NotFound);
         }
+        events::emit_user(&mut tx, if ban { "user.banned" } else { "user.unbanned" }, id, ctx.now).await?;
+        events::emit_sessions(&mut tx, "session.revoked", &ended, "banned", ctx.now).await?;
+        tx.commit().await?;
         let kind = if ban { "user_banned" } else { "user_unbanned" };
         self.audit.record(ctx, Event::ok(kind, Some(id)).by(who.actor())).await;
         self.user_get(id).await
@@ -183,12 +198,18 @@ impl Admin {
             return Err(AuthError::Validation(vec![field("role", "invalid_format", "is not a role name")]));
         }
         self.may_grant(ctx, who, &[role.to_owned()]).await?;
-        self.db.user_grant_role(id, role, ctx.now).await.map_err(|e| match e {
+        let mut tx = self.db.write().await?;
+        let granted = tx.user_grant_role(id, role, ctx.now).await.map_err(|e| match e {
             StoreError::Conflict("unknown role") => {
                 AuthError::Validation(vec![field("role", "unknown", "no such role")])
             }
             other => other.into(),
         })?;
+        if granted {
+            let data = serde_json::json!({"role": role});
+            events::emit_about(&mut tx, "user.role_assigned", id, data, ctx.now).await?;
+        }
+        tx.commit().await?;
         self.audit
             .record(ctx, Event { reason: Some(role), ..Event::ok("role_granted", Some(id)).by(who.actor()) })
             .await;
@@ -204,9 +225,12 @@ impl Admin {
         role: &str,
     ) -> Result<UserRow, AuthError> {
         self.may_act_on(ctx, who, id).await?;
-        if !self.db.user_revoke_role(id, role).await? {
+        let mut tx = self.db.write().await?;
+        if !tx.user_revoke_role(id, role).await? {
             return Err(AuthError::NotFound);
         }
+        events::emit_about(&mut tx, "user.role_removed", id, serde_json::json!({"role": role}), ctx.now).await?;
+        tx.commit().await?;
         self.audit
             .record(ctx, Event { reason: Some(role), ..Event::ok("role_revoked", Some(id)).by(who.actor()) })
             .await;
@@ -246,7 +270,11 @@ impl Admin {
     pub async fn user_sessions_revoke(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<u64, AuthError> {
         self.user_get(id).await?;
         self.may_act_on(ctx, who, id).await?;
-        let n = self.db.sessions_revoke_all(id, None, "revoked_by_admin", ctx.now).await?;
+        let mut tx = self.db.write().await?;
+        let ended = tx.sessions_revoke_all(id, None, "revoked_by_admin", ctx.now).await?;
+        events::emit_sessions(&mut tx, "session.revoked", &ended, "revoked_by_admin", ctx.now).await?;
+        tx.commit().await?;
+        let n = ended.len() as u64;
         self.audit.record(ctx, Event::ok("sessions_revoked", Some(id)).by(who.actor())).await;
         Ok(n)
     }
@@ -305,10 +333,14 @@ impl Admin {
             created_at: ctx.now,
             updated_at: ctx.now,
         };
-        self.db.role_insert(&role).await.map_err(|e| match e {
+        let taken = |e| match e {
             StoreError::Conflict(_) => AuthError::Conflict("a role with this name already exists"),
             other => other.into(),
-        })?;
+        };
+        let mut tx = self.db.write().await?;
+        tx.role_insert(&role).await.map_err(taken)?;
+        events::emit(&mut tx, "role.created", role_data(&role), ctx.now).await?;
+        tx.commit().await.map_err(taken)?;
         self.audit.record(ctx, Event { reason: Some(name), ..Event::ok("role_created", None).by(who.actor()) }).await;
         Ok(role)
     }
@@ -329,11 +361,15 @@ impl Admin {
             }
         }
         let perms = permissions.map(|p| rbac::normalized(&p));
-        if !self.db.role_update(name, description, perms.as_deref(), ctx.now).await? {
+        let mut tx = self.db.write().await?;
+        if !tx.role_update(name, description, perms.as_deref(), ctx.now).await? {
             return Err(AuthError::NotFound);
         }
+        let role = tx.role_get(name).await?.ok_or(AuthError::NotFound)?;
+        events::emit(&mut tx, "role.updated", role_data(&role), ctx.now).await?;
+        tx.commit().await?;
         self.audit.record(ctx, Event { reason: Some(name), ..Event::ok("role_updated", None).by(who.actor()) }).await;
-        self.db.role_get(name).await?.ok_or(AuthError::NotFound)
+        Ok(role)
     }
 
     /// Deletes a role nobody holds; built-in roles are never deleted.
@@ -341,15 +377,24 @@ impl Admin {
         if rbac::BUILTIN_ROLES.contains(&name) {
             return Err(AuthError::Forbidden("built-in roles can be edited but not deleted"));
         }
-        match self.db.role_delete(name).await {
+        let mut tx = self.db.write().await?;
+        let Some(role) = tx.role_get(name).await? else { return Err(AuthError::NotFound) };
+        match tx.role_delete(name).await {
             Ok(true) => {}
             Ok(false) => return Err(AuthError::NotFound),
             Err(StoreError::Conflict(_)) => return Err(AuthError::Conflict("the role is still held by users")),
             Err(e) => return Err(e.into()),
         }
+        events::emit(&mut tx, "role.deleted", role_data(&role), ctx.now).await?;
+        tx.commit().await?;
         self.audit.record(ctx, Event { reason: Some(name), ..Event::ok("role_deleted", None).by(who.actor()) }).await;
         Ok(())
     }
+}
+
+/// A role event's `data`: the admin API's view.
+fn role_data(r: &RoleRow) -> serde_json::Value {
+    serde_json::to_value(crate::views::role_view(r)).unwrap_or_default()
 }
 
 fn conflict(e: StoreError) -> AuthError {

@@ -71,19 +71,7 @@ impl Audit {
 
     /// Records one event in the context of a request.
     pub async fn record(&self, ctx: &RequestCtx, e: Event<'_>) {
-        let actor = e.actor.or(e.user_id).unwrap_or("anonymous");
-        let record = AuditRecord {
-            id: crypto::new_id("aud", ctx.now),
-            time: ctx.now,
-            event_type: e.kind.to_owned(),
-            outcome: if e.success { "success" } else { "failure" }.to_owned(),
-            user_id: e.user_id.map(str::to_owned),
-            actor: Some(actor.to_owned()),
-            ip: ctx.ip.clone(),
-            user_agent: ctx.user_agent.clone(),
-            request_id: ctx.request_id.clone(),
-            reason: e.reason.map(|r| r.chars().take(500).collect()),
-        };
+        let record = record_of(ctx, e);
         let record = match &self.tx {
             Some(tx) => match tx.try_send(record) {
                 Ok(()) => return,
@@ -95,6 +83,24 @@ impl Audit {
             None => record,
         };
         write(&self.db, &record).await;
+    }
+}
+
+/// The record of an event in the context of a request (to write it inside a
+/// transaction of one's own, with the change it describes).
+pub fn record_of(ctx: &RequestCtx, e: Event<'_>) -> AuditRecord {
+    let actor = e.actor.or(e.user_id).unwrap_or("anonymous");
+    AuditRecord {
+        id: crypto::new_id("aud", ctx.now),
+        time: ctx.now,
+        event_type: e.kind.to_owned(),
+        outcome: if e.success { "success" } else { "failure" }.to_owned(),
+        user_id: e.user_id.map(str::to_owned),
+        actor: Some(actor.to_owned()),
+        ip: ctx.ip.clone(),
+        user_agent: ctx.user_agent.clone(),
+        request_id: ctx.request_id.clone(),
+        reason: e.reason.map(|r| r.chars().take(500).collect()),
     }
 }
 

@@ -544,7 +544,9 @@ async fn webhooks(cmd: WebhooksCommand, cfg: Config) -> anyhow::Result<()> {
     let policy = crate::outbound::Policy::from_config(&cfg);
     let hooks = crate::webhooks::Webhooks::new(store.db.clone(), store.master.clone(), policy, audit);
     let ctx = RequestCtx::system();
-    let who = crate::ctx::Principal::operator(vec!["admin:webhooks:write".into()]);
+    // The operator holds every permission that exists, like `users create`.
+    let all_roles: Vec<String> = store.db.role_list().await?.into_iter().map(|r| r.name).collect();
+    let who = crate::ctx::Principal::operator(store.db.role_permissions(&all_roles).await?);
     match cmd {
         WebhooksCommand::Create { url, events, description } => {
             let req = portcullis_proto::WebhookCreateRequest { url, events, description, enabled: None };

@@ -282,8 +282,6 @@ pub struct WebhooksConfig {
     pub notify_email: Option<String>,
     /// Deliveries in flight at once to one endpoint, per node.
     pub max_in_flight_per_endpoint: usize,
-    /// The largest event body sent; a larger event is sent without `data`.
-    pub max_payload_bytes: usize,
 }
 
 impl Default for WebhooksConfig {
@@ -295,7 +293,6 @@ impl Default for WebhooksConfig {
             disable_after: HumanDuration::secs(5 * 86_400),
             notify_email: None,
             max_in_flight_per_endpoint: 4,
-            max_payload_bytes: 256 * 1024,
         }
     }
 }
@@ -687,10 +684,9 @@ impl Config {
         if hooks.timeout.0 < Duration::from_millis(100) || hooks.timeout.0 > Duration::from_secs(45) {
             anyhow::bail!("webhooks.timeout must be between 100ms and 45s");
         }
-        if hooks.retry_schedule.len() > 20 || hooks.max_in_flight_per_endpoint == 0 || hooks.max_payload_bytes < 1024 {
+        if hooks.retry_schedule.len() > 20 || hooks.max_in_flight_per_endpoint == 0 {
             anyhow::bail!(
-                "webhooks.retry_schedule holds at most 20 delays, webhooks.max_in_flight_per_endpoint is at least 1 \
-                 and webhooks.max_payload_bytes at least 1024"
+                "webhooks.retry_schedule holds at most 20 delays and webhooks.max_in_flight_per_endpoint is at least 1"
             );
         }
         Ok(())

@@ -115,6 +115,16 @@ pub async fn user_data(tx: &mut WriteTx, user_id: &str) -> StoreResult<Option<Va
     Ok(serde_json::to_value(crate::views::admin_user_view(&user, kinds)).ok())
 }
 
+/// The `data` of `user.deleted`: the user's view before the deletion (what a
+/// receiver last knew), marked `"deleted": true`. Read before deleting.
+pub async fn deleted_user_data(tx: &mut WriteTx, user_id: &str) -> StoreResult<Option<Value>> {
+    let mut data = user_data(tx, user_id).await?;
+    if let Some(d) = data.as_mut().and_then(Value::as_object_mut) {
+        d.insert("deleted".into(), Value::Bool(true));
+    }
+    Ok(data)
+}
+
 /// Announces a `user.*` event with the user's view as `data` (nothing if the user
 /// is gone).
 pub async fn emit_user(tx: &mut WriteTx, event_type: &'static str, user_id: &str, now: i64) -> StoreResult<()> {
@@ -136,6 +146,36 @@ pub fn session_data(s: &crate::store::SessionRow, reason: Option<&str>) -> Value
         "user_agent": s.user_agent,
         "reason": reason,
     })
+}
+
+/// Announces each session of `ended` that was still live (not past its expiry) as
+/// `event_type` (`session.ended` or `session.revoked`), with `reason`.
+pub async fn emit_sessions(
+    tx: &mut WriteTx,
+    event_type: &'static str,
+    ended: &[crate::store::SessionRow],
+    reason: &str,
+    now: i64,
+) -> StoreResult<()> {
+    for s in ended.iter().filter(|s| s.expires_at > now) {
+        emit(tx, event_type, session_data(s, Some(reason)), now).await?;
+    }
+    Ok(())
+}
+
+/// Announces an event about a user whose `data` is `{"user_id", …fields}`.
+pub async fn emit_about(
+    tx: &mut WriteTx,
+    event_type: &'static str,
+    user_id: &str,
+    fields: Value,
+    now: i64,
+) -> StoreResult<()> {
+    let mut data = json!({"user_id": user_id});
+    if let (Some(d), Value::Object(more)) = (data.as_object_mut(), fields) {
+        d.extend(more);
+    }
+    emit(tx, event_type, data, now).await
 }
 
 #[cfg(test)]

@@ -84,6 +84,9 @@ fn embedded_v4(ip: IpAddr) -> IpAddr {
     let from = |hi: u16, lo: u16| IpAddr::V4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
     match s {
         [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => from(hi, lo),
+        // Local-use NAT64 (RFC 8215), and the deprecated IPv4-compatible form `::a.b.c.d`.
+        [0x64, 0xff9b, 1, _, _, _, hi, lo] => from(hi, lo),
+        [0, 0, 0, 0, 0, 0, hi, lo] if (hi, lo) != (0, 0) && (hi, lo) != (0, 1) => from(hi, lo),
         [0x2002, hi, lo, ..] => from(hi, lo),
         _ => ip,
     }
@@ -204,6 +207,18 @@ impl Outbound {
         let client = self.poster.as_ref().ok_or("the outbound HTTP client is unavailable")?;
         build(client.post(parsed)).send().await.map_err(|e| e.to_string())
     }
+
+    /// [`Outbound::post`], whose errors never name the URL (it may hold a token).
+    pub async fn post_quiet(
+        &self,
+        url: &str,
+        build: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, String> {
+        let parsed = url::Url::parse(url).map_err(|_| "not a URL".to_owned())?;
+        self.policy.check_url(&parsed)?;
+        let client = self.poster.as_ref().ok_or("the outbound HTTP client is unavailable")?;
+        build(client.post(parsed)).send().await.map_err(|e| e.without_url().to_string())
+    }
 }
 
 #[cfg(test)]
@@ -262,6 +277,10 @@ mod tests {
         assert!(danger.permits(ip("127.0.0.1")));
         assert!(!danger.permits(ip("169.254.169.254")), "metadata stays refused");
         assert!(!danger.permits(ip("fd00:ec2::254")));
+        assert!(!danger.permits(ip("::a9fe:a9fe")), "IPv4-compatible metadata");
+        assert!(!danger.permits(ip("64:ff9b:1::a9fe:a9fe")), "local-use NAT64 metadata");
+        assert!(danger.permits(ip("::1")));
+        assert!(!Policy::default().permits(ip("::7f00:1")), "IPv4-compatible loopback");
     }
 
     #[test]

@@ -106,6 +106,8 @@ fn outbox_pace(cfg: &Config) -> Pace {
         poll: cfg.outbox.poll_interval.0,
         first_retry: cfg.outbox.first_retry.0,
         max_attempts: i64::from(cfg.outbox.max_attempts),
+        // A webhook attempt in flight at shutdown may finish (SMTP and SMS take less).
+        drain: cfg.webhooks.timeout.0 + Duration::from_secs(2),
         ..Pace::default()
     }
 }
@@ -172,15 +174,13 @@ fn outbox(
     mailer: Arc<Mailer>,
     auth: &Arc<Auth>,
     sms: Option<Arc<crate::sms::Sms>>,
-    audit: &Audit,
 ) -> Outbox {
-    let notify = crate::webhooks::deliver::Notify { mailer: mailer.clone(), db: store.db.clone() };
+    let notify = crate::webhooks::deliver::Notify { mailer: mailer.clone() };
     let sender = crate::webhooks::deliver::Sender::new(
         store.db.clone(),
         Outbound::from_config(cfg),
         store.master.clone(),
         cfg.webhooks.clone(),
-        audit.clone(),
         Some(notify),
     );
     let mut outbox = Outbox::new(store.db.clone(), outbox_pace(cfg))
@@ -272,7 +272,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             },
             Job::BlockSummaries { blocks: blocks.clone(), audit: audit.clone() },
             Job::KeyUsage { keys: api_keys.clone(), every: Duration::from_secs(5) },
-            Job::Outbox(outbox(&cfg, &store, mailer, &auth, sms, &audit)),
+            Job::Outbox(outbox(&cfg, &store, mailer, &auth, sms)),
             Job::AuditWriter(audit_queue),
         ],
         &shutdown,

@@ -97,7 +97,10 @@ impl Auth {
             amr: Some(amr),
             ..SessionRow::opened(&user.id, ctx.now, ttl, ctx.ip.clone(), ctx.user_agent.clone())
         };
-        self.db.browser_session_create(&session, &crypto::sha256_b64(&cookie)).await?;
+        let mut tx = self.db.write().await?;
+        tx.session_create(&session, None, Some(&crypto::sha256_b64(&cookie))).await?;
+        crate::events::emit(&mut tx, "session.created", crate::events::session_data(&session, None), ctx.now).await?;
+        tx.commit().await?;
         Ok((BrowserSession { session, user }, Secret::new(cookie)))
     }
 
@@ -115,7 +118,10 @@ impl Auth {
 
     /// Ends a browser session (sign-out from the hosted pages).
     pub async fn browser_sign_out(&self, ctx: &RequestCtx, b: &BrowserSession) -> Result<(), AuthError> {
-        self.db.session_end(&b.session.id, "logout", ctx.now).await?;
+        let mut tx = self.db.write().await?;
+        let ended = tx.session_end(&b.session.id, None, "logout", ctx.now).await?;
+        crate::events::emit_sessions(&mut tx, "session.ended", ended.as_slice(), "logout", ctx.now).await?;
+        tx.commit().await?;
         self.audit(ctx, "logout", true, Some(&b.user.id), Some("hosted_page")).await;
         Ok(())
     }

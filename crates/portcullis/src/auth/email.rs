@@ -182,6 +182,11 @@ impl Auth {
                 tx.outbox_enqueue(mail::KIND, &notice, ctx.now).await?;
             }
         }
+        let data = serde_json::json!({"email": row.email, "by": if by_code { "code" } else { "link" }});
+        crate::events::emit_about(&mut tx, "email.verified", &row.user_id, data, ctx.now).await?;
+        if change {
+            crate::events::emit_user(&mut tx, "user.updated", &row.user_id, ctx.now).await?;
+        }
         tx.commit().await?;
         let event = if change { "email_changed" } else { "email_verified" };
         self.audit(ctx, event, true, Some(&row.user_id), Some(if by_code { "code" } else { "link" })).await;

@@ -351,7 +351,10 @@ impl Auth {
             amr: Some(amr),
             ..SessionRow::opened(&user.id, ctx.now, ttl, ctx.ip.clone(), ctx.user_agent.clone())
         };
-        self.db.session_create(&session, &crypto::sha256_b64(&refresh)).await?;
+        let mut tx = self.db.write().await?;
+        tx.session_create(&session, Some(&crypto::sha256_b64(&refresh)), None).await?;
+        crate::events::emit(&mut tx, "session.created", crate::events::session_data(&session, None), ctx.now).await?;
+        tx.commit().await?;
         let access_token = self.access_token(&user, &session, ctx.now).await?;
         Ok(Issued {
             access_token,

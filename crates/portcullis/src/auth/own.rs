@@ -48,9 +48,13 @@ impl Auth {
         let user = self.me(who).await?;
         let mut tx = self.db.write().await?;
         self.queue_notice(&mut tx, &user, Template::AccountDeleted, ctx.now).await?;
+        let Some(data) = crate::events::deleted_user_data(&mut tx, &user.id).await? else {
+            return Err(AuthError::NotFound);
+        };
         if !tx.user_delete(&user.id).await? {
             return Err(AuthError::NotFound);
         }
+        crate::events::emit(&mut tx, "user.deleted", data, ctx.now).await?;
         tx.commit().await?;
         self.audit(ctx, "user_deleted", true, Some(&user.id), Some("by the user")).await;
         Ok(())

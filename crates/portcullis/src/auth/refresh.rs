@@ -8,6 +8,7 @@ use crate::ctx::RequestCtx;
 use crate::{
     audit::Event,
     crypto::{self, Secret},
+    events,
     mail::Template,
     store::{RefreshOutcome, SessionRow},
     tokens::TokenError,
@@ -107,6 +108,11 @@ impl Auth {
                 let user = self.db.user_by_id(user_id).await?;
                 let mut tx = self.db.write().await?;
                 let (ended, keys) = tx.sessions_revoke_stolen(user_id, "refresh_token_reused", ctx.now).await?;
+                let data = serde_json::json!({"session_id": session_id, "sessions_revoked": ended.len(),
+                    "api_keys_revoked": keys});
+                events::emit_about(&mut tx, "refresh_token.reused", user_id, data, ctx.now).await?;
+                events::emit_sessions(&mut tx, "session.revoked", &ended, "refresh_token_reused", ctx.now).await?;
+                let ended = ended.len();
                 // A change of address the thief may have asked for goes too.
                 tx.email_tokens_retire(user_id, crate::store::Purpose::ChangeEmail, ctx.now).await?;
                 if let Some(user) = &user {
@@ -125,7 +131,14 @@ impl Auth {
                 // The grant's token family is compromised: every grant of this user
                 // to this client ends, not their other sessions (a client's bug or
                 // breach must not sign the user out of everything else).
-                let ended = self.db.sessions_revoke_client(user_id, client, "refresh_token_reused", ctx.now).await?;
+                let mut tx = self.db.write().await?;
+                let ended = tx.sessions_revoke_client(user_id, client, "refresh_token_reused", ctx.now).await?;
+                let data = serde_json::json!({"session_id": session_id, "client_id": client,
+                    "sessions_revoked": ended.len(), "api_keys_revoked": 0});
+                events::emit_about(&mut tx, "refresh_token.reused", user_id, data, ctx.now).await?;
+                events::emit_sessions(&mut tx, "session.revoked", &ended, "refresh_token_reused", ctx.now).await?;
+                tx.commit().await?;
+                let ended = ended.len();
                 tracing::warn!(client_id = %client, user_id = %user_id, grants_ended = ended,
                     "OAuth refresh token reuse detected");
                 let event = Event {

@@ -15,6 +15,7 @@ use super::{Auth, AuthError, tasks::Task};
 use crate::{
     crypto::{self, Secret},
     ctx::RequestCtx,
+    events,
     mail::{self, Secrets, Template},
     store::{Purpose, UserRow, WriteTx},
     validate::{field, normalize_email},
@@ -115,6 +116,9 @@ impl Auth {
         }
         tx.user_set_password(&user.id, &phc, ctx.now).await?;
         let ended = tx.sessions_revoke_all(&user.id, None, "password_reset", ctx.now).await?;
+        events::emit_about(&mut tx, "password.reset", &user.id, serde_json::json!({}), ctx.now).await?;
+        events::emit_sessions(&mut tx, "session.revoked", &ended, "password_reset", ctx.now).await?;
+        let ended = ended.len();
         // A change of address someone asked for before the reset must not outlive it.
         tx.email_tokens_retire(&user.id, Purpose::ChangeEmail, ctx.now).await?;
         self.queue_notice(&mut tx, &user, Template::PasswordChanged, ctx.now).await?;

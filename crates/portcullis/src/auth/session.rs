@@ -16,6 +16,7 @@ use super::{
 use crate::ctx::{Principal, RequestCtx};
 use crate::{
     crypto::Secret,
+    events,
     mail::Template,
     store::{SessionRow, UserRow},
     tokens::TokenError,
@@ -215,14 +216,23 @@ impl Auth {
             return Err(AuthError::Validation(errors));
         }
         let patch = crate::store::UserPatch { name, unsafe_metadata, ..Default::default() };
-        let user = self.db.user_update(who.subject(), &patch, ctx.now).await?.ok_or(AuthError::NotFound)?;
+        let mut tx = self.db.write().await?;
+        if !tx.user_update(who.subject(), &patch, ctx.now).await? {
+            return Err(AuthError::NotFound);
+        }
+        events::emit_user(&mut tx, "user.updated", who.subject(), ctx.now).await?;
+        tx.commit().await?;
+        let user = self.db.user_by_id(who.subject()).await?.ok_or(AuthError::NotFound)?;
         self.audit(ctx, "user_updated", true, Some(&user.id), None).await;
         Ok(user)
     }
 
     /// Ends the caller's session.
     pub async fn logout(&self, ctx: &RequestCtx, who: &Principal, session_id: &str) -> Result<(), AuthError> {
-        self.db.session_revoke(who.subject(), session_id, "logout", ctx.now).await?;
+        let mut tx = self.db.write().await?;
+        let ended = tx.session_end(session_id, Some(who.subject()), "logout", ctx.now).await?;
+        events::emit_sessions(&mut tx, "session.ended", ended.as_slice(), "logout", ctx.now).await?;
+        tx.commit().await?;
         self.audit(ctx, "logout", true, Some(who.subject()), None).await;
         Ok(())
     }
@@ -243,9 +253,12 @@ impl Auth {
 
     /// Ends one of the caller's sessions; someone else's id is `NotFound`.
     pub async fn session_revoke(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<(), AuthError> {
-        if !self.db.session_revoke(who.subject(), id, "revoked_by_user", ctx.now).await? {
+        let mut tx = self.db.write().await?;
+        let Some(ended) = tx.session_end(id, Some(who.subject()), "revoked_by_user", ctx.now).await? else {
             return Err(AuthError::NotFound);
-        }
+        };
+        events::emit_sessions(&mut tx, "session.ended", &[ended], "revoked_by_user", ctx.now).await?;
+        tx.commit().await?;
         self.audit(ctx, "session_revoked", true, Some(who.subject()), None).await;
         Ok(())
     }
@@ -298,6 +311,9 @@ impl Auth {
         let mut tx = self.db.write().await?;
         tx.user_set_password(&user.id, &phc, ctx.now).await?;
         let ended = tx.sessions_revoke_all(&user.id, Some(session_id), "password_changed", ctx.now).await?;
+        events::emit_about(&mut tx, "password.changed", &user.id, serde_json::json!({}), ctx.now).await?;
+        events::emit_sessions(&mut tx, "session.revoked", &ended, "password_changed", ctx.now).await?;
+        let ended = ended.len() as u64;
         if renew {
             tx.session_reauthenticated(session_id, &user.id, ctx.now).await?;
         }

@@ -56,6 +56,12 @@ pub trait Deliver: Send + Sync {
     fn redacted(&self, _payload: &str) -> Option<String> {
         None
     }
+
+    /// Targets (receivers) this deliverer cannot start more deliveries to now:
+    /// their messages are not claimed until a place frees up.
+    fn saturated(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Account tasks (a forgot or resend request, a change of address, a lock's
@@ -121,6 +127,9 @@ pub struct Pace {
     pub first_retry: Duration,
     /// Deliveries in flight at once on this node.
     pub concurrency: usize,
+    /// How long a stopping worker waits for the deliveries in flight (longer than
+    /// the slowest deliverer's timeout).
+    pub drain: Duration,
 }
 
 impl Default for Pace {
@@ -132,6 +141,7 @@ impl Default for Pace {
             max_attempts: 10,
             first_retry: Duration::from_secs(10),
             concurrency: 16,
+            drain: Duration::from_secs(10),
         }
     }
 }
@@ -152,9 +162,6 @@ struct Inner {
 
 /// The worker refreshes the `portcullis_outbox_messages` gauge every this many polls.
 const COUNT_EVERY_POLLS: i64 = 5;
-
-/// How long a stopping worker waits for the deliveries in flight.
-const DRAIN: Duration = Duration::from_secs(10);
 
 impl Outbox {
     /// A worker over `db` with no deliverers yet.
@@ -196,7 +203,8 @@ impl Outbox {
         }
         let lease = i64::try_from(me.pace.lease.as_millis()).unwrap_or(60_000);
         let kinds: Vec<&str> = me.deliverers.keys().map(String::as_str).collect();
-        let claimed = match me.db.outbox_claim(&kinds, now, lease, free).await {
+        let skip: Vec<String> = me.deliverers.values().flat_map(|d| d.saturated()).collect();
+        let claimed = match me.db.outbox_claim(&kinds, &skip, now, lease, free).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "claiming outbox messages failed");
@@ -237,7 +245,7 @@ impl Outbox {
         )
         .await;
         let all = u32::try_from(self.0.pace.concurrency.max(1)).unwrap_or(u32::MAX);
-        if tokio::time::timeout(DRAIN, self.0.slots.acquire_many(all)).await.is_err() {
+        if tokio::time::timeout(self.0.pace.drain, self.0.slots.acquire_many(all)).await.is_err() {
             tracing::warn!("outbox deliveries still in flight at shutdown; they will be attempted again");
         }
     }
@@ -265,7 +273,7 @@ impl Inner {
             }
             Err(Failed { why, next }) => {
                 let after = match next {
-                    Next::Backoff => (m.attempts < self.pace.max_attempts).then(|| self.backoff(m.attempts)),
+                    Next::Backoff => (m.tries() < self.pace.max_attempts).then(|| self.backoff(m.tries())),
                     Next::After(d) => Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
                     Next::Never | Next::Defer(_) => None,
                 };

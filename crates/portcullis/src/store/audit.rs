@@ -47,6 +47,15 @@ fn bind_record<'q>(
         .bind(&r.reason)
 }
 
+/// Appends a record on `on` (a write transaction's own).
+pub(super) async fn insert<'c, E>(on: E, r: &AuditRecord) -> StoreResult<()>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    bind_record(sqlx::query(AUDIT_INSERT), r).execute(on).await?;
+    Ok(())
+}
+
 impl Db {
     /// Appends records in one transaction: one commit (one fsync) for a burst.
     pub async fn audit_insert_many(&self, records: &[AuditRecord]) -> StoreResult<()> {

@@ -75,10 +75,18 @@ pub struct OutboxRow {
     pub delivered_at: Option<i64>,
     /// Whom it is for, when a kind has many receivers (a webhook's endpoint).
     pub target: Option<String>,
+    /// Claims given back unattempted: `attempts - deferrals` attempts really ran.
+    pub deferrals: i64,
 }
 
-const COLS: &str =
-    "id, kind, payload, status, attempts, next_attempt_at, locked_until, last_error, created_at, delivered_at, target";
+impl OutboxRow {
+    /// Delivery attempts that really ran (this claim's included).
+    pub fn tries(&self) -> i64 {
+        self.attempts - self.deferrals
+    }
+}
+
+const COLS: &str = "id, kind, payload, status, attempts, next_attempt_at, locked_until, last_error, created_at, delivered_at, target, deferrals";
 
 fn from_row(row: &sqlx::any::AnyRow) -> StoreResult<OutboxRow> {
     Ok(OutboxRow {
@@ -93,6 +101,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> StoreResult<OutboxRow> {
         created_at: col(row, "created_at")?,
         delivered_at: col(row, "delivered_at")?,
         target: col(row, "target")?,
+        deferrals: col(row, "deferrals")?,
     })
 }
 
@@ -133,10 +142,12 @@ where
 impl Db {
     /// Claims up to `limit` due messages of `kinds` for `lease_ms` (see the module
     /// contract); each claim counts an attempt. Kinds a node cannot deliver are left
-    /// for the nodes that can.
+    /// for the nodes that can. Messages for `skip` targets (receivers with their
+    /// share in flight) are left for later, so they do not crowd out the others.
     pub async fn outbox_claim(
         &self,
         kinds: &[&str],
+        skip: &[String],
         now: i64,
         lease_ms: i64,
         limit: i64,
@@ -145,6 +156,12 @@ impl Db {
             return Ok(Vec::new());
         }
         let kinds_in: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 4)).collect();
+        let skip_in: Vec<String> = (0..skip.len()).map(|i| format!("${}", i + 4 + kinds.len())).collect();
+        let skipped = if skip.is_empty() {
+            String::new()
+        } else {
+            format!("AND (target IS NULL OR target NOT IN ({})) ", skip_in.join(", "))
+        };
         let lock = match self.backend() {
             super::Backend::Postgres => "FOR UPDATE SKIP LOCKED",
             super::Backend::Sqlite => "",
@@ -153,7 +170,7 @@ impl Db {
         let sql = format!(
             "UPDATE outbox SET locked_until = $1, attempts = attempts + 1 WHERE id IN \
              (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $2 \
-              AND (locked_until IS NULL OR locked_until <= $2) AND kind IN ({}) \
+              AND (locked_until IS NULL OR locked_until <= $2) AND kind IN ({}) {skipped}\
               ORDER BY next_attempt_at, id LIMIT $3 {lock}) \
              RETURNING {COLS}",
             kinds_in.join(", ")
@@ -161,6 +178,9 @@ impl Db {
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now.saturating_add(lease_ms)).bind(now).bind(limit);
         for k in kinds {
             query = query.bind(*k);
+        }
+        for t in skip {
+            query = query.bind(t.as_str());
         }
         let rows = query.fetch_all(&mut *tx).await?;
         tx.commit().await?;
@@ -210,11 +230,11 @@ impl Db {
     }
 
     /// Gives back claim `attempt` of a message that was not attempted (its
-    /// deliverer was busy): due again at `next_attempt_at`, the attempt uncounted.
-    /// Whether that claim still held it.
+    /// deliverer was busy): due again at `next_attempt_at`, counted as a deferral,
+    /// not as an attempt. Whether that claim still held it.
     pub async fn outbox_defer(&self, id: &str, attempt: i64, next_attempt_at: i64) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE outbox SET attempts = attempts - 1, locked_until = NULL, next_attempt_at = $1 \
+            "UPDATE outbox SET deferrals = deferrals + 1, locked_until = NULL, next_attempt_at = $1 \
              WHERE id = $2 AND attempts = $3 AND status = 'pending'",
         )
         .bind(next_attempt_at)

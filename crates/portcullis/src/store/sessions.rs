@@ -107,20 +107,17 @@ fn session_from_row(row: &AnyRow) -> StoreResult<SessionRow> {
 impl Db {
     /// Creates a session and its first refresh token, atomically.
     pub async fn session_create(&self, s: &SessionRow, refresh_hash: &str) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        insert_session(&mut tx, s, None).await?;
-        insert_refresh(&mut tx, refresh_hash, &s.id, &s.user_id, s.created_at, s.expires_at).await?;
-        tx.commit().await?;
-        Ok(())
+        let mut tx = self.write().await?;
+        tx.session_create(s, Some(refresh_hash), None).await?;
+        tx.commit().await
     }
 
     /// Creates a browser session of the hosted pages, found again by the SHA-256 of
     /// its cookie. It has no refresh token.
     pub async fn browser_session_create(&self, s: &SessionRow, cookie_hash: &str) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        insert_session(&mut tx, s, Some(cookie_hash)).await?;
-        tx.commit().await?;
-        Ok(())
+        let mut tx = self.write().await?;
+        tx.session_create(s, None, Some(cookie_hash)).await?;
+        tx.commit().await
     }
 
     /// The live browser session of a cookie, with its user (not banned).
@@ -207,17 +204,7 @@ impl Db {
 
     async fn end_session(&self, session_id: &str, owner: Option<&str>, reason: &str, now: i64) -> StoreResult<bool> {
         let _changed = self.auth_change();
-        let done = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
-             WHERE id = $3 AND ($4 IS NULL OR user_id = $4) AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(reason)
-        .bind(session_id)
-        .bind(owner.map(str::to_owned))
-        .execute(self.pool())
-        .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(end_one(self.pool(), session_id, owner, reason, now).await?.is_some())
     }
 
     /// Ends every live session of a user except `keep`; returns how many ended.
@@ -247,7 +234,7 @@ impl Db {
         now: i64,
     ) -> StoreResult<u64> {
         let _changed = self.auth_change();
-        end_user_sessions(self.pool(), user_id, keep, client, reason, now).await
+        Ok(end_user_sessions(self.pool(), user_id, keep, client, reason, now).await?.len() as u64)
     }
 
     /// Deletes sessions that ended (expired or revoked) before `before`, with their
@@ -478,15 +465,8 @@ pub(super) async fn revoke_stolen(
     user_id: &str,
     reason: &str,
     now: i64,
-) -> StoreResult<(u64, u64)> {
-    let sessions = sqlx::query(
-        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL",
-    )
-    .bind(now)
-    .bind(reason)
-    .bind(user_id)
-    .execute(&mut **tx)
-    .await?;
+) -> StoreResult<(Vec<SessionRow>, u64)> {
+    let sessions = end_user_sessions(&mut **tx, user_id, None, None, reason, now).await?;
     let keys = sqlx::query(
         "UPDATE api_keys SET revoked_at = $1 WHERE owner_id = $2 AND revoked_at IS NULL AND session_id IN \
          (SELECT id FROM sessions WHERE user_id = $2 AND revoked_at = $1 AND revoked_reason = $3)",
@@ -496,7 +476,7 @@ pub(super) async fn revoke_stolen(
     .bind(reason)
     .execute(&mut **tx)
     .await?;
-    Ok((sessions.rows_affected(), keys.rows_affected()))
+    Ok((sessions, keys.rows_affected()))
 }
 
 /// Every stored session of a user (ended ones too), newest first, at most `limit`.
@@ -527,7 +507,8 @@ where
     Ok(done.rows_affected() > 0)
 }
 
-/// Ends a user's live sessions, all but `keep`, only those of `client` if given.
+/// Ends a user's live sessions, all but `keep`, only those of `client` if given;
+/// the sessions it ended (those already expired included).
 pub(super) async fn end_user_sessions<'c, E>(
     on: E,
     user_id: &str,
@@ -535,20 +516,45 @@ pub(super) async fn end_user_sessions<'c, E>(
     client: Option<&str>,
     reason: &str,
     now: i64,
-) -> StoreResult<u64>
+) -> StoreResult<Vec<SessionRow>>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
-    let done = sqlx::query(
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
-         WHERE user_id = $3 AND revoked_at IS NULL AND id <> $4 AND ($5 IS NULL OR client_id = $5)",
-    )
+         WHERE user_id = $3 AND revoked_at IS NULL AND id <> $4 AND ($5 IS NULL OR client_id = $5) \
+         RETURNING {SESSION_COLS}"
+    )))
     .bind(now)
     .bind(reason)
     .bind(user_id)
     .bind(keep.unwrap_or(""))
     .bind(client.map(str::to_owned))
-    .execute(on)
+    .fetch_all(on)
     .await?;
-    Ok(done.rows_affected())
+    rows.iter().map(session_from_row).collect()
+}
+
+/// Ends one live session (of `owner`, if given); the session, if it ended now.
+pub(super) async fn end_one<'c, E>(
+    on: E,
+    session_id: &str,
+    owner: Option<&str>,
+    reason: &str,
+    now: i64,
+) -> StoreResult<Option<SessionRow>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+         WHERE id = $3 AND ($4 IS NULL OR user_id = $4) AND revoked_at IS NULL RETURNING {SESSION_COLS}"
+    )))
+    .bind(now)
+    .bind(reason)
+    .bind(session_id)
+    .bind(owner.map(str::to_owned))
+    .fetch_optional(on)
+    .await?;
+    row.as_ref().map(session_from_row).transpose()
 }

@@ -232,32 +232,10 @@ impl Db {
 
     /// Applies a patch; `Ok(None)` when there is no such user.
     pub async fn user_update(&self, id: &str, patch: &UserPatch, now: i64) -> StoreResult<Option<UserRow>> {
-        let _changed = self.auth_change();
-        let (set_name, name) = match &patch.name {
-            Some(n) => (1i64, n.clone()),
-            None => (0, None),
-        };
-        let done = sqlx::query(
-            "UPDATE users SET email = COALESCE($1, email), \
-             name = CASE WHEN $2 = 1 THEN $3 ELSE name END, \
-             public_metadata = COALESCE($4, public_metadata), \
-             private_metadata = COALESCE($5, private_metadata), \
-             unsafe_metadata = COALESCE($6, unsafe_metadata), \
-             email_verified = CASE WHEN $1 IS NOT NULL AND $1 <> email THEN 0 ELSE email_verified END, \
-             updated_at = $7 WHERE id = $8",
-        )
-        .bind(patch.email.clone())
-        .bind(set_name)
-        .bind(name)
-        .bind(patch.public_metadata.clone())
-        .bind(patch.private_metadata.clone())
-        .bind(patch.unsafe_metadata.clone())
-        .bind(now)
-        .bind(id)
-        .execute(self.pool())
-        .await
-        .map_err(email_conflict)?;
-        if done.rows_affected() == 0 {
+        let mut tx = self.write().await?;
+        let found = tx.user_update(id, patch, now).await?;
+        tx.commit().await?;
+        if !found {
             return Ok(None);
         }
         self.user_by_id(id).await
@@ -272,53 +250,106 @@ impl Db {
     /// Bans (with `Some(now)`) or unbans a user; a ban also ends every session, in the
     /// same transaction, so no token of theirs outlives it.
     pub async fn user_set_banned(&self, id: &str, banned_at: Option<i64>, now: i64) -> StoreResult<bool> {
-        let _changed = self.auth_change();
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query("UPDATE users SET banned_at = $1, updated_at = $2 WHERE id = $3")
-            .bind(banned_at)
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        if banned_at.is_some() {
-            sqlx::query(
-                "UPDATE sessions SET revoked_at = $1, revoked_reason = 'banned' WHERE user_id = $2 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let mut tx = self.write().await?;
+        let (found, _) = tx.user_set_banned(id, banned_at, now).await?;
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok(found)
     }
 
     /// Grants a role; `Conflict("unknown role")` if it does not exist. Idempotent.
     pub async fn user_grant_role(&self, user_id: &str, role: &str, now: i64) -> StoreResult<()> {
-        let _changed = self.auth_change();
-        let mut tx = self.begin_write().await?;
-        let held: Option<String> = sqlx::query_scalar("SELECT role FROM user_roles WHERE user_id = $1 AND role = $2")
-            .bind(user_id)
-            .bind(role)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if held.is_none() {
-            grant(&mut tx, user_id, role, now).await?;
-        }
+        let mut tx = self.write().await?;
+        tx.user_grant_role(user_id, role, now).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Revokes a role; returns whether the user held it.
     pub async fn user_revoke_role(&self, user_id: &str, role: &str) -> StoreResult<bool> {
-        let _changed = self.auth_change();
-        let done = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
-            .bind(user_id)
-            .bind(role)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let mut tx = self.write().await?;
+        let held = tx.user_revoke_role(user_id, role).await?;
+        tx.commit().await?;
+        Ok(held)
     }
+}
+
+/// Grants a role unless held; whether it was granted now (`Conflict("unknown
+/// role")` if there is no such role).
+pub(super) async fn grant_role(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    user_id: &str,
+    role: &str,
+    now: i64,
+) -> StoreResult<bool> {
+    let held: Option<String> = sqlx::query_scalar("SELECT role FROM user_roles WHERE user_id = $1 AND role = $2")
+        .bind(user_id)
+        .bind(role)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if held.is_some() {
+        return Ok(false);
+    }
+    grant(tx, user_id, role, now).await?;
+    Ok(true)
+}
+
+/// Revokes a role; whether the user held it.
+pub(super) async fn revoke_role<'c, E>(on: E, user_id: &str, role: &str) -> StoreResult<bool>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let done = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
+        .bind(user_id)
+        .bind(role)
+        .execute(on)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Sets or clears the ban; whether the user exists.
+pub(super) async fn set_banned<'c, E>(on: E, id: &str, banned_at: Option<i64>, now: i64) -> StoreResult<bool>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let done = sqlx::query("UPDATE users SET banned_at = $1, updated_at = $2 WHERE id = $3")
+        .bind(banned_at)
+        .bind(now)
+        .bind(id)
+        .execute(on)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Applies a patch; whether the user exists.
+pub(super) async fn update<'c, E>(on: E, id: &str, patch: &UserPatch, now: i64) -> StoreResult<bool>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let (set_name, name) = match &patch.name {
+        Some(n) => (1i64, n.clone()),
+        None => (0, None),
+    };
+    let done = sqlx::query(
+        "UPDATE users SET email = COALESCE($1, email), \
+         name = CASE WHEN $2 = 1 THEN $3 ELSE name END, \
+         public_metadata = COALESCE($4, public_metadata), \
+         private_metadata = COALESCE($5, private_metadata), \
+         unsafe_metadata = COALESCE($6, unsafe_metadata), \
+         email_verified = CASE WHEN $1 IS NOT NULL AND $1 <> email THEN 0 ELSE email_verified END, \
+         updated_at = $7 WHERE id = $8",
+    )
+    .bind(patch.email.clone())
+    .bind(set_name)
+    .bind(name)
+    .bind(patch.public_metadata.clone())
+    .bind(patch.private_metadata.clone())
+    .bind(patch.unsafe_metadata.clone())
+    .bind(now)
+    .bind(id)
+    .execute(on)
+    .await
+    .map_err(email_conflict)?;
+    Ok(done.rows_affected() > 0)
 }
 
 async fn grant(tx: &mut sqlx::Transaction<'static, sqlx::Any>, user_id: &str, role: &str, now: i64) -> StoreResult<()> {

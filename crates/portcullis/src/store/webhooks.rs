@@ -139,6 +139,35 @@ pub(super) async fn fanout(
     Ok(n)
 }
 
+/// Records a failed delivery on the caller's write transaction: starts the
+/// endpoint's run of failures if none is running, and disables it once that run
+/// is older than `disable_after_ms`. Whether this call disabled it (exactly one
+/// caller does).
+pub(super) async fn failing(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    now: i64,
+    disable_after_ms: i64,
+    reason: &str,
+) -> StoreResult<bool> {
+    sqlx::query("UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $1) WHERE id = $2")
+        .bind(now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    let done = sqlx::query(
+        "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = $1, updated_at = $2 \
+         WHERE id = $3 AND enabled = 1 AND failing_since <= $4",
+    )
+    .bind(reason)
+    .bind(now)
+    .bind(id)
+    .bind(now.saturating_sub(disable_after_ms))
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 impl Db {
     /// Stores a new endpoint.
     pub async fn webhook_insert(&self, e: &EndpointRow) -> StoreResult<()> {
@@ -243,30 +272,6 @@ impl Db {
         row.as_ref().map(from_row).transpose()
     }
 
-    /// Records a failed delivery: starts the endpoint's run of failures if none
-    /// is running, and disables it once that run is older than `disable_after_ms`.
-    /// Whether this call disabled it (exactly one caller does).
-    pub async fn webhook_failing(&self, id: &str, now: i64, disable_after_ms: i64, reason: &str) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $1) WHERE id = $2")
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let done = sqlx::query(
-            "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = $1, updated_at = $2 \
-             WHERE id = $3 AND enabled = 1 AND failing_since <= $4",
-        )
-        .bind(reason)
-        .bind(now)
-        .bind(id)
-        .bind(now.saturating_sub(disable_after_ms))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() > 0)
-    }
-
     /// Records a delivered event: the endpoint's run of failures ends.
     pub async fn webhook_succeeded(&self, id: &str) -> StoreResult<()> {
         sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL")
@@ -346,20 +351,40 @@ impl Db {
         Ok(ids)
     }
 
-    /// The payloads of the deliveries to an endpoint created since `since`, oldest
-    /// first, at most `limit`.
-    pub async fn webhook_sent_since(&self, endpoint_id: &str, since: i64, limit: i64) -> StoreResult<Vec<String>> {
+    /// A page of the deliveries to an endpoint created since `since`, by id after
+    /// `after` and up to `upto` (the newest when the scan began), oldest first:
+    /// (id, payload) pairs.
+    pub async fn webhook_sent_since(
+        &self,
+        endpoint_id: &str,
+        since: i64,
+        after: &str,
+        upto: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<(String, String)>> {
         let rows = sqlx::query(
-            "SELECT payload FROM outbox WHERE kind = $1 AND target = $2 AND created_at >= $3 \
-             ORDER BY created_at, id LIMIT $4",
+            "SELECT id, payload FROM outbox WHERE kind = $1 AND target = $2 AND created_at >= $3 \
+             AND id > $4 AND id <= $5 ORDER BY id LIMIT $6",
         )
         .bind(KIND)
         .bind(endpoint_id)
         .bind(since)
+        .bind(after)
+        .bind(upto)
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(|r| col(r, "payload")).collect()
+        rows.iter().map(|r| Ok((col(r, "id")?, col(r, "payload")?))).collect()
+    }
+
+    /// The newest delivery id of an endpoint.
+    pub async fn webhook_last_delivery(&self, endpoint_id: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT MAX(id) AS id FROM outbox WHERE kind = $1 AND target = $2")
+            .bind(KIND)
+            .bind(endpoint_id)
+            .fetch_one(self.pool())
+            .await?;
+        col(&row, "id")
     }
 
     /// Deletes attempt records older than `before`.

@@ -4,8 +4,8 @@
 use sqlx::{Any, Transaction};
 
 use super::{
-    Db, EmailTokenRow, NewUser, PasskeyRow, Purpose, StoreResult, abuse, email, mfa, outbox, passkeys, sessions, users,
-    webhooks,
+    Db, EmailTokenRow, NewUser, PasskeyRow, Purpose, SessionRow, StoreResult, abuse, audit, email, mfa, outbox,
+    passkeys, roles, sessions, users, webhooks,
 };
 
 /// A write transaction in progress. Its methods are store operations; nothing is
@@ -48,22 +48,140 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Ends every live session of a user except `keep`; how many ended.
+    /// Ends every live session of a user except `keep`; the sessions that ended.
     pub async fn sessions_revoke_all(
         &mut self,
         user_id: &str,
         keep: Option<&str>,
         reason: &str,
         now: i64,
-    ) -> StoreResult<u64> {
+    ) -> StoreResult<Vec<SessionRow>> {
         self.auth_changed = true;
         self.ran(1);
         sessions::end_user_sessions(&mut *self.tx, user_id, keep, None, reason, now).await
     }
 
+    /// Creates a role; `Conflict` if the name is taken.
+    pub async fn role_insert(&mut self, role: &crate::store::RoleRow) -> StoreResult<()> {
+        self.auth_changed = true;
+        self.ran(1);
+        roles::insert(&mut *self.tx, role).await
+    }
+
+    /// Updates a role's description and/or permissions; whether it exists.
+    pub async fn role_update(
+        &mut self,
+        name: &str,
+        description: Option<Option<String>>,
+        permissions: Option<&[String]>,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.auth_changed = true;
+        self.ran(1);
+        roles::update(&mut *self.tx, name, description, permissions, now).await
+    }
+
+    /// Deletes a role nobody holds; whether it existed.
+    pub async fn role_delete(&mut self, name: &str) -> StoreResult<bool> {
+        self.auth_changed = true;
+        self.ran(2);
+        roles::delete(&mut self.tx, name).await
+    }
+
+    /// A role, as this transaction sees it.
+    pub async fn role_get(&mut self, name: &str) -> StoreResult<Option<crate::store::RoleRow>> {
+        roles::get(&mut *self.tx, name).await
+    }
+
+    /// Creates a session with its first refresh token (API sign-in) or its cookie's
+    /// hash (hosted pages).
+    pub async fn session_create(
+        &mut self,
+        s: &SessionRow,
+        refresh_hash: Option<&str>,
+        cookie_hash: Option<&str>,
+    ) -> StoreResult<()> {
+        self.ran(2);
+        sessions::insert_session(&mut self.tx, s, cookie_hash).await?;
+        if let Some(hash) = refresh_hash {
+            sessions::insert_refresh(&mut self.tx, hash, &s.id, &s.user_id, s.created_at, s.expires_at).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends every live session a user granted to one client; the sessions that ended.
+    pub async fn sessions_revoke_client(
+        &mut self,
+        user_id: &str,
+        client_id: &str,
+        reason: &str,
+        now: i64,
+    ) -> StoreResult<Vec<SessionRow>> {
+        self.auth_changed = true;
+        self.ran(1);
+        sessions::end_user_sessions(&mut *self.tx, user_id, None, Some(client_id), reason, now).await
+    }
+
+    /// Ends one live session (of `owner`, if given); the session, if it ended now.
+    pub async fn session_end(
+        &mut self,
+        session_id: &str,
+        owner: Option<&str>,
+        reason: &str,
+        now: i64,
+    ) -> StoreResult<Option<SessionRow>> {
+        self.auth_changed = true;
+        self.ran(1);
+        sessions::end_one(&mut *self.tx, session_id, owner, reason, now).await
+    }
+
+    /// Applies a patch to a user; whether the user exists.
+    pub async fn user_update(&mut self, id: &str, patch: &crate::store::UserPatch, now: i64) -> StoreResult<bool> {
+        self.auth_changed = true;
+        self.ran(1);
+        users::update(&mut *self.tx, id, patch, now).await
+    }
+
+    /// Bans (`Some(now)`, ending every session) or unbans a user; whether the user
+    /// exists, and the sessions the ban ended.
+    pub async fn user_set_banned(
+        &mut self,
+        id: &str,
+        banned_at: Option<i64>,
+        now: i64,
+    ) -> StoreResult<(bool, Vec<SessionRow>)> {
+        self.auth_changed = true;
+        self.ran(1);
+        let found = users::set_banned(&mut *self.tx, id, banned_at, now).await?;
+        let ended = match banned_at {
+            Some(_) if found => self.sessions_revoke_all(id, None, "banned", now).await?,
+            _ => Vec::new(),
+        };
+        Ok((found, ended))
+    }
+
+    /// Grants a role unless held; whether it was granted now.
+    pub async fn user_grant_role(&mut self, user_id: &str, role: &str, now: i64) -> StoreResult<bool> {
+        self.auth_changed = true;
+        self.ran(2);
+        users::grant_role(&mut self.tx, user_id, role, now).await
+    }
+
+    /// Revokes a role; whether the user held it.
+    pub async fn user_revoke_role(&mut self, user_id: &str, role: &str) -> StoreResult<bool> {
+        self.auth_changed = true;
+        self.ran(1);
+        users::revoke_role(&mut *self.tx, user_id, role).await
+    }
+
     /// Theft detection: every live session of a user ends, with the API keys
     /// minted from them (see `sessions::revoke_stolen`); (sessions, keys).
-    pub async fn sessions_revoke_stolen(&mut self, user_id: &str, reason: &str, now: i64) -> StoreResult<(u64, u64)> {
+    pub async fn sessions_revoke_stolen(
+        &mut self,
+        user_id: &str,
+        reason: &str,
+        now: i64,
+    ) -> StoreResult<(Vec<SessionRow>, u64)> {
         self.auth_changed = true;
         self.ran(2);
         sessions::revoke_stolen(&mut self.tx, user_id, reason, now).await
@@ -154,6 +272,25 @@ impl WriteTx {
     /// A user's confirmed second-factor kinds, as this transaction sees them.
     pub async fn mfa_kinds(&mut self, user_id: &str) -> StoreResult<Vec<String>> {
         Ok(mfa::kinds(&mut self.tx, &[user_id]).await?.remove(user_id).unwrap_or_default())
+    }
+
+    /// Records a failed webhook delivery against its endpoint (see
+    /// `webhooks::failing`); whether this call disabled it.
+    pub async fn webhook_failing(
+        &mut self,
+        id: &str,
+        now: i64,
+        disable_after_ms: i64,
+        reason: &str,
+    ) -> StoreResult<bool> {
+        self.ran(2);
+        webhooks::failing(&mut self.tx, id, now, disable_after_ms, reason).await
+    }
+
+    /// Appends an audit record that must commit with this change (or not at all).
+    pub async fn audit_insert(&mut self, r: &crate::store::AuditRecord) -> StoreResult<()> {
+        self.ran(1);
+        audit::insert(&mut *self.tx, r).await
     }
 
     /// Confirms a pending factor (at TOTP step `step`); whether it was pending.

@@ -21,7 +21,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGE
 
 use super::SEAL;
 use crate::{
-    audit::{Audit, Event as AuditEvent},
+    audit::Event as AuditEvent,
     config::WebhooksConfig,
     crypto::{self, MasterKey},
     ctx::RequestCtx,
@@ -36,23 +36,11 @@ const KEEP_RESPONSE: usize = 1024;
 /// How long a delivery waits when its endpoint already has its share in flight.
 const BUSY_WAIT: Duration = Duration::from_millis(250);
 
-/// Queues the operators' notice about a disabled endpoint in the outbox (mail).
+/// Composes the operators' notice about a disabled endpoint (a mail, queued in
+/// the transaction that disables it).
 pub struct Notify {
     /// The mail service.
     pub mailer: Arc<crate::mail::Mailer>,
-    /// Where the notice is queued.
-    pub db: Db,
-}
-
-impl Notify {
-    async fn endpoint_disabled(&self, to: &str, id: &str, url: &str) -> Result<(), String> {
-        let detail = format!("{id} {url}");
-        let payload = self.mailer.queue_notice(to, crate::mail::Template::WebhookDisabled, &detail);
-        let now = crate::clock::now_ms();
-        let mut tx = self.db.write().await.map_err(|e| e.to_string())?;
-        tx.outbox_enqueue(crate::mail::KIND, &payload, now).await.map_err(|e| e.to_string())?;
-        tx.commit().await.map_err(|e| e.to_string())
-    }
 }
 
 /// The webhook deliverer.
@@ -61,7 +49,6 @@ pub struct Sender {
     outbound: Outbound,
     master: Arc<MasterKey>,
     cfg: WebhooksConfig,
-    audit: Audit,
     notify: Option<Notify>,
     /// Deliveries in flight per endpoint on this node.
     in_flight: Mutex<HashMap<String, usize>>,
@@ -99,10 +86,9 @@ impl Sender {
         outbound: Outbound,
         master: Arc<MasterKey>,
         cfg: WebhooksConfig,
-        audit: Audit,
         notify: Option<Notify>,
     ) -> Self {
-        Self { db, outbound, master, cfg, audit, notify, in_flight: Mutex::new(HashMap::new()) }
+        Self { db, outbound, master, cfg, notify, in_flight: Mutex::new(HashMap::new()) }
     }
 
     fn take_place(&self, endpoint: &str) -> Option<Place<'_>> {
@@ -150,7 +136,8 @@ impl Sender {
     /// POSTs and reads at most a KiB of the answer.
     async fn post(&self, url: &str, headers: HeaderMap, body: String) -> Answer {
         let timeout = self.cfg.timeout.0;
-        let sent = self.outbound.post(url, |r| r.headers(headers).body(body).timeout(timeout)).await;
+        // Errors name no URL: a receiver's URL often holds a token of its own.
+        let sent = self.outbound.post_quiet(url, |r| r.headers(headers).body(body).timeout(timeout)).await;
         let mut res = match sent {
             Ok(res) => res,
             Err(e) => return Answer { status: None, body: None, error: Some(e) },
@@ -170,13 +157,15 @@ impl Sender {
             }
         }
         kept.truncate(KEEP_RESPONSE);
-        let text = String::from_utf8_lossy(&kept).into_owned();
+        // PostgreSQL text holds no NUL.
+        let text = String::from_utf8_lossy(&kept).replace('\0', "\u{fffd}");
         Answer { status: Some(status), body: (!text.is_empty()).then_some(text), error }
     }
 
-    /// When attempt `attempts + 1` is due, with ±10 % jitter; `None` after the last.
-    fn next_delay(&self, attempts: i64) -> Option<Duration> {
-        let i = usize::try_from(attempts.saturating_sub(1)).ok()?;
+    /// When the attempt after attempt number `tries` is due, with ±10 % jitter;
+    /// `None` after the last.
+    fn next_delay(&self, tries: i64) -> Option<Duration> {
+        let i = usize::try_from(tries.saturating_sub(1)).ok()?;
         let base = self.cfg.retry_schedule.get(i)?.0;
         let [r] = crypto::random_bytes::<1>();
         let spread = base.as_millis() as f64 * 0.2 * (f64::from(r) / 255.0 - 0.5);
@@ -189,7 +178,12 @@ impl Sender {
         let Some(_place) = self.take_place(target) else {
             return Err(Failed { why: "endpoint busy".into(), next: Next::Defer(BUSY_WAIT) });
         };
-        let endpoint = self.db.webhook_get(target).await.map_err(|e| Failed::from(e.to_string()))?;
+        // A database hiccup is not the receiver's failure: no attempt is counted.
+        let endpoint = self
+            .db
+            .webhook_get(target)
+            .await
+            .map_err(|e| Failed { why: e.to_string(), next: Next::Defer(Duration::from_secs(1)) })?;
         let Some(endpoint) = endpoint else { return Err(never("endpoint deleted")) };
         if !endpoint.enabled {
             return Err(never("endpoint disabled"));
@@ -218,7 +212,7 @@ impl Sender {
         }
         let why = error.unwrap_or_else(|| "no answer".into());
         self.failing(&endpoint, now).await;
-        Err(match self.next_delay(m.attempts) {
+        Err(match self.next_delay(m.tries()) {
             Some(d) => Failed { why, next: Next::After(d) },
             None => Failed { why, next: Next::Never },
         })
@@ -229,7 +223,7 @@ impl Sender {
             id: crypto::new_id("wha", at),
             delivery_id: m.id.clone(),
             endpoint_id: target.to_owned(),
-            attempt: m.attempts,
+            attempt: m.tries(),
             at,
             status_code: a.status.map(i64::from),
             latency_ms: i64::try_from(took.as_millis()).unwrap_or(i64::MAX),
@@ -241,34 +235,44 @@ impl Sender {
         }
     }
 
-    /// Counts a failure against the endpoint; past `disable_after`, disables it
-    /// (audited, and mailed to `webhooks.notify_email`).
+    /// Counts a failure against the endpoint; past `disable_after`, disables it,
+    /// with its audit record and the mail to `webhooks.notify_email` in the same
+    /// commit.
     async fn failing(&self, e: &EndpointRow, now: i64) {
+        if let Err(err) = self.try_failing(e, now).await {
+            tracing::warn!(error = %err, endpoint = %e.id, "recording a webhook failure failed");
+        }
+    }
+
+    async fn try_failing(&self, e: &EndpointRow, now: i64) -> crate::store::StoreResult<()> {
         let after = i64::try_from(self.cfg.disable_after.0.as_millis()).unwrap_or(i64::MAX);
         let reason = format!("failing for {} without a success", self.cfg.disable_after);
-        match self.db.webhook_failing(&e.id, now, after, &reason).await {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(err) => {
-                tracing::warn!(error = %err, endpoint = %e.id, "recording a webhook failure failed");
-                return;
-            }
+        let mut tx = self.db.write().await?;
+        if !tx.webhook_failing(&e.id, now, after, &reason).await? {
+            return tx.commit().await;
         }
-        tracing::warn!(endpoint = %e.id, url = %e.url, "webhook endpoint disabled: {reason}");
         let why = format!("{}: {reason}", e.id);
         let event =
             AuditEvent { kind: "webhook_disabled", success: true, user_id: None, actor: None, reason: Some(&why) };
-        self.audit.record(&RequestCtx::system(), event).await;
-        if let (Some(notify), Some(to)) = (&self.notify, &self.cfg.notify_email)
-            && let Err(err) = notify.endpoint_disabled(to, &e.id, &e.url).await
-        {
-            tracing::warn!(error = %err, endpoint = %e.id, "queueing the disabled-endpoint notice failed");
+        tx.audit_insert(&crate::audit::record_of(&RequestCtx::system(), event)).await?;
+        if let (Some(notify), Some(to)) = (&self.notify, &self.cfg.notify_email) {
+            let detail = format!("{} {}", e.id, e.url);
+            let mail = notify.mailer.queue_notice(to, crate::mail::Template::WebhookDisabled, &detail);
+            tx.outbox_enqueue(crate::mail::KIND, &mail, now).await?;
         }
+        tx.commit().await?;
+        tracing::warn!(endpoint = %e.id, "webhook endpoint disabled: {reason}");
+        Ok(())
     }
 }
 
 impl Deliver for Sender {
     fn deliver<'a>(&'a self, message: &'a OutboxRow) -> Attempt<'a> {
         Box::pin(self.attempt(message))
+    }
+
+    fn saturated(&self) -> Vec<String> {
+        let map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().filter(|(_, n)| **n >= self.cfg.max_in_flight_per_endpoint).map(|(k, _)| k.clone()).collect()
     }
 }

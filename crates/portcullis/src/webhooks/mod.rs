@@ -38,7 +38,9 @@ const MAX_GRACE_SECS: u64 = 30 * 86_400;
 /// The most event types one endpoint lists.
 const MAX_EVENTS: usize = 64;
 /// The most deliveries one replay queues.
-pub const MAX_REPLAY: i64 = 10_000;
+const MAX_REPLAY_USIZE: usize = 10_000;
+/// Deliveries read (and queued again) per commit of a replay.
+const REPLAY_PAGE: i64 = 200;
 /// How long creation waits for a name to resolve before accepting it unchecked.
 const RESOLVE_WAIT: Duration = Duration::from_secs(2);
 
@@ -127,6 +129,32 @@ fn check_description(d: Option<String>, errors: &mut Vec<FieldError>) -> Option<
     Some(d)
 }
 
+/// The read permission whose data events of `event_type` carry: an endpoint is
+/// a standing read of everything it receives, so whoever points one somewhere must
+/// be allowed to read that data anyway.
+fn read_scope(event_type: &str) -> Option<&'static str> {
+    let family = event_type.split('.').next().unwrap_or_default();
+    match family {
+        "webhook" => None,
+        "role" => Some("admin:roles:read"),
+        "api_key" => Some("admin:keys:read"),
+        "client" => Some("admin:clients:read"),
+        _ => Some("admin:users:read"),
+    }
+}
+
+/// The read permissions an endpoint taking `events` needs, sorted.
+fn read_scopes(events: &[String]) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = if events.iter().any(|e| e == "*") {
+        events::TYPES.iter().filter_map(|(t, _)| read_scope(t)).collect()
+    } else {
+        events.iter().filter_map(|e| read_scope(e)).collect()
+    };
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Checks a URL as the module documentation says; refusals are field errors.
 pub async fn check_url(policy: &Policy, url: &str) -> Result<String, FieldError> {
     let bad = |msg: &str| field("url", "invalid_url", msg);
@@ -184,6 +212,12 @@ impl Webhooks {
         self.audit.record(ctx, e).await;
     }
 
+    /// Refuses to point `events` anywhere for a caller who may not read their
+    /// data (see [`read_scope`]).
+    fn may_direct(&self, who: &Principal, events: &[String]) -> Result<(), AuthError> {
+        crate::rbac::require_scope(who, &read_scopes(events)).map_err(|d| AuthError::Denied(d.required))
+    }
+
     fn seal(&self, secret: &Secret) -> Result<String, AuthError> {
         self.master.seal(SEAL, secret.expose().as_bytes()).map_err(|e| AuthError::Internal(e.to_string()))
     }
@@ -202,6 +236,7 @@ impl Webhooks {
         let Some(url) = url.filter(|_| errors.is_empty()) else {
             return Err(AuthError::Validation(errors));
         };
+        self.may_direct(who, &events)?;
         let secret = new_secret();
         let row = EndpointRow {
             id: crypto::new_id("whe", ctx.now),
@@ -261,6 +296,14 @@ impl Webhooks {
         let description = req.description.map(|d| check_description(d, &mut errors));
         if !errors.is_empty() {
             return Err(AuthError::Validation(errors));
+        }
+        // A new URL or new events direct data somewhere: as at creation.
+        if url.is_some() || events.is_some() {
+            let now_events = match &events {
+                Some(e) => e.clone(),
+                None => self.row(id).await?.events,
+            };
+            self.may_direct(who, &now_events)?;
         }
         let patch = EndpointPatch { url, description, events, enabled: req.enabled };
         let row = self.db.webhook_update(id, &patch, ctx.now).await?.ok_or(AuthError::NotFound)?;
@@ -343,6 +386,8 @@ impl Webhooks {
     ) -> Result<WebhookDelivery, AuthError> {
         let row = self.db.outbox_get(delivery_id).await?.filter(|r| r.target.as_deref() == Some(id));
         let row = row.ok_or(AuthError::NotFound)?;
+        let event_type = serde_json::from_str::<Payload>(&row.payload).map(|p| p.event_type).unwrap_or_default();
+        self.may_direct(who, &[event_type])?;
         let ids = self.db.webhook_requeue(id, &[row.payload], ctx.now).await?;
         self.audit(ctx, who, "webhook_retried", delivery_id).await;
         self.delivery(id, first(&ids)?).await
@@ -354,15 +399,24 @@ impl Webhooks {
         let Some(since) = crate::clock::parse_rfc3339(since) else {
             return Err(AuthError::Validation(vec![field("since", "invalid_format", "is an RFC 3339 time")]));
         };
-        self.row(id).await?;
-        let sent = self.db.webhook_sent_since(id, since, MAX_REPLAY * 4).await?;
-        let mut seen = std::collections::HashSet::new();
-        let once: Vec<String> = sent
-            .into_iter()
-            .filter(|p| serde_json::from_str::<Payload>(p).is_ok_and(|p| seen.insert(p.event_id)))
-            .take(usize::try_from(MAX_REPLAY).unwrap_or(usize::MAX))
-            .collect();
-        let queued = self.db.webhook_requeue(id, &once, ctx.now).await?.len();
+        let row = self.row(id).await?;
+        self.may_direct(who, &row.events)?;
+        let Some(upto) = self.db.webhook_last_delivery(id).await? else { return Ok(0) };
+        // A page at a time, each queued in its own commit: memory and the write
+        // lock stay bounded whatever the period holds.
+        let (mut after, mut seen, mut queued) = (String::new(), std::collections::HashSet::new(), 0);
+        while queued < MAX_REPLAY_USIZE {
+            let page = self.db.webhook_sent_since(id, since, &after, &upto, REPLAY_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.0.clone();
+            let once: Vec<String> = page
+                .into_iter()
+                .map(|(_, p)| p)
+                .filter(|p| serde_json::from_str::<Payload>(p).is_ok_and(|p| seen.insert(p.event_id)))
+                .take(MAX_REPLAY_USIZE - queued)
+                .collect();
+            queued += self.db.webhook_requeue(id, &once, ctx.now).await?.len();
+        }
         let why = format!("{id}: {queued} events since {}", rfc3339(since));
         self.audit(ctx, who, "webhook_replayed", &why).await;
         Ok(queued)

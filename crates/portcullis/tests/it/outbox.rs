@@ -76,7 +76,7 @@ async fn one_claim_per_message_across_two_nodes(backend: Backend) {
     let claim_all = |db: Db| async move {
         let mut mine = Vec::new();
         loop {
-            let got = db.outbox_claim(&["webhook.test"], now, 60_000, 4).await.unwrap();
+            let got = db.outbox_claim(&["webhook.test"], &[], now, 60_000, 4).await.unwrap();
             if got.is_empty() {
                 return mine;
             }
@@ -92,7 +92,7 @@ async fn one_claim_per_message_across_two_nodes(backend: Backend) {
     assert!(ids.iter().all(|i| unique.contains(i)));
     // Another kind is left alone.
     enqueue(&a, "mail.other", 1, now).await;
-    assert!(a.outbox_claim(&["webhook.test"], now, 60_000, 10).await.unwrap().is_empty());
+    assert!(a.outbox_claim(&["webhook.test"], &[], now, 60_000, 10).await.unwrap().is_empty());
     a.close().await;
     b.close().await;
 }
@@ -102,20 +102,20 @@ async fn a_dead_claim_is_claimed_again(backend: Backend) {
     let now = portcullis::clock::now_ms();
     let node = open(&data).await;
     let ids = enqueue(&node, "mail.test", 1, now).await;
-    let first = node.outbox_claim(&["mail.test"], now, 30_000, 10).await.unwrap();
+    let first = node.outbox_claim(&["mail.test"], &[], now, 30_000, 10).await.unwrap();
     assert_eq!(first.len(), 1);
     // The node dies mid-delivery.
     node.close().await;
     let restarted = open(&data).await;
-    assert!(restarted.outbox_claim(&["mail.test"], now + 1_000, 30_000, 10).await.unwrap().is_empty(), "leased");
-    let again = restarted.outbox_claim(&["mail.test"], now + 30_001, 30_000, 10).await.unwrap();
+    assert!(restarted.outbox_claim(&["mail.test"], &[], now + 1_000, 30_000, 10).await.unwrap().is_empty(), "leased");
+    let again = restarted.outbox_claim(&["mail.test"], &[], now + 30_001, 30_000, 10).await.unwrap();
     assert_eq!(again.iter().map(|r| (r.id.as_str(), r.attempts)).collect::<Vec<_>>(), vec![(ids[0].as_str(), 2)]);
     // The dead node's claim (attempt 1) can no longer record an outcome.
     assert!(!restarted.outbox_failed(&ids[0], 1, "late", None).await.unwrap());
     assert!(restarted.outbox_delivered(&ids[0], 2, now + 30_002).await.unwrap());
     let row = restarted.outbox_get(&ids[0]).await.unwrap().unwrap();
     assert_eq!((row.status, row.delivered_at), (OutboxStatus::Delivered, Some(now + 30_002)));
-    assert!(restarted.outbox_claim(&["mail.test"], now + 90_000, 30_000, 10).await.unwrap().is_empty());
+    assert!(restarted.outbox_claim(&["mail.test"], &[], now + 90_000, 30_000, 10).await.unwrap().is_empty());
     restarted.close().await;
 }
 
@@ -147,6 +147,7 @@ async fn the_worker_retries_then_gives_up(backend: Backend) {
         max_attempts: 3,
         first_retry: Duration::from_millis(30),
         concurrency: 4,
+        drain: Duration::from_secs(5),
     };
     let worker = Outbox::new(db.clone(), pace)
         .with("mail.flaky", Arc::new(Flaky { failures: 2, seen: AtomicUsize::new(0) }))

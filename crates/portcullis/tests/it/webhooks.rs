@@ -256,7 +256,325 @@ async fn a_receiver_that_keeps_failing_is_disabled(backend: Backend) {
     s.stop().await;
 }
 
+/// Replay and a single retry send the same event again, with the same
+/// `webhook-id` (receivers deduplicate on it), each as a new delivery.
+async fn replay_and_retry_keep_the_webhook_id(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let rx = Receiver::start().await;
+    let s = TestServer::start_on(&data, |_| {}).await;
+    let admin = s.admin("admin@example.com").await.access;
+    let since = portcullis::clock::rfc3339(portcullis::clock::now_ms() - 1000);
+    let hook = create_hook(&s, &admin, &format!("{}/hooks", rx.url), &["user.created"]).await;
+    let id = hook["id"].as_str().unwrap();
+    s.register("fay@example.com", PASSWORD).await;
+    s.register("gus@example.com", PASSWORD).await;
+    let first = wait_for(&rx, "/hooks", 2).await;
+    let ids: Vec<&str> = first.iter().map(|r| r.header("webhook-id").unwrap()).collect();
+    assert_ne!(ids[0], ids[1], "two events, two ids");
+
+    let res = s.post_auth(&format!("/v1/admin/webhooks/{id}/replay"), &admin, json!({"since": since})).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    assert_eq!(res.json::<Value>().await.unwrap()["queued"], 2);
+    let again = wait_for(&rx, "/hooks", 4).await;
+    let mut replayed: Vec<&str> = again[2..].iter().map(|r| r.header("webhook-id").unwrap()).collect();
+    replayed.sort_unstable();
+    let mut original = ids.clone();
+    original.sort_unstable();
+    assert_eq!(replayed, original, "a replay keeps the ids");
+    assert_eq!(
+        again[2..].iter().map(|r| r.body.clone()).collect::<std::collections::HashSet<_>>(),
+        first.iter().map(|r| r.body.clone()).collect(),
+        "and the bodies"
+    );
+    // A replay from after the events sends nothing.
+    let later = portcullis::clock::rfc3339(portcullis::clock::now_ms() + 60_000);
+    let res = s.post_auth(&format!("/v1/admin/webhooks/{id}/replay"), &admin, json!({"since": later})).await;
+    assert_eq!(res.json::<Value>().await.unwrap()["queued"], 0);
+    let bad = s.post_auth(&format!("/v1/admin/webhooks/{id}/replay"), &admin, json!({"since": "yesterday"})).await;
+    assert_problem(bad, StatusCode::BAD_REQUEST, "validation_failed").await;
+
+    let page: Value = s.get_auth(&format!("/v1/admin/webhooks/{id}/deliveries"), &admin).await.json().await.unwrap();
+    let one = page["data"].as_array().unwrap().last().unwrap().clone();
+    let res = s
+        .post_auth(
+            &format!("/v1/admin/webhooks/{id}/deliveries/{}/retry", one["id"].as_str().unwrap()),
+            &admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let retried: Value = res.json().await.unwrap();
+    assert_ne!(retried["id"], one["id"], "a new delivery");
+    assert_eq!(retried["event_id"], one["event_id"], "of the same event");
+    let all = wait_for(&rx, "/hooks", 5).await;
+    assert_eq!(all[4].header("webhook-id"), one["event_id"].as_str());
+    let unknown = s.post_auth(&format!("/v1/admin/webhooks/{id}/deliveries/obx_nope/retry"), &admin, json!({})).await;
+    assert_problem(unknown, StatusCode::NOT_FOUND, "not_found").await;
+    s.stop().await;
+}
+
+/// During a rotation's grace both secrets sign (two `v1,` signatures in one
+/// header) and either verifies; after it, only the new one. `POST /test` sends a
+/// `webhook.test` event to that endpoint alone.
+async fn rotation_signs_with_both_secrets_during_the_grace(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let rx = Receiver::start().await;
+    let s = TestServer::start_on(&data, |_| {}).await;
+    let admin = s.admin("admin@example.com").await.access;
+    let hook = create_hook(&s, &admin, &format!("{}/a", rx.url), &["user.created"]).await;
+    let other = create_hook(&s, &admin, &format!("{}/b", rx.url), &["*"]).await;
+    let id = hook["id"].as_str().unwrap();
+    let old = hook["secret"].as_str().unwrap().to_owned();
+    let res = s.post_auth(&format!("/v1/admin/webhooks/{id}/test"), &admin, json!({})).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let test = wait_for(&rx, "/a", 1).await;
+    assert_eq!(body(&test[0])["type"], "webhook.test");
+    assert_eq!(body(&test[0])["data"]["endpoint_id"], id);
+
+    let res =
+        s.post_auth(&format!("/v1/admin/webhooks/{id}/rotate-secret"), &admin, json!({"grace_seconds": 600})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let rotated: Value = res.json().await.unwrap();
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert!(rotated["previous_secret_expires_at"].is_string(), "{rotated}");
+    s.post_auth(&format!("/v1/admin/webhooks/{id}/test"), &admin, json!({})).await;
+    let during = wait_for(&rx, "/a", 2).await;
+    let sig = during[1].header("webhook-signature").unwrap();
+    assert_eq!(sig.split(' ').filter(|p| p.starts_with("v1,")).count(), 2, "{sig}");
+
+    // Rotating again without a grace: the one before stops at once.
+    let res = s.send(Method::POST, &format!("/v1/admin/webhooks/{id}/rotate-secret"), &admin, None).await;
+    let newest = res.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
+    s.post_auth(&format!("/v1/admin/webhooks/{id}/test"), &admin, json!({})).await;
+    let after = wait_for(&rx, "/a", 3).await;
+    assert_eq!(after[2].header("webhook-signature").unwrap().split(' ').count(), 1);
+    if let Some(v) = verified_by(&[&old, &new, &newest], &after) {
+        assert_eq!(v, vec![vec![0], vec![0, 1], vec![2]], "old only; both during the grace; the newest only");
+    }
+    // The test event went to that endpoint alone.
+    assert!(at(&rx, "/b").is_empty(), "{:?}", at(&rx, "/b"));
+    let _ = other;
+    s.stop().await;
+}
+
+/// URLs must be https (http only to loopback with the danger flag); private,
+/// loopback, link-local and metadata targets are refused at creation, and a
+/// target the policy refuses at delivery time is never connected to.
+async fn private_and_metadata_targets_are_refused(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let rx = Receiver::start().await;
+    let s = TestServer::start_on(&data, |cfg| cfg.security.danger_allow_private_targets = false).await;
+    let admin = s.admin("admin@example.com").await.access;
+    for url in [
+        "http://93.184.216.34/hook",
+        "https://127.0.0.1/hook",
+        "https://[::1]/hook",
+        "https://10.1.2.3/hook",
+        "https://192.168.0.10/hook",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::ffff:169.254.169.254]/",
+        "https://[fd00:ec2::254]/",
+        "https://100.100.100.200/",
+        "https://localhost/hook",
+        "https://user:pass@93.184.216.34/hook",
+        "ftp://93.184.216.34/hook",
+        "not a url",
+    ] {
+        let res = s.post_auth("/v1/admin/webhooks", &admin, json!({"url": url, "events": ["*"]})).await;
+        let p = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+        assert_eq!(p["errors"][0]["field"], "url", "{url}: {p}");
+    }
+    let res = s
+        .post_auth("/v1/admin/webhooks", &admin, json!({"url": "https://93.184.216.34/", "events": ["user.nope"]}))
+        .await;
+    let p = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+    assert_eq!(p["errors"][0]["code"], "unknown_event", "{p}");
+    let res = s.post_auth("/v1/admin/webhooks", &admin, json!({"url": "https://93.184.216.34/", "events": []})).await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+    s.stop().await;
+
+    // Even with the danger flag, metadata addresses stay refused.
+    let s = TestServer::start_on(&data, |_| {}).await;
+    let admin = s.login("admin@example.com", PASSWORD).await.access;
+    let res =
+        s.post_auth("/v1/admin/webhooks", &admin, json!({"url": "http://169.254.169.254/", "events": ["*"]})).await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+    // Loopback is allowed with it: an endpoint made now ...
+    let hook = create_hook(&s, &admin, &format!("{}/hooks", rx.url), &["user.created"]).await;
+    let id = hook["id"].as_str().unwrap().to_owned();
+    s.stop().await;
+    // ... is refused at delivery by a server without it, before connecting.
+    let s = TestServer::start_on(&data, |cfg| cfg.security.danger_allow_private_targets = false).await;
+    let admin = s.login("admin@example.com", PASSWORD).await.access;
+    s.register("hal@example.com", PASSWORD).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let d = loop {
+        let page: Value =
+            s.get_auth(&format!("/v1/admin/webhooks/{id}/deliveries"), &admin).await.json().await.unwrap();
+        if let Some(d) = page["data"].as_array().and_then(|a| a.first()).filter(|d| d["attempts"].as_i64() > Some(0)) {
+            break d.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(d["history"][0]["error"].as_str().unwrap().contains("not an address"), "{d}");
+    assert!(d["history"][0]["status_code"].is_null(), "{d}");
+    assert!(!d["history"][0]["error"].as_str().unwrap().contains(&rx.url), "no URL in errors: {d}");
+    assert!(at(&rx, "/hooks").is_empty(), "never connected");
+    s.stop().await;
+}
+
+/// Only `admin:webhooks:*` manage endpoints, and pointing events somewhere also
+/// needs the right to read what they carry: an automation holding only
+/// `admin:webhooks:write` cannot siphon users (private metadata) off.
+async fn managing_webhooks_needs_its_permissions(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let s = TestServer::start_on(&data, |_| {}).await;
+    let admin = s.admin("admin@example.com").await.access;
+    let member = s.user("ivy@example.com").await.access;
+    let res = s.get_auth("/v1/admin/webhooks", &member).await;
+    assert_problem(res, StatusCode::FORBIDDEN, "insufficient_scope").await;
+    let res =
+        s.post_auth("/v1/admin/webhooks", &member, json!({"url": "https://93.184.216.34/", "events": ["*"]})).await;
+    assert_problem(res, StatusCode::FORBIDDEN, "insufficient_scope").await;
+    // A key with webhooks write and roles read only.
+    let res = s
+        .post_auth(
+            "/v1/api-keys",
+            &admin,
+            json!({"name": "hooks", "scopes": ["admin:webhooks:write", "admin:webhooks:read", "admin:roles:read"]}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED, "{}", res.text().await.unwrap());
+    let key = res.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_owned();
+    let body = json!({"url": "https://93.184.216.34/", "events": ["role.created"]});
+    let res = s.with_key(Method::POST, "/v1/admin/webhooks", &key, Some(body)).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let hook: Value = res.json().await.unwrap();
+    let id = hook["id"].as_str().unwrap();
+    for events in [json!(["user.created"]), json!(["*"])] {
+        let body = json!({"url": "https://93.184.216.34/", "events": events});
+        let res = s.with_key(Method::POST, "/v1/admin/webhooks", &key, Some(body)).await;
+        let p = assert_problem(res, StatusCode::FORBIDDEN, "insufficient_scope").await;
+        assert!(p["required_scopes"].to_string().contains("admin:users:read"), "{p}");
+    }
+    let path = format!("/v1/admin/webhooks/{id}");
+    let res = s.with_key(Method::PATCH, &path, &key, Some(json!({"events": ["session.created"]}))).await;
+    assert_problem(res, StatusCode::FORBIDDEN, "insufficient_scope").await;
+    let res = s.with_key(Method::PATCH, &path, &key, Some(json!({"description": "roles feed"}))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // The list shows no secret; the admin role holds both permissions.
+    let list: Value = s.get_auth("/v1/admin/webhooks", &admin).await.json().await.unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert!(list["data"][0].get("secret").is_none());
+    assert_eq!(list["data"][0]["description"], "roles feed");
+    let res = s.send(Method::DELETE, &path, &admin, None).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = s.send(Method::DELETE, &path, &admin, None).await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+    // Unknown members and NUL bytes get clear errors, not 500s.
+    let res = s
+        .post_auth(
+            "/v1/admin/webhooks",
+            &admin,
+            json!({"url": "https://93.184.216.34/", "events": ["*"], "secret": "x"}),
+        )
+        .await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+    for path in ["/v1/admin/webhooks/%00", "/v1/admin/webhooks?cursor=AA", "/v1/admin/webhooks/%00/deliveries"] {
+        let res = s.get_auth(path, &admin).await;
+        assert!(!res.status().is_server_error(), "{path}: {}", res.status());
+    }
+    s.stop().await;
+}
+
+/// Two nodes on one database: each event is delivered once (claims are leases
+/// taken with `FOR UPDATE SKIP LOCKED` on PostgreSQL, under the write lock on
+/// SQLite).
+async fn two_nodes_deliver_each_event_once(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let rx = Receiver::start().await;
+    let a = TestServer::start_on(&data, |_| {}).await;
+    let b = TestServer::start_on(&data, |_| {}).await;
+    let admin = a.admin("admin@example.com").await.access;
+    create_hook(&a, &admin, &format!("{}/hooks", rx.url), &["user.created"]).await;
+    let n = 16;
+    for i in 0..n {
+        let node = if i % 2 == 0 { &a } else { &b };
+        node.register(&format!("user{i}@example.com"), PASSWORD).await;
+    }
+    let got = wait_for(&rx, "/hooks", n).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let got = if at(&rx, "/hooks").len() > got.len() { at(&rx, "/hooks") } else { got };
+    let ids: std::collections::HashSet<&str> = got.iter().map(|r| r.header("webhook-id").unwrap()).collect();
+    assert_eq!((got.len(), ids.len()), (n, n), "each event once");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// `kill -9` after the commit and before any delivery could succeed: the event
+/// is in the database with the user, and the restarted server delivers it. The
+/// endpoint is made with the CLI (`portcullis webhooks create`).
+async fn an_event_survives_a_kill_before_delivery(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let port = crate::smtp::free_port();
+    let url = format!("http://127.0.0.1:{port}/hooks");
+    let cli = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.args(args).arg("--data-dir").arg(data.data_dir());
+        if let Some(db) = &data.database_url {
+            cmd.arg("--database-url").arg(db);
+        }
+        let out = cmd.env("PORTCULLIS_SECURITY__DANGER_ALLOW_PRIVATE_TARGETS", "true").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let created: Value =
+        serde_json::from_str(&cli(&["webhooks", "create", "--url", &url, "--event", "user.created"])).unwrap();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(cli(&["webhooks", "list"]).contains(&id));
+    let env = [
+        ("RUST_LOG", "info"),
+        ("PORTCULLIS_SECURITY__DANGER_ALLOW_PRIVATE_TARGETS", "true"),
+        ("PORTCULLIS_OUTBOX__POLL_INTERVAL", "50ms"),
+        (
+            "PORTCULLIS_WEBHOOKS__RETRY_SCHEDULE",
+            r#"["300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms"]"#,
+        ),
+    ];
+    let mut first = crate::process::spawn_serve(&data, &env).await;
+    let res = reqwest::Client::new()
+        .post(format!("{}/v1/auth/register", first.base))
+        .json(&json!({"email": "ann@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // Committed; nothing listens on the port yet, so it cannot have been delivered.
+    Command::new("kill").args(["-KILL", &first.child.id().to_string()]).status().unwrap();
+    first.child.wait().unwrap();
+    let rx = Receiver::start_on(port).await;
+    let mut second = crate::process::spawn_serve(&data, &env).await;
+    let got = wait_for(&rx, "/hooks", 1).await;
+    assert_eq!(body(&got[0])["data"]["email"], "ann@example.com");
+    if let Some(v) = verified_by(&[&secret], &got) {
+        assert_eq!(v, vec![vec![0]]);
+    }
+    Command::new("kill").args(["-TERM", &second.child.id().to_string()]).status().unwrap();
+    second.child.wait().unwrap();
+    assert!(cli(&["webhooks", "delete", &id]).contains("deleted"));
+    assert!(!cli(&["webhooks", "list"]).contains(&id));
+}
+
 crate::backend_tests!(
+    two_nodes_deliver_each_event_once,
+    an_event_survives_a_kill_before_delivery,
+    replay_and_retry_keep_the_webhook_id,
+    rotation_signs_with_both_secrets_during_the_grace,
+    private_and_metadata_targets_are_refused,
+    managing_webhooks_needs_its_permissions,
     signup_arrives_as_a_verified_user_created,
     a_failed_delivery_is_retried_until_delivered_once,
     a_receiver_that_keeps_failing_is_disabled,

@@ -45,6 +45,13 @@ CREATE TABLE webhook_attempts (
 CREATE INDEX webhook_attempts_delivery ON webhook_attempts (delivery_id, attempt);
 CREATE INDEX webhook_attempts_time ON webhook_attempts (at);
 
+-- `session.ended` is also sent when a session runs out: a sweep marks each expired
+-- session it announced. Sessions that exist when this migration runs count as
+-- announced (no burst of stale events on upgrade).
+ALTER TABLE sessions ADD COLUMN expiry_announced BIGINT NOT NULL DEFAULT 0;
+UPDATE sessions SET expiry_announced = 1;
+CREATE INDEX sessions_unannounced ON sessions (expires_at) WHERE revoked_at IS NULL AND expiry_announced = 0;
+
 UPDATE roles SET permissions = REPLACE(permissions, '"admin:emails:read"',
     '"admin:emails:read","admin:webhooks:read","admin:webhooks:write"')
 WHERE name = 'admin';

@@ -298,9 +298,12 @@ impl ApiKeys {
             last_used_at: None,
             revoked_at: None,
         };
-        if !self.db.api_key_insert(&row, &crypto::sha256_b64(secret.expose()), owner.session_id).await? {
+        let mut tx = self.db.write().await?;
+        if !tx.api_key_insert(&row, &crypto::sha256_b64(secret.expose()), owner.session_id).await? {
             return Err(crate::tokens::TokenError::Invalid("the session of this token has ended").into());
         }
+        crate::events::emit(&mut tx, "api_key.created", key_data(&row), ctx.now).await?;
+        tx.commit().await?;
         self.audit
             .record(ctx, Event { reason: Some(&row.id), ..Event::ok("api_key_created", Some(owner.user_id)).by(actor) })
             .await;
@@ -322,9 +325,12 @@ impl ApiKeys {
 
     /// Revokes one of the caller's keys; another user's id is `NotFound`.
     pub async fn revoke(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<(), AuthError> {
-        if !self.db.api_key_revoke(who.subject(), id, ctx.now).await? {
+        let mut tx = self.db.write().await?;
+        let Some(row) = tx.api_key_revoke(who.subject(), id, ctx.now).await? else {
             return Err(AuthError::NotFound);
-        }
+        };
+        crate::events::emit(&mut tx, "api_key.revoked", key_data(&row), ctx.now).await?;
+        tx.commit().await?;
         self.forget(id);
         self.audit
             .record(
@@ -392,6 +398,16 @@ pub fn rejection_reason(r: KeyRejection) -> &'static str {
         KeyRejection::Invalid => "invalid_api_key",
         KeyRejection::Expired => "expired_api_key",
     }
+}
+
+/// An API key event's `data`: the key as its owner lists it, with the owner;
+/// never the secret or its hash.
+fn key_data(k: &ApiKeyRow) -> serde_json::Value {
+    let mut data = serde_json::to_value(crate::views::api_key_view(k)).unwrap_or_default();
+    if let Some(d) = data.as_object_mut() {
+        d.insert("user_id".into(), serde_json::Value::String(k.owner_id.clone()));
+    }
+    data
 }
 
 #[cfg(test)]

@@ -282,6 +282,8 @@ pub struct WebhooksConfig {
     pub notify_email: Option<String>,
     /// Deliveries in flight at once to one endpoint, per node.
     pub max_in_flight_per_endpoint: usize,
+    /// How often sessions that ran out are looked for (`session.ended`).
+    pub expiry_sweep: HumanDuration,
 }
 
 impl Default for WebhooksConfig {
@@ -293,6 +295,7 @@ impl Default for WebhooksConfig {
             disable_after: HumanDuration::secs(5 * 86_400),
             notify_email: None,
             max_in_flight_per_endpoint: 4,
+            expiry_sweep: HumanDuration::secs(60),
         }
     }
 }
@@ -684,9 +687,13 @@ impl Config {
         if hooks.timeout.0 < Duration::from_millis(100) || hooks.timeout.0 > Duration::from_secs(45) {
             anyhow::bail!("webhooks.timeout must be between 100ms and 45s");
         }
-        if hooks.retry_schedule.len() > 20 || hooks.max_in_flight_per_endpoint == 0 {
+        if hooks.retry_schedule.len() > 20
+            || hooks.max_in_flight_per_endpoint == 0
+            || hooks.expiry_sweep.0 < Duration::from_millis(100)
+        {
             anyhow::bail!(
-                "webhooks.retry_schedule holds at most 20 delays and webhooks.max_in_flight_per_endpoint is at least 1"
+                "webhooks.retry_schedule holds at most 20 delays, webhooks.max_in_flight_per_endpoint is at least 1 \
+                 and webhooks.expiry_sweep at least 100ms"
             );
         }
         Ok(())

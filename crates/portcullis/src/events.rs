@@ -163,6 +163,18 @@ pub async fn emit_sessions(
     Ok(())
 }
 
+/// Announces sessions that ran out as `session.ended` (reason `expired`), up to
+/// `limit` a call, each marked so it is announced once; how many.
+pub async fn announce_expired(db: &crate::store::Db, now: i64, limit: i64) -> StoreResult<usize> {
+    let mut tx = db.write().await?;
+    let ended = tx.sessions_take_expired(now, limit).await?;
+    for s in &ended {
+        emit(&mut tx, "session.ended", session_data(s, Some("expired")), now).await?;
+    }
+    tx.commit().await?;
+    Ok(ended.len())
+}
+
 /// Announces an event about a user whose `data` is `{"user_id", …fields}`.
 pub async fn emit_about(
     tx: &mut WriteTx,

@@ -272,6 +272,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
             },
             Job::BlockSummaries { blocks: blocks.clone(), audit: audit.clone() },
             Job::KeyUsage { keys: api_keys.clone(), every: Duration::from_secs(5) },
+            Job::SessionExpiry { db: store.db.clone(), every: cfg.webhooks.expiry_sweep.0 },
             Job::Outbox(outbox(&cfg, &store, mailer, &auth, sms)),
             Job::AuditWriter(audit_queue),
         ],

@@ -17,6 +17,7 @@ use crate::{
     audit::Event,
     crypto::{self, MasterKey, Secret},
     ctx::{Principal, RequestCtx},
+    events,
     mail::Template,
     store::{FactorRow, UserRow},
 };
@@ -249,6 +250,7 @@ impl Auth {
             return Err(AuthError::MfaTokenInvalid);
         }
         self.queue_notice(&mut tx, &user, Template::MfaAdded, ctx.now).await?;
+        events::emit_about(&mut tx, "mfa.enrolled", &user.id, serde_json::json!({"kind": kind}), ctx.now).await?;
         tx.commit().await?;
         self.audit(ctx, "mfa_enrolled", true, Some(&user.id), Some(kind)).await;
         let recovery_codes = codes.map(|c| c.into_iter().map(Secret::new).collect());
@@ -280,6 +282,7 @@ impl Auth {
             tx.recovery_codes_replace(&user.id, &[], ctx.now).await?;
         }
         self.queue_notice(&mut tx, &user, Template::MfaRemoved, ctx.now).await?;
+        events::emit_about(&mut tx, "mfa.removed", &user.id, serde_json::json!({"kind": kind}), ctx.now).await?;
         tx.commit().await?;
         self.audit(ctx, "mfa_removed", true, Some(&user.id), Some(kind)).await;
         Ok(())
@@ -330,6 +333,10 @@ impl Auth {
         let mut tx = self.db.write().await?;
         let gone = tx.mfa_factors_remove(&user.id, None, ctx.now).await? + tx.passkeys_remove(&user.id, None).await?;
         self.queue_notice(&mut tx, user, Template::MfaReset, ctx.now).await?;
+        if gone > 0 {
+            let data = serde_json::json!({"kind": "all", "removed": gone, "by_admin": true});
+            events::emit_about(&mut tx, "mfa.removed", &user.id, data, ctx.now).await?;
+        }
         tx.commit().await?;
         let reason = format!("{gone} factor(s) removed");
         let e = Event { kind: "mfa_reset", success: true, user_id: Some(&user.id), actor, reason: Some(&reason) };

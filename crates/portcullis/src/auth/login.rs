@@ -190,11 +190,16 @@ impl Auth {
         let policy = &self.settings.lockout;
         let mut decision = crate::abuse::Reservation::Busy;
         self.db
-            .lock_attempt(key, address, |s| {
-                let (d, next) = policy.reserve(s, ctx.now);
-                decision = d;
-                next
-            })
+            .lock_attempt(
+                key,
+                address,
+                |s| {
+                    let (d, next) = policy.reserve(s, ctx.now);
+                    decision = d;
+                    next
+                },
+                |_, _| None,
+            )
             .await?;
         match decision {
             crate::abuse::Reservation::Granted => Ok(()),
@@ -235,13 +240,30 @@ impl Auth {
         reserved: bool,
     ) -> Result<(), AuthError> {
         let policy = &self.settings.lockout;
+        let second_factor = key.starts_with("mfa:");
+        // The lock and its `account.locked` event commit together.
+        let announce = |prior: &crate::store::LockState, next: &crate::store::LockState| {
+            let (uid, until) =
+                (uid?, next.locked_until.filter(|u| *u > ctx.now && next.locked_until != prior.locked_until)?);
+            let data = serde_json::json!({"user_id": uid, "locked_until": crate::clock::rfc3339(until),
+                "level": next.lock_level, "second_factor": second_factor, "reason": "failed_attempts"});
+            Some(("account.locked", crate::events::Event::new("account.locked", data, ctx.now).payload()))
+        };
         let (prior, next) = self
             .db
-            .lock_attempt(key, address, |s| {
-                Some(if reserved { policy.after_failure(s, ctx.now) } else { policy.unreserved_failure(s, ctx.now) })
-            })
+            .lock_attempt(
+                key,
+                address,
+                |s| {
+                    Some(if reserved {
+                        policy.after_failure(s, ctx.now)
+                    } else {
+                        policy.unreserved_failure(s, ctx.now)
+                    })
+                },
+                announce,
+            )
             .await?;
-        let second_factor = key.starts_with("mfa:");
         if next.locked_until != prior.locked_until && next.locked_until.is_some_and(|u| u > ctx.now) {
             let what = if second_factor { "second factor, " } else { "" };
             let reason = format!("{what}level {} from {address}", next.lock_level);
@@ -258,6 +280,12 @@ impl Auth {
                 && crate::abuse::over(rule, counts, 1, ctx.now).is_some()
             {
                 self.audit(ctx, "account_locked", true, uid, Some("failure ceiling over all addresses")).await;
+                if let Some(uid) = uid {
+                    let data = serde_json::json!({"second_factor": second_factor, "reason": "failure_ceiling"});
+                    let mut tx = self.db.write().await?;
+                    crate::events::emit_about(&mut tx, "account.locked", uid, data, ctx.now).await?;
+                    tx.commit().await?;
+                }
                 metrics::counter!("portcullis_lockouts_total").increment(1);
                 if !second_factor {
                     self.notify_locked(ctx, key, uid).await;

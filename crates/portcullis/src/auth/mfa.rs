@@ -244,6 +244,7 @@ impl Auth {
         tx.login_succeeded(&key, &address, ctx.now).await?;
         if method == Method::RecoveryCode {
             self.queue_notice(&mut tx, &user, Template::RecoveryCodeUsed, ctx.now).await?;
+            crate::events::emit_about(&mut tx, "recovery_code.used", &user.id, serde_json::json!({}), ctx.now).await?;
         }
         finish(&mut tx, &row).await?;
         tx.commit().await?;

@@ -234,6 +234,8 @@ impl Auth {
             return Err(AuthError::MfaTokenInvalid);
         }
         self.queue_notice(&mut tx, user, Template::MfaAdded, ctx.now).await?;
+        let data = serde_json::to_value(crate::views::passkey_view(key)).unwrap_or_default();
+        crate::events::emit_about(&mut tx, "passkey.added", &user.id, data, ctx.now).await?;
         tx.commit().await?;
         self.audit(ctx, "mfa_enrolled", true, Some(&user.id), Some("passkey")).await;
         let recovery_codes = codes.map(|c| c.into_iter().map(Secret::new).collect());
@@ -496,6 +498,10 @@ impl Auth {
             tx.recovery_codes_replace(&user.id, &[], ctx.now).await?;
         }
         self.queue_notice(&mut tx, &user, Template::MfaRemoved, ctx.now).await?;
+        if let Some(k) = keys.iter().find(|k| k.id == id) {
+            let data = serde_json::to_value(crate::views::passkey_view(k)).unwrap_or_default();
+            crate::events::emit_about(&mut tx, "passkey.removed", &user.id, data, ctx.now).await?;
+        }
         tx.commit().await?;
         self.audit(ctx, "mfa_removed", true, Some(&user.id), Some("passkey")).await;
         Ok(())

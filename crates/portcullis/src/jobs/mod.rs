@@ -57,6 +57,13 @@ pub enum Job {
     /// Outbox messages delivered by their kind's deliverer (no kind has one yet:
     /// mail and webhooks will be the first).
     Outbox(outbox::Outbox),
+    /// Sessions that ran out, announced as `session.ended` every `every`.
+    SessionExpiry {
+        /// The database.
+        db: Db,
+        /// How often.
+        every: Duration,
+    },
     /// Buffered audit records, written in batches; drains the buffer at shutdown.
     AuditWriter(AuditQueue),
 }
@@ -106,9 +113,19 @@ impl Job {
             Job::Housekeeping { db, retention, every: period } => tokio::spawn(async move {
                 every(period, shutdown, move || housekeeping::run(db.clone(), retention), || async {}).await
             }),
+            Job::SessionExpiry { db, every: period } => {
+                tokio::spawn(async move { every(period, shutdown, move || expired(db.clone()), || async {}).await })
+            }
             Job::Outbox(worker) => tokio::spawn(worker.run(shutdown)),
             Job::AuditWriter(queue) => tokio::spawn(audit_writer::run(queue, shutdown)),
         }
+    }
+}
+
+/// One sweep of sessions that ran out (a bounded batch; the next sweep takes more).
+async fn expired(db: Db) {
+    if let Err(e) = crate::events::announce_expired(&db, crate::clock::now_ms(), 500).await {
+        tracing::warn!(error = %e, "announcing expired sessions failed");
     }
 }
 

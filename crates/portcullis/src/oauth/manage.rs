@@ -13,6 +13,7 @@ use crate::{
     clock::rfc3339,
     crypto::{self, Secret},
     ctx::{Principal, RequestCtx},
+    events,
     page::{cursor_decode, page_limit, paginate},
     rbac,
     store::ClientRow,
@@ -54,6 +55,11 @@ fn check_held(who: &Principal, meta: &ClientMetadata) -> Result<(), AuthError> {
     }
     let wanted: Vec<&str> = meta.scopes().filter(|s| !OIDC_SCOPES.contains(s)).collect();
     rbac::require_scope(who, &wanted).map_err(|d| AuthError::Denied(d.required))
+}
+
+/// A client event's `data`: the admin API's view, never a secret.
+fn client_data(view: &ClientView) -> Value {
+    serde_json::to_value(view).unwrap_or_default()
 }
 
 fn parsed(row: ClientRow) -> Result<Client, AuthError> {
@@ -102,7 +108,11 @@ impl OAuth {
             created_at: ctx.now,
             updated_at: ctx.now,
         };
-        self.db.client_insert(&row).await?;
+        let view = client_view(&Client { row: row.clone(), meta: meta.clone(), jwks: Vec::new() }, None);
+        let mut tx = self.db.write().await?;
+        tx.client_insert(&row).await?;
+        events::emit(&mut tx, "client.created", client_data(&view), ctx.now).await?;
+        tx.commit().await?;
         self.audit
             .record(
                 ctx,
@@ -255,10 +265,16 @@ impl OAuth {
     pub async fn client_delete(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<(), AuthError> {
         let actor = who.actor();
         let row = self.db.client_get(id).await?.ok_or(AuthError::NotFound)?;
-        self.refuse_unheld(ctx, who, &parsed(row)?.meta, id).await?;
-        if !self.db.client_delete(id, ctx.now).await? {
+        let client = parsed(row)?;
+        self.refuse_unheld(ctx, who, &client.meta, id).await?;
+        let mut tx = self.db.write().await?;
+        let (found, ended) = tx.client_delete(id, ctx.now).await?;
+        if !found {
             return Err(AuthError::NotFound);
         }
+        events::emit(&mut tx, "client.deleted", client_data(&client_view(&client, None)), ctx.now).await?;
+        events::emit_sessions(&mut tx, "session.revoked", &ended, "client_deleted", ctx.now).await?;
+        tx.commit().await?;
         self.clients.forget(id);
         self.audit
             .record(

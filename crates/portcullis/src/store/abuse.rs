@@ -88,12 +88,14 @@ impl Db {
     /// counted BEFORE the password is hashed, so requests in flight cannot all slip
     /// past a lock that only the last of them would have set; concurrent attempts on
     /// any node serialise on the row (`FOR UPDATE` on PostgreSQL, the write lock on
-    /// SQLite), so no count is lost.
+    /// SQLite), so no count is lost. What `announce` returns for the change —
+    /// a webhook event's type and payload — is fanned out in the same commit.
     pub async fn lock_attempt(
         &self,
         email: &str,
         address: &str,
         decide: impl FnOnce(LockState) -> Option<LockState>,
+        announce: impl FnOnce(&LockState, &LockState) -> Option<(&'static str, String)>,
     ) -> StoreResult<(LockState, LockState)> {
         let mut tx = self.begin_write().await?;
         let select = match self.backend() {
@@ -146,6 +148,9 @@ impl Db {
         .bind(address)
         .execute(&mut *tx)
         .await?;
+        if let Some((event_type, payload)) = announce(&prior, &next) {
+            super::webhooks::fanout(&mut tx, event_type, &payload, crate::clock::now_ms()).await?;
+        }
         tx.commit().await?;
         Ok((prior, next))
     }

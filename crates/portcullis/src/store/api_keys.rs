@@ -82,32 +82,10 @@ impl Db {
         secret_hash: &str,
         session_id: Option<&str>,
     ) -> StoreResult<bool> {
-        let scopes = serde_json::to_string(&key.scopes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        const COLS: &str = "INSERT INTO api_keys \
-             (id, owner_id, name, prefix, secret_hash, scopes, created_at, expires_at, session_id)";
-        let sql = match session_id {
-            None => format!("{COLS} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL)"),
-            Some(_) => {
-                let lock = if self.backend() == super::Backend::Postgres { " FOR SHARE" } else { "" };
-                format!(
-                    "{COLS} SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM sessions \
-                     WHERE id = $9 AND user_id = $2 AND revoked_at IS NULL AND expires_at > $7{lock})"
-                )
-            }
-        };
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&key.id)
-            .bind(&key.owner_id)
-            .bind(&key.name)
-            .bind(&key.prefix)
-            .bind(secret_hash)
-            .bind(scopes)
-            .bind(key.created_at)
-            .bind(key.expires_at);
-        if let Some(sid) = session_id {
-            q = q.bind(sid.to_owned());
-        }
-        Ok(q.execute(self.pool()).await?.rows_affected() == 1)
+        let mut tx = self.write().await?;
+        let stored = tx.api_key_insert(key, secret_hash, session_id).await?;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     /// The key a secret hash belongs to, current or (within its grace) previous,
@@ -156,14 +134,10 @@ impl Db {
 
     /// Revokes an owner's key; `false` if no such live key of theirs.
     pub async fn api_key_revoke(&self, owner_id: &str, id: &str, now: i64) -> StoreResult<bool> {
-        let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND owner_id = $3 AND revoked_at IS NULL")
-                .bind(now)
-                .bind(id)
-                .bind(owner_id)
-                .execute(self.pool())
-                .await?;
-        Ok(done.rows_affected() > 0)
+        let mut tx = self.write().await?;
+        let revoked = tx.api_key_revoke(owner_id, id, now).await?;
+        tx.commit().await?;
+        Ok(revoked.is_some())
     }
 
     /// Swaps in a new secret; the old one stays valid until `previous_expires_at`.
@@ -201,4 +175,60 @@ impl Db {
         .await?;
         Ok(())
     }
+}
+
+/// Inserts a key (see `Db::api_key_insert`) on `on`; `backend` picks the lock.
+pub(super) async fn insert<'c, E>(
+    on: E,
+    backend: super::Backend,
+    key: &ApiKeyRow,
+    secret_hash: &str,
+    session_id: Option<&str>,
+) -> StoreResult<bool>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let scopes = serde_json::to_string(&key.scopes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    const COLS: &str = "INSERT INTO api_keys \
+         (id, owner_id, name, prefix, secret_hash, scopes, created_at, expires_at, session_id)";
+    let sql = match session_id {
+        None => format!("{COLS} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL)"),
+        Some(_) => {
+            let lock = if backend == super::Backend::Postgres { " FOR SHARE" } else { "" };
+            format!(
+                "{COLS} SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM sessions \
+                 WHERE id = $9 AND user_id = $2 AND revoked_at IS NULL AND expires_at > $7{lock})"
+            )
+        }
+    };
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&key.id)
+        .bind(&key.owner_id)
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(secret_hash)
+        .bind(scopes)
+        .bind(key.created_at)
+        .bind(key.expires_at);
+    if let Some(sid) = session_id {
+        q = q.bind(sid.to_owned());
+    }
+    Ok(q.execute(on).await?.rows_affected() == 1)
+}
+
+/// Revokes an owner's live key on `on`; the key, if this revoked it.
+pub(super) async fn revoke<'c, E>(on: E, owner_id: &str, id: &str, now: i64) -> StoreResult<Option<ApiKeyRow>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let cols = KEY_COLS.replace("k.", "");
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND owner_id = $3 AND revoked_at IS NULL RETURNING {cols}"
+    )))
+    .bind(now)
+    .bind(id)
+    .bind(owner_id)
+    .fetch_optional(on)
+    .await?;
+    row.as_ref().map(key_from_row).transpose()
 }

@@ -51,20 +51,7 @@ fn client_from_row(row: &sqlx::any::AnyRow) -> StoreResult<ClientRow> {
 impl Db {
     /// Stores a new client.
     pub async fn client_insert(&self, c: &ClientRow) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO oauth_clients (id, name, metadata, secret_hash, trusted, owner, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-        )
-        .bind(&c.id)
-        .bind(&c.name)
-        .bind(&c.metadata)
-        .bind(&c.secret_hash)
-        .bind(i64::from(c.trusted))
-        .bind(&c.owner)
-        .bind(c.created_at)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        insert(self.pool(), c).await
     }
 
     /// One client by id.
@@ -145,19 +132,10 @@ impl Db {
     /// Deletes a client and ends every session (grant) issued to it; codes and
     /// consents go with it. Returns whether it existed.
     pub async fn client_delete(&self, id: &str, now: i64) -> StoreResult<bool> {
-        let _changed = self.auth_change();
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE sessions SET revoked_at = $1, revoked_reason = 'client_deleted' \
-             WHERE client_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        let done = sqlx::query("DELETE FROM oauth_clients WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        let mut tx = self.write().await?;
+        let (found, _) = tx.client_delete(id, now).await?;
         tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        Ok(found)
     }
 
     /// Every client's metadata, for the CORS origin list (clients are few).
@@ -165,4 +143,37 @@ impl Db {
         let rows = sqlx::query("SELECT metadata FROM oauth_clients").fetch_all(self.pool()).await?;
         rows.iter().map(|r| col(r, "metadata")).collect()
     }
+}
+
+/// Stores a new client on `on`.
+pub(super) async fn insert<'c, E>(on: E, c: &ClientRow) -> StoreResult<()>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    sqlx::query(
+        "INSERT INTO oauth_clients (id, name, metadata, secret_hash, trusted, owner, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(&c.id)
+    .bind(&c.name)
+    .bind(&c.metadata)
+    .bind(&c.secret_hash)
+    .bind(i64::from(c.trusted))
+    .bind(&c.owner)
+    .bind(c.created_at)
+    .execute(on)
+    .await?;
+    Ok(())
+}
+
+/// Deletes a client in the caller's write transaction, ending every session
+/// (grant) issued to it; whether it existed, and the sessions that ended.
+pub(super) async fn delete(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    now: i64,
+) -> StoreResult<(bool, Vec<super::SessionRow>)> {
+    let ended = super::sessions::end_client_sessions(&mut *conn, id, now).await?;
+    let done = sqlx::query("DELETE FROM oauth_clients WHERE id = $1").bind(id).execute(&mut *conn).await?;
+    Ok((done.rows_affected() > 0, ended))
 }

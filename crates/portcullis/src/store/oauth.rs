@@ -97,13 +97,16 @@ impl Db {
     /// Redeems a code for `client_id` (see the module contract). A code of another
     /// client is `Invalid` and left untouched: a leaked code must not let anyone
     /// spend it or end the grant it issued. `check` sees the code and returns the
-    /// session to create with its refresh-token hash, or a refusal.
+    /// session to create with its refresh-token hash, or a refusal; what
+    /// `announce` returns for the new session (a webhook event's type and payload)
+    /// is fanned out in the same commit.
     pub async fn code_exchange<E>(
         &self,
         code_hash: &str,
         client_id: &str,
         now: i64,
         check: impl FnOnce(&CodeRow) -> Result<(SessionRow, Option<String>), E>,
+        announce: impl FnOnce(&SessionRow) -> Option<(&'static str, String)>,
     ) -> StoreResult<CodeExchange<E>> {
         let _changed = self.auth_change();
         let mut tx = self.begin_write().await?;
@@ -163,6 +166,9 @@ impl Db {
                     .bind(code_hash)
                     .execute(&mut *tx)
                     .await?;
+                if let Some((event_type, payload)) = announce(&session) {
+                    super::webhooks::fanout(&mut tx, event_type, &payload, now).await?;
+                }
                 tx.commit().await?;
                 Ok(CodeExchange::Issued(code))
             }

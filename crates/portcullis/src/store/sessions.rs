@@ -558,3 +558,38 @@ where
     .await?;
     row.as_ref().map(session_from_row).transpose()
 }
+
+/// Ends every live session issued to a client (it is being deleted); the
+/// sessions that ended.
+pub(super) async fn end_client_sessions<'c, E>(on: E, client_id: &str, now: i64) -> StoreResult<Vec<SessionRow>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE sessions SET revoked_at = $1, revoked_reason = 'client_deleted' \
+         WHERE client_id = $2 AND revoked_at IS NULL RETURNING {SESSION_COLS}"
+    )))
+    .bind(now)
+    .bind(client_id)
+    .fetch_all(on)
+    .await?;
+    rows.iter().map(session_from_row).collect()
+}
+
+/// Marks up to `limit` sessions that ran out before `now` (and were not ended
+/// otherwise) as announced, on the caller's write transaction; those sessions.
+pub(super) async fn take_expired<'c, E>(on: E, now: i64, limit: i64) -> StoreResult<Vec<SessionRow>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE sessions SET expiry_announced = 1 WHERE id IN (SELECT id FROM sessions \
+         WHERE revoked_at IS NULL AND expiry_announced = 0 AND expires_at <= $1 ORDER BY expires_at LIMIT $2) \
+         RETURNING {SESSION_COLS}"
+    )))
+    .bind(now)
+    .bind(limit)
+    .fetch_all(on)
+    .await?;
+    rows.iter().map(session_from_row).collect()
+}

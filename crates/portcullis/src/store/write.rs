@@ -4,8 +4,8 @@
 use sqlx::{Any, Transaction};
 
 use super::{
-    Db, EmailTokenRow, NewUser, PasskeyRow, Purpose, SessionRow, StoreResult, abuse, audit, email, mfa, outbox,
-    passkeys, roles, sessions, users, webhooks,
+    Db, EmailTokenRow, NewUser, PasskeyRow, Purpose, SessionRow, StoreResult, abuse, api_keys, audit, clients, email,
+    mfa, outbox, passkeys, roles, sessions, users, webhooks,
 };
 
 /// A write transaction in progress. Its methods are store operations; nothing is
@@ -59,6 +59,50 @@ impl WriteTx {
         self.auth_changed = true;
         self.ran(1);
         sessions::end_user_sessions(&mut *self.tx, user_id, keep, None, reason, now).await
+    }
+
+    /// Stores a new API key (see `Db::api_key_insert`); whether it was stored.
+    pub async fn api_key_insert(
+        &mut self,
+        key: &crate::store::ApiKeyRow,
+        secret_hash: &str,
+        session_id: Option<&str>,
+    ) -> StoreResult<bool> {
+        self.ran(1);
+        let backend = self.db.backend();
+        api_keys::insert(&mut *self.tx, backend, key, secret_hash, session_id).await
+    }
+
+    /// Revokes an owner's live key; the key, if this revoked it.
+    pub async fn api_key_revoke(
+        &mut self,
+        owner_id: &str,
+        id: &str,
+        now: i64,
+    ) -> StoreResult<Option<crate::store::ApiKeyRow>> {
+        self.ran(1);
+        api_keys::revoke(&mut *self.tx, owner_id, id, now).await
+    }
+
+    /// Stores a new OAuth client.
+    pub async fn client_insert(&mut self, c: &crate::store::ClientRow) -> StoreResult<()> {
+        self.ran(1);
+        clients::insert(&mut *self.tx, c).await
+    }
+
+    /// Deletes a client and ends every grant it holds; whether it existed, and
+    /// the sessions that ended.
+    pub async fn client_delete(&mut self, id: &str, now: i64) -> StoreResult<(bool, Vec<SessionRow>)> {
+        self.auth_changed = true;
+        self.ran(2);
+        clients::delete(&mut self.tx, id, now).await
+    }
+
+    /// Takes up to `limit` sessions that ran out unannounced (see
+    /// `sessions::take_expired`).
+    pub async fn sessions_take_expired(&mut self, now: i64, limit: i64) -> StoreResult<Vec<SessionRow>> {
+        self.ran(1);
+        sessions::take_expired(&mut *self.tx, now, limit).await
     }
 
     /// Creates a role; `Conflict` if the name is taken.

@@ -412,7 +412,11 @@ async fn private_and_metadata_targets_are_refused(backend: Backend) {
     let d = loop {
         let page: Value =
             s.get_auth(&format!("/v1/admin/webhooks/{id}/deliveries"), &admin).await.json().await.unwrap();
-        if let Some(d) = page["data"].as_array().and_then(|a| a.first()).filter(|d| d["attempts"].as_i64() > Some(0)) {
+        if let Some(d) = page["data"]
+            .as_array()
+            .and_then(|a| a.first())
+            .filter(|d| d["history"].as_array().is_some_and(|h| !h.is_empty()))
+        {
             break d.clone();
         }
         assert!(std::time::Instant::now() < deadline, "{page}");
@@ -568,7 +572,174 @@ async fn an_event_survives_a_kill_before_delivery(backend: Backend) {
     assert!(!cli(&["webhooks", "list"]).contains(&id));
 }
 
+/// Every type of event a change announces arrives, with `data` shaped like the
+/// admin API's view and never a secret or a hash (`"*"` subscribes to all).
+async fn every_change_announces_its_event(backend: Backend) {
+    use crate::mfa::{app_code, enrol, password_step};
+    let data = Data::new(&backend).await;
+    let rx = Receiver::start().await;
+    let s = TestServer::start_on(&data, |_| {}).await;
+    let admin = s.admin("admin@example.com").await.access;
+    let hook = create_hook(&s, &admin, &format!("{}/all", rx.url), &["*"]).await;
+    let ann = s.register("ann@example.com", PASSWORD).await;
+    let ann_id = ann["user"]["id"].as_str().unwrap().to_owned();
+    let t = s.login("ann@example.com", PASSWORD).await;
+    let second = s.login("ann@example.com", PASSWORD).await;
+    s.send(Method::PATCH, "/v1/me", &t.access, Some(json!({"name": "Ann"}))).await;
+    let res = s.post_auth("/v1/api-keys", &t.access, json!({"name": "ci", "scopes": []})).await;
+    let key: Value = res.json().await.unwrap();
+    s.send(Method::DELETE, &format!("/v1/api-keys/{}", key["id"].as_str().unwrap()), &t.access, None).await;
+    let res = s
+        .post_auth(
+            "/v1/me/password",
+            &t.access,
+            json!({"current_password": PASSWORD, "new_password": "another horse battery staple"}),
+        )
+        .await;
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    let _ = second;
+    let app = enrol(&s, &t.access).await;
+    let mfa_token = {
+        let res = s
+            .post("/v1/auth/login", json!({"email": "ann@example.com", "password": "another horse battery staple"}))
+            .await;
+        res.json::<Value>().await.unwrap()["mfa_token"].as_str().unwrap().to_owned()
+    };
+    let res = s.post("/v1/auth/login/mfa", json!({"mfa_token": mfa_token, "recovery_code": app.recovery[0]})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let _ = (app_code, password_step);
+    let res = s.send(Method::DELETE, "/v1/me/mfa/totp", &t.access, None).await;
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    s.post_auth("/v1/auth/logout", &t.access, json!({})).await;
+    // Admin changes.
+    let user = format!("/v1/admin/users/{ann_id}");
+    s.send(Method::PATCH, &user, &admin, Some(json!({"public_metadata": {"plan": "pro"}}))).await;
+    s.post_auth("/v1/admin/roles", &admin, json!({"name": "billing", "permissions": ["invoices:read"]})).await;
+    s.send(Method::PATCH, "/v1/admin/roles/billing", &admin, Some(json!({"description": "Billing"}))).await;
+    s.post_auth(&format!("{user}/roles"), &admin, json!({"role": "billing"})).await;
+    s.send(Method::DELETE, &format!("{user}/roles/billing"), &admin, None).await;
+    s.send(Method::DELETE, "/v1/admin/roles/billing", &admin, None).await;
+    s.login("ann@example.com", "another horse battery staple").await;
+    s.post_auth(&format!("{user}/ban"), &admin, json!({})).await;
+    s.post_auth(&format!("{user}/unban"), &admin, json!({})).await;
+    let client = crate::oauth::create_client(
+        &s,
+        &admin,
+        json!({"client_name": "Svc", "grant_types": ["client_credentials"], "scope": "reports:read"}),
+    )
+    .await;
+    s.send(Method::DELETE, &format!("/v1/admin/clients/{}", client["client_id"].as_str().unwrap()), &admin, None).await;
+    // Wrong passwords until the account locks.
+    s.register("bob@example.com", PASSWORD).await;
+    for _ in 0..5 {
+        s.post("/v1/auth/login", json!({"email": "bob@example.com", "password": "not the password at all"})).await;
+    }
+    s.send(Method::DELETE, &user, &admin, None).await;
+
+    let want = [
+        "user.created",
+        "session.created",
+        "user.updated",
+        "api_key.created",
+        "api_key.revoked",
+        "password.changed",
+        "session.revoked",
+        "mfa.enrolled",
+        "recovery_code.used",
+        "mfa.removed",
+        "session.ended",
+        "role.created",
+        "role.updated",
+        "user.role_assigned",
+        "user.role_removed",
+        "role.deleted",
+        "user.banned",
+        "user.unbanned",
+        "client.created",
+        "client.deleted",
+        "account.locked",
+        "user.deleted",
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let got = loop {
+        let got = at(&rx, "/all");
+        let types: std::collections::HashSet<String> =
+            got.iter().map(|r| body(r)["type"].as_str().unwrap().to_owned()).collect();
+        if want.iter().all(|w| types.contains(*w)) {
+            break got;
+        }
+        let missing: Vec<_> = want.iter().filter(|w| !types.contains(**w)).collect();
+        assert!(std::time::Instant::now() < deadline, "missing {missing:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let of = |t: &str| got.iter().map(body).filter(|b| b["type"] == t).collect::<Vec<_>>();
+    for r in &got {
+        let text = String::from_utf8_lossy(&r.body).to_string();
+        let key_secret = key["key"].as_str().unwrap();
+        for secret in ["argon2", "secret_hash", "password_hash", key_secret, "refresh_token\":\"", "whsec_"] {
+            assert!(!text.contains(secret), "{secret} in an event: {text}");
+        }
+    }
+    assert_eq!(of("user.updated")[0]["data"]["name"], "Ann");
+    assert!(of("user.updated").iter().any(|e| e["data"]["public_metadata"]["plan"] == "pro"));
+    assert_eq!(of("user.banned")[0]["data"]["banned"], true);
+    assert_eq!(of("user.deleted")[0]["data"]["deleted"], true);
+    assert_eq!(of("user.deleted")[0]["data"]["email"], "ann@example.com");
+    assert_eq!(of("role.created")[0]["data"]["permissions"], json!(["invoices:read"]));
+    assert_eq!(of("user.role_assigned")[0]["data"], json!({"user_id": ann_id, "role": "billing"}));
+    assert_eq!(of("api_key.created")[0]["data"]["id"], key["id"]);
+    assert_eq!(of("client.created")[0]["data"]["client_id"], client["client_id"]);
+    assert!(of("client.created")[0]["data"]["client_secret"].is_null());
+    assert_eq!(of("mfa.enrolled")[0]["data"]["kind"], "totp");
+    assert_eq!(of("session.ended")[0]["data"]["reason"], "logout");
+    let revoked: Vec<Value> = of("session.revoked").iter().map(|e| e["data"]["reason"].clone()).collect();
+    assert!(revoked.contains(&json!("password_changed")) && revoked.contains(&json!("banned")), "{revoked:?}");
+    assert_eq!(of("account.locked")[0]["data"]["reason"], "failed_attempts");
+    // Each event once: no id twice.
+    let ids: std::collections::HashSet<String> =
+        got.iter().map(|r| r.header("webhook-id").unwrap().to_owned()).collect();
+    assert_eq!(ids.len(), got.len());
+    if let Some(v) = verified_by(&[hook["secret"].as_str().unwrap()], &got) {
+        assert!(v.iter().all(|x| *x == vec![0]), "{v:?}");
+    }
+    s.stop().await;
+}
+
+/// A session that runs out is announced as `session.ended` with reason
+/// `expired`, once.
+async fn an_expired_session_is_announced(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let rx = Receiver::start().await;
+    let s = TestServer::start_on(&data, |cfg| {
+        cfg.tokens.access_ttl = portcullis::units::HumanDuration::secs(1);
+        cfg.tokens.refresh_ttl = portcullis::units::HumanDuration::secs(1);
+        cfg.webhooks.expiry_sweep = portcullis::units::HumanDuration(Duration::from_millis(200));
+    })
+    .await;
+    let admin = s.admin("admin@example.com").await.access;
+    create_hook(&s, &admin, &format!("{}/ended", rx.url), &["session.ended"]).await;
+    s.register("kim@example.com", PASSWORD).await;
+    let t = s.login("kim@example.com", PASSWORD).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mine = loop {
+        let mine: Vec<Value> =
+            at(&rx, "/ended").iter().map(body).filter(|b| b["data"]["user_id"] == t.body["user"]["id"]).collect();
+        if !mine.is_empty() {
+            break mine;
+        }
+        assert!(std::time::Instant::now() < deadline, "no session.ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(mine[0]["data"]["reason"], "expired");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let again = at(&rx, "/ended").iter().map(body).filter(|b| b["data"]["user_id"] == t.body["user"]["id"]).count();
+    assert_eq!(again, 1, "announced once");
+    s.stop().await;
+}
+
 crate::backend_tests!(
+    every_change_announces_its_event,
+    an_expired_session_is_announced,
     two_nodes_deliver_each_event_once,
     an_event_survives_a_kill_before_delivery,
     replay_and_retry_keep_the_webhook_id,

@@ -33,20 +33,29 @@ impl OAuth {
         let mut offline = false;
         let outcome = self
             .db
-            .code_exchange(&crypto::sha256_b64(code.expose()), client.id(), ctx.now, |c: &CodeRow| {
-                check_code(c, client, &redirect_uri, verifier.as_ref())?;
-                offline = offline_ok && scope_list(&c.scope).iter().any(|s| s == "offline_access");
-                let ttl = if offline { refresh_ms } else { access_ms };
-                let session = SessionRow {
-                    id: session_id.clone(),
-                    client_id: Some(c.client_id.clone()),
-                    scope: Some(c.scope.clone()),
-                    auth_time: Some(c.auth_time),
-                    amr: Some(c.amr.clone()),
-                    ..SessionRow::opened(&c.user_id, ctx.now, ttl, ctx.ip.clone(), ctx.user_agent.clone())
-                };
-                Ok((session, offline.then(|| crypto::sha256_b64(&refresh))))
-            })
+            .code_exchange(
+                &crypto::sha256_b64(code.expose()),
+                client.id(),
+                ctx.now,
+                |c: &CodeRow| {
+                    check_code(c, client, &redirect_uri, verifier.as_ref())?;
+                    offline = offline_ok && scope_list(&c.scope).iter().any(|s| s == "offline_access");
+                    let ttl = if offline { refresh_ms } else { access_ms };
+                    let session = SessionRow {
+                        id: session_id.clone(),
+                        client_id: Some(c.client_id.clone()),
+                        scope: Some(c.scope.clone()),
+                        auth_time: Some(c.auth_time),
+                        amr: Some(c.amr.clone()),
+                        ..SessionRow::opened(&c.user_id, ctx.now, ttl, ctx.ip.clone(), ctx.user_agent.clone())
+                    };
+                    Ok((session, offline.then(|| crypto::sha256_b64(&refresh))))
+                },
+                |s: &SessionRow| {
+                    let data = crate::events::session_data(s, None);
+                    Some(("session.created", crate::events::Event::new("session.created", data, ctx.now).payload()))
+                },
+            )
             .await?;
         let code = match outcome {
             CodeExchange::Issued(code) => code,

@@ -317,9 +317,15 @@ impl Inner {
             Ok(counts) => {
                 for status in [OutboxStatus::Pending, OutboxStatus::Delivered, OutboxStatus::Failed] {
                     for kind in self.deliverers.keys() {
-                        let n = counts.iter().find(|(k, s, _)| k == kind && *s == status).map_or(0, |c| c.2);
+                        let line = counts.iter().find(|c| &c.kind == kind && c.status == status);
+                        let n = line.map_or(0, |c| c.messages);
                         metrics::gauge!("portcullis_outbox_messages", "kind" => kind.clone(), "status" => status.as_str())
                             .set(n as f64);
+                        if status == OutboxStatus::Pending {
+                            let retrying = line.map_or(0, |c| c.retried);
+                            metrics::gauge!("portcullis_outbox_retry_backlog", "kind" => kind.clone())
+                                .set(retrying as f64);
+                        }
                     }
                 }
             }

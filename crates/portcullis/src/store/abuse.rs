@@ -148,10 +148,12 @@ impl Db {
         .bind(address)
         .execute(&mut *tx)
         .await?;
+        let mut queued = 0;
         if let Some((event_type, payload)) = announce(&prior, &next) {
-            super::webhooks::fanout(&mut tx, event_type, &payload, crate::clock::now_ms()).await?;
+            queued = super::webhooks::fanout(&mut tx, event_type, &payload, crate::clock::now_ms()).await?;
         }
         tx.commit().await?;
+        super::webhooks::count_queued(queued);
         Ok((prior, next))
     }
 

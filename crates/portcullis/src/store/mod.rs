@@ -45,7 +45,7 @@ pub use export::{ConsentRow, EXPORT_MAX_ROWS};
 pub use keys::KeyRow;
 pub use mfa::{FactorRow, MAX_MFA_FAILURES, MfaTokenRow};
 pub use oauth::{CodeExchange, CodeRow};
-pub use outbox::{OutboxRow, OutboxStatus};
+pub use outbox::{OutboxCount, OutboxRow, OutboxStatus};
 pub use passkeys::{ChallengeRow, PasskeyRow};
 pub use roles::RoleRow;
 pub use sessions::{RefreshOutcome, SessionRow};

@@ -166,10 +166,12 @@ impl Db {
                     .bind(code_hash)
                     .execute(&mut *tx)
                     .await?;
+                let mut queued = 0;
                 if let Some((event_type, payload)) = announce(&session) {
-                    super::webhooks::fanout(&mut tx, event_type, &payload, now).await?;
+                    queued = super::webhooks::fanout(&mut tx, event_type, &payload, now).await?;
                 }
                 tx.commit().await?;
+                super::webhooks::count_queued(queued);
                 Ok(CodeExchange::Issued(code))
             }
         }

@@ -86,6 +86,16 @@ impl OutboxRow {
     }
 }
 
+/// One line of [`Db::outbox_counts`].
+#[derive(Debug, Clone)]
+pub struct OutboxCount {
+    pub kind: String,
+    pub status: OutboxStatus,
+    pub messages: i64,
+    /// Of `messages`, those with at least one real attempt behind them.
+    pub retried: i64,
+}
+
 const COLS: &str = "id, kind, payload, status, attempts, next_attempt_at, locked_until, last_error, created_at, delivered_at, target, deferrals";
 
 fn from_row(row: &sqlx::any::AnyRow) -> StoreResult<OutboxRow> {
@@ -311,13 +321,26 @@ impl Db {
         rows.iter().map(from_row).collect()
     }
 
-    /// How many messages there are by kind and status, for `/metrics`.
-    pub async fn outbox_counts(&self) -> StoreResult<Vec<(String, OutboxStatus, i64)>> {
-        let rows = sqlx::query("SELECT kind, status, COUNT(*) AS n FROM outbox GROUP BY kind, status")
-            .fetch_all(self.pool())
-            .await?;
+    /// How many messages there are by kind and status, and of those how many were
+    /// attempted and failed at least once (the retry backlog, when pending), for
+    /// `/metrics`.
+    pub async fn outbox_counts(&self) -> StoreResult<Vec<OutboxCount>> {
+        let rows = sqlx::query(
+            "SELECT kind, status, COUNT(*) AS n, \
+             COALESCE(SUM(CASE WHEN attempts - deferrals > 0 THEN 1 ELSE 0 END), 0) AS retried \
+             FROM outbox GROUP BY kind, status",
+        )
+        .fetch_all(self.pool())
+        .await?;
         rows.iter()
-            .map(|r| Ok((col(r, "kind")?, OutboxStatus::parse(&col::<String>(r, "status")?)?, col(r, "n")?)))
+            .map(|r| {
+                Ok(OutboxCount {
+                    kind: col(r, "kind")?,
+                    status: OutboxStatus::parse(&col::<String>(r, "status")?)?,
+                    messages: col(r, "n")?,
+                    retried: col(r, "retried")?,
+                })
+            })
             .collect()
     }
 

@@ -116,6 +116,14 @@ fn events_text(events: &[String]) -> String {
     serde_json::Value::from(events.to_vec()).to_string()
 }
 
+/// Adds `n` committed deliveries to `portcullis_webhook_deliveries_queued_total`;
+/// called after the commit, so a rolled-back change counts nothing.
+pub(super) fn count_queued(n: usize) {
+    if n > 0 {
+        metrics::counter!("portcullis_webhook_deliveries_queued_total").increment(n as u64);
+    }
+}
+
 /// One delivery per enabled endpoint that takes `event_type`, written on the
 /// change's own transaction; how many.
 pub(super) async fn fanout(
@@ -348,6 +356,7 @@ impl Db {
             ids.push(outbox::enqueue_to(&mut *tx, KIND, Some(endpoint_id), p, now).await?);
         }
         tx.commit().await?;
+        count_queued(ids.len());
         Ok(ids)
     }
 

@@ -14,12 +14,14 @@ pub struct WriteTx {
     tx: Transaction<'static, Any>,
     db: Db,
     auth_changed: bool,
+    /// Webhook deliveries this transaction wrote, counted once it commits.
+    queued: usize,
 }
 
 impl Db {
     /// Opens a write transaction (on SQLite, taking the write lock up front).
     pub async fn write(&self) -> StoreResult<WriteTx> {
-        Ok(WriteTx { tx: self.begin_write().await?, db: self.clone(), auth_changed: false })
+        Ok(WriteTx { tx: self.begin_write().await?, db: self.clone(), auth_changed: false, queued: 0 })
     }
 }
 
@@ -35,6 +37,7 @@ impl WriteTx {
         // from a read racing this commit is stale by the time it could be used.
         let _changed = self.auth_changed.then(|| self.db.auth_change());
         self.tx.commit().await?;
+        webhooks::count_queued(self.queued);
         Ok(())
     }
 
@@ -304,6 +307,7 @@ impl WriteTx {
         self.ran(1);
         let n = webhooks::fanout(&mut self.tx, event_type, payload, now).await?;
         self.ran(n as u64);
+        self.queued += n;
         Ok(n)
     }
 

@@ -517,6 +517,18 @@ async fn two_nodes_deliver_each_event_once(backend: Backend) {
     b.stop().await;
 }
 
+/// Runs the `portcullis` CLI on `data` (private targets allowed); its stdout.
+fn cli(data: &Data, args: &[&str]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.args(args).arg("--data-dir").arg(data.data_dir());
+    if let Some(db) = &data.database_url {
+        cmd.arg("--database-url").arg(db);
+    }
+    let out = cmd.env("PORTCULLIS_SECURITY__DANGER_ALLOW_PRIVATE_TARGETS", "true").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// `kill -9` after the commit and before any delivery could succeed: the event
 /// is in the database with the user, and the restarted server delivers it. The
 /// endpoint is made with the CLI (`portcullis webhooks create`).
@@ -524,16 +536,7 @@ async fn an_event_survives_a_kill_before_delivery(backend: Backend) {
     let data = Data::new(&backend).await;
     let port = crate::smtp::free_port();
     let url = format!("http://127.0.0.1:{port}/hooks");
-    let cli = |args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        cmd.args(args).arg("--data-dir").arg(data.data_dir());
-        if let Some(db) = &data.database_url {
-            cmd.arg("--database-url").arg(db);
-        }
-        let out = cmd.env("PORTCULLIS_SECURITY__DANGER_ALLOW_PRIVATE_TARGETS", "true").output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let cli = |args: &[&str]| cli(&data, args);
     let created: Value =
         serde_json::from_str(&cli(&["webhooks", "create", "--url", &url, "--event", "user.created"])).unwrap();
     let secret = created["secret"].as_str().unwrap().to_owned();
@@ -665,7 +668,14 @@ async fn every_change_announces_its_event(backend: Backend) {
         let got = at(&rx, "/all");
         let types: std::collections::HashSet<String> =
             got.iter().map(|r| body(r)["type"].as_str().unwrap().to_owned()).collect();
-        if want.iter().all(|w| types.contains(*w)) {
+        // Deliveries run concurrently, so one type can be seen before its siblings.
+        let seen = |t: &str, pointer: &str, v: Value| {
+            got.iter().map(body).any(|b| b["type"] == t && b.pointer(pointer) == Some(&v))
+        };
+        let siblings = seen("session.revoked", "/data/reason", json!("banned"))
+            && seen("session.revoked", "/data/reason", json!("password_changed"))
+            && seen("user.updated", "/data/public_metadata/plan", json!("pro"));
+        if want.iter().all(|w| types.contains(*w)) && siblings {
             break got;
         }
         let missing: Vec<_> = want.iter().filter(|w| !types.contains(**w)).collect();
@@ -737,7 +747,59 @@ async fn an_expired_session_is_announced(backend: Backend) {
     s.stop().await;
 }
 
+/// The value of the `/metrics` line that starts with `name` (labels included).
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+}
+
+/// `/metrics` shows deliveries queued, delivered and failed, the retry backlog
+/// and the delivery latency. A process of its own: metrics are process-wide.
+async fn metrics_show_the_webhook_pipeline(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let (good, bad) = (Receiver::start().await, Receiver::start().await);
+    bad.answer(500);
+    for url in [format!("{}/ok", good.url), format!("{}/no", bad.url)] {
+        cli(&data, &["webhooks", "create", "--url", &url, "--event", "user.created"]);
+    }
+    let env = [
+        ("PORTCULLIS_SECURITY__DANGER_ALLOW_PRIVATE_TARGETS", "true"),
+        ("PORTCULLIS_OUTBOX__POLL_INTERVAL", "50ms"),
+        ("PORTCULLIS_WEBHOOKS__RETRY_SCHEDULE", r#"["1h"]"#),
+    ];
+    let mut served = crate::process::spawn_serve(&data, &env).await;
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{}/v1/auth/register", served.base))
+        .json(&json!({"email": "mo@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    wait_for(&good, "/ok", 1).await;
+    wait_for(&bad, "/no", 1).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = http.get(format!("{}/metrics", served.base)).send().await.unwrap().text().await.unwrap();
+        let seen = (
+            metric(&text, "portcullis_webhook_deliveries_queued_total"),
+            metric(&text, "portcullis_outbox_attempts_total{kind=\"webhook\",outcome=\"delivered\"}"),
+            metric(&text, "portcullis_outbox_attempts_total{kind=\"webhook\",outcome=\"retry\"}"),
+            metric(&text, "portcullis_outbox_retry_backlog{kind=\"webhook\"}"),
+            metric(&text, "portcullis_outbox_messages{kind=\"webhook\",status=\"pending\"}"),
+            metric(&text, "portcullis_webhook_delivery_seconds_count"),
+        );
+        if seen == (Some(2.0), Some(1.0), Some(1.0), Some(1.0), Some(1.0), Some(2.0)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{seen:?}\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Command::new("kill").args(["-TERM", &served.child.id().to_string()]).status().unwrap();
+    served.child.wait().unwrap();
+}
+
 crate::backend_tests!(
+    metrics_show_the_webhook_pipeline,
     every_change_announces_its_event,
     an_expired_session_is_announced,
     two_nodes_deliver_each_event_once,

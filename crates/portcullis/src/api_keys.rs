@@ -302,7 +302,7 @@ impl ApiKeys {
         if !tx.api_key_insert(&row, &crypto::sha256_b64(secret.expose()), owner.session_id).await? {
             return Err(crate::tokens::TokenError::Invalid("the session of this token has ended").into());
         }
-        crate::events::emit(&mut tx, "api_key.created", key_data(&row), ctx.now).await?;
+        crate::events::emit(&mut tx, "api_key.created", crate::events::api_key_data(&row), ctx.now).await?;
         tx.commit().await?;
         self.audit
             .record(ctx, Event { reason: Some(&row.id), ..Event::ok("api_key_created", Some(owner.user_id)).by(actor) })
@@ -329,7 +329,7 @@ impl ApiKeys {
         let Some(row) = tx.api_key_revoke(who.subject(), id, ctx.now).await? else {
             return Err(AuthError::NotFound);
         };
-        crate::events::emit(&mut tx, "api_key.revoked", key_data(&row), ctx.now).await?;
+        crate::events::emit(&mut tx, "api_key.revoked", crate::events::api_key_data(&row), ctx.now).await?;
         tx.commit().await?;
         self.forget(id);
         self.audit
@@ -398,16 +398,6 @@ pub fn rejection_reason(r: KeyRejection) -> &'static str {
         KeyRejection::Invalid => "invalid_api_key",
         KeyRejection::Expired => "expired_api_key",
     }
-}
-
-/// An API key event's `data`: the key as its owner lists it, with the owner;
-/// never the secret or its hash.
-fn key_data(k: &ApiKeyRow) -> serde_json::Value {
-    let mut data = serde_json::to_value(crate::views::api_key_view(k)).unwrap_or_default();
-    if let Some(d) = data.as_object_mut() {
-        d.insert("user_id".into(), serde_json::Value::String(k.owner_id.clone()));
-    }
-    data
 }
 
 #[cfg(test)]

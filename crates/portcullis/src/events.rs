@@ -15,6 +15,9 @@ use crate::{
     store::{StoreResult, WriteTx},
 };
 
+/// The ping an operator sends to one endpoint; it goes there whatever it subscribes to.
+pub const TEST_EVENT: &str = "webhook.test";
+
 /// Every event type, with when it is sent (the docs list the same with payloads).
 pub const TYPES: &[(&str, &str)] = &[
     ("user.created", "an account was created (sign-up, admin, CLI)"),
@@ -173,6 +176,15 @@ pub async fn announce_expired(db: &crate::store::Db, now: i64, limit: i64) -> St
     }
     tx.commit().await?;
     Ok(ended.len())
+}
+
+/// An API key as the admin API shows it, with its owner: never its secret or hash.
+pub fn api_key_data(k: &crate::store::ApiKeyRow) -> Value {
+    let mut data = serde_json::to_value(crate::views::api_key_view(k)).unwrap_or_default();
+    if let Some(d) = data.as_object_mut() {
+        d.insert("user_id".into(), Value::String(k.owner_id.clone()));
+    }
+    data
 }
 
 /// Announces an event about a user whose `data` is `{"user_id", …fields}`.

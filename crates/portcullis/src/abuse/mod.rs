@@ -20,4 +20,4 @@ mod rate;
 
 pub use address::{client_ip, rate_key};
 pub use lockout::{LockoutPolicy, Reservation, ceiling_bucket};
-pub use rate::{Blocks, Limiter, Summary, count, over, retry_after_secs};
+pub use rate::{Blocks, Limiter, Summary, count, count_announced, over, retry_after_secs};

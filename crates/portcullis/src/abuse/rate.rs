@@ -45,6 +45,19 @@ pub async fn count(db: &Db, bucket: &str, rule: RateRule, now: i64) -> Result<Ra
     db.rate_hit(bucket, now - now.rem_euclid(w), w).await
 }
 
+/// [`count`], with what `announce` makes of the new counts (a webhook event's
+/// type and payload) committed together with them.
+pub async fn count_announced(
+    db: &Db,
+    bucket: &str,
+    rule: RateRule,
+    now: i64,
+    announce: impl FnOnce(&RateWindow) -> Option<(&'static str, String)>,
+) -> Result<RateWindow, crate::store::StoreError> {
+    let w = i64::try_from(rule.window.as_millis()).unwrap_or(i64::MAX);
+    db.rate_hit_announced(bucket, now - now.rem_euclid(w), w, announce).await
+}
+
 /// Whether a window's counts (plus `pending` attempts not counted yet) are over
 /// `rule` at `now`: the seconds until one more attempt fits, or `None`.
 pub fn over(rule: RateRule, counts: RateWindow, pending: i64, now: i64) -> Option<u64> {

@@ -274,18 +274,21 @@ impl Auth {
             }
         }
         if let Some(rule) = self.settings.account_failure_ceiling {
-            let counts = crate::abuse::count(&self.db, &crate::abuse::ceiling_bucket(key), rule, ctx.now).await?;
-            // Exactly the failure that reaches the ceiling says so.
-            if crate::abuse::over(rule, counts, 0, ctx.now).is_none()
-                && crate::abuse::over(rule, counts, 1, ctx.now).is_some()
-            {
+            // Exactly the failure that reaches the ceiling says so, in the commit
+            // that counts it.
+            let reaches = |c: &crate::store::RateWindow| {
+                crate::abuse::over(rule, *c, 0, ctx.now).is_none() && crate::abuse::over(rule, *c, 1, ctx.now).is_some()
+            };
+            let announce = |c: &crate::store::RateWindow| {
+                let data = serde_json::json!({"user_id": uid?, "second_factor": second_factor,
+                    "reason": "failure_ceiling"});
+                reaches(c)
+                    .then(|| ("account.locked", crate::events::Event::new("account.locked", data, ctx.now).payload()))
+            };
+            let bucket = crate::abuse::ceiling_bucket(key);
+            let counts = crate::abuse::count_announced(&self.db, &bucket, rule, ctx.now, announce).await?;
+            if reaches(&counts) {
                 self.audit(ctx, "account_locked", true, uid, Some("failure ceiling over all addresses")).await;
-                if let Some(uid) = uid {
-                    let data = serde_json::json!({"second_factor": second_factor, "reason": "failure_ceiling"});
-                    let mut tx = self.db.write().await?;
-                    crate::events::emit_about(&mut tx, "account.locked", uid, data, ctx.now).await?;
-                    tx.commit().await?;
-                }
                 metrics::counter!("portcullis_lockouts_total").increment(1);
                 if !second_factor {
                     self.notify_locked(ctx, key, uid).await;

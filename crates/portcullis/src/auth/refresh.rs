@@ -107,11 +107,15 @@ impl Auth {
                 // One commit: the sessions and keys ended, and the owner told.
                 let user = self.db.user_by_id(user_id).await?;
                 let mut tx = self.db.write().await?;
-                let (ended, keys) = tx.sessions_revoke_stolen(user_id, "refresh_token_reused", ctx.now).await?;
+                let (ended, revoked_keys) = tx.sessions_revoke_stolen(user_id, "refresh_token_reused", ctx.now).await?;
+                let keys = revoked_keys.len();
                 let data = serde_json::json!({"session_id": session_id, "sessions_revoked": ended.len(),
                     "api_keys_revoked": keys});
                 events::emit_about(&mut tx, "refresh_token.reused", user_id, data, ctx.now).await?;
                 events::emit_sessions(&mut tx, "session.revoked", &ended, "refresh_token_reused", ctx.now).await?;
+                for key in &revoked_keys {
+                    events::emit(&mut tx, "api_key.revoked", events::api_key_data(key), ctx.now).await?;
+                }
                 let ended = ended.len();
                 // A change of address the thief may have asked for goes too.
                 tx.email_tokens_retire(user_id, crate::store::Purpose::ChangeEmail, ctx.now).await?;

@@ -122,10 +122,20 @@ impl Job {
     }
 }
 
-/// One sweep of sessions that ran out (a bounded batch; the next sweep takes more).
+/// One sweep of sessions that ran out: batches of 500, each its own commit, until
+/// one comes back short, at most 50,000 a sweep (so a backlog is announced before
+/// housekeeping purges the sessions a day after they end).
 async fn expired(db: Db) {
-    if let Err(e) = crate::events::announce_expired(&db, crate::clock::now_ms(), 500).await {
-        tracing::warn!(error = %e, "announcing expired sessions failed");
+    const BATCH: usize = 500;
+    for _ in 0..100 {
+        match crate::events::announce_expired(&db, crate::clock::now_ms(), BATCH as i64).await {
+            Ok(n) if n == BATCH => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "announcing expired sessions failed");
+                return;
+            }
+        }
     }
 }
 

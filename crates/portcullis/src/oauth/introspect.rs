@@ -11,7 +11,10 @@
 use portcullis_proto::IntrospectionResponse;
 
 use super::{OAuth, OAuthError, Presented};
-use crate::{crypto, crypto::Secret, ctx::RequestCtx};
+use crate::{crypto, crypto::Secret, ctx::RequestCtx, events};
+
+/// The reason recorded, and announced, for a session a client revoked (RFC 7009).
+const REVOKED_BY_CLIENT: &str = "revoked_by_client";
 
 fn inactive() -> IntrospectionResponse {
     IntrospectionResponse::default()
@@ -165,9 +168,12 @@ impl OAuth {
                 _ => None,
             }
         };
-        if let Some(sid) = session
-            && self.db.session_end(&sid, "revoked_by_client", ctx.now).await?
-        {
+        let Some(sid) = session else { return Ok(()) };
+        // The app signing its user out: the user's own end, announced with it.
+        let mut tx = self.db.write().await?;
+        if let Some(ended) = tx.session_end(&sid, None, REVOKED_BY_CLIENT, ctx.now).await? {
+            events::emit_sessions(&mut tx, "session.ended", &[ended], REVOKED_BY_CLIENT, ctx.now).await?;
+            tx.commit().await?;
             self.audit(ctx, "oauth_revoke", true, None, caller.id(), None).await;
         }
         Ok(())

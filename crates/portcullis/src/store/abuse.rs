@@ -37,7 +37,36 @@ impl Db {
     /// whose clock lags never moves the window back (which would reset the count):
     /// its attempt counts in the newer window.
     pub async fn rate_hit(&self, bucket: &str, window_start: i64, window_ms: i64) -> StoreResult<RateWindow> {
-        let row = sqlx::query(
+        hit(self.pool(), bucket, window_start, window_ms).await
+    }
+
+    /// [`Db::rate_hit`], and what `announce` returns for the new counts (a webhook
+    /// event's type and payload) fanned out in the same commit.
+    pub async fn rate_hit_announced(
+        &self,
+        bucket: &str,
+        window_start: i64,
+        window_ms: i64,
+        announce: impl FnOnce(&RateWindow) -> Option<(&'static str, String)>,
+    ) -> StoreResult<RateWindow> {
+        let mut tx = self.begin_write().await?;
+        let counts = hit(&mut *tx, bucket, window_start, window_ms).await?;
+        let mut queued = 0;
+        if let Some((event_type, payload)) = announce(&counts) {
+            queued = super::webhooks::fanout(&mut tx, event_type, &payload, crate::clock::now_ms()).await?;
+        }
+        tx.commit().await?;
+        super::webhooks::count_queued(queued);
+        Ok(counts)
+    }
+}
+
+/// One attempt counted on `on` (see [`Db::rate_hit`]).
+async fn hit<'c, E>(on: E, bucket: &str, window_start: i64, window_ms: i64) -> StoreResult<RateWindow>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let row = sqlx::query(
             "INSERT INTO rate_limits (bucket, window_start, count, prev_count) VALUES ($1, $2, 1, 0) \
              ON CONFLICT (bucket) DO UPDATE SET \
                prev_count = CASE WHEN rate_limits.window_start >= excluded.window_start THEN rate_limits.prev_count \
@@ -51,15 +80,16 @@ impl Db {
         .bind(bucket)
         .bind(window_start)
         .bind(window_ms)
-        .fetch_one(self.pool())
+        .fetch_one(on)
         .await?;
-        Ok(RateWindow {
-            window_start: col(&row, "window_start")?,
-            count: col(&row, "count")?,
-            prev_count: col(&row, "prev_count")?,
-        })
-    }
+    Ok(RateWindow {
+        window_start: col(&row, "window_start")?,
+        count: col(&row, "count")?,
+        prev_count: col(&row, "prev_count")?,
+    })
+}
 
+impl Db {
     /// The counts of `bucket` without counting anything; `None` if never hit.
     pub async fn rate_peek(&self, bucket: &str) -> StoreResult<Option<RateWindow>> {
         let row = sqlx::query("SELECT window_start, count, prev_count FROM rate_limits WHERE bucket = $1")

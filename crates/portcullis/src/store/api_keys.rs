@@ -37,10 +37,10 @@ pub struct KeyLookup {
     pub owner_roles: Vec<String>,
 }
 
-const KEY_COLS: &str = "k.id, k.owner_id, k.name, k.prefix, k.scopes, k.created_at, k.expires_at, \
+pub(super) const KEY_COLS: &str = "k.id, k.owner_id, k.name, k.prefix, k.scopes, k.created_at, k.expires_at, \
                         k.last_used_at, k.revoked_at";
 
-fn key_from_row(row: &sqlx::any::AnyRow) -> StoreResult<ApiKeyRow> {
+pub(super) fn key_from_row(row: &sqlx::any::AnyRow) -> StoreResult<ApiKeyRow> {
     let scopes: String = col(row, "scopes")?;
     Ok(ApiKeyRow {
         id: col(row, "id")?,

@@ -53,6 +53,9 @@ pub enum CodeExchange<E> {
     Invalid,
 }
 
+/// Why a session ends when the code that opened it comes back.
+const CODE_REPLAYED: &str = "code_replayed";
+
 const CODE_COLS: &str = "code_hash, client_id, user_id, redirect_uri, scope, nonce, code_challenge, auth_time, amr, \
                          created_at, expires_at";
 
@@ -98,15 +101,16 @@ impl Db {
     /// client is `Invalid` and left untouched: a leaked code must not let anyone
     /// spend it or end the grant it issued. `check` sees the code and returns the
     /// session to create with its refresh-token hash, or a refusal; what
-    /// `announce` returns for the new session (a webhook event's type and payload)
-    /// is fanned out in the same commit.
+    /// `announce` returns for the new session, or for the session a replay ends
+    /// (with the reason it ended), a webhook event's type and payload, is fanned
+    /// out in the same commit.
     pub async fn code_exchange<E>(
         &self,
         code_hash: &str,
         client_id: &str,
         now: i64,
         check: impl FnOnce(&CodeRow) -> Result<(SessionRow, Option<String>), E>,
-        announce: impl FnOnce(&SessionRow) -> Option<(&'static str, String)>,
+        announce: impl FnOnce(&SessionRow, Option<&str>) -> Option<(&'static str, String)>,
     ) -> StoreResult<CodeExchange<E>> {
         let _changed = self.auth_change();
         let mut tx = self.begin_write().await?;
@@ -133,17 +137,15 @@ impl Db {
                 tx.rollback().await?;
                 return Ok(CodeExchange::Invalid);
             };
-            if let Some(sid) = col::<Option<String>>(&prior, "grant_session_id")? {
-                sqlx::query(
-                    "UPDATE sessions SET revoked_at = $1, revoked_reason = 'code_replayed' \
-                     WHERE id = $2 AND revoked_at IS NULL",
-                )
-                .bind(now)
-                .bind(sid)
-                .execute(&mut *tx)
-                .await?;
+            let mut queued = 0;
+            if let Some(sid) = col::<Option<String>>(&prior, "grant_session_id")?
+                && let Some(ended) = sessions::end_one(&mut *tx, &sid, None, CODE_REPLAYED, now).await?
+                && let Some((event_type, payload)) = announce(&ended, Some(CODE_REPLAYED))
+            {
+                queued = super::webhooks::fanout(&mut tx, event_type, &payload, now).await?;
             }
             tx.commit().await?;
+            super::webhooks::count_queued(queued);
             return Ok(CodeExchange::Replayed {
                 user_id: col(&prior, "user_id")?,
                 client_id: col(&prior, "client_id")?,
@@ -167,7 +169,7 @@ impl Db {
                     .execute(&mut *tx)
                     .await?;
                 let mut queued = 0;
-                if let Some((event_type, payload)) = announce(&session) {
+                if let Some((event_type, payload)) = announce(&session, None) {
                     queued = super::webhooks::fanout(&mut tx, event_type, &payload, now).await?;
                 }
                 tx.commit().await?;

@@ -157,22 +157,6 @@ impl Db {
         row.as_ref().map(|r| Ok((session_from_row(r)?, col(r, "token_expires_at")?))).transpose()
     }
 
-    /// Ends one session by id (the caller has checked who may). Returns whether it ended.
-    pub async fn session_end(&self, session_id: &str, reason: &str, now: i64) -> StoreResult<bool> {
-        self.end_session(session_id, None, reason, now).await
-    }
-
-    /// Ends every live session a user granted to one client; returns how many.
-    pub async fn sessions_revoke_client(
-        &self,
-        user_id: &str,
-        client_id: &str,
-        reason: &str,
-        now: i64,
-    ) -> StoreResult<u64> {
-        self.end_sessions(user_id, None, Some(client_id), reason, now).await
-    }
-
     /// A user's sessions that are still usable at `now`, newest first.
     /// Ids grow with time, so `before` (the last id of the previous page) pages
     /// newest first without gaps or repeats.
@@ -196,45 +180,10 @@ impl Db {
         rows.iter().map(session_from_row).collect()
     }
 
-    /// Ends one session of one user. The owner is part of the key, so a user can
-    /// never end someone else's session by guessing an id. Returns whether it ended.
-    pub async fn session_revoke(&self, user_id: &str, session_id: &str, reason: &str, now: i64) -> StoreResult<bool> {
-        self.end_session(session_id, Some(user_id), reason, now).await
-    }
-
-    async fn end_session(&self, session_id: &str, owner: Option<&str>, reason: &str, now: i64) -> StoreResult<bool> {
-        let _changed = self.auth_change();
-        Ok(end_one(self.pool(), session_id, owner, reason, now).await?.is_some())
-    }
-
-    /// Ends every live session of a user except `keep`; returns how many ended.
-    pub async fn sessions_revoke_all(
-        &self,
-        user_id: &str,
-        keep: Option<&str>,
-        reason: &str,
-        now: i64,
-    ) -> StoreResult<u64> {
-        self.end_sessions(user_id, keep, None, reason, now).await
-    }
-
     /// Records a fresh sign-in on a live session of `user_id` (re-authentication);
     /// returns whether the session was live.
     pub async fn session_reauthenticated(&self, session_id: &str, user_id: &str, now: i64) -> StoreResult<bool> {
         reauthenticated(self.pool(), session_id, user_id, now).await
-    }
-
-    /// Ends a user's live sessions, all but `keep`, only those of `client` if given.
-    async fn end_sessions(
-        &self,
-        user_id: &str,
-        keep: Option<&str>,
-        client: Option<&str>,
-        reason: &str,
-        now: i64,
-    ) -> StoreResult<u64> {
-        let _changed = self.auth_change();
-        Ok(end_user_sessions(self.pool(), user_id, keep, client, reason, now).await?.len() as u64)
     }
 
     /// Deletes sessions that ended (expired or revoked) before `before`, with their
@@ -465,18 +414,19 @@ pub(super) async fn revoke_stolen(
     user_id: &str,
     reason: &str,
     now: i64,
-) -> StoreResult<(Vec<SessionRow>, u64)> {
+) -> StoreResult<(Vec<SessionRow>, Vec<super::ApiKeyRow>)> {
     let sessions = end_user_sessions(&mut **tx, user_id, None, None, reason, now).await?;
-    let keys = sqlx::query(
+    let cols = super::api_keys::KEY_COLS.replace("k.", "");
+    let keys = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE api_keys SET revoked_at = $1 WHERE owner_id = $2 AND revoked_at IS NULL AND session_id IN \
-         (SELECT id FROM sessions WHERE user_id = $2 AND revoked_at = $1 AND revoked_reason = $3)",
-    )
+         (SELECT id FROM sessions WHERE user_id = $2 AND revoked_at = $1 AND revoked_reason = $3) RETURNING {cols}"
+    )))
     .bind(now)
     .bind(user_id)
     .bind(reason)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
-    Ok((sessions, keys.rows_affected()))
+    Ok((sessions, keys.iter().map(super::api_keys::key_from_row).collect::<StoreResult<_>>()?))
 }
 
 /// Every stored session of a user (ended ones too), newest first, at most `limit`.
@@ -585,7 +535,7 @@ where
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE sessions SET expiry_announced = 1 WHERE id IN (SELECT id FROM sessions \
          WHERE revoked_at IS NULL AND expiry_announced = 0 AND expires_at <= $1 ORDER BY expires_at LIMIT $2) \
-         RETURNING {SESSION_COLS}"
+         AND expiry_announced = 0 AND revoked_at IS NULL RETURNING {SESSION_COLS}"
     )))
     .bind(now)
     .bind(limit)

@@ -228,7 +228,7 @@ impl WriteTx {
         user_id: &str,
         reason: &str,
         now: i64,
-    ) -> StoreResult<(Vec<SessionRow>, u64)> {
+    ) -> StoreResult<(Vec<SessionRow>, Vec<super::ApiKeyRow>)> {
         self.auth_changed = true;
         self.ran(2);
         sessions::revoke_stolen(&mut self.tx, user_id, reason, now).await

@@ -24,7 +24,7 @@ use crate::{
     clock::rfc3339,
     crypto::{self, MasterKey, Secret},
     ctx::{Principal, RequestCtx},
-    events::{self, Event, Payload},
+    events::{self, Event, Payload, TEST_EVENT},
     outbound::Policy,
     page::{cursor_decode, page_limit, paginate},
     store::{Db, EndpointPatch, EndpointRow, OutboxRow, OutboxStatus},
@@ -341,7 +341,7 @@ impl Webhooks {
     pub async fn test(&self, ctx: &RequestCtx, who: &Principal, id: &str) -> Result<WebhookDelivery, AuthError> {
         let row = self.row(id).await?;
         let data = serde_json::json!({"endpoint_id": row.id, "message": "a test event from Portcullis"});
-        let event = Event::new("webhook.test", data, ctx.now);
+        let event = Event::new(TEST_EVENT, data, ctx.now);
         let ids = self.db.webhook_requeue(id, &[event.payload()], ctx.now).await?;
         self.audit(ctx, who, "webhook_tested", id).await;
         self.delivery(id, first(&ids)?).await
@@ -387,6 +387,10 @@ impl Webhooks {
         let row = self.db.outbox_get(delivery_id).await?.filter(|r| r.target.as_deref() == Some(id));
         let row = row.ok_or(AuthError::NotFound)?;
         let event_type = serde_json::from_str::<Payload>(&row.payload).map(|p| p.event_type).unwrap_or_default();
+        if event_type != TEST_EVENT && !self.row(id).await?.wants(&event_type) {
+            let why = format!("the endpoint no longer subscribes to {event_type}");
+            return Err(AuthError::Validation(vec![field("delivery_id", "not_subscribed", &why)]));
+        }
         self.may_direct(who, &[event_type])?;
         let ids = self.db.webhook_requeue(id, &[row.payload], ctx.now).await?;
         self.audit(ctx, who, "webhook_retried", delivery_id).await;
@@ -412,7 +416,10 @@ impl Webhooks {
             let once: Vec<String> = page
                 .into_iter()
                 .map(|(_, p)| p)
-                .filter(|p| serde_json::from_str::<Payload>(p).is_ok_and(|p| seen.insert(p.event_id)))
+                .filter(|p| {
+                    serde_json::from_str::<Payload>(p)
+                        .is_ok_and(|p| row.wants(&p.event_type) && seen.insert(p.event_id))
+                })
                 .take(MAX_REPLAY_USIZE - queued)
                 .collect();
             queued += self.db.webhook_requeue(id, &once, ctx.now).await?.len();

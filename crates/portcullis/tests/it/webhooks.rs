@@ -798,7 +798,96 @@ async fn metrics_show_the_webhook_pipeline(backend: Backend) {
     served.child.wait().unwrap();
 }
 
+/// Session events of the OAuth paths: a replayed authorization code revokes
+/// the grant's session (`code_replayed`), and a client revoking its refresh token
+/// (RFC 7009) is the user's own end (`session.ended`, `revoked_by_client`).
+async fn oauth_session_ends_are_announced(backend: Backend) {
+    use crate::oauth::{Browser, VERIFIER, authorize_url, browser_flow, exchange, setup};
+    let data = Data::new(&backend).await;
+    let t = setup(&backend, &data).await;
+    let rx = Receiver::start().await;
+    create_hook(&t.s, &t.admin, &format!("{}/s", rx.url), &["session.ended", "session.revoked"]).await;
+    let ends = |n: usize| {
+        let rx = &rx;
+        async move {
+            wait_for(rx, "/s", n)
+                .await
+                .iter()
+                .map(body)
+                .map(|b| (b["type"].as_str().unwrap().to_owned(), b["data"]["reason"].as_str().unwrap().to_owned()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut b = Browser::new(&t.s);
+    let code = browser_flow(&mut b, &authorize_url(&t.client_id, &[])).await.redirect_params()["code"].clone();
+    assert_eq!(exchange(&t, &code, VERIFIER).await.0, StatusCode::OK);
+    assert_eq!(exchange(&t, &code, VERIFIER).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(ends(1).await, vec![("session.revoked".to_owned(), "code_replayed".to_owned())]);
+    let mut b = Browser::new(&t.s);
+    let code = browser_flow(&mut b, &authorize_url(&t.client_id, &[])).await.redirect_params()["code"].clone();
+    let (_, tokens) = exchange(&t, &code, VERIFIER).await;
+    let res =
+        t.s.client
+            .post(t.s.url("/oauth/revoke"))
+            .basic_auth(&t.client_id, Some(&t.secret))
+            .form(&[("token", tokens["refresh_token"].as_str().unwrap())])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(ends(2).await[1], ("session.ended".to_owned(), "revoked_by_client".to_owned()));
+    t.s.stop().await;
+}
+
+/// Narrowing an endpoint's events needs no read permission, so it must not let
+/// older data follow a changed URL: pending deliveries of other types are given
+/// up, a replay skips them and a retry of one is refused.
+async fn narrowed_events_carry_no_older_data(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let (old, new) = (Receiver::start().await, Receiver::start().await);
+    old.answer(500);
+    let s = TestServer::start_on(&data, |cfg| {
+        cfg.webhooks.retry_schedule = vec![portcullis::units::HumanDuration(Duration::from_millis(700)); 3];
+    })
+    .await;
+    let admin = s.admin("admin@example.com").await.access;
+    let hook = create_hook(&s, &admin, &format!("{}/old", old.url), &["user.created"]).await;
+    let id = hook["id"].as_str().unwrap().to_owned();
+    s.register("nat@example.com", PASSWORD).await;
+    wait_for(&old, "/old", 1).await;
+    let res = s
+        .post_auth(
+            "/v1/api-keys",
+            &admin,
+            json!({"name": "hooks", "scopes": ["admin:webhooks:write", "admin:webhooks:read"]}),
+        )
+        .await;
+    let key = res.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_owned();
+    let path = format!("/v1/admin/webhooks/{id}");
+    let patch = json!({"url": format!("{}/new", new.url), "events": ["webhook.test"]});
+    let res = s.with_key(Method::PATCH, &path, &key, Some(patch)).await;
+    assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap());
+    let res =
+        s.with_key(Method::POST, &format!("{path}/replay"), &key, Some(json!({"since": "2000-01-01T00:00:00Z"}))).await;
+    let replayed: Value = res.json().await.unwrap();
+    assert_eq!(replayed["queued"], 0, "{replayed}");
+    let pending: Value = s.get_auth(&format!("{path}/deliveries"), &admin).await.json().await.unwrap();
+    let delivery = pending["data"][0]["id"].as_str().unwrap().to_owned();
+    let res = s.post_auth(&format!("{path}/deliveries/{delivery}/retry"), &admin, json!({})).await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+    let res = s.with_key(Method::POST, &format!("{path}/test"), &key, Some(json!({}))).await;
+    assert!(res.status().is_success(), "{}", res.status());
+    let got = wait_for(&new, "/new", 1).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let types: Vec<Value> = at(&new, "/new").iter().map(|r| body(r)["type"].clone()).collect();
+    assert_eq!(types, vec![json!("webhook.test")], "{got:?}");
+    assert_eq!(at(&old, "/old").len(), 1, "and the old URL gets nothing more");
+    s.stop().await;
+}
+
 crate::backend_tests!(
+    oauth_session_ends_are_announced,
+    narrowed_events_carry_no_older_data,
     metrics_show_the_webhook_pipeline,
     every_change_announces_its_event,
     an_expired_session_is_announced,

@@ -51,9 +51,12 @@ impl OAuth {
                     };
                     Ok((session, offline.then(|| crypto::sha256_b64(&refresh))))
                 },
-                |s: &SessionRow| {
-                    let data = crate::events::session_data(s, None);
-                    Some(("session.created", crate::events::Event::new("session.created", data, ctx.now).payload()))
+                |s: &SessionRow, ended: Option<&str>| {
+                    // A replay revokes the grant's session (theft detection).
+                    let event_type = if ended.is_some() { "session.revoked" } else { "session.created" };
+                    let data = crate::events::session_data(s, ended);
+                    (s.expires_at > ctx.now)
+                        .then(|| (event_type, crate::events::Event::new(event_type, data, ctx.now).payload()))
                 },
             )
             .await?;

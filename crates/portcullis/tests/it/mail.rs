@@ -824,13 +824,7 @@ async fn mail_survives_a_kill_between_commit_and_send(backend: Backend) {
         ("PORTCULLIS_OUTBOX__FIRST_RETRY", "100ms"),
     ];
     let mut first = crate::process::spawn_serve(&data, &env).await;
-    let res = reqwest::Client::new()
-        .post(format!("{}/v1/auth/register", first.base))
-        .json(&json!({"email": "ann@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
+    first.register("ann@example.com").await;
     // Committed; the SMTP server is not there, so it cannot have been sent.
     std::process::Command::new("kill").args(["-KILL", &first.child.id().to_string()]).status().unwrap();
     first.child.wait().unwrap();

@@ -26,6 +26,19 @@ pub struct Served {
     pub reader: std::thread::JoinHandle<()>,
 }
 
+impl Served {
+    /// Signs up `email` (with the test password) on this process; it must succeed.
+    pub async fn register(&self, email: &str) {
+        let res = reqwest::Client::new()
+            .post(format!("{}/v1/auth/register", self.base))
+            .json(&serde_json::json!({"email": email, "password": crate::common::PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), reqwest::StatusCode::CREATED);
+    }
+}
+
 /// A `portcullis serve` process on `data` with JSON logs on stderr and `env`.
 pub async fn spawn_serve(data: &Data, env: &[(&str, &str)]) -> Served {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));

@@ -361,7 +361,7 @@ pub struct SecurityConfig {
     /// Failed OAuth client authentications (token, introspection, revocation) per
     /// client address.
     pub client_auth_failure_rate: RateRule,
-    /// Calls per client address to `POST /v1/api-keys/verify`.
+    /// Calls per verifier (the calling API key, or user) to `POST /v1/api-keys/verify`.
     pub api_key_verify_rate: RateRule,
     /// Consecutive failed passwords that lock an account.
     pub lockout_threshold: u32,

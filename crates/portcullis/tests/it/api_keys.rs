@@ -16,7 +16,31 @@ crate::backend_tests!(
     keys_cannot_manage_keys_or_sessions,
     revocation_reaches_another_node_within_a_second,
     cli_creates_and_checks_keys,
+    verification_is_limited_per_verifier,
 );
+
+/// `security.api_key_verify_rate` counts per verifier key: one busy verifier is
+/// throttled, another on the same address is not.
+async fn verification_is_limited_per_verifier(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let srv = TestServer::start_on(&data, |cfg| {
+        cfg.security.api_key_verify_rate =
+            portcullis::units::RateRule { max: 3, window: std::time::Duration::from_secs(3600) };
+    })
+    .await;
+    let admin = srv.admin("ops@example.com").await;
+    let (busy, other) = (verifier_key(&srv, &admin).await, verifier_key(&srv, &admin).await);
+    let body = || Some(json!({"key": "pcl_x"}));
+    for _ in 0..3 {
+        assert_eq!(srv.with_key(Method::POST, "/v1/api-keys/verify", &busy, body()).await.status(), StatusCode::OK);
+    }
+    let res = srv.with_key(Method::POST, "/v1/api-keys/verify", &busy, body()).await;
+    assert!(res.headers().contains_key("retry-after"));
+    assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    let res = srv.with_key(Method::POST, "/v1/api-keys/verify", &other, body()).await;
+    assert_eq!(res.status(), StatusCode::OK, "another verifier on the same address");
+    srv.stop().await;
+}
 
 async fn create(srv: &TestServer, token: &str, body: Value) -> Value {
     let res = srv.send(Method::POST, "/v1/api-keys", token, Some(body)).await;

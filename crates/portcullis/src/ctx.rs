@@ -65,6 +65,8 @@ pub enum Principal {
         owner_id: String,
         /// The key's scopes its owner still holds.
         scopes: Vec<String>,
+        /// The owner as loaded with the key (as fresh as the key's cache entry).
+        owner: Option<Arc<UserRow>>,
     },
     /// An OAuth client acting for a user (a grant).
     Grant {
@@ -153,6 +155,15 @@ impl Principal {
         match self {
             Principal::Session { user, .. } | Principal::Grant { user, .. } => Some(user),
             _ => None,
+        }
+    }
+
+    /// The user as the credential check loaded it, a key's owner too: what
+    /// `/v1/me` shows.
+    pub fn loaded_user(&self) -> Option<&Arc<UserRow>> {
+        match self {
+            Principal::ApiKey { owner, .. } => owner.as_ref(),
+            _ => self.user(),
         }
     }
 

@@ -194,7 +194,7 @@ impl Auth {
                 "a token issued to an OAuth client reads the user at /oauth/userinfo, by scope",
             ));
         }
-        if let Some(user) = who.user() {
+        if let Some(user) = who.loaded_user() {
             return Ok(UserRow::clone(user));
         }
         self.db.user_by_id(who.subject()).await?.ok_or(AuthError::NotFound)

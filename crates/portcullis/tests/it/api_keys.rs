@@ -17,7 +17,30 @@ crate::backend_tests!(
     revocation_reaches_another_node_within_a_second,
     cli_creates_and_checks_keys,
     verification_is_limited_per_verifier,
+    me_with_a_key_shows_the_owner_as_now,
 );
+
+/// `/v1/me` with `X-API-Key` answers from the key's cached owner, and that cache
+/// follows changes made on this node at once: a new name shows, a ban refuses.
+async fn me_with_a_key_shows_the_owner_as_now(backend: Backend) {
+    let data = Data::new(&backend).await;
+    let srv = TestServer::start_on(&data, |_| {}).await;
+    let admin = srv.admin("root@example.com").await.access;
+    let ann = srv.user("ann@example.com").await;
+    let key = create(&srv, &ann.access, json!({"name": "cli"})).await["key"].as_str().unwrap().to_owned();
+    let me: Value = srv.with_key(Method::GET, "/v1/me", &key, None).await.json().await.unwrap();
+    assert_eq!((me["email"].as_str(), me["name"].as_str()), (Some("ann@example.com"), None));
+    let res = srv.send(Method::PATCH, "/v1/me", &ann.access, Some(json!({"name": "Ann"}))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let me: Value = srv.with_key(Method::GET, "/v1/me", &key, None).await.json().await.unwrap();
+    assert_eq!(me["name"], "Ann", "{me}");
+    let id = me["id"].as_str().unwrap();
+    let res = srv.post_auth(&format!("/v1/admin/users/{id}/ban"), &admin, json!({})).await;
+    assert!(res.status().is_success(), "{}", res.status());
+    let res = srv.with_key(Method::GET, "/v1/me", &key, None).await;
+    assert_problem(res, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    srv.stop().await;
+}
 
 /// `security.api_key_verify_rate` counts per verifier key: one busy verifier is
 /// throttled, another on the same address is not.

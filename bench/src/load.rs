@@ -192,6 +192,36 @@ pub async fn create_api_key(conn: &mut Conn, access_token: &str) -> anyhow::Resu
     Ok(serde_json::from_slice::<ApiKeyBody>(&body).context("API key response")?.key)
 }
 
+/// Makes `admin` a verifier: a role holding `api_keys:verify`, granted to them,
+/// and a key with that scope (from a new sign-in, whose token carries the new
+/// permission); returns the key.
+pub async fn create_verifier_key(conn: &mut Conn, admin: &Account) -> anyhow::Result<String> {
+    let admin_token = &login(conn, admin).await?.access;
+    let role = serde_json::json!({"name": "bench-verifier", "permissions": ["api_keys:verify"]});
+    let (s, body) = conn.send(&Req::post("/v1/admin/roles", &role).bearer(admin_token)).await?;
+    if s != StatusCode::CREATED && s != StatusCode::CONFLICT {
+        bail!("creating the verifier role: {s} {}", short(&body));
+    }
+    let (s, body) = conn.send(&Req::get("/v1/me").bearer(admin_token)).await?;
+    let me: serde_json::Value = serde_json::from_slice(&body).context("/v1/me response")?;
+    let id = me["id"].as_str().with_context(|| format!("/v1/me: {s} {}", short(&body)))?;
+    let grant = serde_json::json!({"role": "bench-verifier"});
+    // A path made once per run: leaking it keeps `Req` cheap to clone.
+    let path: &'static str = Box::leak(format!("/v1/admin/users/{id}/roles").into_boxed_str());
+    let (s, body) = conn.send(&Req::post(path, &grant).bearer(admin_token)).await?;
+    if !s.is_success() && s != StatusCode::CONFLICT {
+        bail!("granting the verifier role: {s} {}", short(&body));
+    }
+    let fresh = login(conn, admin).await?.access;
+    let req = Req::post("/v1/api-keys", &serde_json::json!({"name": "verifier", "scopes": ["api_keys:verify"]}))
+        .bearer(&fresh);
+    let (s, body) = conn.send(&req).await?;
+    if s != StatusCode::CREATED {
+        bail!("creating the verifier key: {s} {}", short(&body));
+    }
+    Ok(serde_json::from_slice::<ApiKeyBody>(&body).context("API key response")?.key)
+}
+
 /// What one connection sends over and over.
 #[derive(Debug, Clone)]
 pub enum Work {

@@ -525,16 +525,26 @@ async fn load_scenarios(s: &Settings, places: &mut Places, launch: &Launch) -> a
         })
         .await?;
         let conns = s.args.connections;
-        let needs_tokens = wanted.contains(&Scenario::Me) || wanted.contains(&Scenario::ApiKey);
+        let needs_keys = wanted.contains(&Scenario::ApiKey) || wanted.contains(&Scenario::ApiKeyVerify);
+        let needs_tokens = wanted.contains(&Scenario::Me) || needs_keys;
         let me_tokens = if needs_tokens { login_all(addr, &accounts, accounts.len()).await? } else { Vec::new() };
         // One API key per account, made through the API with the account's session.
         let mut api_keys = Vec::new();
-        if wanted.contains(&Scenario::ApiKey) {
+        if needs_keys {
             let mut c = Conn::open(addr).await?;
             for t in &me_tokens {
                 api_keys.push(load::create_api_key(&mut c, &t.access).await?);
             }
         }
+        let verifier = if wanted.contains(&Scenario::ApiKeyVerify) {
+            let admin =
+                Account { email: "verifier@bench.example".into(), password: "bench verifier passphrase".into() };
+            launch.create_admin(&place, &admin)?;
+            let mut c = Conn::open(addr).await?;
+            Some(load::create_verifier_key(&mut c, &admin).await?)
+        } else {
+            None
+        };
         let plan = load::RunPlan { warmup: s.warmup, duration: s.duration, request_timeout: Duration::from_secs(30) };
         for sc in wanted {
             let works: Vec<Work> = match sc {
@@ -546,6 +556,12 @@ async fn load_scenarios(s: &Settings, places: &mut Places, launch: &Launch) -> a
                 Scenario::ApiKey => (0..conns)
                     .filter_map(|i| api_keys.get(i % api_keys.len().max(1)))
                     .map(|k| Work::Fixed(Req::get("/v1/me").api_key(k)))
+                    .collect(),
+                Scenario::ApiKeyVerify => (0..conns)
+                    .filter_map(|i| Some((api_keys.get(i % api_keys.len().max(1))?, verifier.as_ref()?)))
+                    .map(|(k, v)| {
+                        Work::Fixed(Req::post("/v1/api-keys/verify", &serde_json::json!({"key": k})).api_key(v))
+                    })
                     .collect(),
                 Scenario::Refresh => {
                     eprintln!("bench: signing in {conns} sessions for refresh…");

@@ -18,25 +18,30 @@ pub enum Scenario {
     ClientCredentials,
     /// `GET /v1/me` with `X-API-Key` (limit: SHA-256, what the server hashes the key with).
     ApiKey,
+    /// `POST /v1/api-keys/verify` by a verifier key holding `api_keys:verify`, of the
+    /// accounts' keys (limit: SHA-256).
+    ApiKeyVerify,
 }
 
 impl Scenario {
     /// Report order.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Login,
         Scenario::Refresh,
         Scenario::Me,
         Scenario::ApiKey,
+        Scenario::ApiKeyVerify,
         Scenario::Jwks,
         Scenario::ClientCredentials,
     ];
 
     /// Run order: cheap, memory-light scenarios first, so Argon2id's 19 MiB
     /// buffers (which the allocator keeps) do not inflate the others' peak RSS.
-    pub const RUN_ORDER: [Scenario; 6] = [
+    pub const RUN_ORDER: [Scenario; 7] = [
         Scenario::Jwks,
         Scenario::Me,
         Scenario::ApiKey,
+        Scenario::ApiKeyVerify,
         Scenario::Refresh,
         Scenario::Login,
         Scenario::ClientCredentials,
@@ -51,6 +56,7 @@ impl Scenario {
             Scenario::Jwks => "jwks",
             Scenario::ClientCredentials => "client_credentials",
             Scenario::ApiKey => "api_key",
+            Scenario::ApiKeyVerify => "api_key_verify",
         }
     }
 
@@ -63,6 +69,7 @@ impl Scenario {
             Scenario::Jwks => "GET /.well-known/jwks.json",
             Scenario::ClientCredentials => "POST /oauth/token (client_credentials)",
             Scenario::ApiKey => "GET /v1/me (X-API-Key)",
+            Scenario::ApiKeyVerify => "POST /v1/api-keys/verify",
         }
     }
 
@@ -72,7 +79,7 @@ impl Scenario {
             Scenario::Login => Some("argon2id"),
             Scenario::Refresh | Scenario::ClientCredentials => Some("sign"),
             Scenario::Me => Some("verify"),
-            Scenario::ApiKey => Some("sha256"),
+            Scenario::ApiKey | Scenario::ApiKeyVerify => Some("sha256"),
             Scenario::Jwks => None,
         }
     }

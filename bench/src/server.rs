@@ -256,6 +256,24 @@ impl Launch {
         Ok(())
     }
 
+    /// Creates an admin account with `portcullis users create` (the bench's
+    /// verifier signs in with it).
+    pub fn create_admin(&self, place: &Place, a: &load::Account) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let mut child = self
+            .command(place, &["users", "create", "--email", &a.email, "--role", "admin", "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("running portcullis users create")?;
+        child.stdin.take().context("stdin")?.write_all(format!("{}\n", a.password).as_bytes())?;
+        if !child.wait()?.success() {
+            bail!("portcullis users create failed");
+        }
+        Ok(())
+    }
+
     /// Registers a client-credentials client with `portcullis clients create`;
     /// returns its id and secret.
     pub fn create_client(&self, place: &Place) -> anyhow::Result<(String, String)> {

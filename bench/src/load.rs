@@ -204,7 +204,8 @@ pub async fn create_verifier_key(conn: &mut Conn, admin: &Account) -> anyhow::Re
     }
     let (s, body) = conn.send(&Req::get("/v1/me").bearer(admin_token)).await?;
     let me: serde_json::Value = serde_json::from_slice(&body).context("/v1/me response")?;
-    let id = me.get("id").and_then(serde_json::Value::as_str).with_context(|| format!("/v1/me: {s} {}", short(&body)))?;
+    let id =
+        me.get("id").and_then(serde_json::Value::as_str).with_context(|| format!("/v1/me: {s} {}", short(&body)))?;
     let grant = serde_json::json!({"role": "bench-verifier"});
     // A path made once per run: leaking it keeps `Req` cheap to clone.
     let path: &'static str = Box::leak(format!("/v1/admin/users/{id}/roles").into_boxed_str());

@@ -163,7 +163,12 @@ impl Sink {
 
     /// Waits (up to 15 s) until `n` messages to `to` arrived; returns them all.
     pub async fn wait_for(&self, to: &str, n: usize) -> Vec<Mail> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        self.wait_up_to(to, n, Duration::from_secs(15)).await
+    }
+
+    /// Waits up to `limit` until `n` messages to `to` arrived; returns them all.
+    pub async fn wait_up_to(&self, to: &str, n: usize, limit: Duration) -> Vec<Mail> {
+        let deadline = std::time::Instant::now() + limit;
         loop {
             let got = self.to(to);
             if got.len() >= n {

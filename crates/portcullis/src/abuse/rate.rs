@@ -175,13 +175,20 @@ pub struct Limiter {
     rule: RateRule,
     scope: &'static str,
     blocks: std::sync::Arc<Blocks>,
+    /// For [`Limiter::hit_reserved`]: bucket → (window start, attempts this node
+    /// has counted in the database and not spent yet).
+    reserved: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
 }
+
+/// Buckets [`Limiter::hit_reserved`] keeps a reservation for at most (beyond, the
+/// map is emptied: the unspent shares stay counted, which errs on the strict side).
+const MAX_RESERVED: usize = 10_000;
 
 impl Limiter {
     /// A limiter for one kind of attempt (`login`, `verify`, …); its refusals are
     /// remembered in `blocks`.
     pub fn new(db: Db, scope: &'static str, rule: RateRule, blocks: std::sync::Arc<Blocks>) -> Self {
-        Self { db, rule, scope, blocks }
+        Self { db, rule, scope, blocks, reserved: std::sync::Mutex::default() }
     }
 
     /// Whether `client` is over the limit on this node right now (no counting
@@ -212,6 +219,60 @@ impl Limiter {
         let Some(retry) = over(self.rule, counts, 0, now) else { return Ok(()) };
         self.blocks.block(bucket, address, route, now + i64::try_from(retry).unwrap_or(1) * 1000);
         Err(retry)
+    }
+
+    /// [`Limiter::hit`] for callers that are many requests of one authenticated
+    /// caller (`key`): the node counts a twentieth of the limit in the database at
+    /// once and spends it from memory, so a busy caller costs one write per share,
+    /// not one per request. All nodes together still admit at most the limit plus
+    /// one share each per window; near the limit every attempt is counted singly.
+    pub async fn hit_reserved(&self, key: &str, route: &str, now: i64) -> Result<(), u64> {
+        let bucket = format!("{}:{key}", self.scope);
+        if let Some(secs) = self.blocks.refuse(&bucket, route, now) {
+            return Err(secs);
+        }
+        let w = i64::try_from(self.rule.window.as_millis()).unwrap_or(i64::MAX).max(1);
+        let start = now - now.rem_euclid(w);
+        if let Ok(mut r) = self.reserved.lock()
+            && let Some((at, left)) = r.get_mut(&bucket)
+            && *at == start
+            && *left > 0
+        {
+            *left -= 1;
+            return Ok(());
+        }
+        let share = (i64::from(self.rule.max) / 20).max(1);
+        let counts = match self.db.rate_hit_n(&bucket, start, w, share).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "rate limiter unavailable; letting the attempt through");
+                return Ok(());
+            }
+        };
+        // The share fits: spend one now, the rest from memory. Only this attempt
+        // fits: let it through and keep nothing. Not even that: refused.
+        let left = if over(self.rule, counts, 0, now).is_none() {
+            share - 1
+        } else {
+            let single = RateWindow { count: counts.count - (share - 1), ..counts };
+            if let Some(retry) = over(self.rule, single, 0, now) {
+                self.blocks.block(
+                    bucket.clone(),
+                    key.to_owned(),
+                    route,
+                    now + i64::try_from(retry).unwrap_or(1) * 1000,
+                );
+                return Err(retry);
+            }
+            0
+        };
+        if let Ok(mut r) = self.reserved.lock() {
+            if r.len() >= MAX_RESERVED {
+                r.clear();
+            }
+            r.insert(bucket, (start, left));
+        }
+        Ok(())
     }
 }
 

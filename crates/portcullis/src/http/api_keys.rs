@@ -130,7 +130,7 @@ pub async fn api_key_verify(
     // Counted per verifier (its key, or its user), not per address: a busy
     // resource server is one caller, and callers behind one address are many.
     let verifier = format!("verifier:{}", who.actor());
-    if let Err(secs) = state.verify_limiter.hit(&verifier, ctx.route(), ctx.now).await {
+    if let Err(secs) = state.verify_limiter.hit_reserved(&verifier, ctx.route(), ctx.now).await {
         return Err(crate::auth::AuthError::RateLimited(secs).into());
     }
     let reply = match state.api_keys.verify(&ctx, &who, &req.key).await {

@@ -37,7 +37,13 @@ impl Db {
     /// whose clock lags never moves the window back (which would reset the count):
     /// its attempt counts in the newer window.
     pub async fn rate_hit(&self, bucket: &str, window_start: i64, window_ms: i64) -> StoreResult<RateWindow> {
-        hit(self.pool(), bucket, window_start, window_ms).await
+        hit(self.pool(), bucket, window_start, window_ms, 1).await
+    }
+
+    /// [`Db::rate_hit`] of `n` attempts at once (a node reserving a share to spend
+    /// from memory).
+    pub async fn rate_hit_n(&self, bucket: &str, window_start: i64, window_ms: i64, n: i64) -> StoreResult<RateWindow> {
+        hit(self.pool(), bucket, window_start, window_ms, n).await
     }
 
     /// [`Db::rate_hit`], and what `announce` returns for the new counts (a webhook
@@ -50,7 +56,7 @@ impl Db {
         announce: impl FnOnce(&RateWindow) -> Option<(&'static str, String)>,
     ) -> StoreResult<RateWindow> {
         let mut tx = self.begin_write().await?;
-        let counts = hit(&mut *tx, bucket, window_start, window_ms).await?;
+        let counts = hit(&mut *tx, bucket, window_start, window_ms, 1).await?;
         let mut queued = 0;
         if let Some((event_type, payload)) = announce(&counts) {
             queued = super::webhooks::fanout(&mut tx, event_type, &payload, crate::clock::now_ms()).await?;
@@ -61,18 +67,18 @@ impl Db {
     }
 }
 
-/// One attempt counted on `on` (see [`Db::rate_hit`]).
-async fn hit<'c, E>(on: E, bucket: &str, window_start: i64, window_ms: i64) -> StoreResult<RateWindow>
+/// `n` attempts counted on `on` (see [`Db::rate_hit`]).
+async fn hit<'c, E>(on: E, bucket: &str, window_start: i64, window_ms: i64, n: i64) -> StoreResult<RateWindow>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
     let row = sqlx::query(
-            "INSERT INTO rate_limits (bucket, window_start, count, prev_count) VALUES ($1, $2, 1, 0) \
+            "INSERT INTO rate_limits (bucket, window_start, count, prev_count) VALUES ($1, $2, $4, 0) \
              ON CONFLICT (bucket) DO UPDATE SET \
                prev_count = CASE WHEN rate_limits.window_start >= excluded.window_start THEN rate_limits.prev_count \
                                  WHEN rate_limits.window_start = excluded.window_start - $3 THEN rate_limits.count \
                                  ELSE 0 END, \
-               count = CASE WHEN rate_limits.window_start >= excluded.window_start THEN rate_limits.count + 1 ELSE 1 END, \
+               count = CASE WHEN rate_limits.window_start >= excluded.window_start THEN rate_limits.count + $4 ELSE $4 END, \
                window_start = CASE WHEN rate_limits.window_start >= excluded.window_start \
                                    THEN rate_limits.window_start ELSE excluded.window_start END \
              RETURNING window_start, count, prev_count",
@@ -80,6 +86,7 @@ where
         .bind(bucket)
         .bind(window_start)
         .bind(window_ms)
+        .bind(n)
         .fetch_one(on)
         .await?;
     Ok(RateWindow {

@@ -176,8 +176,9 @@ pub struct Limiter {
     scope: &'static str,
     blocks: std::sync::Arc<Blocks>,
     /// For [`Limiter::hit_reserved`]: bucket → (window start, attempts this node
-    /// has counted in the database and not spent yet).
-    reserved: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
+    /// has counted in the database and not spent yet). Held across a reservation,
+    /// so concurrent misses make one, not one each.
+    reserved: tokio::sync::Mutex<HashMap<String, (i64, i64)>>,
 }
 
 /// Buckets [`Limiter::hit_reserved`] keeps a reservation for at most (beyond, the
@@ -188,7 +189,7 @@ impl Limiter {
     /// A limiter for one kind of attempt (`login`, `verify`, …); its refusals are
     /// remembered in `blocks`.
     pub fn new(db: Db, scope: &'static str, rule: RateRule, blocks: std::sync::Arc<Blocks>) -> Self {
-        Self { db, rule, scope, blocks, reserved: std::sync::Mutex::default() }
+        Self { db, rule, scope, blocks, reserved: tokio::sync::Mutex::default() }
     }
 
     /// Whether `client` is over the limit on this node right now (no counting
@@ -233,8 +234,8 @@ impl Limiter {
         }
         let w = i64::try_from(self.rule.window.as_millis()).unwrap_or(i64::MAX).max(1);
         let start = now - now.rem_euclid(w);
-        if let Ok(mut r) = self.reserved.lock()
-            && let Some((at, left)) = r.get_mut(&bucket)
+        let mut reserved = self.reserved.lock().await;
+        if let Some((at, left)) = reserved.get_mut(&bucket)
             && *at == start
             && *left > 0
         {
@@ -266,12 +267,10 @@ impl Limiter {
             }
             0
         };
-        if let Ok(mut r) = self.reserved.lock() {
-            if r.len() >= MAX_RESERVED {
-                r.clear();
-            }
-            r.insert(bucket, (start, left));
+        if reserved.len() >= MAX_RESERVED {
+            reserved.clear();
         }
+        reserved.insert(bucket, (start, left));
         Ok(())
     }
 }

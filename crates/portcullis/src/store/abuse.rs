@@ -37,7 +37,7 @@ impl Db {
     /// whose clock lags never moves the window back (which would reset the count):
     /// its attempt counts in the newer window.
     pub async fn rate_hit(&self, bucket: &str, window_start: i64, window_ms: i64) -> StoreResult<RateWindow> {
-        hit(self.pool(), bucket, window_start, window_ms, 1).await
+        self.rate_hit_n(bucket, window_start, window_ms, 1).await
     }
 
     /// [`Db::rate_hit`] of `n` attempts at once (a node reserving a share to spend

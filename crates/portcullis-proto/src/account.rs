@@ -8,6 +8,7 @@ use crate::{ApiKey, AuditEvent, User};
 /// `POST /v1/auth/email/verify`: the `token` from the link, or the `email` the
 /// message went to with its 6-digit `code`.
 #[derive(Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EmailVerifyRequest {
     /// The token of the link (`/verify-email?token=…`).
@@ -23,6 +24,7 @@ pub struct EmailVerifyRequest {
 
 /// `POST /v1/auth/email/verify` reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EmailVerifyResponse {
     /// The account, with `email_verified: true`.
     pub user: User,
@@ -31,6 +33,7 @@ pub struct EmailVerifyResponse {
 /// `POST /v1/auth/email/resend` body (without a bearer token), and
 /// `POST /v1/auth/password/forgot`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EmailRequest {
     /// The account's address.
@@ -41,6 +44,7 @@ pub struct EmailRequest {
 /// `202` reply of requests that send mail: the same whether or not the address
 /// has an account, so it tells nobody which addresses do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Accepted {
     /// What happens next, for people.
     pub message: String,
@@ -48,6 +52,7 @@ pub struct Accepted {
 
 /// `POST /v1/auth/password/reset`.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PasswordResetRequest {
     /// The token of the mailed link (`/reset-password?token=…`).
@@ -58,6 +63,7 @@ pub struct PasswordResetRequest {
 
 /// `POST /v1/me/email`: the new address (it changes once proven).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EmailChangeRequest {
     /// The new address.
@@ -66,6 +72,7 @@ pub struct EmailChangeRequest {
 
 /// A session in the account export: ended ones too, with their client.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExportedSession {
     /// Opaque id, `ses_…`.
     pub id: String,
@@ -89,6 +96,7 @@ pub struct ExportedSession {
 
 /// An API key in the account export, revoked ones too; never its secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExportedApiKey {
     /// The key as listed.
     #[serde(flatten)]
@@ -99,6 +107,7 @@ pub struct ExportedApiKey {
 
 /// What the user allowed an OAuth client to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OAuthGrant {
     /// The client.
     pub client_id: String,
@@ -116,6 +125,7 @@ pub struct OAuthGrant {
 /// articles 15 and 20), as one document. Metadata only administrators may read
 /// (`private_metadata`) is the operator's and is not in it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccountExport {
     /// RFC 3339 time of the export.
     pub exported_at: String,
@@ -136,6 +146,7 @@ pub struct AccountExport {
 /// A mail as `GET /v1/admin/emails` lists it: where it is in its delivery,
 /// never its links or codes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EmailMessage {
     /// Outbox id, `obx_…`.
     pub id: String,

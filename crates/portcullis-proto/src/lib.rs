@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Stable machine-readable error codes: clients match on these, never on messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// Email or password wrong, or the account cannot sign in; never says which.
@@ -93,6 +94,7 @@ impl ErrorCode {
 
 /// One field-level validation failure, so a form can highlight the right input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     /// JSON path of the offending field (`email`, `metadata.plan`); empty for the body.
     pub field: String,
@@ -104,6 +106,7 @@ pub struct FieldError {
 
 /// RFC 9457 problem details, the body of every non-2xx JSON response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// URI reference naming the problem type.
     #[serde(rename = "type")]
@@ -131,6 +134,7 @@ pub struct Problem {
 
 /// `POST /v1/auth/register` body.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// Sign-in email; normalised (trimmed, lower-cased) by the server.
@@ -144,6 +148,7 @@ pub struct RegisterRequest {
 
 /// `POST /v1/auth/login` body.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// Sign-in email.
@@ -155,6 +160,7 @@ pub struct LoginRequest {
 /// `POST /v1/auth/reauth` body: the password again, to renew a session's sign-in
 /// time before a sensitive operation.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReauthRequest {
     /// Plain password.
@@ -163,6 +169,7 @@ pub struct ReauthRequest {
 
 /// `POST /v1/auth/refresh` body.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     /// The opaque refresh token from the last login or refresh.
@@ -171,6 +178,7 @@ pub struct RefreshRequest {
 
 /// `POST /v1/me/password` body.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChangeRequest {
     /// The password in use now, re-checked before any change (ASVS 2.1.5).
@@ -181,6 +189,7 @@ pub struct PasswordChangeRequest {
 
 /// A user as the user themself (and first-party apps) see it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     /// Opaque id, `usr_…`.
     pub id: String,
@@ -204,6 +213,7 @@ pub struct User {
 
 /// A user as the admin API sees it: adds what only admins may read.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AdminUser {
     /// Everything the user sees.
     #[serde(flatten)]
@@ -221,6 +231,7 @@ pub struct AdminUser {
 
 /// `PATCH /v1/me` body.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MeUpdateRequest {
     /// New display name; `null` clears it.
@@ -233,6 +244,7 @@ pub struct MeUpdateRequest {
 
 /// `POST /v1/admin/users` body.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AdminUserCreateRequest {
     /// Sign-in email.
@@ -256,6 +268,7 @@ pub struct AdminUserCreateRequest {
 
 /// `PATCH /v1/admin/users/{id}` body.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AdminUserUpdateRequest {
     /// New display name; `null` clears it.
@@ -274,6 +287,7 @@ pub struct AdminUserUpdateRequest {
 
 /// `POST /v1/admin/users/{id}/roles` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RoleGrantRequest {
     /// Role to grant.
@@ -282,6 +296,7 @@ pub struct RoleGrantRequest {
 
 /// A role: a named set of permissions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Role {
     /// Unique name, `[a-z0-9_.:-]+`.
     pub name: String,
@@ -299,6 +314,7 @@ pub struct Role {
 
 /// `POST /v1/admin/roles` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RoleCreateRequest {
     /// Unique name.
@@ -312,6 +328,7 @@ pub struct RoleCreateRequest {
 
 /// `PATCH /v1/admin/roles/{name}` body.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RoleUpdateRequest {
     /// New description; `null` clears it.
@@ -324,6 +341,7 @@ pub struct RoleUpdateRequest {
 
 /// An API key as listed: never its secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKey {
     /// Opaque id, `key_…`.
     pub id: String,
@@ -343,6 +361,7 @@ pub struct ApiKey {
 
 /// Reply of key creation and rotation: the only time the secret is shown.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKeyCreated {
     /// The key's metadata.
     #[serde(flatten)]
@@ -353,6 +372,7 @@ pub struct ApiKeyCreated {
 
 /// `POST /v1/api-keys` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyCreateRequest {
     /// Human label.
@@ -367,6 +387,7 @@ pub struct ApiKeyCreateRequest {
 
 /// `POST /v1/api-keys/{id}/rotate` body (optional).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyRotateRequest {
     /// Seconds (or a duration) the old secret keeps working; default 0.
@@ -376,6 +397,7 @@ pub struct ApiKeyRotateRequest {
 
 /// `POST /v1/api-keys/verify` body.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyVerifyRequest {
     /// The key to check.
@@ -384,6 +406,7 @@ pub struct ApiKeyVerifyRequest {
 
 /// `POST /v1/api-keys/verify` reply; inactive keys carry only `active: false`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKeyVerifyResponse {
     /// Whether the key may be used now.
     pub active: bool,
@@ -403,6 +426,7 @@ pub struct ApiKeyVerifyResponse {
 
 /// One audit record, as `GET /v1/admin/audit` lists it. Never holds a secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEvent {
     /// Opaque id, `aud_…`; ids grow with time.
     pub id: String,
@@ -447,6 +471,7 @@ pub mod double_option {
 
 /// `POST /v1/auth/register` reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterResponse {
     /// The new account.
     pub user: User,
@@ -455,6 +480,7 @@ pub struct RegisterResponse {
 /// Reply of `/v1/auth/login` and `/v1/auth/refresh`: a fresh access token and a
 /// fresh refresh token.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginResponse {
     /// JWT access token.
     pub access_token: String,
@@ -470,6 +496,7 @@ pub struct LoginResponse {
 
 /// A session as listed under `/v1/me/sessions`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Session {
     /// Opaque id, `ses_…`.
     pub id: String,
@@ -489,6 +516,7 @@ pub struct Session {
 
 /// Every list endpoint answers in this shape.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     /// The items of this page.
     pub data: Vec<T>,
@@ -498,6 +526,7 @@ pub struct Page<T> {
 
 /// The reply of `/healthz` and `/readyz`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// `ok` (the process answers) or `ready` (it can reach its database).
     pub status: String,

@@ -9,6 +9,7 @@ use crate::LoginResponse;
 /// right and the account has a second factor: no session yet. Complete it at
 /// `POST /v1/auth/login/mfa`.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MfaChallenge {
     /// Always `true`: tells this answer from a token response.
     pub mfa_required: bool,
@@ -22,6 +23,7 @@ pub struct MfaChallenge {
 /// `POST /v1/auth/login/mfa`: the `mfa_token` with a `code` (authenticator app or
 /// SMS) or a `recovery_code`.
 #[derive(Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MfaVerifyRequest {
     /// From the login answer.
@@ -36,6 +38,7 @@ pub struct MfaVerifyRequest {
 
 /// `POST /v1/auth/login/mfa/sms`: sends the code of this pending sign-in.
 #[derive(Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MfaTokenRequest {
     /// From the login answer.
@@ -45,6 +48,7 @@ pub struct MfaTokenRequest {
 /// `POST /v1/me/mfa/totp`: a pending authenticator-app enrolment. Show the QR code
 /// (or the secret, for typing in), then confirm with the first code.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TotpEnrolment {
     /// The shared secret, base32 (RFC 4648, no padding).
     pub secret: String,
@@ -56,6 +60,7 @@ pub struct TotpEnrolment {
 
 /// `POST /v1/me/mfa/sms`: the number to send codes to.
 #[derive(Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SmsEnrolRequest {
     /// E.164, such as `+15550104567` (spaces and dashes are dropped).
@@ -64,6 +69,7 @@ pub struct SmsEnrolRequest {
 
 /// `202` of a request that texted a code.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SmsSent {
     /// Where it went, masked (`+1•••••••4567`).
     pub phone: String,
@@ -71,6 +77,7 @@ pub struct SmsSent {
 
 /// A 6-digit code, to confirm an enrolment.
 #[derive(Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MfaCodeRequest {
     /// Six digits.
@@ -81,6 +88,7 @@ pub struct MfaCodeRequest {
 /// account's first factor (shown once), and with `accounts.mfa = "required"`,
 /// during sign-in, the usual token response.
 #[derive(Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MfaConfirmed {
     /// Ten single-use codes; shown this once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,6 +103,7 @@ pub struct MfaConfirmed {
 
 /// `POST /v1/me/mfa/recovery-codes`: a new set replacing the old one, shown once.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RecoveryCodes {
     /// Ten single-use codes.
     pub recovery_codes: Vec<String>,
@@ -102,6 +111,7 @@ pub struct RecoveryCodes {
 
 /// One second factor of an account.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MfaFactor {
     /// `totp` or `sms`.
     #[serde(rename = "type")]
@@ -117,6 +127,7 @@ pub struct MfaFactor {
 
 /// `GET /v1/me/mfa`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MfaStatus {
     /// Confirmed factors.
     pub factors: Vec<MfaFactor>,
@@ -128,6 +139,7 @@ pub struct MfaStatus {
 /// `mfa_token` for a passkey as the second factor; `reauth: true` (with the
 /// session's Bearer token) to renew the session's sign-in.
 #[derive(Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PasskeyStartRequest {
     /// A pending sign-in to finish.
@@ -142,6 +154,7 @@ pub struct PasskeyStartRequest {
 /// `.get` (base64url fields decoded), then send the result back with
 /// `challenge_id`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PasskeyCeremony {
     /// Names this ceremony; single-use, two minutes.
     pub challenge_id: String,
@@ -152,6 +165,7 @@ pub struct PasskeyCeremony {
 
 /// `POST /v1/auth/passkey/finish`.
 #[derive(Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PasskeyFinishRequest {
     /// From `/start`.
@@ -165,6 +179,7 @@ pub struct PasskeyFinishRequest {
 
 /// `POST /v1/me/passkeys/register/finish`.
 #[derive(Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PasskeyRegisterRequest {
     /// From `/register/start`.
@@ -178,6 +193,7 @@ pub struct PasskeyRegisterRequest {
 
 /// `PATCH /v1/me/passkeys/{id}`.
 #[derive(Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PasskeyRenameRequest {
     /// 1 to 64 characters.
@@ -186,6 +202,7 @@ pub struct PasskeyRenameRequest {
 
 /// A passkey as its owner sees it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PasskeyView {
     /// `pk_…`.
     pub id: String,

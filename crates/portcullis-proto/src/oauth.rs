@@ -7,6 +7,7 @@ use serde_json::Value;
 
 /// Client metadata under its RFC 7591 names: what the admin API takes and returns.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClientMetadata {
     /// Human-readable name, shown on the consent page.
     pub client_name: String,
@@ -74,6 +75,7 @@ impl ClientMetadata {
 /// A registered client as `/v1/admin/clients` shows it: its metadata plus the
 /// registration facts of RFC 7591 §3.2.1, and a secret only when just generated.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClientView {
     /// The client's identifier.
     pub client_id: String,
@@ -103,6 +105,7 @@ pub struct ClientView {
 /// A successful reply of `/oauth/token` (RFC 6749 §5.1, OpenID Connect Core
 /// §3.1.3.3).
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OAuthTokenResponse {
     /// JWT access token (RFC 9068).
     pub access_token: String,
@@ -122,6 +125,7 @@ pub struct OAuthTokenResponse {
 
 /// The error body of the OAuth endpoints (RFC 6749 §5.2).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OAuthErrorBody {
     /// The registered error code (`invalid_grant`, `invalid_client`, …).
     pub error: String,
@@ -131,6 +135,7 @@ pub struct OAuthErrorBody {
 
 /// Claims of an access token (RFC 9068 §2.2), first-party or issued to a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccessTokenClaims {
     /// Issuer URL.
     pub iss: String,
@@ -172,6 +177,7 @@ pub struct AccessTokenClaims {
 /// Claims about the user by scope (OpenID Connect Core §5.4, §5.3.2): the userinfo
 /// reply, and part of every ID token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserInfo {
     /// The user's id.
     pub sub: String,
@@ -191,6 +197,7 @@ pub struct UserInfo {
 
 /// Claims of an ID token (OpenID Connect Core §2, §3.1.3.6).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IdTokenClaims {
     /// Issuer URL.
     pub iss: String,
@@ -224,6 +231,7 @@ pub struct IdTokenClaims {
 /// The reply of `/oauth/introspect` (RFC 7662 §2.2). An inactive token is
 /// `{"active": false}` and nothing else.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IntrospectionResponse {
     /// Whether the token is good now.
     pub active: bool,
@@ -263,6 +271,7 @@ pub struct IntrospectionResponse {
 /// `/.well-known/openid-configuration`, RFC 8414 §2 (without the OpenID-only
 /// members) at `/.well-known/oauth-authorization-server`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderMetadata {
     /// Issuer URL; every endpoint is under it.
     pub issuer: String,

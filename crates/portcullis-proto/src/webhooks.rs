@@ -7,6 +7,7 @@ use crate::double_option;
 
 /// `POST /v1/admin/webhooks` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WebhookCreateRequest {
     /// Where events are POSTed (`https`).
@@ -23,6 +24,7 @@ pub struct WebhookCreateRequest {
 
 /// `PATCH /v1/admin/webhooks/{id}` body: the fields given are replaced.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WebhookUpdateRequest {
     /// New URL.
@@ -41,6 +43,7 @@ pub struct WebhookUpdateRequest {
 
 /// `POST /v1/admin/webhooks/{id}/rotate-secret` body.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WebhookRotateRequest {
     /// Seconds the old secret keeps signing beside the new one (default 0).
@@ -50,6 +53,7 @@ pub struct WebhookRotateRequest {
 
 /// `POST /v1/admin/webhooks/{id}/replay` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WebhookReplayRequest {
     /// RFC 3339: every event sent to the endpoint since then is sent again.
@@ -58,6 +62,7 @@ pub struct WebhookReplayRequest {
 
 /// `POST /v1/admin/webhooks/{id}/replay` reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WebhookReplayResponse {
     /// Deliveries queued.
     pub queued: usize,
@@ -65,6 +70,7 @@ pub struct WebhookReplayResponse {
 
 /// An endpoint.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WebhookEndpoint {
     /// `whe_…`.
     pub id: String,
@@ -105,6 +111,7 @@ impl std::fmt::Debug for WebhookEndpoint {
 
 /// One attempt of a delivery.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WebhookAttempt {
     /// 1 for the first.
     pub attempt: i64,
@@ -122,6 +129,7 @@ pub struct WebhookAttempt {
 
 /// One event sent to one endpoint, with every attempt.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WebhookDelivery {
     /// `obx_…`.
     pub id: String,

@@ -60,6 +60,9 @@ enum Command {
     /// Manage webhook endpoints.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// Print the OpenAPI 3.1 document of the HTTP API (what `/openapi.json` serves),
+    /// for generating clients; needs no configuration or database.
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +239,18 @@ fn parse_duration(s: &str) -> Result<HumanDuration, String> {
 /// Parses arguments, runs the command, maps failure to exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Openapi = cli.command {
+        return match serde_json::to_string_pretty(&crate::http::openapi_document()) {
+            Ok(doc) => {
+                println!("{doc}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let overrides = Overrides {
         listen: match &cli.command {
             Command::Serve(a) => a.listen,
@@ -298,6 +313,7 @@ async fn run(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::Users(cmd) => users(cmd, cfg).await,
         Command::Clients(cmd) => clients(cmd, cfg).await,
         Command::Webhooks(cmd) => webhooks(cmd, cfg).await,
+        Command::Openapi => Ok(()),
         Command::Email(EmailCommand::Test { to }) => {
             let store = server::open_store(&cfg).await?;
             let issuer = cfg.issuer.clone().unwrap_or_else(|| format!("http://{}", cfg.listen));

@@ -21,6 +21,7 @@ use super::{
     error::ApiError,
     extract::{JsonBody, RecentSession, SessionAuthed},
     guard::{Can, KeysVerify},
+    openapi::{Forbidden, NotFound, ReauthRequired},
     views::api_key_view,
 };
 use crate::{clock::rfc3339, ctx::RequestCtx, units::HumanDuration};
@@ -47,6 +48,13 @@ fn duration_field(field: &str, v: Option<Value>) -> Result<Option<Duration>, Api
 }
 
 /// `POST /v1/api-keys`.
+#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys",
+    request_body = ApiKeyCreateRequest,
+    responses(
+        (status = 201, description = "The key; `key` is its secret, shown this once.", body = ApiKeyCreated),
+        (status = 403, response = ReauthRequired),
+    ),
+    security(("bearer" = [])))]
 pub async fn api_key_create(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -69,7 +77,8 @@ pub async fn api_key_create(
 }
 
 /// Paging query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Page size, 1 to 200 (default 50).
     pub limit: Option<i64>,
@@ -78,6 +87,9 @@ pub struct PageQuery {
 }
 
 /// `GET /v1/api-keys`.
+#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", params(PageQuery),
+    responses((status = 200, description = "The caller's keys, newest first.", body = Page<ApiKey>), (status = 403, response = Forbidden)),
+    security(("bearer" = [])))]
 pub async fn api_key_list(
     State(state): State<AppState>,
     SessionAuthed(who): SessionAuthed,
@@ -89,6 +101,10 @@ pub async fn api_key_list(
 }
 
 /// `DELETE /v1/api-keys/{id}`.
+#[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys",
+    params(("id" = String, Path, description = "The key's id.")),
+    responses((status = 204, description = "Revoked; it stops working at once."), (status = 403, response = Forbidden), (status = 404, response = NotFound)),
+    security(("bearer" = [])))]
 pub async fn api_key_revoke(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -100,6 +116,15 @@ pub async fn api_key_revoke(
 }
 
 /// `POST /v1/api-keys/{id}/rotate`; the body is optional.
+#[utoipa::path(post, path = "/v1/api-keys/{id}/rotate", tag = "api-keys",
+    params(("id" = String, Path, description = "The key's id.")),
+    request_body(content = Option<ApiKeyRotateRequest>, description = "Optional: how long the old secret keeps working."),
+    responses(
+        (status = 200, description = "The new secret, shown this once.", body = ApiKeyCreated),
+        (status = 403, response = ReauthRequired),
+        (status = 404, response = NotFound),
+    ),
+    security(("bearer" = [])))]
 pub async fn api_key_rotate(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -121,6 +146,13 @@ pub async fn api_key_rotate(
 }
 
 /// `POST /v1/api-keys/verify`: for services holding `api_keys:verify`.
+#[utoipa::path(post, path = "/v1/api-keys/verify", tag = "api-keys",
+    request_body = ApiKeyVerifyRequest,
+    responses(
+        (status = 200, description = "Whether the key is live, and if so whose and with which scopes (RFC 7662 style).", body = ApiKeyVerifyResponse),
+        (status = 403, response = Forbidden),
+    ),
+    security(("bearer" = ["api_keys:verify"]), ("api_key" = ["api_keys:verify"])))]
 pub async fn api_key_verify(
     State(state): State<AppState>,
     ctx: RequestCtx,

@@ -13,6 +13,7 @@ pub mod guard;
 mod me;
 mod mfa;
 mod oauth;
+mod openapi;
 mod ops;
 mod pages;
 mod passkeys;
@@ -33,6 +34,7 @@ use axum::{
 };
 use portcullis_proto::ErrorCode;
 use tower_http::{request_id::PropagateRequestIdLayer, set_header::SetResponseHeaderLayer, trace::TraceLayer};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use ops::{MetricsAccess, prometheus};
 
@@ -92,60 +94,15 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Builds the whole application.
 pub fn router(state: AppState, http: &HttpConfig) -> Router {
     let timeout = http.request_timeout.0;
-    // Browsers may read public documents from anywhere, and call the token and
-    // userinfo endpoints from the origins clients registered.
-    let public_docs = Router::new()
-        .route("/.well-known/jwks.json", get(ops::jwks_get).options(oauth::preflight))
-        .route("/.well-known/openid-configuration", get(oauth::openid_configuration).options(oauth::preflight))
-        .route("/.well-known/oauth-authorization-server", get(oauth::oauth_metadata).options(oauth::preflight))
-        .layer(middleware::from_fn(oauth::cors_public));
-    let client_calls = Router::new()
-        .route("/oauth/token", post(oauth::oauth_token).options(oauth::preflight))
-        .route("/oauth/userinfo", get(oauth::oauth_userinfo).post(oauth::oauth_userinfo).options(oauth::preflight))
-        .layer(middleware::from_fn_with_state(state.clone(), oauth::cors_clients));
+    let (public_docs, _) = public_docs().split_for_parts();
+    let (client_calls, _) = client_calls().split_for_parts();
+    let (api, _) = api().split_for_parts();
     let mut app = Router::new()
-        .merge(public_docs)
-        .merge(client_calls)
-        .route("/oauth/introspect", post(oauth::oauth_introspect))
-        .route("/oauth/revoke", post(oauth::oauth_revoke))
-        .route("/oauth/authorize", get(pages::authorize_get).post(pages::authorize_post))
-        .route("/oauth/signup", get(pages::signup_get).post(pages::signup_post))
-        .route("/oauth/signin", get(pages::signin_get))
-        .route("/oauth/mfa", post(pages::mfa_post))
-        .route("/oauth/passkey/register", post(pages::passkey_register_start))
-        .route("/oauth/assets/passkey.js", get(pages::passkey_script))
-        .route("/oauth/logout", get(pages::logout).post(pages::logout))
-        .route("/oauth/assets/style.css", get(pages::stylesheet))
-        .route("/v1/admin/clients", get(clients::client_list).post(clients::client_create))
-        .route(
-            "/v1/admin/clients/{id}",
-            get(clients::client_get).patch(clients::client_update).delete(clients::client_delete),
-        )
-        .route("/v1/admin/clients/{id}/rotate-secret", post(clients::client_rotate_secret))
-        .merge(webhook_routes())
-        .merge(account_routes())
-        .route("/v1/api-keys", post(api_keys::api_key_create).get(api_keys::api_key_list))
-        .route("/v1/api-keys/verify", post(api_keys::api_key_verify))
-        .route("/v1/api-keys/{id}", delete(api_keys::api_key_revoke))
-        .route("/v1/api-keys/{id}/rotate", post(api_keys::api_key_rotate))
-        .route("/v1/admin/users", get(admin::admin_user_list).post(admin::admin_user_create))
-        .route(
-            "/v1/admin/users/{id}",
-            get(admin::admin_user_get).patch(admin::admin_user_update).delete(admin::admin_user_delete),
-        )
-        .route("/v1/admin/users/{id}/ban", post(admin::admin_user_ban))
-        .route("/v1/admin/emails", get(admin::admin_email_list))
-        .route("/v1/admin/users/{id}/unban", post(admin::admin_user_unban))
-        .route("/v1/admin/users/{id}/unlock", post(admin::admin_user_unlock))
-        .route("/v1/admin/users/{id}/mfa", delete(mfa::admin_user_mfa_reset))
-        .route("/v1/admin/users/{id}/roles", post(admin::admin_user_role_grant))
-        .route("/v1/admin/users/{id}/roles/{role}", delete(admin::admin_user_role_revoke))
-        .route("/v1/admin/users/{id}/sessions", delete(admin::admin_user_sessions_revoke))
-        .route("/v1/admin/audit", get(admin::audit_list))
-        .route("/v1/admin/roles", get(admin::role_list).post(admin::role_create))
-        .route("/v1/admin/roles/{name}", axum::routing::patch(admin::role_update).delete(admin::role_delete))
-        .route("/healthz", get(ops::health_get))
-        .route("/readyz", get(ops::ready_get))
+        .merge(public_docs.layer(middleware::from_fn(oauth::cors_public)))
+        .merge(client_calls.layer(middleware::from_fn_with_state(state.clone(), oauth::cors_clients)))
+        .merge(api)
+        .merge(pages())
+        .merge(openapi::reference_page())
         .route("/metrics", get(ops::metrics_get))
         .fallback(ops::route_fallback)
         .method_not_allowed_fallback(ops::method_fallback)
@@ -171,10 +128,89 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .layer(middleware::map_request(mint_request_id))
 }
 
-/// `/v1/admin/webhooks/…`.
-fn webhook_routes() -> Router<AppState> {
-    use webhooks::*;
+/// The OpenAPI 3.1 document of every JSON route, as served at `/openapi.json`.
+pub fn openapi_document() -> serde_json::Value {
+    let mut doc = <openapi::ApiDoc as utoipa::OpenApi>::openapi();
+    for group in [public_docs(), client_calls(), api()] {
+        doc.merge(group.into_openapi());
+    }
+    openapi::finish(doc)
+}
+
+/// Public documents browsers may read from anywhere.
+fn public_docs() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .route("/.well-known/jwks.json", get(ops::jwks_get).options(oauth::preflight))
+        .route("/.well-known/openid-configuration", get(oauth::openid_configuration).options(oauth::preflight))
+        .route("/.well-known/oauth-authorization-server", get(oauth::oauth_metadata).options(oauth::preflight))
+}
+
+/// The token and userinfo endpoints, callable from the origins clients registered.
+fn client_calls() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .route("/oauth/token", post(oauth::oauth_token).options(oauth::preflight))
+        .route("/oauth/userinfo", get(oauth::oauth_userinfo).post(oauth::oauth_userinfo).options(oauth::preflight))
+}
+
+/// Every other JSON route.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .route("/oauth/introspect", post(oauth::oauth_introspect))
+        .route("/oauth/revoke", post(oauth::oauth_revoke))
+        .route("/v1/admin/clients", get(clients::client_list).post(clients::client_create))
+        .route(
+            "/v1/admin/clients/{id}",
+            get(clients::client_get).patch(clients::client_update).delete(clients::client_delete),
+        )
+        .route("/v1/admin/clients/{id}/rotate-secret", post(clients::client_rotate_secret))
+        .merge(webhook_routes())
+        .merge(account_routes())
+        .routes(routes!(api_keys::api_key_create, api_keys::api_key_list))
+        .routes(routes!(api_keys::api_key_verify))
+        .routes(routes!(api_keys::api_key_revoke))
+        .routes(routes!(api_keys::api_key_rotate))
+        .route("/v1/admin/users", get(admin::admin_user_list).post(admin::admin_user_create))
+        .route(
+            "/v1/admin/users/{id}",
+            get(admin::admin_user_get).patch(admin::admin_user_update).delete(admin::admin_user_delete),
+        )
+        .route("/v1/admin/users/{id}/ban", post(admin::admin_user_ban))
+        .route("/v1/admin/emails", get(admin::admin_email_list))
+        .route("/v1/admin/users/{id}/unban", post(admin::admin_user_unban))
+        .route("/v1/admin/users/{id}/unlock", post(admin::admin_user_unlock))
+        .route("/v1/admin/users/{id}/mfa", delete(mfa::admin_user_mfa_reset))
+        .route("/v1/admin/users/{id}/roles", post(admin::admin_user_role_grant))
+        .route("/v1/admin/users/{id}/roles/{role}", delete(admin::admin_user_role_revoke))
+        .route("/v1/admin/users/{id}/sessions", delete(admin::admin_user_sessions_revoke))
+        .route("/v1/admin/audit", get(admin::audit_list))
+        .route("/v1/admin/roles", get(admin::role_list).post(admin::role_create))
+        .route("/v1/admin/roles/{name}", axum::routing::patch(admin::role_update).delete(admin::role_delete))
+        .route("/healthz", get(ops::health_get))
+        .route("/readyz", get(ops::ready_get))
+        .routes(routes!(openapi::openapi_get))
+}
+
+/// The hosted pages (HTML) and their assets: not part of the JSON API's document.
+fn pages() -> Router<AppState> {
     Router::new()
+        .route("/oauth/authorize", get(pages::authorize_get).post(pages::authorize_post))
+        .route("/oauth/signup", get(pages::signup_get).post(pages::signup_post))
+        .route("/oauth/signin", get(pages::signin_get))
+        .route("/oauth/mfa", post(pages::mfa_post))
+        .route("/oauth/passkey/register", post(pages::passkey_register_start))
+        .route("/oauth/assets/passkey.js", get(pages::passkey_script))
+        .route("/oauth/logout", get(pages::logout).post(pages::logout))
+        .route("/oauth/assets/style.css", get(pages::stylesheet))
+        .route("/verify-email", get(pages::verify_email_get).post(pages::verify_email_post))
+        .route("/forgot-password", get(pages::forgot_password_get).post(pages::forgot_password_post))
+        .route("/reset-password", get(pages::reset_password_get).post(pages::reset_password_post))
+        .route("/unlock", get(pages::unlock_get).post(pages::unlock_post))
+}
+
+/// `/v1/admin/webhooks/…`.
+fn webhook_routes() -> OpenApiRouter<AppState> {
+    use webhooks::*;
+    OpenApiRouter::new()
         .route("/v1/admin/webhooks", get(webhook_list).post(webhook_create))
         .route("/v1/admin/webhooks/{id}", get(webhook_get).patch(webhook_update).delete(webhook_delete))
         .route("/v1/admin/webhooks/{id}/rotate-secret", post(webhook_rotate_secret))
@@ -185,10 +221,9 @@ fn webhook_routes() -> Router<AppState> {
         .route("/v1/admin/webhooks/{id}/deliveries/{delivery_id}/retry", post(webhook_delivery_retry))
 }
 
-/// `/v1/auth/*`, `/v1/me/*` and the pages mailed links open: what a user does
-/// with their own account.
-fn account_routes() -> Router<AppState> {
-    Router::new()
+/// `/v1/auth/*` and `/v1/me/*`: what a user does with their own account.
+fn account_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .route("/v1/auth/register", post(auth::user_register))
         .route("/v1/auth/login", post(auth::session_login))
         .route("/v1/auth/refresh", post(auth::session_refresh))
@@ -202,10 +237,6 @@ fn account_routes() -> Router<AppState> {
         .route("/v1/auth/email/resend", post(email::email_resend))
         .route("/v1/auth/password/forgot", post(email::password_forgot))
         .route("/v1/auth/password/reset", post(email::password_reset))
-        .route("/verify-email", get(pages::verify_email_get).post(pages::verify_email_post))
-        .route("/forgot-password", get(pages::forgot_password_get).post(pages::forgot_password_post))
-        .route("/reset-password", get(pages::reset_password_get).post(pages::reset_password_post))
-        .route("/unlock", get(pages::unlock_get).post(pages::unlock_post))
         .route("/v1/me", get(me::me_get).patch(me::me_update).delete(me::me_delete))
         .route("/v1/me/email", post(me::email_change))
         .route("/v1/me/export", get(me::me_export))

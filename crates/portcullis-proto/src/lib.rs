@@ -202,8 +202,10 @@ pub struct User {
     /// Roles held, e.g. `member`, `admin`.
     pub roles: Vec<String>,
     /// Set by admins, readable by the user and (optionally) in access tokens.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub public_metadata: serde_json::Value,
     /// Written by the user through `PATCH /v1/me`; never trust it for authorization.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub unsafe_metadata: serde_json::Value,
     /// RFC 3339 creation time.
     pub created_at: String,
@@ -219,6 +221,7 @@ pub struct AdminUser {
     #[serde(flatten)]
     pub user: User,
     /// Admin-only metadata; never shown to the user or put in tokens.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub private_metadata: serde_json::Value,
     /// Whether sign-in is refused.
     pub banned: bool,
@@ -239,6 +242,7 @@ pub struct MeUpdateRequest {
     pub name: Option<Option<String>>,
     /// Replaces the user-writable metadata object.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub unsafe_metadata: Option<serde_json::Value>,
 }
 
@@ -260,9 +264,11 @@ pub struct AdminUserCreateRequest {
     pub roles: Option<Vec<String>>,
     /// Initial public metadata object.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub public_metadata: Option<serde_json::Value>,
     /// Initial private metadata object.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub private_metadata: Option<serde_json::Value>,
 }
 
@@ -279,9 +285,11 @@ pub struct AdminUserUpdateRequest {
     pub email: Option<String>,
     /// Replaces the public metadata object.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub public_metadata: Option<serde_json::Value>,
     /// Replaces the private metadata object.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub private_metadata: Option<serde_json::Value>,
 }
 
@@ -382,6 +390,7 @@ pub struct ApiKeyCreateRequest {
     pub scopes: Vec<String>,
     /// Lifetime in seconds (or a duration such as `30d`); none means no expiry.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::duration))]
     pub expires_in: Option<serde_json::Value>,
 }
 
@@ -392,6 +401,7 @@ pub struct ApiKeyCreateRequest {
 pub struct ApiKeyRotateRequest {
     /// Seconds (or a duration) the old secret keeps working; default 0.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::duration))]
     pub grace_period: Option<serde_json::Value>,
 }
 
@@ -575,3 +585,23 @@ pub use account::*;
 pub use mfa::*;
 pub use oauth::*;
 pub use webhooks::*;
+
+/// Schemas for fields whose Rust type is looser than their wire form.
+#[cfg(feature = "openapi")]
+mod openapi {
+    use utoipa::openapi::{ObjectBuilder, OneOfBuilder, RefOr, Schema, Type};
+
+    /// A duration: whole seconds, or text such as `900s`, `15m`, `12h`, `30d`; `null`
+    /// for none.
+    pub fn duration() -> RefOr<Schema> {
+        let seconds = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)).build();
+        let text = ObjectBuilder::new().schema_type(Type::String).pattern(Some(r"^\d+(s|m|h|d)$")).build();
+        let either = OneOfBuilder::new()
+            .item(seconds)
+            .item(text)
+            .item(ObjectBuilder::new().schema_type(Type::Null).build())
+            .description(Some("Whole seconds, or a duration such as `900s`, `15m`, `12h`, `30d`."))
+            .build();
+        RefOr::T(Schema::OneOf(either))
+    }
+}

@@ -160,6 +160,7 @@ pub struct PasskeyCeremony {
     pub challenge_id: String,
     /// `PublicKeyCredentialCreationOptions` or `PublicKeyCredentialRequestOptions`.
     #[serde(rename = "publicKey")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub public_key: serde_json::Value,
 }
 
@@ -171,6 +172,7 @@ pub struct PasskeyFinishRequest {
     /// From `/start`.
     pub challenge_id: String,
     /// The `PublicKeyCredential` as JSON (base64url binary fields).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub credential: serde_json::Value,
     /// When finishing a pending sign-in.
     #[serde(default)]
@@ -185,6 +187,7 @@ pub struct PasskeyRegisterRequest {
     /// From `/register/start`.
     pub challenge_id: String,
     /// The `PublicKeyCredential` of `navigator.credentials.create`, as JSON.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub credential: serde_json::Value,
     /// What to call it (default "Passkey").
     #[serde(default)]

@@ -28,6 +28,7 @@ pub struct ClientMetadata {
     pub scope: String,
     /// The client's public keys, for `private_key_jwt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub jwks: Option<Value>,
     /// Where to fetch the client's public keys, for `private_key_jwt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,6 +172,7 @@ pub struct AccessTokenClaims {
     pub amr: Vec<String>,
     /// The user's `public_metadata`, when `tokens.include_metadata` is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Value>,
 }
 

@@ -8,24 +8,31 @@ use axum::{
     http::StatusCode,
 };
 use portcullis_proto::{
-    AccountExport, EmailChangeRequest, ExportedApiKey, ExportedSession, MeUpdateRequest, OAuthGrant, Page,
+    Accepted, AccountExport, EmailChangeRequest, ExportedApiKey, ExportedSession, MeUpdateRequest, OAuthGrant, Page,
     PasswordChangeRequest, Session, User,
 };
 
 use super::{
     AppState,
+    openapi::{Forbidden, NotFound, ReauthRequired, SignInLimited},
     error::ApiError,
     extract::{Authed, JsonBody, RecentSession, SessionAuthed},
     views::{session_view, user_view},
 };
 use crate::{crypto::Secret, ctx::RequestCtx};
 
-/// `GET /v1/me`.
+/// The caller's account as it is now (with an API key: the key's owner).
+#[utoipa::path(get, path = "/v1/me", tag = "me",
+    responses((status = 200, description = "The account.", body = User), (status = 404, response = NotFound)),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn me_get(State(state): State<AppState>, Authed(who): Authed) -> Result<Json<User>, ApiError> {
     Ok(Json(user_view(&state.auth.me(&who).await?)))
 }
 
-/// `PATCH /v1/me`: name and `unsafe_metadata` only.
+/// Changes the caller's name or `unsafe_metadata` (nothing else is theirs to set).
+#[utoipa::path(patch, path = "/v1/me", tag = "me", request_body = MeUpdateRequest,
+    responses((status = 200, description = "The updated account.", body = User), (status = 403, response = Forbidden)),
+    security(("bearer" = [])))]
 pub async fn me_update(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -36,7 +43,10 @@ pub async fn me_update(
     Ok(Json(user_view(&user)))
 }
 
-/// `GET /v1/me/sessions`.
+/// Lists the caller's live sessions, newest first; `current` marks this one.
+#[utoipa::path(get, path = "/v1/me/sessions", tag = "me", params(super::api_keys::PageQuery),
+    responses((status = 200, description = "A page of sessions.", body = Page<Session>), (status = 403, response = Forbidden)),
+    security(("bearer" = [])))]
 pub async fn session_list(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -48,7 +58,11 @@ pub async fn session_list(
     Ok(Json(Page { data: sessions.iter().map(|s| session_view(s, who.session_id())).collect(), next_cursor }))
 }
 
-/// `DELETE /v1/me/sessions/{id}`.
+/// Ends one of the caller's sessions (signs that device out).
+#[utoipa::path(delete, path = "/v1/me/sessions/{id}", tag = "me",
+    params(("id" = String, Path, description = "The session's id.")),
+    responses((status = 204, description = "Ended."), (status = 403, response = Forbidden), (status = 404, response = NotFound)),
+    security(("bearer" = [])))]
 pub async fn session_revoke(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -59,7 +73,17 @@ pub async fn session_revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/me/password`.
+/// Changes the caller's password; every other session of the account is ended.
+///
+/// A wrong `current_password` is a `validation_failed` on that field, and counts
+/// towards the account's lockout like a failed sign-in.
+#[utoipa::path(post, path = "/v1/me/password", tag = "me", request_body = PasswordChangeRequest,
+    responses(
+        (status = 204, description = "Changed."),
+        (status = 403, response = Forbidden),
+        (status = 429, response = SignInLimited),
+    ),
+    security(("bearer" = [])))]
 pub async fn password_change(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -74,8 +98,11 @@ pub async fn password_change(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/me/email {email}`: `202`; the address changes once the mail sent to
-/// it is followed. Needs a recent sign-in.
+/// Starts a change of the caller's email address; it changes once the link mailed
+/// to the new address is followed. Needs a recent sign-in.
+#[utoipa::path(post, path = "/v1/me/email", tag = "me", request_body = EmailChangeRequest,
+    responses((status = 202, description = "The mail is on its way.", body = Accepted), (status = 403, response = ReauthRequired)),
+    security(("bearer" = [])))]
 pub async fn email_change(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -89,7 +116,10 @@ pub async fn email_change(
     ))
 }
 
-/// `GET /v1/me/export`: everything held about the caller, as one JSON document.
+/// Everything held about the caller, as one JSON document (a download).
+#[utoipa::path(get, path = "/v1/me/export", tag = "me",
+    responses((status = 200, description = "The export.", body = AccountExport), (status = 403, response = Forbidden)),
+    security(("bearer" = [])))]
 pub async fn me_export(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -146,7 +176,10 @@ fn export_view(d: crate::auth::AccountData, now: i64) -> AccountExport {
     }
 }
 
-/// `DELETE /v1/me`: deletes the caller's account (`204`); needs a recent sign-in.
+/// Deletes the caller's account and everything in it; needs a recent sign-in.
+#[utoipa::path(delete, path = "/v1/me", tag = "me",
+    responses((status = 204, description = "Deleted."), (status = 403, response = ReauthRequired)),
+    security(("bearer" = [])))]
 pub async fn me_delete(
     State(state): State<AppState>,
     ctx: RequestCtx,

@@ -9,8 +9,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use portcullis_proto::{
-    AdminUser, AdminUserCreateRequest, AdminUserUpdateRequest, Page, Role, RoleCreateRequest, RoleGrantRequest,
-    RoleUpdateRequest,
+    AdminUser, AdminUserCreateRequest, AdminUserUpdateRequest, AuditEvent, EmailMessage, Page, Role, RoleCreateRequest,
+    RoleGrantRequest, RoleUpdateRequest,
 };
 use serde::Deserialize;
 
@@ -19,6 +19,7 @@ use super::{
     error::ApiError,
     extract::JsonBody,
     guard::{Can, RolesRead, RolesWrite, UsersRead, UsersWrite},
+    openapi::{Conflict, Forbidden, NotFound},
     views::{admin_user_view, role_view},
 };
 use crate::{
@@ -29,16 +30,28 @@ use crate::{
 };
 
 /// Query of `GET /v1/admin/users`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UserListQuery {
+    /// Only users whose email contains this text (case-insensitive).
     email: Option<String>,
+    /// Only users holding this role.
     role: Option<String>,
+    /// Only banned (`true`) or only not banned (`false`) users.
     banned: Option<bool>,
+    /// Page size, 1 to 200 (default 50).
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-/// `GET /v1/admin/users`.
+/// Lists users, oldest first, optionally filtered by email, role or ban.
+#[utoipa::path(get, path = "/v1/admin/users", tag = "admin-users", params(UserListQuery),
+    responses(
+        (status = 200, description = "A page of users, in creation order.", body = Page<AdminUser>),
+        (status = 403, response = Forbidden),
+    ),
+    security(("bearer" = ["admin:users:read"]), ("api_key" = ["admin:users:read"])))]
 pub async fn admin_user_list(
     State(state): State<AppState>,
     _: Can<UsersRead>,
@@ -59,7 +72,18 @@ async fn admin_view(state: &AppState, u: &crate::store::UserRow) -> Result<Admin
     Ok(admin_user_view(u, kinds.remove(&u.id).unwrap_or_default()))
 }
 
-/// `POST /v1/admin/users`.
+/// Creates a user, with or without a password.
+///
+/// Granting roles needs every permission they hold (or `admin:roles:write`); an email
+/// another account has is a 409.
+#[utoipa::path(post, path = "/v1/admin/users", tag = "admin-users",
+    request_body = AdminUserCreateRequest,
+    responses(
+        (status = 201, description = "The new user.", body = AdminUser),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+    ),
+    security(("bearer" = ["admin:users:write"]), ("api_key" = ["admin:users:write"])))]
 pub async fn admin_user_create(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -78,7 +102,15 @@ pub async fn admin_user_create(
     Ok((StatusCode::CREATED, Json(admin_view(&state, &user).await?)).into_response())
 }
 
-/// `GET /v1/admin/users/{id}`.
+/// Reads one user.
+#[utoipa::path(get, path = "/v1/admin/users/{id}", tag = "admin-users",
+    params(("id" = String, Path, description = "The user's id.")),
+    responses(
+        (status = 200, description = "The user.", body = AdminUser),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+    security(("bearer" = ["admin:users:read"]), ("api_key" = ["admin:users:read"])))]
 pub async fn admin_user_get(
     State(state): State<AppState>,
     _: Can<UsersRead>,
@@ -87,7 +119,20 @@ pub async fn admin_user_get(
     Ok(Json(admin_view(&state, &state.admin.user_get(&id).await?).await?))
 }
 
-/// `PATCH /v1/admin/users/{id}`.
+/// Changes a user's name, email or metadata; fields left out are kept.
+///
+/// Needs every permission the user's roles hold (or `admin:roles:write`); an email
+/// another account has is a 409.
+#[utoipa::path(patch, path = "/v1/admin/users/{id}", tag = "admin-users",
+    params(("id" = String, Path, description = "The user's id.")),
+    request_body = AdminUserUpdateRequest,
+    responses(
+        (status = 200, description = "The updated user.", body = AdminUser),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+    security(("bearer" = ["admin:users:write"]), ("api_key" = ["admin:users:write"])))]
 pub async fn admin_user_update(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -104,7 +149,17 @@ pub async fn admin_user_update(
     Ok(Json(admin_view(&state, &state.admin.user_update(&ctx, &who, &id, input).await?).await?))
 }
 
-/// `DELETE /v1/admin/users/{id}`.
+/// Deletes a user with their sessions, refresh tokens and API keys.
+///
+/// Needs every permission the user's roles hold (or `admin:roles:write`).
+#[utoipa::path(delete, path = "/v1/admin/users/{id}", tag = "admin-users",
+    params(("id" = String, Path, description = "The user's id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+    security(("bearer" = ["admin:users:write"]), ("api_key" = ["admin:users:write"])))]
 pub async fn admin_user_delete(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -115,7 +170,18 @@ pub async fn admin_user_delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/admin/users/{id}/ban`.
+/// Bans a user: sign-in is refused and every session ends.
+///
+/// Needs every permission the user's roles hold (or `admin:roles:write`);
+/// administrators cannot ban themselves (403 `forbidden`).
+#[utoipa::path(post, path = "/v1/admin/users/{id}/ban", tag = "admin-users",
+    params(("id" = String, Path, description = "The user's id.")),
+    responses(
+        (status = 200, description = "The banned user.", body = AdminUser),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+    security(("bearer" = ["admin:users:write"]), ("api_key" = ["admin:users:write"])))]
 pub async fn admin_user_ban(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -125,7 +191,17 @@ pub async fn admin_user_ban(
     Ok(Json(admin_view(&state, &state.admin.user_ban(&ctx, &who, &id, true).await?).await?))
 }
 
-/// `POST /v1/admin/users/{id}/unban`.
+/// Lifts a user's ban.
+///
+/// Needs every permission the user's roles hold (or `admin:roles:write`).
+#[utoipa::path(post, path = "/v1/admin/users/{id}/unban", tag = "admin-users",
+    params(("id" = String, Path, description = "The user's id.")),
+    responses(
+        (status = 200, description = "The user, no longer banned.", body = AdminUser),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+    security(("bearer" = ["admin:users:write"]), ("api_key" = ["admin:users:write"])))]
 pub async fn admin_user_unban(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -135,7 +211,17 @@ pub async fn admin_user_unban(
     Ok(Json(admin_view(&state, &state.admin.user_ban(&ctx, &who, &id, false).await?).await?))
 }
 
-/// `POST /v1/admin/users/{id}/unlock`.
+/// Lifts every sign-in and second-factor lockout of a user's account.
+///
+/// Needs every permission the user's roles hold (or `admin:roles:write`).
+#[utoipa::path(post, path = "/v1/admin/users/{id}/unlock", tag = "admin-users",
+    params(("id" = String, Path, description = "The user's id.")),
+    responses(
+        (status = 200, description = "The user (also when nothing was locked).", body = AdminUser),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+    security(("bearer" = ["admin:users:write"]), ("api_key" = ["admin:users:write"])))]
 pub async fn admin_user_unlock(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -145,7 +231,19 @@ pub async fn admin_user_unlock(
     Ok(Json(admin_view(&state, &state.admin.user_unlock(&ctx, &who, &id).await?).await?))
 }
 
-/// `POST /v1/admin/users/{id}/roles`.
+/// Grants a user a role; it reaches their next token.
+///
+/// Needs every permission the role holds (or `admin:roles:write`). An unknown role is
+/// a 400 on `role`; granting a role the user holds already changes nothing.
+#[utoipa::path(post, path = "/v1/admin/users/{id}/roles", tag = "admin-users",
+    params(("id" = String, Path, description = "The user's id.")),
+    request_body = RoleGrantRequest,
+    responses(
+        (status = 200, description = "The user with the role.", body = AdminUser),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+    security(("bearer" = ["admin:users:write"]), ("api_key" = ["admin:users:write"])))]
 pub async fn admin_user_role_grant(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -156,7 +254,18 @@ pub async fn admin_user_role_grant(
     Ok(Json(admin_view(&state, &state.admin.user_role_grant(&ctx, &who, &id, &req.role).await?).await?))
 }
 
-/// `DELETE /v1/admin/users/{id}/roles/{role}`.
+/// Takes a role from a user.
+///
+/// 404 also when the user does not hold the role. Needs every permission the user's
+/// roles hold (or `admin:roles:write`).
+#[utoipa::path(delete, path = "/v1/admin/users/{id}/roles/{role}", tag = "admin-users",
+    params(("id" = String, Path, description = "The user's id."), ("role" = String, Path, description = "The role's name.")),
+    responses(
+        (status = 200, description = "The user without the role.", body = AdminUser),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+    security(("bearer" = ["admin:users:write"]), ("api_key" = ["admin:users:write"])))]
 pub async fn admin_user_role_revoke(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -166,7 +275,17 @@ pub async fn admin_user_role_revoke(
     Ok(Json(admin_view(&state, &state.admin.user_role_revoke(&ctx, &who, &id, &role).await?).await?))
 }
 
-/// `DELETE /v1/admin/users/{id}/sessions`.
+/// Ends every session of a user.
+///
+/// Needs every permission the user's roles hold (or `admin:roles:write`).
+#[utoipa::path(delete, path = "/v1/admin/users/{id}/sessions", tag = "admin-users",
+    params(("id" = String, Path, description = "The user's id.")),
+    responses(
+        (status = 204, description = "Every session of the user ended."),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+    security(("bearer" = ["admin:users:write"]), ("api_key" = ["admin:users:write"])))]
 pub async fn admin_user_sessions_revoke(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -177,13 +296,29 @@ pub async fn admin_user_sessions_revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /v1/admin/roles`.
+/// Lists every role, by name.
+#[utoipa::path(get, path = "/v1/admin/roles", tag = "admin-roles",
+    responses(
+        (status = 200, description = "Every role, in one page (`next_cursor` is always `null`).", body = Page<Role>),
+        (status = 403, response = Forbidden),
+    ),
+    security(("bearer" = ["admin:roles:read"]), ("api_key" = ["admin:roles:read"])))]
 pub async fn role_list(State(state): State<AppState>, _: Can<RolesRead>) -> Result<Json<Page<Role>>, ApiError> {
     let roles = state.admin.role_list().await?;
     Ok(Json(Page { data: roles.iter().map(role_view).collect(), next_cursor: None }))
 }
 
-/// `POST /v1/admin/roles`.
+/// Creates a role.
+///
+/// A role of the same name is a 409.
+#[utoipa::path(post, path = "/v1/admin/roles", tag = "admin-roles",
+    request_body = RoleCreateRequest,
+    responses(
+        (status = 201, description = "The new role.", body = Role),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+    ),
+    security(("bearer" = ["admin:roles:write"]), ("api_key" = ["admin:roles:write"])))]
 pub async fn role_create(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -194,7 +329,16 @@ pub async fn role_create(
     Ok((StatusCode::CREATED, Json(role_view(&role))).into_response())
 }
 
-/// `PATCH /v1/admin/roles/{name}`.
+/// Changes a role's description or permissions; fields left out are kept.
+#[utoipa::path(patch, path = "/v1/admin/roles/{name}", tag = "admin-roles",
+    params(("name" = String, Path, description = "The role's name.")),
+    request_body = RoleUpdateRequest,
+    responses(
+        (status = 200, description = "The updated role.", body = Role),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+    security(("bearer" = ["admin:roles:write"]), ("api_key" = ["admin:roles:write"])))]
 pub async fn role_update(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -206,7 +350,19 @@ pub async fn role_update(
     Ok(Json(role_view(&role)))
 }
 
-/// `DELETE /v1/admin/roles/{name}`.
+/// Deletes a role nobody holds.
+///
+/// Built-in roles are never deleted (403 `forbidden`); a role still held by users is
+/// a 409.
+#[utoipa::path(delete, path = "/v1/admin/roles/{name}", tag = "admin-roles",
+    params(("name" = String, Path, description = "The role's name.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+    security(("bearer" = ["admin:roles:write"]), ("api_key" = ["admin:roles:write"])))]
 pub async fn role_delete(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -218,24 +374,38 @@ pub async fn role_delete(
 }
 
 /// Query of `GET /v1/admin/audit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// Only records about this user.
     user_id: Option<String>,
+    /// Only this event type (`login`, `refresh`, `account_locked`, …).
     #[serde(rename = "type")]
     event_type: Option<String>,
+    /// Only `success` or only `failure`.
     outcome: Option<String>,
+    /// From this RFC 3339 time (inclusive).
     since: Option<String>,
+    /// Before this RFC 3339 time (exclusive).
     until: Option<String>,
+    /// Page size, 1 to 200 (default 50).
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-/// `GET /v1/admin/audit`: newest first, filterable, cursor-paginated.
+/// Lists the audit trail, newest first, filtered by user, type, outcome and time.
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin-audit", params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of audit records, newest first.", body = Page<AuditEvent>),
+        (status = 403, response = Forbidden),
+    ),
+    security(("bearer" = ["admin:audit:read"]), ("api_key" = ["admin:audit:read"])))]
 pub async fn audit_list(
     State(state): State<AppState>,
     _: Can<super::guard::AuditRead>,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Page<portcullis_proto::AuditEvent>>, ApiError> {
+) -> Result<Json<Page<AuditEvent>>, ApiError> {
     let Query(q) = query.map_err(super::extract::query_error)?;
     let time = |name: &str, v: Option<String>| -> Result<Option<i64>, ApiError> {
         v.map(|t| {
@@ -280,21 +450,32 @@ pub async fn audit_list(
 }
 
 /// `GET /v1/admin/emails` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EmailsQuery {
+    /// Only mail in this state: `pending`, `delivered` or `failed`.
     status: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Page size, 1 to 200 (default 50).
     limit: Option<i64>,
 }
 
-/// `GET /v1/admin/emails?status=failed`: queued, sent and failed mail with its
-/// delivery state (`admin:emails:read`), newest first; never links or codes.
+/// Lists the mail log: queued, sent and failed mail with its delivery state.
+///
+/// Newest first; never the links or codes the messages carry.
+#[utoipa::path(get, path = "/v1/admin/emails", tag = "admin-audit", params(EmailsQuery),
+    responses(
+        (status = 200, description = "A page of messages, newest first.", body = Page<EmailMessage>),
+        (status = 403, response = Forbidden),
+    ),
+    security(("bearer" = ["admin:emails:read"]), ("api_key" = ["admin:emails:read"])))]
 pub async fn admin_email_list(
     State(state): State<AppState>,
     _can: Can<super::guard::EmailsRead>,
     query: Result<Query<EmailsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Page<portcullis_proto::EmailMessage>>, ApiError> {
+) -> Result<Json<Page<EmailMessage>>, ApiError> {
     let Query(q) = query.map_err(super::extract::query_error)?;
     let status = match q.status.as_deref() {
         None => None,

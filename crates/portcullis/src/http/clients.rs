@@ -15,6 +15,7 @@ use super::{
     error::ApiError,
     extract::{JsonBody, query_error},
     guard::{Can, ClientsRead, ClientsWrite},
+    openapi::{Conflict, Forbidden, NotFound, ReauthRequired},
 };
 use crate::{
     clients::ClientMetadata,
@@ -22,18 +23,22 @@ use crate::{
 };
 
 /// `?cursor=&limit=`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Page size, 1 to 200 (default 50).
     limit: Option<i64>,
 }
 
-/// `POST /v1/admin/clients/{id}/rotate-secret` body.
-#[derive(Debug, Default, Deserialize)]
+/// `POST /v1/admin/clients/{id}/rotate-secret` body: how long the old secret keeps working.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
-    /// Seconds the old secret keeps working (default 0: it stops at once).
+    /// Seconds the old secret keeps working (default 0: it stops at once; more than
+    /// 30 days is cut to 30 days).
     #[serde(default)]
     grace_seconds: u64,
 }
@@ -48,7 +53,17 @@ async fn recent_if_session(state: &AppState, ctx: &RequestCtx, who: &Principal) 
     Ok(())
 }
 
-/// `POST /v1/admin/clients`.
+/// Registers an OAuth client; a generated secret is in this reply only.
+///
+/// Needs every permission scope the client may request (and for `trusted` or
+/// `introspection`, `admin:roles:write`); a user's session also needs a recent sign-in.
+#[utoipa::path(post, path = "/v1/admin/clients", tag = "admin-clients",
+    request_body = ClientMetadata,
+    responses(
+        (status = 201, description = "The client; `client_secret` when it authenticates with one.", body = ClientView),
+        (status = 403, response = ReauthRequired),
+    ),
+    security(("bearer" = ["admin:clients:write"]), ("api_key" = ["admin:clients:write"])))]
 pub async fn client_create(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -60,7 +75,13 @@ pub async fn client_create(
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
 
-/// `GET /v1/admin/clients`.
+/// Lists the registered clients, oldest first.
+#[utoipa::path(get, path = "/v1/admin/clients", tag = "admin-clients", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of clients, in registration order; never a secret.", body = Page<ClientView>),
+        (status = 403, response = Forbidden),
+    ),
+    security(("bearer" = ["admin:clients:read"]), ("api_key" = ["admin:clients:read"])))]
 pub async fn client_list(
     State(state): State<AppState>,
     _can: Can<ClientsRead>,
@@ -71,7 +92,15 @@ pub async fn client_list(
     Ok(axum::Json(Page { data, next_cursor }))
 }
 
-/// `GET /v1/admin/clients/{id}`.
+/// Reads one client.
+#[utoipa::path(get, path = "/v1/admin/clients/{id}", tag = "admin-clients",
+    params(("id" = String, Path, description = "The client's `client_id`.")),
+    responses(
+        (status = 200, description = "The client; never its secret.", body = ClientView),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+    security(("bearer" = ["admin:clients:read"]), ("api_key" = ["admin:clients:read"])))]
 pub async fn client_get(
     State(state): State<AppState>,
     _can: Can<ClientsRead>,
@@ -80,7 +109,23 @@ pub async fn client_get(
     Ok(axum::Json(state.oauth.client_get(&id).await?))
 }
 
-/// `PATCH /v1/admin/clients/{id}`: replaces the metadata fields given.
+/// Changes a client: the metadata fields given replace the stored ones.
+///
+/// The body is any subset of the client metadata (`client_name`, `redirect_uris`, …);
+/// the registration facts (`client_id`, `owner`, …) are ignored. A client that newly
+/// needs a secret gets one, in this reply only. Both the client as it is and as it
+/// becomes must be held: every permission scope it may request (and for `trusted` or
+/// `introspection`, `admin:roles:write`); a user's session also needs a recent sign-in.
+#[utoipa::path(patch, path = "/v1/admin/clients/{id}", tag = "admin-clients",
+    params(("id" = String, Path, description = "The client's `client_id`.")),
+    request_body(content = Object, content_type = "application/json",
+        description = "The `ClientMetadata` members to change; all are optional."),
+    responses(
+        (status = 200, description = "The changed client; `client_secret` if one was just generated.", body = ClientView),
+        (status = 403, response = ReauthRequired),
+        (status = 404, response = NotFound),
+    ),
+    security(("bearer" = ["admin:clients:write"]), ("api_key" = ["admin:clients:write"])))]
 pub async fn client_update(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -93,7 +138,22 @@ pub async fn client_update(
     Ok(axum::Json(state.oauth.client_update(&ctx, &can.who, &id, patch).await?))
 }
 
-/// `POST /v1/admin/clients/{id}/rotate-secret`.
+/// Issues a client a new secret, shown in this reply only; the body is optional.
+///
+/// The old secret keeps working for `grace_seconds` (default: it stops at once). A
+/// client that does not authenticate with a secret is a 409.
+/// Needs every permission scope the client may request (and for `trusted` or
+/// `introspection`, `admin:roles:write`); a user's session also needs a recent sign-in.
+#[utoipa::path(post, path = "/v1/admin/clients/{id}/rotate-secret", tag = "admin-clients",
+    params(("id" = String, Path, description = "The client's `client_id`.")),
+    request_body(content = Option<RotateBody>, description = "Optional: how long the old secret keeps working."),
+    responses(
+        (status = 200, description = "The client with its new `client_secret`.", body = ClientView),
+        (status = 403, response = ReauthRequired),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+    security(("bearer" = ["admin:clients:write"]), ("api_key" = ["admin:clients:write"])))]
 pub async fn client_rotate_secret(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -113,7 +173,18 @@ pub async fn client_rotate_secret(
     Ok(axum::Json(state.oauth.client_rotate_secret(&ctx, &can.who, &id, grace_ms).await?))
 }
 
-/// `DELETE /v1/admin/clients/{id}`: also ends every grant the client holds.
+/// Deletes a client and ends every grant it holds.
+///
+/// Needs every permission scope the client may request (and for `trusted` or
+/// `introspection`, `admin:roles:write`).
+#[utoipa::path(delete, path = "/v1/admin/clients/{id}", tag = "admin-clients",
+    params(("id" = String, Path, description = "The client's `client_id`.")),
+    responses(
+        (status = 204, description = "Deleted; the grants it held are revoked."),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+    security(("bearer" = ["admin:clients:write"]), ("api_key" = ["admin:clients:write"])))]
 pub async fn client_delete(
     State(state): State<AppState>,
     ctx: RequestCtx,

@@ -1,11 +1,7 @@
 //! API keys, checked with Portcullis (`POST /v1/api-keys/verify`) and the verdict
 //! kept for a few seconds, by SHA-256 of the key (the key itself is never stored).
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::Instant,
-};
+use std::{collections::HashMap, sync::Mutex, time::Instant};
 
 use portcullis_proto::{ApiKeyVerifyRequest, ApiKeyVerifyResponse};
 

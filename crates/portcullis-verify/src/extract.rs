@@ -114,9 +114,13 @@ pub struct Rejection(pub VerifyError);
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let (status, code, detail) = match &self.0 {
-            VerifyError::Missing => (StatusCode::UNAUTHORIZED, ErrorCode::MissingToken, "this needs a bearer token".into()),
+            VerifyError::Missing => {
+                (StatusCode::UNAUTHORIZED, ErrorCode::MissingToken, "this needs a bearer token".into())
+            }
             VerifyError::Invalid(why) => (StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken, (*why).to_owned()),
-            VerifyError::Expired => (StatusCode::UNAUTHORIZED, ErrorCode::TokenExpired, "the credential has expired".into()),
+            VerifyError::Expired => {
+                (StatusCode::UNAUTHORIZED, ErrorCode::TokenExpired, "the credential has expired".into())
+            }
             VerifyError::InsufficientScope(scopes) => (
                 StatusCode::FORBIDDEN,
                 ErrorCode::InsufficientScope,
@@ -124,9 +128,11 @@ impl IntoResponse for Rejection {
             ),
             // The cause (an address, a status) is for this service's operator, not
             // for its caller.
-            VerifyError::Unavailable(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Overloaded, "credentials cannot be checked now; retry".into())
-            }
+            VerifyError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Overloaded,
+                "credentials cannot be checked now; retry".into(),
+            ),
             VerifyError::Config(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError, "an internal error occurred".into())
             }

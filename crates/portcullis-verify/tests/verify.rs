@@ -130,7 +130,15 @@ impl Portcullis {
         me.reader = me.login("reader@example.com").await;
         me.user("plain@example.com").await;
         me.plain = me.login("plain@example.com").await;
-        me.verifier_key = me.api_key(&admin, &["api_keys:verify"]).await;
+        // The resource server's own identity: a key that may verify keys.
+        let role = json!({"name": "verifier", "permissions": ["api_keys:verify"]});
+        assert_eq!(me.call("POST", "/v1/admin/roles", &admin, Some(role)).await.0, StatusCode::CREATED);
+        let service = me.user("service@example.com").await;
+        let grant = json!({"role": "verifier"});
+        let (status, _) = me.call("POST", &format!("/v1/admin/users/{service}/roles"), &admin, Some(grant)).await;
+        assert_eq!(status, StatusCode::OK);
+        let service = me.login("service@example.com").await;
+        me.verifier_key = me.api_key(&service, &["api_keys:verify"]).await;
         me
     }
 
@@ -264,7 +272,10 @@ async fn protected_routes_answer_like_portcullis(backend: Backend) {
     assert_eq!((status, body["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("missing_token")));
 
     // Another audience or issuer: the same good token is refused.
-    let wrong = [pc.config().audience("https://orders.example.com"), Config::new("https://elsewhere.example.com").base_url(pc.base.clone())];
+    let wrong = [
+        pc.config().audience("https://orders.example.com"),
+        Config::new("https://elsewhere.example.com").base_url(pc.base.clone()),
+    ];
     for config in wrong {
         let verifier = Verifier::new(config).unwrap();
         assert!(matches!(verifier.verify_token(&pc.reader).await, Err(VerifyError::Invalid(_))));

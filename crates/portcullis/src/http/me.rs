@@ -14,9 +14,9 @@ use portcullis_proto::{
 
 use super::{
     AppState,
-    openapi::{Forbidden, NotFound, ReauthRequired, SignInLimited},
     error::ApiError,
     extract::{Authed, JsonBody, RecentSession, SessionAuthed},
+    openapi::{Forbidden, NotFound, ReauthRequired, SignInLimited},
     views::{session_view, user_view},
 };
 use crate::{crypto::Secret, ctx::RequestCtx};

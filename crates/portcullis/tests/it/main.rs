@@ -14,6 +14,7 @@ mod keys;
 mod mail;
 mod mfa;
 mod oauth;
+mod openapi;
 mod ops;
 mod outbox;
 mod passkeys;

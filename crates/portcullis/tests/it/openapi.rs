@@ -9,7 +9,11 @@ use serde_json::Value;
 
 use crate::common::{Backend, Data, TestServer};
 
-crate::backend_tests!(served_document_is_valid_openapi_3_1, documented_operations_are_routed, reference_page_is_self_contained);
+crate::backend_tests!(
+    served_document_is_valid_openapi_3_1,
+    documented_operations_are_routed,
+    reference_page_is_self_contained
+);
 
 /// Routes that are not JSON: the hosted pages, their assets, and Prometheus text.
 const NOT_JSON: &[&str] = &[
@@ -190,7 +194,10 @@ async fn served_document_is_valid_openapi_3_1(backend: Backend) {
         .args(["-c", "import openapi_spec_validator"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !crate::interop::require(ok, "python3 with openapi-spec-validator (pip install -r tests/interop/requirements.txt)") {
+    if !crate::interop::require(
+        ok,
+        "python3 with openapi-spec-validator (pip install -r tests/interop/requirements.txt)",
+    ) {
         return;
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop");

@@ -174,13 +174,16 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Value {
 }
 
 /// 400, 500 and 503 for every operation; 401 and 429 where a credential is needed;
-/// 413 and 415 where a JSON body is read.
+/// 413 where a body is read, and 415 where it must be JSON.
 fn add_common_answers(op: &mut Map<String, Value>) {
     let secured = op
         .get("security")
         .and_then(Value::as_array)
         .is_some_and(|s| !s.is_empty() && s.iter().all(|r| r.as_object().is_some_and(|o| !o.is_empty())));
-    let json_body = op.get("requestBody").and_then(|b| b.pointer("/content/application~1json")).is_some();
+    let body = op.get("requestBody");
+    let json_body = body.and_then(|b| b.pointer("/content/application~1json")).is_some();
+    // An optional body is read as bytes, whatever its type: no 415 there.
+    let required_json = json_body && body.and_then(|b| b.get("required")).and_then(Value::as_bool) == Some(true);
     let Some(responses) = op.entry("responses").or_insert_with(|| json!({})).as_object_mut() else {
         return;
     };
@@ -192,8 +195,10 @@ fn add_common_answers(op: &mut Map<String, Value>) {
         add("401", "Unauthorized");
         add("429", "RateLimited");
     }
-    if json_body {
+    if body.is_some() {
         add("413", "PayloadTooLarge");
+    }
+    if required_json {
         add("415", "UnsupportedMediaType");
     }
     add("500", "InternalError");

@@ -5,12 +5,17 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use portcullis_proto::{LoginRequest, LoginResponse, ReauthRequest, RefreshRequest, RegisterRequest, RegisterResponse};
+use portcullis_proto::{
+    LoginRequest, LoginResponse, MfaChallenge, ReauthRequest, RefreshRequest, RegisterRequest, RegisterResponse,
+};
 
 use super::{
     AppState,
     error::ApiError,
     extract::{Authed, JsonBody, SessionAuthed},
+    openapi::{
+        Conflict, Forbidden, RateLimited, ReauthFailed, RefreshFailed, SignInFailed, SignInForbidden, SignInLimited,
+    },
     views::user_view,
 };
 use crate::{
@@ -19,7 +24,14 @@ use crate::{
     ctx::RequestCtx,
 };
 
-/// `POST /v1/auth/register`.
+/// Creates an account (with the default role) and mails the proof of its address.
+#[utoipa::path(post, path = "/v1/auth/register", tag = "auth",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "The new account; it signs in at `POST /v1/auth/login`.", body = RegisterResponse),
+        (status = 409, response = Conflict),
+        (status = 429, response = RateLimited),
+    ))]
 pub async fn user_register(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -29,7 +41,29 @@ pub async fn user_register(
     Ok((StatusCode::CREATED, axum::Json(RegisterResponse { user: user_view(&user) })).into_response())
 }
 
-/// `POST /v1/auth/login`.
+/// The `200` of a password sign-in: the session, or the second factor it still
+/// needs (`mfa_required: true`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // The document's schema only: the handler builds each body itself.
+enum LoginAnswer {
+    /// Signed in.
+    Session(Box<LoginResponse>),
+    /// A second factor must finish the sign-in at `POST /v1/auth/login/mfa`.
+    Challenge(MfaChallenge),
+}
+
+/// Signs in with email and password.
+///
+/// The answer is the session's tokens, or the challenge of a second factor.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "The token response, or (`mfa_required: true`) the `mfa_token` a second factor finishes.", body = LoginAnswer),
+        (status = 401, response = SignInFailed),
+        (status = 403, response = SignInForbidden),
+        (status = 429, response = SignInLimited),
+    ))]
 pub async fn session_login(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -42,7 +76,14 @@ pub async fn session_login(
     }
 }
 
-/// `POST /v1/auth/refresh`.
+/// Exchanges a refresh token for new tokens; the one presented is spent.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "The token response, with the next refresh token.", body = LoginResponse),
+        (status = 401, response = RefreshFailed),
+        (status = 429, response = RateLimited),
+    ))]
 pub async fn session_refresh(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -52,7 +93,10 @@ pub async fn session_refresh(
     Ok(token_response(issued))
 }
 
-/// `POST /v1/auth/logout`.
+/// Ends the caller's session; its tokens stop working at once.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth",
+    responses((status = 204, description = "Signed out."), (status = 403, response = Forbidden)),
+    security(("bearer" = [])))]
 pub async fn session_logout(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -63,9 +107,20 @@ pub async fn session_logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/auth/reauth`: confirms the password of the caller's session, which
-/// renews its sign-in time for sensitive operations; `204`. With a second factor,
-/// `200` asks for it (finished at `/v1/auth/login/mfa`).
+/// Confirms the password of the caller's session, renewing its sign-in time.
+///
+/// The renewed sign-in time lets the session do sensitive operations; `204`. With a
+/// second factor, `200` asks for it (finished at `/v1/auth/login/mfa`).
+#[utoipa::path(post, path = "/v1/auth/reauth", tag = "auth", 
+    request_body = ReauthRequest,
+    responses(
+        (status = 200, description = "The account has a second factor: finish with this `mfa_token` at `POST /v1/auth/login/mfa`.", body = MfaChallenge),
+        (status = 204, description = "The session's sign-in time is renewed."),
+        (status = 401, response = ReauthFailed),
+        (status = 403, response = Forbidden),
+        (status = 429, response = SignInLimited),
+    ),
+    security(("bearer" = [])))]
 pub async fn session_reauth(
     State(state): State<AppState>,
     ctx: RequestCtx,

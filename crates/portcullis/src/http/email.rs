@@ -12,6 +12,7 @@ use super::{
     AppState,
     error::ApiError,
     extract::{Authed, JsonBody},
+    openapi::{RateLimited, SignInLimited, Unauthorized},
     views::user_view,
 };
 use crate::{crypto::Secret, ctx::RequestCtx, validate::field};
@@ -21,7 +22,15 @@ pub fn accepted(message: &str) -> Response {
     (StatusCode::ACCEPTED, axum::Json(Accepted { message: message.into() })).into_response()
 }
 
-/// `POST /v1/auth/email/verify`: `{token}` or `{email, code}` → `200 {user}`.
+/// Proves an account's address with the mailed link or code.
+///
+/// Send the link's `token`, or the `email` with its 6-digit `code`.
+#[utoipa::path(post, path = "/v1/auth/email/verify", tag = "auth",
+    request_body = EmailVerifyRequest,
+    responses(
+        (status = 200, description = "The account, with its address proven.", body = EmailVerifyResponse),
+        (status = 429, response = SignInLimited),
+    ))]
 pub async fn email_verify(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -41,8 +50,18 @@ pub async fn email_verify(
     Ok(axum::Json(EmailVerifyResponse { user: user_view(&user) }))
 }
 
-/// `POST /v1/auth/email/resend`: with a bearer token, the caller's account; else
-/// `{email}`. Always `202` with the same body.
+/// Mails a new proof of address to an unverified account.
+///
+/// With a credential, the caller's account; else the one at `{email}`. Always
+/// `202` with the same body.
+#[utoipa::path(post, path = "/v1/auth/email/resend", tag = "auth",
+    request_body(content = Option<EmailRequest>, description = "The address, when the request carries no credential."),
+    responses(
+        (status = 202, description = "The same answer whether or not the address has an unverified account.", body = Accepted),
+        (status = 401, response = Unauthorized),
+        (status = 429, response = RateLimited),
+    ),
+    security((), ("bearer" = []), ("api_key" = [])))]
 pub async fn email_resend(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
     let Ok(ctx) = RequestCtx::from_request_parts(&mut parts, &state).await;
@@ -64,7 +83,15 @@ pub async fn email_resend(State(state): State<AppState>, req: Request) -> Result
     Ok(accepted("If this address belongs to an account that is not verified yet, a new message is on its way."))
 }
 
-/// `POST /v1/auth/password/forgot {email}`: always `202` with the same body.
+/// Mails a link to choose a new password to the account at `email`.
+///
+/// Always `202` with the same body.
+#[utoipa::path(post, path = "/v1/auth/password/forgot", tag = "auth",
+    request_body = EmailRequest,
+    responses(
+        (status = 202, description = "The same answer whether or not the address has an account.", body = Accepted),
+        (status = 429, response = RateLimited),
+    ))]
 pub async fn password_forgot(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -80,7 +107,12 @@ pub async fn password_forgot(
 /// What a forgot request answers, whoever asks.
 pub const FORGOT_ANSWER: &str = "If this address belongs to an account, a link to choose a new password is on its way.";
 
-/// `POST /v1/auth/password/reset {token, new_password}` → `204`.
+/// Sets a new password with the mailed link's `token`.
+///
+/// Ends every session of the account and lifts its locks; signs nobody in.
+#[utoipa::path(post, path = "/v1/auth/password/reset", tag = "auth",
+    request_body = PasswordResetRequest,
+    responses((status = 204, description = "The password is changed; sign in with it.")))]
 pub async fn password_reset(
     State(state): State<AppState>,
     ctx: RequestCtx,

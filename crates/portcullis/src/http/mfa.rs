@@ -10,8 +10,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use portcullis_proto::{
-    MfaChallenge, MfaCodeRequest, MfaConfirmed, MfaFactor, MfaStatus, MfaTokenRequest, MfaVerifyRequest, RecoveryCodes,
-    SmsEnrolRequest, SmsSent, TotpEnrolment,
+    LoginResponse, MfaChallenge, MfaCodeRequest, MfaConfirmed, MfaFactor, MfaStatus, MfaTokenRequest, MfaVerifyRequest,
+    RecoveryCodes, SmsEnrolRequest, SmsSent, TotpEnrolment,
 };
 
 use super::{
@@ -20,6 +20,9 @@ use super::{
     error::ApiError,
     extract::{JsonBody, RecentSession, SessionAuthed},
     guard::{Can, UsersWrite},
+    openapi::{
+        Conflict, EnrolUnauthorized, Forbidden, MfaFailed, NotFound, RateLimited, ReauthRequired, SignInLimited,
+    },
 };
 use crate::{
     auth::{Challenge, Enrolled, Enroller, MfaDone, Proof},
@@ -40,8 +43,19 @@ pub fn challenge_response(c: Challenge) -> Response {
     res
 }
 
-/// `POST /v1/auth/login/mfa {mfa_token, code | recovery_code}`: the token response
-/// of the sign-in, or `204` for a recent-authentication check.
+/// Finishes a pending sign-in (or recent-authentication check) with a second factor.
+///
+/// Send the `mfa_token` with a `code` (authenticator app or SMS) or a
+/// `recovery_code`: the token response of the sign-in, or `204` for a
+/// recent-authentication check.
+#[utoipa::path(post, path = "/v1/auth/login/mfa", tag = "mfa",
+    request_body = MfaVerifyRequest,
+    responses(
+        (status = 200, description = "Signed in: the token response.", body = LoginResponse),
+        (status = 204, description = "The recent-authentication check is done: the session's sign-in time is renewed."),
+        (status = 401, response = MfaFailed),
+        (status = 429, response = SignInLimited),
+    ))]
 pub async fn login_mfa(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -87,8 +101,18 @@ impl FromRequestParts<AppState> for Enrolling {
     }
 }
 
-/// `POST /v1/me/mfa/totp`: a pending authenticator-app enrolment (needs a recent
-/// sign-in).
+/// Starts an authenticator-app enrolment: the secret and its QR code.
+///
+/// A session needs a recent sign-in; the `mfa_token` of `mfa_enrollment_required`
+/// works too.
+#[utoipa::path(post, path = "/v1/me/mfa/totp", tag = "mfa",
+    responses(
+        (status = 401, response = EnrolUnauthorized),
+        (status = 201, description = "The pending enrolment; confirm it with the app's first code.", body = TotpEnrolment),
+        (status = 403, response = ReauthRequired),
+        (status = 409, response = Conflict),
+    ),
+    security(("bearer" = []), ("mfa_token" = [])))]
 pub async fn totp_start(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -103,8 +127,19 @@ pub async fn totp_start(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-/// `POST /v1/me/mfa/totp/confirm {code}`: confirms the enrolment; recovery codes
-/// for the first factor, and the token response when it finished a sign-in.
+/// Confirms the authenticator-app enrolment with the app's first code.
+///
+/// Recovery codes for the account's first factor, and the token response when it
+/// finished a sign-in.
+#[utoipa::path(post, path = "/v1/me/mfa/totp/confirm", tag = "mfa",
+    request_body = MfaCodeRequest,
+    responses(
+        (status = 401, response = EnrolUnauthorized),
+        (status = 200, description = "Enrolled; the recovery codes and the session, where there are any, are shown this once.", body = MfaConfirmed),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+    ),
+    security(("bearer" = []), ("mfa_token" = [])))]
 pub async fn totp_confirm(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -134,7 +169,15 @@ pub async fn confirmed(
     Ok(res)
 }
 
-/// `DELETE /v1/me/mfa/totp` (needs a recent sign-in).
+/// Removes the authenticator app (needs a recent sign-in).
+#[utoipa::path(delete, path = "/v1/me/mfa/totp", tag = "mfa",
+    responses(
+        (status = 204, description = "Removed; with the last factor go the recovery codes."),
+        (status = 403, response = ReauthRequired),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+    security(("bearer" = [])))]
 pub async fn totp_delete(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -144,8 +187,19 @@ pub async fn totp_delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/me/mfa/sms {phone}`: texts the code that confirms the number (needs
-/// a recent sign-in); `202`.
+/// Starts an SMS enrolment: texts the code that confirms the number.
+///
+/// A session needs a recent sign-in; the `mfa_token` of `mfa_enrollment_required`
+/// works too.
+#[utoipa::path(post, path = "/v1/me/mfa/sms", tag = "mfa",
+    request_body = SmsEnrolRequest,
+    responses(
+        (status = 401, response = EnrolUnauthorized),
+        (status = 202, description = "The code is on its way to this (masked) number.", body = SmsSent),
+        (status = 403, response = ReauthRequired),
+        (status = 409, response = Conflict),
+    ),
+    security(("bearer" = []), ("mfa_token" = [])))]
 pub async fn sms_start(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -156,7 +210,19 @@ pub async fn sms_start(
     Ok((StatusCode::ACCEPTED, Json(SmsSent { phone })).into_response())
 }
 
-/// `POST /v1/me/mfa/sms/confirm {code}`: as for the authenticator app.
+/// Confirms the SMS enrolment with the code sent.
+///
+/// Recovery codes for the account's first factor, and the token response when it
+/// finished a sign-in.
+#[utoipa::path(post, path = "/v1/me/mfa/sms/confirm", tag = "mfa",
+    request_body = MfaCodeRequest,
+    responses(
+        (status = 401, response = EnrolUnauthorized),
+        (status = 200, description = "Enrolled; the recovery codes and the session, where there are any, are shown this once.", body = MfaConfirmed),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+    ),
+    security(("bearer" = []), ("mfa_token" = [])))]
 pub async fn sms_confirm(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -167,7 +233,15 @@ pub async fn sms_confirm(
     confirmed(&state, &ctx, enrolled, StatusCode::OK).await
 }
 
-/// `DELETE /v1/me/mfa/sms` (needs a recent sign-in).
+/// Removes the phone number (needs a recent sign-in).
+#[utoipa::path(delete, path = "/v1/me/mfa/sms", tag = "mfa",
+    responses(
+        (status = 204, description = "Removed; with the last factor go the recovery codes."),
+        (status = 403, response = ReauthRequired),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+    security(("bearer" = [])))]
 pub async fn sms_delete(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -177,8 +251,16 @@ pub async fn sms_delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/auth/login/mfa/sms {mfa_token}`: texts the code that finishes the
-/// pending sign-in; `202`.
+/// Texts the code that finishes a pending sign-in.
+#[utoipa::path(post, path = "/v1/auth/login/mfa/sms", tag = "mfa",
+    request_body = MfaTokenRequest,
+    responses(
+        (status = 202, description = "The code is on its way to this (masked) number.", body = SmsSent),
+        (status = 401, response = MfaFailed),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 429, response = RateLimited),
+    ))]
 pub async fn login_mfa_sms(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -188,8 +270,14 @@ pub async fn login_mfa_sms(
     Ok((StatusCode::ACCEPTED, Json(SmsSent { phone })).into_response())
 }
 
-/// `POST /v1/me/mfa/recovery-codes`: a new set, shown once (needs a recent
-/// sign-in).
+/// Replaces the recovery codes with a new set, shown once (needs a recent sign-in).
+#[utoipa::path(post, path = "/v1/me/mfa/recovery-codes", tag = "mfa",
+    responses(
+        (status = 201, description = "The new codes; the old ones stop working.", body = RecoveryCodes),
+        (status = 403, response = ReauthRequired),
+        (status = 409, response = Conflict),
+    ),
+    security(("bearer" = [])))]
 pub async fn recovery_codes_create(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -200,7 +288,13 @@ pub async fn recovery_codes_create(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-/// `GET /v1/me/mfa`: the confirmed factors and the recovery codes left.
+/// Lists the caller's confirmed second factors and the recovery codes left.
+#[utoipa::path(get, path = "/v1/me/mfa", tag = "mfa",
+    responses(
+        (status = 200, description = "The confirmed factors (passkeys are at `GET /v1/me/passkeys`).", body = MfaStatus),
+        (status = 403, response = Forbidden),
+    ),
+    security(("bearer" = [])))]
 pub async fn mfa_get(
     State(state): State<AppState>,
     SessionAuthed(who): SessionAuthed,
@@ -218,8 +312,15 @@ pub async fn mfa_get(
     Ok(Json(MfaStatus { factors, recovery_codes_remaining: left }))
 }
 
-/// `DELETE /v1/admin/users/{id}/mfa`: removes every second factor of a user who
-/// lost them; `204`.
+/// Removes every second factor of a user who lost them, passkeys included.
+#[utoipa::path(delete, path = "/v1/admin/users/{id}/mfa", tag = "admin-users",
+    params(("id" = String, Path, description = "The user's id.")),
+    responses(
+        (status = 204, description = "Every factor, the recovery codes and pending sign-ins are gone; the user is told by mail."),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+    security(("bearer" = ["admin:users:write"]), ("api_key" = ["admin:users:write"])))]
 pub async fn admin_user_mfa_reset(
     State(state): State<AppState>,
     ctx: RequestCtx,

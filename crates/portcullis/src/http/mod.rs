@@ -30,7 +30,7 @@ use axum::{
     http::{HeaderName, HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{delete, get, post},
+    routing::{get, post},
 };
 use portcullis_proto::ErrorCode;
 use tower_http::{request_id::PropagateRequestIdLayer, set_header::SetResponseHeaderLayer, trace::TraceLayer};
@@ -172,7 +172,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::admin_email_list))
         .routes(routes!(admin::admin_user_unban))
         .routes(routes!(admin::admin_user_unlock))
-        .route("/v1/admin/users/{id}/mfa", delete(mfa::admin_user_mfa_reset))
+        .routes(routes!(mfa::admin_user_mfa_reset))
         .routes(routes!(admin::admin_user_role_grant))
         .routes(routes!(admin::admin_user_role_revoke))
         .routes(routes!(admin::admin_user_sessions_revoke))
@@ -218,35 +218,35 @@ fn webhook_routes() -> OpenApiRouter<AppState> {
 /// `/v1/auth/*` and `/v1/me/*`: what a user does with their own account.
 fn account_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route("/v1/auth/register", post(auth::user_register))
-        .route("/v1/auth/login", post(auth::session_login))
-        .route("/v1/auth/refresh", post(auth::session_refresh))
-        .route("/v1/auth/logout", post(auth::session_logout))
-        .route("/v1/auth/reauth", post(auth::session_reauth))
-        .route("/v1/auth/login/mfa", post(mfa::login_mfa))
-        .route("/v1/auth/login/mfa/sms", post(mfa::login_mfa_sms))
-        .route("/v1/auth/passkey/start", post(passkeys::passkey_start))
-        .route("/v1/auth/passkey/finish", post(passkeys::passkey_finish))
-        .route("/v1/auth/email/verify", post(email::email_verify))
-        .route("/v1/auth/email/resend", post(email::email_resend))
-        .route("/v1/auth/password/forgot", post(email::password_forgot))
-        .route("/v1/auth/password/reset", post(email::password_reset))
+        .routes(routes!(auth::user_register))
+        .routes(routes!(auth::session_login))
+        .routes(routes!(auth::session_refresh))
+        .routes(routes!(auth::session_logout))
+        .routes(routes!(auth::session_reauth))
+        .routes(routes!(mfa::login_mfa))
+        .routes(routes!(mfa::login_mfa_sms))
+        .routes(routes!(passkeys::passkey_start))
+        .routes(routes!(passkeys::passkey_finish))
+        .routes(routes!(email::email_verify))
+        .routes(routes!(email::email_resend))
+        .routes(routes!(email::password_forgot))
+        .routes(routes!(email::password_reset))
         .routes(routes!(me::me_get, me::me_update, me::me_delete))
         .routes(routes!(me::email_change))
         .routes(routes!(me::me_export))
         .routes(routes!(me::session_list))
         .routes(routes!(me::session_revoke))
         .routes(routes!(me::password_change))
-        .route("/v1/me/mfa", get(mfa::mfa_get))
-        .route("/v1/me/mfa/totp", post(mfa::totp_start).delete(mfa::totp_delete))
-        .route("/v1/me/mfa/totp/confirm", post(mfa::totp_confirm))
-        .route("/v1/me/mfa/recovery-codes", post(mfa::recovery_codes_create))
-        .route("/v1/me/mfa/sms", post(mfa::sms_start).delete(mfa::sms_delete))
-        .route("/v1/me/mfa/sms/confirm", post(mfa::sms_confirm))
-        .route("/v1/me/passkeys", get(passkeys::passkey_list))
-        .route("/v1/me/passkeys/register/start", post(passkeys::passkey_register_start))
-        .route("/v1/me/passkeys/register/finish", post(passkeys::passkey_register_finish))
-        .route("/v1/me/passkeys/{id}", axum::routing::patch(passkeys::passkey_rename).delete(passkeys::passkey_delete))
+        .routes(routes!(mfa::mfa_get))
+        .routes(routes!(mfa::totp_start, mfa::totp_delete))
+        .routes(routes!(mfa::totp_confirm))
+        .routes(routes!(mfa::recovery_codes_create))
+        .routes(routes!(mfa::sms_start, mfa::sms_delete))
+        .routes(routes!(mfa::sms_confirm))
+        .routes(routes!(passkeys::passkey_list))
+        .routes(routes!(passkeys::passkey_register_start))
+        .routes(routes!(passkeys::passkey_register_finish))
+        .routes(routes!(passkeys::passkey_rename, passkeys::passkey_delete))
 }
 
 /// Answers 503 `timeout` when a request outlives `http.request_timeout`.

@@ -94,8 +94,15 @@ problems! {
     /// The refresh token is not valid; `refresh_token_reused` means it was spent already
     /// and every session of the account has been ended.
     RefreshFailed = 401 [InvalidToken, TokenExpired, RefreshTokenReused];
-    /// The `mfa_token` or the code is not valid.
-    MfaFailed = 401 [MfaTokenInvalid, InvalidMfaCode];
+    /// The `mfa_token` or the code is not valid, or (re-authenticating) the session
+    /// ended meanwhile.
+    MfaFailed = 401 [MfaTokenInvalid, InvalidMfaCode, InvalidToken];
+    /// The password is wrong, or the bearer token is missing or not valid.
+    ReauthFailed = 401 [MissingToken, InvalidToken, TokenExpired, InvalidCredentials];
+    /// No valid bearer token: neither a session's access token nor a live `mfa_token`.
+    EnrolUnauthorized = 401 [MissingToken, InvalidToken, TokenExpired, MfaTokenInvalid];
+    /// The passkey assertion is not valid, or its ceremony is unknown or spent.
+    PasskeyFailed = 401 [InvalidCredentials, MfaTokenInvalid, InvalidToken];
     /// The credential lacks a permission (`required_scopes` names it), or this kind of
     /// credential cannot do this.
     Forbidden = 403 [InsufficientScope, Forbidden];
@@ -181,6 +188,7 @@ fn add_common_answers(op: &mut Map<String, Value>) {
         .and_then(Value::as_array)
         .is_some_and(|s| !s.is_empty() && s.iter().all(|r| r.as_object().is_some_and(|o| !o.is_empty())));
     let body = op.get("requestBody");
+    let has_body = body.is_some();
     let json_body = body.and_then(|b| b.pointer("/content/application~1json")).is_some();
     // An optional body is read as bytes, whatever its type: no 415 there.
     let required_json = json_body && body.and_then(|b| b.get("required")).and_then(Value::as_bool) == Some(true);
@@ -195,7 +203,7 @@ fn add_common_answers(op: &mut Map<String, Value>) {
         add("401", "Unauthorized");
         add("429", "RateLimited");
     }
-    if body.is_some() {
+    if has_body {
         add("413", "PayloadTooLarge");
     }
     if required_json {

@@ -9,8 +9,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use portcullis_proto::{
-    Page, PasskeyCeremony, PasskeyFinishRequest, PasskeyRegisterRequest, PasskeyRenameRequest, PasskeyStartRequest,
-    PasskeyView,
+    LoginResponse, MfaConfirmed, Page, PasskeyCeremony, PasskeyFinishRequest, PasskeyRegisterRequest,
+    PasskeyRenameRequest, PasskeyStartRequest, PasskeyView,
 };
 
 use super::{
@@ -19,6 +19,10 @@ use super::{
     error::ApiError,
     extract::{JsonBody, RecentSession, SessionAuthed},
     mfa::Enrolling,
+    openapi::{
+        Conflict, EnrolUnauthorized, Forbidden, NotFound, PasskeyFailed, RateLimited, ReauthRequired, SignInForbidden,
+        SignInLimited,
+    },
     views::passkey_view,
 };
 use crate::{
@@ -45,7 +49,18 @@ impl FromRequestParts<AppState> for MaybeSession {
     }
 }
 
-/// `POST /v1/me/passkeys/register/start` (needs a recent sign-in).
+/// Starts registering a new passkey: the options for `navigator.credentials.create`.
+///
+/// A session needs a recent sign-in; the `mfa_token` of `mfa_enrollment_required`
+/// works too.
+#[utoipa::path(post, path = "/v1/me/passkeys/register/start", tag = "passkeys",
+    responses(
+        (status = 401, response = EnrolUnauthorized),
+        (status = 200, description = "The ceremony; finish it at `POST /v1/me/passkeys/register/finish`.", body = PasskeyCeremony),
+        (status = 403, response = ReauthRequired),
+        (status = 409, response = Conflict),
+    ),
+    security(("bearer" = []), ("mfa_token" = [])))]
 pub async fn passkey_register_start(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -54,9 +69,19 @@ pub async fn passkey_register_start(
     Ok(ceremony(state.auth.passkey_register_start(&ctx, &who).await?))
 }
 
-/// `POST /v1/me/passkeys/register/finish {challenge_id, credential, name?}`: `201`
-/// with the passkey; recovery codes for the first factor, and the token response
-/// when it finished a sign-in.
+/// Stores the new passkey from the browser's answer to the ceremony.
+///
+/// Recovery codes for the account's first factor, and the token response when it
+/// finished a sign-in.
+#[utoipa::path(post, path = "/v1/me/passkeys/register/finish", tag = "passkeys",
+    request_body = PasskeyRegisterRequest,
+    responses(
+        (status = 401, response = EnrolUnauthorized),
+        (status = 201, description = "The passkey; the recovery codes and the session, where there are any, are shown this once.", body = MfaConfirmed),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+    ),
+    security(("bearer" = []), ("mfa_token" = [])))]
 pub async fn passkey_register_finish(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -67,7 +92,13 @@ pub async fn passkey_register_finish(
     super::mfa::confirmed(&state, &ctx, enrolled, StatusCode::CREATED).await
 }
 
-/// `GET /v1/me/passkeys`.
+/// Lists the caller's passkeys.
+#[utoipa::path(get, path = "/v1/me/passkeys", tag = "passkeys",
+    responses(
+        (status = 200, description = "Every passkey of the account, on one page (`next_cursor` is always `null`).", body = Page<PasskeyView>),
+        (status = 403, response = Forbidden),
+    ),
+    security(("bearer" = [])))]
 pub async fn passkey_list(
     State(state): State<AppState>,
     SessionAuthed(who): SessionAuthed,
@@ -76,7 +107,16 @@ pub async fn passkey_list(
     Ok(Json(Page { data: keys.iter().map(passkey_view).collect(), next_cursor: None }))
 }
 
-/// `PATCH /v1/me/passkeys/{id} {name}`.
+/// Renames one of the caller's passkeys.
+#[utoipa::path(patch, path = "/v1/me/passkeys/{id}", tag = "passkeys",
+    params(("id" = String, Path, description = "The passkey's id.")),
+    request_body = PasskeyRenameRequest,
+    responses(
+        (status = 200, description = "The passkey, renamed.", body = PasskeyView),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+    security(("bearer" = [])))]
 pub async fn passkey_rename(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -90,7 +130,16 @@ pub async fn passkey_rename(
     Ok(Json(passkey_view(key)))
 }
 
-/// `DELETE /v1/me/passkeys/{id}` (a sensitive action: needs a recent sign-in).
+/// Removes one of the caller's passkeys (needs a recent sign-in).
+#[utoipa::path(delete, path = "/v1/me/passkeys/{id}", tag = "passkeys",
+    params(("id" = String, Path, description = "The passkey's id.")),
+    responses(
+        (status = 204, description = "Removed; with the last factor go the recovery codes."),
+        (status = 403, response = ReauthRequired),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+    ),
+    security(("bearer" = [])))]
 pub async fn passkey_delete(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -101,7 +150,21 @@ pub async fn passkey_delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/auth/passkey/start {mfa_token? | reauth?}`.
+/// Starts a passkey sign-in: the options for `navigator.credentials.get`.
+///
+/// With no argument, a passkey-first sign-in; with an `mfa_token`, a passkey as the
+/// second factor of that pending sign-in; with `reauth: true` and the session's
+/// Bearer token, a recent-authentication check of that session.
+#[utoipa::path(post, path = "/v1/auth/passkey/start", tag = "passkeys",
+    request_body = PasskeyStartRequest,
+    responses(
+        (status = 200, description = "The ceremony; finish it at `POST /v1/auth/passkey/finish`.", body = PasskeyCeremony),
+        (status = 401, response = EnrolUnauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 429, response = RateLimited),
+    ),
+    security((), ("bearer" = [])))]
 pub async fn passkey_start(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -117,8 +180,18 @@ pub async fn passkey_start(
     Ok(ceremony(state.auth.passkey_sign_in_start(&ctx, token.as_ref(), reauth).await?))
 }
 
-/// `POST /v1/auth/passkey/finish {challenge_id, credential, mfa_token?}`: the token
-/// response, or `204` for recent authentication.
+/// Finishes a passkey sign-in with the browser's answer to the ceremony.
+///
+/// The token response, or `204` for a recent-authentication check.
+#[utoipa::path(post, path = "/v1/auth/passkey/finish", tag = "passkeys",
+    request_body = PasskeyFinishRequest,
+    responses(
+        (status = 200, description = "Signed in: the token response.", body = LoginResponse),
+        (status = 204, description = "The recent-authentication check is done: the session's sign-in time is renewed."),
+        (status = 401, response = PasskeyFailed),
+        (status = 403, response = SignInForbidden),
+        (status = 429, response = SignInLimited),
+    ))]
 pub async fn passkey_finish(
     State(state): State<AppState>,
     ctx: RequestCtx,

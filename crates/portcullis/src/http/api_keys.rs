@@ -47,7 +47,8 @@ fn duration_field(field: &str, v: Option<Value>) -> Result<Option<Duration>, Api
     }
 }
 
-/// `POST /v1/api-keys`.
+/// Mints an API key for the caller, with at most the scopes they hold; needs a
+/// recent sign-in.
 #[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys",
     request_body = ApiKeyCreateRequest,
     responses(
@@ -86,7 +87,7 @@ pub struct PageQuery {
     pub cursor: Option<String>,
 }
 
-/// `GET /v1/api-keys`.
+/// Lists the caller's API keys (never their secrets).
 #[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", params(PageQuery),
     responses((status = 200, description = "The caller's keys, newest first.", body = Page<ApiKey>), (status = 403, response = Forbidden)),
     security(("bearer" = [])))]
@@ -100,7 +101,7 @@ pub async fn api_key_list(
     Ok(Json(Page { data: keys.iter().map(api_key_view).collect(), next_cursor }))
 }
 
-/// `DELETE /v1/api-keys/{id}`.
+/// Revokes one of the caller's API keys.
 #[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys",
     params(("id" = String, Path, description = "The key's id.")),
     responses((status = 204, description = "Revoked; it stops working at once."), (status = 403, response = Forbidden), (status = 404, response = NotFound)),
@@ -115,7 +116,9 @@ pub async fn api_key_revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/api-keys/{id}/rotate`; the body is optional.
+/// Replaces an API key's secret; the old one may keep working for a grace period.
+///
+/// The body is optional.
 #[utoipa::path(post, path = "/v1/api-keys/{id}/rotate", tag = "api-keys",
     params(("id" = String, Path, description = "The key's id.")),
     request_body(content = Option<ApiKeyRotateRequest>, description = "Optional: how long the old secret keeps working."),
@@ -145,7 +148,8 @@ pub async fn api_key_rotate(
     Ok(res)
 }
 
-/// `POST /v1/api-keys/verify`: for services holding `api_keys:verify`.
+/// Tells a resource server whether an API key is live, whose it is and what it may
+/// do; for callers holding `api_keys:verify`.
 #[utoipa::path(post, path = "/v1/api-keys/verify", tag = "api-keys",
     request_body = ApiKeyVerifyRequest,
     responses(

@@ -56,7 +56,7 @@ pub fn challenge_response(c: Challenge) -> Response {
         (status = 401, response = MfaFailed),
         (status = 429, response = SignInLimited),
     ))]
-pub async fn login_mfa(
+pub async fn login_mfa_verify(
     State(state): State<AppState>,
     ctx: RequestCtx,
     JsonBody(req): JsonBody<MfaVerifyRequest>,
@@ -261,7 +261,7 @@ pub async fn sms_delete(
         (status = 409, response = Conflict),
         (status = 429, response = RateLimited),
     ))]
-pub async fn login_mfa_sms(
+pub async fn login_mfa_sms_send(
     State(state): State<AppState>,
     ctx: RequestCtx,
     JsonBody(req): JsonBody<MfaTokenRequest>,

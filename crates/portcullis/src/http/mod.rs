@@ -140,23 +140,28 @@ pub fn openapi_document() -> serde_json::Value {
 /// Public documents browsers may read from anywhere.
 fn public_docs() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route("/.well-known/jwks.json", get(ops::jwks_get).options(oauth::preflight))
-        .route("/.well-known/openid-configuration", get(oauth::openid_configuration).options(oauth::preflight))
-        .route("/.well-known/oauth-authorization-server", get(oauth::oauth_metadata).options(oauth::preflight))
+        .routes(routes!(ops::jwks_get))
+        .route("/.well-known/jwks.json", axum::routing::options(oauth::preflight))
+        .routes(routes!(oauth::openid_configuration_get))
+        .route("/.well-known/openid-configuration", axum::routing::options(oauth::preflight))
+        .routes(routes!(oauth::oauth_metadata_get))
+        .route("/.well-known/oauth-authorization-server", axum::routing::options(oauth::preflight))
 }
 
 /// The token and userinfo endpoints, callable from the origins clients registered.
 fn client_calls() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route("/oauth/token", post(oauth::oauth_token).options(oauth::preflight))
-        .route("/oauth/userinfo", get(oauth::oauth_userinfo).post(oauth::oauth_userinfo).options(oauth::preflight))
+        .routes(routes!(oauth::oauth_token_create))
+        .route("/oauth/token", axum::routing::options(oauth::preflight))
+        .routes(routes!(oauth::oauth_userinfo_get, oauth::oauth_userinfo_post))
+        .route("/oauth/userinfo", axum::routing::options(oauth::preflight))
 }
 
 /// Every other JSON route.
 fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route("/oauth/introspect", post(oauth::oauth_introspect))
-        .route("/oauth/revoke", post(oauth::oauth_revoke))
+        .routes(routes!(oauth::oauth_introspect))
+        .routes(routes!(oauth::oauth_revoke))
         .routes(routes!(clients::client_list, clients::client_create))
         .routes(routes!(clients::client_get, clients::client_update, clients::client_delete))
         .routes(routes!(clients::client_rotate_secret))
@@ -179,8 +184,8 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::audit_list))
         .routes(routes!(admin::role_list, admin::role_create))
         .routes(routes!(admin::role_update, admin::role_delete))
-        .route("/healthz", get(ops::health_get))
-        .route("/readyz", get(ops::ready_get))
+        .routes(routes!(ops::health_get))
+        .routes(routes!(ops::ready_get))
         .routes(routes!(openapi::openapi_get))
 }
 
@@ -205,14 +210,14 @@ fn pages() -> Router<AppState> {
 fn webhook_routes() -> OpenApiRouter<AppState> {
     use webhooks::*;
     OpenApiRouter::new()
-        .route("/v1/admin/webhooks", get(webhook_list).post(webhook_create))
-        .route("/v1/admin/webhooks/{id}", get(webhook_get).patch(webhook_update).delete(webhook_delete))
-        .route("/v1/admin/webhooks/{id}/rotate-secret", post(webhook_rotate_secret))
-        .route("/v1/admin/webhooks/{id}/test", post(webhook_test))
-        .route("/v1/admin/webhooks/{id}/replay", post(webhook_replay))
-        .route("/v1/admin/webhooks/{id}/deliveries", get(webhook_delivery_list))
-        .route("/v1/admin/webhooks/{id}/deliveries/{delivery_id}", get(webhook_delivery_get))
-        .route("/v1/admin/webhooks/{id}/deliveries/{delivery_id}/retry", post(webhook_delivery_retry))
+        .routes(routes!(webhook_list, webhook_create))
+        .routes(routes!(webhook_get, webhook_update, webhook_delete))
+        .routes(routes!(webhook_rotate_secret))
+        .routes(routes!(webhook_test))
+        .routes(routes!(webhook_replay))
+        .routes(routes!(webhook_delivery_list))
+        .routes(routes!(webhook_delivery_get))
+        .routes(routes!(webhook_delivery_retry))
 }
 
 /// `/v1/auth/*` and `/v1/me/*`: what a user does with their own account.
@@ -223,8 +228,8 @@ fn account_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::session_refresh))
         .routes(routes!(auth::session_logout))
         .routes(routes!(auth::session_reauth))
-        .routes(routes!(mfa::login_mfa))
-        .routes(routes!(mfa::login_mfa_sms))
+        .routes(routes!(mfa::login_mfa_verify))
+        .routes(routes!(mfa::login_mfa_sms_send))
         .routes(routes!(passkeys::passkey_start))
         .routes(routes!(passkeys::passkey_finish))
         .routes(routes!(email::email_verify))

@@ -11,11 +11,17 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use portcullis_proto::ProviderMetadata;
-use portcullis_proto::{OAuthErrorBody, OAuthTokenResponse};
+use portcullis_proto::{IntrospectionResponse, OAuthErrorBody, OAuthTokenResponse, UserInfo};
+use serde::Deserialize;
 
 use crate::oauth::params::{MAX_PARAMS, first_duplicate};
 
-use super::{AppState, error::ApiError, extract::Authed};
+use super::{
+    AppState,
+    error::ApiError,
+    extract::Authed,
+    openapi::{Forbidden, PayloadTooLarge},
+};
 use crate::{
     clients,
     crypto::Secret,
@@ -134,8 +140,113 @@ fn too_many_failures(secs: u64) -> Response {
     .into_response()
 }
 
-/// `POST /oauth/token`.
-pub async fn oauth_token(State(state): State<AppState>, ctx: RequestCtx, headers: HeaderMap, body: Bytes) -> Response {
+/// The client's credentials in a form body, for `client_secret_post`,
+/// `private_key_jwt` (RFC 7523) and public clients; `client_secret_basic` sends them
+/// in the `Authorization` header instead. One method per request.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the form in the OpenAPI document; the handlers read the pairs themselves")]
+pub struct ClientAuthForm {
+    /// The client's id: with `client_secret`, alone for a public client, or beside a
+    /// `client_assertion` (then it must match the assertion's `sub`). With HTTP Basic
+    /// it may be repeated here, and must then match.
+    client_id: Option<String>,
+    /// `client_secret_post`: the client's secret.
+    client_secret: Option<String>,
+    /// `private_key_jwt`: `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`.
+    client_assertion_type: Option<String>,
+    /// `private_key_jwt`: a JWT signed with one of the client's registered keys.
+    client_assertion: Option<String>,
+}
+
+/// A grant type of the token endpoint.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code, reason = "describes the form in the OpenAPI document; the handler reads the pairs itself")]
+pub enum GrantType {
+    /// RFC 6749 §4.1.3, with PKCE (RFC 7636).
+    AuthorizationCode,
+    /// RFC 6749 §6.
+    RefreshToken,
+    /// RFC 6749 §4.4.
+    ClientCredentials,
+}
+
+/// A token request (RFC 6749 §3.2), form-encoded; each parameter at most once.
+/// `authorization_code` needs `code`, `redirect_uri` and `code_verifier`;
+/// `refresh_token` needs `refresh_token` and may narrow `scope`;
+/// `client_credentials` may name `scope`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the form in the OpenAPI document; the handler reads the pairs itself")]
+pub struct TokenRequestForm {
+    /// Which grant.
+    grant_type: GrantType,
+    /// `authorization_code`: the code the authorization endpoint returned.
+    code: Option<String>,
+    /// `authorization_code`: the `redirect_uri` of the authorization request, again.
+    redirect_uri: Option<String>,
+    /// `authorization_code`: the PKCE verifier, 43 to 128 unreserved characters.
+    code_verifier: Option<String>,
+    /// `refresh_token`: the refresh token.
+    refresh_token: Option<String>,
+    /// Space-separated: narrower than granted (`refresh_token`), or what the client
+    /// asks for (`client_credentials`).
+    scope: Option<String>,
+    /// Client authentication, when not in the `Authorization` header.
+    #[serde(flatten)]
+    client: ClientAuthForm,
+}
+
+/// An introspection (RFC 7662 §2.1) or revocation (RFC 7009 §2.1) request,
+/// form-encoded; each parameter at most once. `token_type_hint` is accepted and
+/// not needed: every kind of token is recognised by its form.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the form in the OpenAPI document; the handlers read the pairs themselves")]
+pub struct TokenLookupForm {
+    /// The access token, refresh token or (introspection only) `pcl_` API key.
+    token: String,
+    /// Client authentication, when not in the `Authorization` header.
+    #[serde(flatten)]
+    client: ClientAuthForm,
+}
+
+/// The body of `POST /oauth/userinfo` when the access token is not in the
+/// `Authorization` header (RFC 6750 §2.2).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the form in the OpenAPI document; the handler reads the pairs itself")]
+pub struct UserinfoForm {
+    /// The access token.
+    access_token: String,
+}
+
+/// Exchanges an authorization code, a refresh token or the client's own credentials for tokens.
+///
+/// The client authenticates with HTTP Basic (`client_secret_basic`), with
+/// `client_id` and `client_secret` in the form (`client_secret_post`), with a
+/// `client_assertion` (`private_key_jwt`), or, as a public client, with its
+/// `client_id` alone; whichever method it registered. Errors are RFC 6749 §5.2
+/// JSON (`{error, error_description}`), not problem documents.
+#[utoipa::path(post, path = "/oauth/token", tag = "oauth",
+    request_body(content = TokenRequestForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The tokens (RFC 6749 §5.1); `id_token` with `openid`, `refresh_token` with `offline_access`.", body = OAuthTokenResponse),
+        (status = 400, description = "`invalid_request` (a missing, repeated or malformed parameter, a body that is not form-encoded, \
+            an origin the client did not register), `invalid_grant` (the code or refresh token is not good, or the user can no longer sign in), \
+            `unauthorized_client`, `unsupported_grant_type` or `invalid_scope`.", body = OAuthErrorBody),
+        (status = 401, description = "`invalid_client`: client authentication failed (with `WWW-Authenticate: Basic` when HTTP Basic was tried).",
+            body = OAuthErrorBody, headers(("WWW-Authenticate" = String, description = "`Basic realm=\"portcullis\"`, when HTTP Basic was tried."))),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, description = "`invalid_client`: too many failed client authentications from this address; or `invalid_grant`: \
+            too many failed refreshes from this address.", body = OAuthErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 500, description = "`server_error`.", body = OAuthErrorBody),
+    ),
+    security(("client_basic" = [])))]
+pub async fn oauth_token_create(
+    State(state): State<AppState>,
+    ctx: RequestCtx,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let run = async {
         let mut pairs = form_pairs(&headers, &body)?;
         let presented = presented(&headers, &mut pairs)?;
@@ -164,7 +275,27 @@ pub async fn oauth_token(State(state): State<AppState>, ctx: RequestCtx, headers
     client_guarded(&state, &ctx, run).await
 }
 
-/// `POST /oauth/introspect` (RFC 7662).
+/// Tells a confidential client whether a token is live, and what it allows (RFC 7662).
+///
+/// The client authenticates with HTTP Basic (`client_secret_basic`), with
+/// `client_id` and `client_secret` in the form (`client_secret_post`) or with a
+/// `client_assertion` (`private_key_jwt`); public clients may not introspect. It
+/// learns about tokens issued to itself only, unless it is registered as a resource
+/// server (`introspection: true`); any other token is `{"active": false}`. Errors
+/// are RFC 6749 §5.2 JSON, not problem documents.
+#[utoipa::path(post, path = "/oauth/introspect", tag = "oauth",
+    request_body(content = TokenLookupForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The token's state; an inactive token is `{\"active\": false}` and nothing else.", body = IntrospectionResponse),
+        (status = 400, description = "`invalid_request`: `token` is missing, a parameter is repeated or malformed, or the body is not form-encoded.", body = OAuthErrorBody),
+        (status = 401, description = "`invalid_client`: client authentication failed, or the client is public (with `WWW-Authenticate: Basic` when HTTP Basic was tried).",
+            body = OAuthErrorBody, headers(("WWW-Authenticate" = String, description = "`Basic realm=\"portcullis\"`, when HTTP Basic was tried."))),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, description = "`invalid_client`: too many failed client authentications from this address.", body = OAuthErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 500, description = "`server_error`.", body = OAuthErrorBody),
+    ),
+    security(("client_basic" = [])))]
 pub async fn oauth_introspect(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -181,7 +312,27 @@ pub async fn oauth_introspect(
     client_guarded(&state, &ctx, run).await
 }
 
-/// `POST /oauth/revoke` (RFC 7009).
+/// Ends the grant behind one of the client's own access or refresh tokens (RFC 7009).
+///
+/// The client authenticates with HTTP Basic (`client_secret_basic`), with
+/// `client_id` and `client_secret` in the form (`client_secret_post`), with a
+/// `client_assertion` (`private_key_jwt`), or, as a public client, with its
+/// `client_id` alone. A token that is unknown, already dead or another client's is
+/// left alone and still answered 200. Errors are RFC 6749 §5.2 JSON, not problem
+/// documents.
+#[utoipa::path(post, path = "/oauth/revoke", tag = "oauth",
+    request_body(content = TokenLookupForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Done, or nothing to do; the body is empty."),
+        (status = 400, description = "`invalid_request`: `token` is missing, a parameter is repeated or malformed, or the body is not form-encoded.", body = OAuthErrorBody),
+        (status = 401, description = "`invalid_client`: client authentication failed (with `WWW-Authenticate: Basic` when HTTP Basic was tried).",
+            body = OAuthErrorBody, headers(("WWW-Authenticate" = String, description = "`Basic realm=\"portcullis\"`, when HTTP Basic was tried."))),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, description = "`invalid_client`: too many failed client authentications from this address.", body = OAuthErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 500, description = "`server_error`.", body = OAuthErrorBody),
+    ),
+    security(("client_basic" = [])))]
 pub async fn oauth_revoke(State(state): State<AppState>, ctx: RequestCtx, headers: HeaderMap, body: Bytes) -> Response {
     let run = async {
         let mut pairs = form_pairs(&headers, &body)?;
@@ -193,10 +344,43 @@ pub async fn oauth_revoke(State(state): State<AppState>, ctx: RequestCtx, header
     client_guarded(&state, &ctx, run).await
 }
 
-/// `GET|POST /oauth/userinfo`: claims about the token's user, by scope. The token
-/// comes in the `Authorization` header, or in a form-encoded POST body as
+/// Returns claims about the access token's user, as its scopes allow (OpenID Connect Core §5.3).
+///
+/// The token must carry `openid` and speak for a user. Errors are problem
+/// documents with the RFC 6750 §3 `WWW-Authenticate: Bearer` challenge
+/// (`error="invalid_token"` on 401, `error="insufficient_scope"` on 403).
+#[utoipa::path(get, path = "/oauth/userinfo", tag = "oauth",
+    responses(
+        (status = 200, description = "The claims: `sub`, plus `name` and `updated_at` with `profile`, `email` and `email_verified` with `email`.", body = UserInfo),
+        (status = 403, response = Forbidden),
+    ),
+    security(("bearer" = ["openid"])))]
+pub async fn oauth_userinfo_get(state: State<AppState>, req: Request) -> Result<Response, ApiError> {
+    userinfo(state, req).await
+}
+
+/// Returns claims about the access token's user, as its scopes allow (OpenID Connect Core §5.3).
+///
+/// The token comes in the `Authorization` header, or in a form-encoded body as
 /// `access_token` (RFC 6750 §2.2; OpenID's `oidcc-userinfo-post-body`), never both.
-pub async fn oauth_userinfo(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+/// It must carry `openid` and speak for a user. Errors are problem documents with
+/// the RFC 6750 §3 `WWW-Authenticate: Bearer` challenge (`error="invalid_token"` on
+/// 401, `error="insufficient_scope"` on 403).
+#[utoipa::path(post, path = "/oauth/userinfo", tag = "oauth",
+    request_body(content = Option<UserinfoForm>, content_type = "application/x-www-form-urlencoded",
+        description = "Optional: the access token, when it is not in the `Authorization` header."),
+    responses(
+        (status = 200, description = "The claims: `sub`, plus `name` and `updated_at` with `profile`, `email` and `email_verified` with `email`.", body = UserInfo),
+        (status = 403, response = Forbidden),
+    ),
+    security(("bearer" = ["openid"])))]
+pub async fn oauth_userinfo_post(state: State<AppState>, req: Request) -> Result<Response, ApiError> {
+    userinfo(state, req).await
+}
+
+/// Both methods of `/oauth/userinfo`: they are one operation each in the document
+/// (an operation id is unique), one behaviour here.
+async fn userinfo(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
     let form = parts
         .headers
@@ -295,13 +479,24 @@ fn public_json(body: ProviderMetadata) -> Response {
     res
 }
 
-/// `GET /.well-known/openid-configuration` (OpenID Connect Discovery 1.0).
-pub async fn openid_configuration(State(state): State<AppState>) -> Response {
+/// Describes this OpenID provider: its endpoints, scopes, grants and algorithms (OpenID Connect Discovery 1.0).
+///
+/// Any origin may read it (CORS `*`); caches may keep it for five minutes.
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "oauth",
+    responses((status = 200, description = "The OpenID Provider Metadata (Discovery 1.0 §3).", body = ProviderMetadata,
+        headers(("Cache-Control" = String, description = "`public, max-age=300`.")))))]
+pub async fn openid_configuration_get(State(state): State<AppState>) -> Response {
     public_json(metadata(&state, true))
 }
 
-/// `GET /.well-known/oauth-authorization-server` (RFC 8414).
-pub async fn oauth_metadata(State(state): State<AppState>) -> Response {
+/// Describes this OAuth 2.0 authorization server: its endpoints, scopes, grants and algorithms (RFC 8414).
+///
+/// The OpenID discovery document without the OpenID-only members. Any origin may
+/// read it (CORS `*`); caches may keep it for five minutes.
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "oauth",
+    responses((status = 200, description = "The authorization server metadata (RFC 8414 §2).", body = ProviderMetadata,
+        headers(("Cache-Control" = String, description = "`public, max-age=300`.")))))]
+pub async fn oauth_metadata_get(State(state): State<AppState>) -> Response {
     public_json(metadata(&state, false))
 }
 

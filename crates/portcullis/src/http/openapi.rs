@@ -220,7 +220,7 @@ static DOCUMENT: std::sync::LazyLock<bytes::Bytes> = std::sync::LazyLock::new(||
     serde_json::to_vec_pretty(&doc).map(bytes::Bytes::from).unwrap_or_default()
 });
 
-/// `GET /openapi.json`.
+/// The OpenAPI 3.1 document of this API, for generating clients and for `/docs`.
 #[utoipa::path(get, path = "/openapi.json", tag = "ops",
     responses((status = 200, description = "This OpenAPI 3.1 document.", content_type = "application/json", body = Object)))]
 pub async fn openapi_get() -> axum::response::Response {

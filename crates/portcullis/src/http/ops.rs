@@ -10,19 +10,27 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use portcullis_proto::ErrorCode;
+use portcullis_proto::{ErrorCode, Health, Problem};
 
 use super::{AppState, error::ApiError};
 
-/// `GET /healthz`: the process is up and serving.
+/// Tells whether the process is up and serving (liveness).
+#[utoipa::path(get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`.", body = Health)))]
 pub async fn health_get() -> impl IntoResponse {
-    axum::Json(portcullis_proto::Health { status: "ok".into() })
+    axum::Json(Health { status: "ok".into() })
 }
 
-/// `GET /readyz`: the database answers, so requests can be served.
+/// Tells whether requests can be served: the database answers (readiness).
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses(
+        (status = 200, description = "`{\"status\": \"ready\"}`.", body = Health),
+        (status = 503, description = "Not ready: the database is unreachable (code `internal_error`); or the server is busy \
+            or the request took too long (`overloaded`, `timeout`).", content_type = "application/problem+json", body = Problem),
+    ))]
 pub async fn ready_get(State(state): State<AppState>) -> Response {
     match state.auth.db().ping().await {
-        Ok(()) => axum::Json(portcullis_proto::Health { status: "ready".into() }).into_response(),
+        Ok(()) => axum::Json(Health { status: "ready".into() }).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::InternalError, "the database is unreachable")
@@ -31,7 +39,14 @@ pub async fn ready_get(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `GET /.well-known/jwks.json`: the public keys that verify our tokens.
+/// Lists the public keys that verify the tokens this server signs (RFC 7517).
+///
+/// Retired keys stay published while tokens they signed may live, and the next key
+/// is published before it signs. Any origin may read it (CORS `*`).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "ops",
+    responses((status = 200, description = "A JWK Set: `{\"keys\": [...]}`, each key a public JWK (RFC 7517 §4) of kty `RSA`, \
+        `EC` (P-256) or `OKP` (Ed25519) with its `kid` (the RFC 7638 thumbprint), `alg` and `use` (`sig`).", content_type = "application/json", body = Object,
+        headers(("Cache-Control" = String, description = "`public, max-age=60`.")))))]
 pub async fn jwks_get(State(state): State<AppState>) -> Response {
     let body = state.auth.tokens().keys().ring().jwks();
     let mut res = body.into_response();

@@ -19,27 +19,48 @@ use super::{
     error::ApiError,
     extract::{JsonBody, query_error},
     guard::{Can, WebhooksRead, WebhooksWrite},
+    openapi::{Forbidden, NotFound},
 };
 use crate::{ctx::RequestCtx, store::OutboxStatus, validate::field};
 
-/// `?cursor=&limit=`.
-#[derive(Debug, Deserialize)]
+/// `?cursor=&limit=`; any other parameter is refused.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Page size, 1 to 200 (default 50).
     limit: Option<i64>,
 }
 
-/// `?status=&cursor=&limit=` of the delivery log.
-#[derive(Debug, Deserialize)]
+/// `?status=&cursor=&limit=` of the delivery log; any other parameter is refused.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryQuery {
+    /// Only deliveries in this state: `pending`, `delivered` or `failed` (given up).
+    #[param(pattern = "^(pending|delivered|failed)$")]
     status: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Page size, 1 to 200 (default 50).
     limit: Option<i64>,
 }
 
-/// `POST /v1/admin/webhooks`.
+/// Registers a webhook endpoint; the reply carries its signing secret, this once.
+///
+/// The caller also needs the read permission of the data its events carry
+/// (`admin:roles:read` for `role.*`, `admin:keys:read` for `api_key.*`,
+/// `admin:clients:read` for `client.*`, `admin:users:read` for the others but
+/// `webhook.test`): an endpoint is a standing read of everything it receives.
+#[utoipa::path(post, path = "/v1/admin/webhooks", tag = "admin-webhooks",
+    request_body = WebhookCreateRequest,
+    responses(
+        (status = 201, description = "The endpoint; `secret` (`whsec_…`) is shown this once.", body = WebhookEndpoint),
+        (status = 403, response = Forbidden),
+    ),
+    security(("bearer" = ["admin:webhooks:write"]), ("api_key" = ["admin:webhooks:write"])))]
 pub async fn webhook_create(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -50,7 +71,10 @@ pub async fn webhook_create(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-/// `GET /v1/admin/webhooks`.
+/// Lists the webhook endpoints, a page at a time.
+#[utoipa::path(get, path = "/v1/admin/webhooks", tag = "admin-webhooks", params(ListQuery),
+    responses((status = 200, description = "A page of endpoints (without secrets).", body = Page<WebhookEndpoint>), (status = 403, response = Forbidden)),
+    security(("bearer" = ["admin:webhooks:read"]), ("api_key" = ["admin:webhooks:read"])))]
 pub async fn webhook_list(
     State(state): State<AppState>,
     _can: Can<WebhooksRead>,
@@ -61,7 +85,11 @@ pub async fn webhook_list(
     Ok(Json(Page { data, next_cursor }))
 }
 
-/// `GET /v1/admin/webhooks/{id}`.
+/// Shows one webhook endpoint.
+#[utoipa::path(get, path = "/v1/admin/webhooks/{id}", tag = "admin-webhooks",
+    params(("id" = String, Path, description = "The endpoint's id (`whe_…`).")),
+    responses((status = 200, description = "The endpoint (without its secret).", body = WebhookEndpoint), (status = 403, response = Forbidden), (status = 404, response = NotFound)),
+    security(("bearer" = ["admin:webhooks:read"]), ("api_key" = ["admin:webhooks:read"])))]
 pub async fn webhook_get(
     State(state): State<AppState>,
     _can: Can<WebhooksRead>,
@@ -70,7 +98,15 @@ pub async fn webhook_get(
     Ok(Json(state.webhooks.get(&id).await?))
 }
 
-/// `PATCH /v1/admin/webhooks/{id}`.
+/// Changes the given fields of a webhook endpoint.
+///
+/// With a new `url` or new `events`, the caller also needs the read permission of
+/// the data the events carry, as at creation.
+#[utoipa::path(patch, path = "/v1/admin/webhooks/{id}", tag = "admin-webhooks",
+    params(("id" = String, Path, description = "The endpoint's id (`whe_…`).")),
+    request_body = WebhookUpdateRequest,
+    responses((status = 200, description = "The endpoint as it is now.", body = WebhookEndpoint), (status = 403, response = Forbidden), (status = 404, response = NotFound)),
+    security(("bearer" = ["admin:webhooks:write"]), ("api_key" = ["admin:webhooks:write"])))]
 pub async fn webhook_update(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -81,7 +117,11 @@ pub async fn webhook_update(
     Ok(Json(state.webhooks.update(&ctx, &can.who, &id, req).await?))
 }
 
-/// `DELETE /v1/admin/webhooks/{id}`.
+/// Deletes a webhook endpoint; what it had pending is given up.
+#[utoipa::path(delete, path = "/v1/admin/webhooks/{id}", tag = "admin-webhooks",
+    params(("id" = String, Path, description = "The endpoint's id (`whe_…`).")),
+    responses((status = 204, description = "Deleted."), (status = 403, response = Forbidden), (status = 404, response = NotFound)),
+    security(("bearer" = ["admin:webhooks:write"]), ("api_key" = ["admin:webhooks:write"])))]
 pub async fn webhook_delete(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -92,7 +132,16 @@ pub async fn webhook_delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/admin/webhooks/{id}/rotate-secret` (the body is optional).
+/// Gives a webhook endpoint a new signing secret; the reply carries it, this once.
+#[utoipa::path(post, path = "/v1/admin/webhooks/{id}/rotate-secret", tag = "admin-webhooks",
+    params(("id" = String, Path, description = "The endpoint's id (`whe_…`).")),
+    request_body(content = Option<WebhookRotateRequest>, description = "Optional: how long the old secret keeps signing beside the new one."),
+    responses(
+        (status = 200, description = "The endpoint; `secret` is the new one, shown this once.", body = WebhookEndpoint),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
+    security(("bearer" = ["admin:webhooks:write"]), ("api_key" = ["admin:webhooks:write"])))]
 pub async fn webhook_rotate_secret(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -109,7 +158,11 @@ pub async fn webhook_rotate_secret(
     Ok(Json(state.webhooks.rotate(&ctx, &can.who, &id, grace).await?))
 }
 
-/// `POST /v1/admin/webhooks/{id}/test`: a `webhook.test` event to this endpoint.
+/// Queues a `webhook.test` event to this endpoint alone.
+#[utoipa::path(post, path = "/v1/admin/webhooks/{id}/test", tag = "admin-webhooks",
+    params(("id" = String, Path, description = "The endpoint's id (`whe_…`).")),
+    responses((status = 202, description = "The delivery, queued.", body = WebhookDelivery), (status = 403, response = Forbidden), (status = 404, response = NotFound)),
+    security(("bearer" = ["admin:webhooks:write"]), ("api_key" = ["admin:webhooks:write"])))]
 pub async fn webhook_test(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -120,7 +173,11 @@ pub async fn webhook_test(
     Ok((StatusCode::ACCEPTED, Json(delivery)).into_response())
 }
 
-/// `GET /v1/admin/webhooks/{id}/deliveries?status=pending|delivered|failed`.
+/// Lists a webhook endpoint's deliveries with their attempts, newest first.
+#[utoipa::path(get, path = "/v1/admin/webhooks/{id}/deliveries", tag = "admin-webhooks",
+    params(("id" = String, Path, description = "The endpoint's id (`whe_…`)."), DeliveryQuery),
+    responses((status = 200, description = "A page of deliveries.", body = Page<WebhookDelivery>), (status = 403, response = Forbidden), (status = 404, response = NotFound)),
+    security(("bearer" = ["admin:webhooks:read"]), ("api_key" = ["admin:webhooks:read"])))]
 pub async fn webhook_delivery_list(
     State(state): State<AppState>,
     _can: Can<WebhooksRead>,
@@ -142,7 +199,11 @@ pub async fn webhook_delivery_list(
     Ok(Json(Page { data, next_cursor }))
 }
 
-/// `GET /v1/admin/webhooks/{id}/deliveries/{delivery_id}`.
+/// Shows one delivery of a webhook endpoint, with every attempt.
+#[utoipa::path(get, path = "/v1/admin/webhooks/{id}/deliveries/{delivery_id}", tag = "admin-webhooks",
+    params(("id" = String, Path, description = "The endpoint's id (`whe_…`)."), ("delivery_id" = String, Path, description = "The delivery's id (`obx_…`).")),
+    responses((status = 200, description = "The delivery.", body = WebhookDelivery), (status = 403, response = Forbidden), (status = 404, response = NotFound)),
+    security(("bearer" = ["admin:webhooks:read"]), ("api_key" = ["admin:webhooks:read"])))]
 pub async fn webhook_delivery_get(
     State(state): State<AppState>,
     _can: Can<WebhooksRead>,
@@ -151,8 +212,14 @@ pub async fn webhook_delivery_get(
     Ok(Json(state.webhooks.delivery(&id, &delivery_id).await?))
 }
 
-/// `POST /v1/admin/webhooks/{id}/deliveries/{delivery_id}/retry`: the event again,
-/// same `webhook-id`, as a new delivery.
+/// Sends a delivery's event again, as a new delivery with the same `webhook-id`.
+///
+/// Refused (400, `not_subscribed`) when the endpoint no longer takes that event
+/// type; the caller needs the read permission of the event's data, as at creation.
+#[utoipa::path(post, path = "/v1/admin/webhooks/{id}/deliveries/{delivery_id}/retry", tag = "admin-webhooks",
+    params(("id" = String, Path, description = "The endpoint's id (`whe_…`)."), ("delivery_id" = String, Path, description = "The delivery's id (`obx_…`).")),
+    responses((status = 202, description = "The new delivery, queued.", body = WebhookDelivery), (status = 403, response = Forbidden), (status = 404, response = NotFound)),
+    security(("bearer" = ["admin:webhooks:write"]), ("api_key" = ["admin:webhooks:write"])))]
 pub async fn webhook_delivery_retry(
     State(state): State<AppState>,
     ctx: RequestCtx,
@@ -163,7 +230,15 @@ pub async fn webhook_delivery_retry(
     Ok((StatusCode::ACCEPTED, Json(delivery)).into_response())
 }
 
-/// `POST /v1/admin/webhooks/{id}/replay {"since": RFC 3339}`.
+/// Sends every event the endpoint was sent since a time again, once each.
+///
+/// The caller needs the read permission of the endpoint's events' data, as at
+/// creation.
+#[utoipa::path(post, path = "/v1/admin/webhooks/{id}/replay", tag = "admin-webhooks",
+    params(("id" = String, Path, description = "The endpoint's id (`whe_…`).")),
+    request_body = WebhookReplayRequest,
+    responses((status = 202, description = "How many deliveries were queued.", body = WebhookReplayResponse), (status = 403, response = Forbidden), (status = 404, response = NotFound)),
+    security(("bearer" = ["admin:webhooks:write"]), ("api_key" = ["admin:webhooks:write"])))]
 pub async fn webhook_replay(
     State(state): State<AppState>,
     ctx: RequestCtx,

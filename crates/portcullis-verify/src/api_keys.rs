@@ -13,10 +13,13 @@ const MAX_VERDICTS: usize = 10_000;
 /// Longer than any key Portcullis issues; anything longer is not asked about.
 const MAX_KEY_LEN: usize = 512;
 
+/// Until when a verdict holds, and the verdict.
+type Verdict = (Instant, Result<Auth, VerifyError>);
+
 /// The verdict cache.
 #[derive(Default)]
 pub(crate) struct KeyVerdicts {
-    cache: Mutex<HashMap<[u8; 32], (Instant, Result<Auth, VerifyError>)>>,
+    cache: Mutex<HashMap<[u8; 32], Verdict>>,
 }
 
 impl KeyVerdicts {

@@ -33,6 +33,9 @@ export interface RequireAuthOptions {
   clockTolerance?: number;
   /** Where to reach Portcullis when not at the issuer URL. */
   baseUrl?: string;
+  /** JWKS cache settings, as in `verifyToken` (60 s and 5 s). */
+  jwksMaxAgeMs?: number;
+  refetchIntervalMs?: number;
   /** Accept `X-API-Key`: keys are checked with this key, which must hold `api_keys:verify`. */
   apiKeys?: { verifierKey: string; cacheTtlMs?: number };
 }
@@ -65,6 +68,8 @@ export function requireAuth(options: RequireAuthOptions): RequestHandler {
         audience: options.audience,
         clockTolerance: options.clockTolerance,
         baseUrl: server,
+        jwksMaxAgeMs: options.jwksMaxAgeMs,
+        refetchIntervalMs: options.refetchIntervalMs,
       });
       return authFromClaims(claims);
     }

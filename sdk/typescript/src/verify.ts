@@ -6,7 +6,7 @@
  * with an unknown `kid` refetches it (at most once per cooldown), so a key
  * rotation is picked up without a restart.
  */
-import { createRemoteJWKSet, errors, jwtVerify, type JWTVerifyGetKey } from "jose";
+import { createLocalJWKSet, createRemoteJWKSet, errors, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
 
 import { PortcullisError, problem } from "./errors.js";
 
@@ -40,6 +40,10 @@ export interface VerifyOptions {
   clockTolerance?: number;
   /** Where to reach Portcullis when that is not the issuer URL (an internal address). */
   baseUrl?: string;
+  /** How long fetched keys are used before they are fetched again (60 s, the server's Cache-Control). */
+  jwksMaxAgeMs?: number;
+  /** Least time between two JWKS fetches caused by unknown key ids or failures (5 s). */
+  refetchIntervalMs?: number;
 }
 
 /** Algorithms Portcullis signs with; anything else is refused before any key is used. */
@@ -51,17 +55,55 @@ function trimSlash(url: string): string {
   return url.replace(/\/+$/, "");
 }
 
-/** The cached JWKS of one server (one per URL for the life of the process). */
-export function jwks(server: string): JWTVerifyGetKey {
+/**
+ * The cached JWKS of one server (one per URL and settings, for the life of the
+ * process): jose's remote set (fetched keys kept `maxAgeMs`, one fetch for many
+ * concurrent cold calls, unknown kids refetch at most every `refetchMs`), plus what
+ * portcullis-verify does in an outage: when the keys cannot be fetched, the keys
+ * fetched before keep working, and for `refetchMs` no call waits on a new attempt.
+ */
+export function jwks(server: string, maxAgeMs = 60_000, refetchMs = 5_000): JWTVerifyGetKey {
   const url = `${trimSlash(server)}/.well-known/jwks.json`;
-  let set = keySets.get(url);
+  const id = `${url} ${maxAgeMs} ${refetchMs}`;
+  let set = keySets.get(id);
   if (!set) {
-    // 60 s as the server's Cache-Control; unknown kids refetch at most every 5 s, so
-    // tokens with made-up kids cannot make this process hammer the server.
-    set = createRemoteJWKSet(new URL(url), { cacheMaxAge: 60_000, cooldownDuration: 5_000, timeoutDuration: 5_000 });
-    keySets.set(url, set);
+    const remote = createRemoteJWKSet(new URL(url), {
+      cacheMaxAge: maxAgeMs,
+      cooldownDuration: refetchMs,
+      timeoutDuration: 5_000,
+    });
+    let failedAt = -Infinity;
+    let local: { keys: JSONWebKeySet; set: JWTVerifyGetKey } | undefined;
+    const cached = (): JWTVerifyGetKey | undefined => {
+      const keys = remote.jwks();
+      if (!keys) return undefined;
+      if (local?.keys !== keys) local = { keys, set: createLocalJWKSet(keys) };
+      return local.set;
+    };
+    set = async (header, token) => {
+      const fallback = cached();
+      if (fallback && Date.now() - failedAt < refetchMs) return fallback(header, token);
+      try {
+        return await remote(header, token);
+      } catch (err) {
+        if (!fetchFailed(err) || !fallback) throw err;
+        failedAt = Date.now();
+        return fallback(header, token);
+      }
+    };
+    keySets.set(id, set);
   }
   return set;
+}
+
+/** The JWKS could not be fetched (as opposed to a verdict on the token). */
+function fetchFailed(err: unknown): boolean {
+  return (
+    !(err instanceof errors.JOSEError) ||
+    err instanceof errors.JWKSTimeout ||
+    err instanceof errors.JWKSInvalid ||
+    err.code === "ERR_JOSE_GENERIC"
+  );
 }
 
 /**
@@ -75,7 +117,7 @@ export async function verifyToken(token: string, options: VerifyOptions): Promis
     throw new TypeError(`issuer must be an http(s) URL, got ${options.issuer}`);
   }
   try {
-    const { payload } = await jwtVerify(token, jwks(options.baseUrl ?? issuer), {
+    const { payload } = await jwtVerify(token, jwks(options.baseUrl ?? issuer, options.jwksMaxAgeMs, options.refetchIntervalMs), {
       typ: "at+jwt",
       algorithms: ALGORITHMS,
       issuer,
@@ -110,7 +152,7 @@ function toError(err: unknown): PortcullisError {
   if (err instanceof errors.JWTInvalid || err instanceof errors.JWSInvalid || err instanceof errors.JOSENotSupported) {
     return invalid("invalid token", err);
   }
-  if (err instanceof errors.JWKSTimeout || err instanceof errors.JWKSInvalid || !(err instanceof errors.JOSEError)) {
+  if (fetchFailed(err)) {
     // The keys could not be fetched: not the caller's fault, and not a verdict.
     const p = problem(503, "overloaded", "credentials cannot be checked now; retry");
     return new PortcullisError({ status: 503, code: "overloaded", problem: p, cause: err });

@@ -7,7 +7,7 @@ import { SignJWT, decodeProtectedHeader, generateKeyPair } from "jose";
 
 import { requireAuth, requireScope } from "@portcullis/sdk/express";
 
-import { Portcullis, listen, sleep } from "./harness.js";
+import { Portcullis, Proxy, listen, sleep } from "./harness.js";
 
 let pc: Portcullis;
 let api: { base: string; close: () => Promise<void> };
@@ -172,4 +172,31 @@ test("a key rotation on the server is picked up without a restart", async () => 
   assert.equal(status, 200);
   // Tokens of the old key still pass: it stays published until its tokens expire.
   assert.equal((await get(api.base, "/orders", bearer(reader))).status, 200);
+});
+
+test("JWKS: one fetch for 20 cold requests; cached keys keep working through an outage", async () => {
+  const proxy = await Proxy.start(pc.base);
+  const viaProxy = await listen(app({ issuer: pc.base, baseUrl: proxy.base, jwksMaxAgeMs: 1_000, refetchIntervalMs: 1_000 }));
+  try {
+    const cold = await Promise.all(Array.from({ length: 20 }, () => get(viaProxy.base, "/orders", bearer(reader))));
+    for (const r of cold) assert.equal(r.status, 200);
+    assert.equal(proxy.count("GET /.well-known/jwks.json"), 1);
+    // Portcullis goes away; the keys are past their max age.
+    proxy.faults.set("GET /.well-known/jwks.json", Array.from({ length: 50 }, () => ({ status: 503 })));
+    await sleep(1_100);
+    for (let i = 0; i < 20; i++) assert.equal((await get(viaProxy.base, "/orders", bearer(reader))).status, 200);
+    // One failed attempt, then none for refetchIntervalMs.
+    assert.equal(proxy.count("GET /.well-known/jwks.json"), 2);
+    // Made-up key ids do not make it hammer the server either.
+    const claims = JSON.parse(Buffer.from(reader.split(".")[1] ?? "", "base64url").toString());
+    const { privateKey } = await generateKeyPair("ES256");
+    for (let i = 0; i < 10; i++) {
+      const t = await new SignJWT(claims).setProtectedHeader({ alg: "ES256", typ: "at+jwt", kid: `made-up-${i}` }).sign(privateKey);
+      assert.equal((await get(viaProxy.base, "/orders", bearer(t))).status, 401);
+    }
+    assert.ok(proxy.count("GET /.well-known/jwks.json") <= 3);
+  } finally {
+    await viaProxy.close();
+    await proxy.stop();
+  }
 });

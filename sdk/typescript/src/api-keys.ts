@@ -4,8 +4,6 @@
  * SHA-256 of the key: the key itself is never stored. A failure to ask (network,
  * non-2xx) is not a verdict about the caller's key, so it is never cached (503).
  */
-import { createHash } from "node:crypto";
-
 import type { Auth } from "./auth.js";
 import { PortcullisError, isObject, problem } from "./errors.js";
 
@@ -27,7 +25,7 @@ export class ApiKeyVerifier {
 
   async verify(key: string): Promise<Auth> {
     if (!key || key.length > MAX_KEY_LEN) throw notValid();
-    const digest = createHash("sha256").update(key).digest("hex");
+    const digest = await sha256(key);
     const now = Date.now();
     const hit = this.cache.get(digest);
     const verdict = hit && hit.until > now ? hit.verdict : await this.ask(key, digest, now);
@@ -83,4 +81,10 @@ export class ApiKeyVerifier {
 
 function notValid(): PortcullisError {
   return new PortcullisError({ status: 401, code: "invalid_token", problem: problem(401, "invalid_token", "the API key is not valid") });
+}
+
+/** Hex SHA-256 with WebCrypto, so this also runs on edge runtimes (Next.js middleware). */
+async function sha256(s: string): Promise<string> {
+  const bytes = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s)));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }

@@ -153,7 +153,7 @@ export function createClient(options: ClientOptions): PortcullisClient {
       const form = new URLSearchParams({ grant_type: "client_credentials" });
       if (cc.scope) form.set("scope", cc.scope);
       // RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding.
-      const basic = Buffer.from(`${formEncode(cc.clientId)}:${formEncode(cc.clientSecret)}`).toString("base64");
+      const basic = btoa(`${formEncode(cc.clientId)}:${formEncode(cc.clientSecret)}`);
       const req = new Request(`${baseUrl}/oauth/token`, {
         method: "POST",
         headers: {

@@ -255,11 +255,17 @@ class Portcullis(Base):
                 # Another call refreshed while this one was out: use its token.
                 return bearer("user", self._access_token)
             if not self._refresh_token:
-                return None
+                # A concurrent refresh was refused and the pair dropped: say why.
+                return self._dead()
             blocked = self.refusal_blocking()
             if blocked:
                 raise blocked
             return bearer("user", self._refresh_locked().access_token)
+
+    def _dead(self) -> Credential | None:
+        if self._refresh_failed and self._access_token is None:
+            raise self._refresh_failed[1]
+        return None
 
     def _refresh_locked(self) -> TokenPair:
         presented = self._refresh_token
@@ -526,11 +532,17 @@ class AsyncPortcullis(Base):
                 # Another call refreshed while this one was out: use its token.
                 return bearer("user", self._access_token)
             if not self._refresh_token:
-                return None
+                # A concurrent refresh was refused and the pair dropped: say why.
+                return self._dead()
             blocked = self.refusal_blocking()
             if blocked:
                 raise blocked
             return bearer("user", (await self._refresh_locked()).access_token)
+
+    def _dead(self) -> Credential | None:
+        if self._refresh_failed and self._access_token is None:
+            raise self._refresh_failed[1]
+        return None
 
     async def _refresh_locked(self) -> TokenPair:
         presented = self._refresh_token

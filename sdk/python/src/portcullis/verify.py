@@ -9,6 +9,7 @@ with their verdicts cached ~10 s by SHA-256 of the key."""
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -111,8 +112,12 @@ def _algorithm(jwk: Mapping[str, Any]) -> str | None:
 
 
 def _load(jwk: Mapping[str, Any], alg: str) -> Any:
-    cls = {"RS256": RSAAlgorithm, "ES256": ECAlgorithm, "EdDSA": OKPAlgorithm}[alg]
-    return cls.from_jwk(dict(jwk))
+    raw = json.dumps(dict(jwk))
+    if alg == "RS256":
+        return RSAAlgorithm.from_jwk(raw)
+    if alg == "ES256":
+        return ECAlgorithm.from_jwk(raw)
+    return OKPAlgorithm.from_jwk(raw)
 
 
 class TokenVerifier:

@@ -357,3 +357,44 @@ impl std::fmt::Debug for ClientView {
             .finish_non_exhaustive()
     }
 }
+
+/// `GET /.well-known/jwks.json`: the public keys access and ID tokens are signed
+/// with (RFC 7517 §5). Retired keys stay listed while their tokens may live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Jwks {
+    /// The keys.
+    pub keys: Vec<Jwk>,
+}
+
+/// One public signing key (RFC 7517 §4, RFC 7518 §6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Jwk {
+    /// Key type: `RSA`, `EC` or `OKP`.
+    pub kty: String,
+    /// Key id: the RFC 7638 thumbprint; tokens name it in their header.
+    pub kid: String,
+    /// `RS256`, `ES256` or `EdDSA`: the only algorithm this key verifies.
+    pub alg: String,
+    /// Always `sig`.
+    #[serde(rename = "use")]
+    pub use_: String,
+    /// Curve of `EC` (`P-256`) and `OKP` (`Ed25519`) keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    /// RSA modulus, base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    /// RSA exponent, base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
+    /// `EC` x coordinate, or the `OKP` public key, base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    /// `EC` y coordinate, base64url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+}

@@ -45,7 +45,8 @@ pub async fn ready_get(State(state): State<AppState>) -> Response {
 /// is published before it signs. Any origin may read it (CORS `*`).
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "ops",
     responses((status = 200, description = "A JWK Set: `{\"keys\": [...]}`, each key a public JWK (RFC 7517 §4) of kty `RSA`, \
-        `EC` (P-256) or `OKP` (Ed25519) with its `kid` (the RFC 7638 thumbprint), `alg` and `use` (`sig`).", content_type = "application/json", body = Object,
+        `EC` (P-256) or `OKP` (Ed25519) with its `kid` (the RFC 7638 thumbprint), `alg` and `use` (`sig`).", content_type = "application/json",
+        body = portcullis_proto::Jwks,
         headers(("Cache-Control" = String, description = "`public, max-age=60`.")))))]
 pub async fn jwks_get(State(state): State<AppState>) -> Response {
     let body = state.auth.tokens().keys().ring().jwks();

@@ -188,6 +188,10 @@ async fn served_document_is_valid_openapi_3_1(backend: Backend) {
     assert!(res.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
     let served = res.text().await.unwrap();
     assert_eq!(format!("{served}\n"), generated(), "/openapi.json differs from `portcullis openapi`");
+    // The key set the server builds by hand has exactly the documented shape.
+    let jwks = srv.client.get(srv.url("/.well-known/jwks.json")).send().await.unwrap().text().await.unwrap();
+    let parsed: portcullis_proto::Jwks = serde_json::from_str(&jwks).unwrap_or_else(|e| panic!("{e}: {jwks}"));
+    assert!(!parsed.keys.is_empty());
     srv.stop().await;
 
     let ok = std::process::Command::new("python3")

@@ -14,6 +14,12 @@ export const PASSWORD = "correct horse battery staple";
 
 const BIN = process.env.PORTCULLIS_BIN ?? "";
 
+/** Servers still running; killed if the test process ends without stopping them. */
+const running = new Set<ChildProcess>();
+process.on("exit", () => {
+  for (const child of running) child.kill("SIGKILL");
+});
+
 export function binary(): string {
   if (!BIN) throw new Error("set PORTCULLIS_BIN to a built portcullis binary (cargo build -p portcullis)");
   return BIN;
@@ -58,6 +64,8 @@ export class Portcullis {
       env: { ...cleanEnv(), ...RELAXED, ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
+    running.add(child);
+    child.once("exit", () => running.delete(child));
     child.stdout?.on("data", (d: Buffer) => log.push(d.toString()));
     child.stderr?.on("data", (d: Buffer) => log.push(d.toString()));
     const me = new Portcullis(`http://127.0.0.1:${port}`, dataDir, child, log);

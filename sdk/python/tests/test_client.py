@@ -205,3 +205,17 @@ def test_sync_refresh_single_flight_across_threads(server: Server, proxy: Proxy)
     assert emails == ["admin@example.com"] * 10
     assert proxy.count("POST /v1/auth/refresh") - before == 1
     assert len(tokens) == 1
+
+
+def test_async_refused_refresh_shared_by_concurrent_calls(server: Server, proxy: Proxy) -> None:
+    login = server.login("admin@example.com")
+    assert server.call("POST", "/v1/auth/refresh", body={"refresh_token": login["refresh_token"]}).status_code == 200
+
+    async def main() -> None:
+        async with AsyncPortcullis(proxy.base, access_token="garbage", refresh_token=login["refresh_token"]) as c:
+            before = proxy.count("POST /v1/auth/refresh")
+            errors = await asyncio.gather(*(c.me() for _ in range(10)), return_exceptions=True)
+            assert all(isinstance(e, PortcullisError) and e.code == "refresh_token_reused" for e in errors), errors
+            assert proxy.count("POST /v1/auth/refresh") - before == 1
+
+    asyncio.run(main())

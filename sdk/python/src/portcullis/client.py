@@ -182,9 +182,9 @@ class Portcullis(Base):
         """Like :meth:`request` but answers the (2xx) ``httpx.Response``."""
         method = method.upper()
         kw: dict[str, Any] = {"json": json, "params": params, "data": data}
-        cred = self._credential() if auth else None
-        if cred and has_header(headers, cred.header):
-            cred = None  # the caller's own credential wins, and is never refreshed
+        # The caller's own credential wins, and is never refreshed.
+        own = has_header(headers, "authorization") or has_header(headers, "x-api-key")
+        cred = self._credential() if auth and not own else None
         res = self._with_retries(method, self.url(path), headers, cred, kw)
         if res.status_code == 401 and cred and cred.kind != "api_key" and error_code(res) in REFRESHABLE:
             retry: Credential | None = None
@@ -453,9 +453,9 @@ class AsyncPortcullis(Base):
         """Like :meth:`request` but answers the (2xx) ``httpx.Response``."""
         method = method.upper()
         kw: dict[str, Any] = {"json": json, "params": params, "data": data}
-        cred = await self._credential() if auth else None
-        if cred and has_header(headers, cred.header):
-            cred = None  # the caller's own credential wins, and is never refreshed
+        # The caller's own credential wins, and is never refreshed.
+        own = has_header(headers, "authorization") or has_header(headers, "x-api-key")
+        cred = await self._credential() if auth and not own else None
         res = await self._with_retries(method, self.url(path), headers, cred, kw)
         if res.status_code == 401 and cred and cred.kind != "api_key" and error_code(res) in REFRESHABLE:
             retry: Credential | None = None

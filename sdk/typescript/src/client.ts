@@ -83,14 +83,14 @@ export function createClient(options: ClientOptions): PortcullisClient {
       try {
         res = await send(req.clone());
       } catch (err) {
-        if (attempt >= maxRetries || !IDEMPOTENT.has(req.method) || err instanceof PortcullisError) throw err;
-        await sleep(backoff(attempt));
+        if (attempt >= maxRetries || !IDEMPOTENT.has(req.method) || req.signal.aborted) throw err;
+        await sleep(backoff(attempt), req.signal);
         continue;
       }
       if ((res.status !== 429 && res.status !== 503) || attempt >= maxRetries) return res;
       const wait = retryAfterMs(res.headers.get("retry-after")) ?? backoff(attempt);
       await res.body?.cancel().catch(() => {});
-      await sleep(Math.min(wait, maxMs));
+      await sleep(Math.min(wait, maxMs), req.signal);
     }
   }
 
@@ -245,6 +245,18 @@ function retryAfterMs(value: string | null): number | undefined {
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/** Waits `ms`, or rejects as soon as the caller aborts the request. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }

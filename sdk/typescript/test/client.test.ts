@@ -169,3 +169,12 @@ test("a refresh answered 503 is not retried", async () => {
   assert.equal(client.refreshToken, login.refresh_token);
   await sleep(0);
 });
+
+test("an aborted call stops waiting for its retry", async () => {
+  const client = createClient({ baseUrl: proxy.base, accessToken: admin });
+  proxy.faults.set("GET /v1/me", [{ status: 503, headers: { "retry-after": "5" } }]);
+  const t0 = Date.now();
+  await assert.rejects(client.GET("/v1/me", { signal: AbortSignal.timeout(300) }));
+  assert.ok(Date.now() - t0 < 2_000);
+  proxy.faults.delete("GET /v1/me");
+});

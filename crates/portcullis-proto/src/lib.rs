@@ -578,6 +578,7 @@ redacted_debug! {
 }
 
 mod account;
+pub mod api_key;
 mod mfa;
 mod oauth;
 mod webhooks;

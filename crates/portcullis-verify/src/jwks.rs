@@ -1,11 +1,12 @@
-//! The issuer's signing keys, fetched from its JWKS and cached: refetched when they
-//! are older than `jwks_max_age` or a token names an unknown `kid`, never more often
-//! than `refetch_interval`, one fetch at a time; kept when a fetch fails.
+//! The issuer's signing keys, fetched from its JWKS and cached: refetched in the
+//! background when older than `jwks_max_age`, at once when a token names an unknown
+//! `kid`, never more often than `refetch_interval`, one fetch at a time; kept when a
+//! fetch fails, for at most `jwks_max_stale`.
 
 use std::{
     collections::HashMap,
     sync::{Arc, RwLock},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use jsonwebtoken::{
@@ -51,7 +52,7 @@ impl KeyCache {
 
     /// Signature, `typ`, algorithm, issuer, audience and time claims.
     pub(crate) async fn verify(
-        &self,
+        self: &Arc<Self>,
         http: &reqwest::Client,
         config: &Config,
         token: &str,
@@ -88,19 +89,32 @@ impl KeyCache {
         })
     }
 
-    /// The key `kid`, fetching the set when it is unknown or stale.
-    async fn key(&self, http: &reqwest::Client, config: &Config, kid: &str) -> Result<Arc<Key>, VerifyError> {
-        let (found, fresh) = self.lookup(kid, config);
-        if let Some(key) = &found
-            && fresh
-        {
-            return Ok(key.clone());
+    /// The key `kid`. A known key is answered at once (a stale set is refreshed in
+    /// the background); an unknown one waits for a fetch, unless one was made within
+    /// `refetch_interval`, in which case the answer is "retry shortly".
+    async fn key(
+        self: &Arc<Self>,
+        http: &reqwest::Client,
+        config: &Config,
+        kid: &str,
+    ) -> Result<Arc<Key>, VerifyError> {
+        let (found, age) = self.lookup(kid);
+        if age.is_some_and(|a| a > config.jwks_max_stale) {
+            // Not one good fetch for this long: a key the server withdrew (retired,
+            // or compromised) must not stay trusted forever because fetches fail.
+            if !self.refresh(http, config).await {
+                return Err(self.unavailable("the signing keys are too old and cannot be refreshed"));
+            }
+            return self.lookup(kid).0.ok_or(VerifyError::Invalid("unknown signing key"));
         }
-        self.refresh(http, config).await;
-        // After a failed (or skipped) fetch the set is the old one: when the server
-        // is unreachable, its last word still holds. After a good fetch, a key it
-        // no longer publishes is gone.
-        if let (Some(key), _) = self.lookup(kid, config) {
+        if let Some(key) = found {
+            if age.is_some_and(|a| a >= config.jwks_max_age) {
+                self.refresh_in_background(http, config);
+            }
+            return Ok(key);
+        }
+        let fetched = self.refresh(http, config).await;
+        if let (Some(key), _) = self.lookup(kid) {
             return Ok(key);
         }
         let keys = self.keys.read().map_err(|_| VerifyError::Unavailable("key cache poisoned".into()))?;
@@ -108,18 +122,37 @@ impl KeyCache {
             let why = keys.last_error.clone().unwrap_or_else(|| "no signing keys fetched yet".into());
             return Err(VerifyError::Unavailable(why));
         }
+        if !fetched {
+            // A key minted since the last fetch (a rotation) is refused only for a
+            // moment, and as "retry", not as a bad token.
+            return Err(VerifyError::Unavailable("signing key not known yet; refetch pending".into()));
+        }
         Err(VerifyError::Invalid("unknown signing key"))
     }
 
-    fn lookup(&self, kid: &str, config: &Config) -> (Option<Arc<Key>>, bool) {
-        let Ok(keys) = self.keys.read() else { return (None, false) };
-        let fresh = keys.fetched_at.is_some_and(|t| t.elapsed() < config.jwks_max_age);
-        (keys.by_kid.get(kid).cloned(), fresh)
+    fn unavailable(&self, what: &str) -> VerifyError {
+        let last = self.keys.read().ok().and_then(|k| k.last_error.clone()).unwrap_or_default();
+        VerifyError::Unavailable(format!("{what}: {last}"))
+    }
+
+    /// The key and how old the set is (`None`: never fetched).
+    fn lookup(&self, kid: &str) -> (Option<Arc<Key>>, Option<Duration>) {
+        let Ok(keys) = self.keys.read() else { return (None, None) };
+        (keys.by_kid.get(kid).cloned(), keys.fetched_at.map(|t| t.elapsed()))
+    }
+
+    fn refresh_in_background(self: &Arc<Self>, http: &reqwest::Client, config: &Config) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        if self.fetching.try_lock().is_err() {
+            return;
+        }
+        let (me, http, config) = (self.clone(), http.clone(), config.clone());
+        runtime.spawn(async move { me.refresh(&http, &config).await });
     }
 
     /// One fetch at a time, at most one per `refetch_interval`; a failure keeps the
-    /// keys there are.
-    async fn refresh(&self, http: &reqwest::Client, config: &Config) {
+    /// keys there are. Whether this call fetched the set successfully.
+    async fn refresh(&self, http: &reqwest::Client, config: &Config) -> bool {
         let _one = self.fetching.lock().await;
         let recent = self
             .keys
@@ -127,18 +160,22 @@ impl KeyCache {
             .map(|k| k.last_attempt.is_some_and(|t| t.elapsed() < config.refetch_interval))
             .unwrap_or(true);
         if recent {
-            return;
+            return false;
         }
         let result = fetch(http, &self.url).await;
-        let Ok(mut keys) = self.keys.write() else { return };
+        let Ok(mut keys) = self.keys.write() else { return false };
         keys.last_attempt = Some(Instant::now());
         match result {
             Ok(by_kid) => {
                 keys.by_kid = by_kid;
                 keys.fetched_at = Some(Instant::now());
                 keys.last_error = None;
+                true
             }
-            Err(why) => keys.last_error = Some(why),
+            Err(why) => {
+                keys.last_error = Some(why);
+                false
+            }
         }
     }
 }

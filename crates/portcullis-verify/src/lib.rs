@@ -43,6 +43,8 @@ pub struct Config {
     leeway: Duration,
     refetch_interval: Duration,
     jwks_max_age: Duration,
+    jwks_max_stale: Duration,
+    insecure_http: bool,
     timeout: Duration,
     verifier_key: Option<String>,
     api_key_cache_ttl: Duration,
@@ -58,6 +60,8 @@ impl Config {
             leeway: Duration::from_secs(30),
             refetch_interval: Duration::from_secs(5),
             jwks_max_age: Duration::from_secs(60),
+            jwks_max_stale: Duration::from_secs(3600),
+            insecure_http: false,
             timeout: Duration::from_secs(5),
             verifier_key: None,
             api_key_cache_ttl: Duration::from_secs(10),
@@ -97,6 +101,21 @@ impl Config {
         self
     }
 
+    /// How long the last fetched keys keep working while no fetch succeeds (1 h):
+    /// enough to ride out an outage (no new tokens are issued meanwhile), short enough
+    /// that a key the server withdrew stops being trusted. Past it: 503.
+    pub fn jwks_max_stale(mut self, age: Duration) -> Self {
+        self.jwks_max_stale = age;
+        self
+    }
+
+    /// Allow plain `http://` to hosts other than loopback. Off by default: the key
+    /// set and the verifier key must not cross a network in clear text.
+    pub fn insecure_http(mut self, allow: bool) -> Self {
+        self.insecure_http = allow;
+        self
+    }
+
     /// Time limit of each call to Portcullis (5 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -127,7 +146,9 @@ impl Config {
 pub struct Auth {
     /// The user, or `None` for a client-credentials token (no user).
     pub user_id: Option<String>,
-    /// The session behind a user's token; ending it ends the token.
+    /// The session behind a user's token. Checked offline, a token outlives the end
+    /// of its session (sign-out, ban) until it expires; ask `/oauth/introspect`
+    /// where that matters.
     pub session_id: Option<String>,
     /// The OAuth client a token was issued to; `None` for first-party tokens.
     pub client_id: Option<String>,
@@ -148,8 +169,9 @@ impl Auth {
     }
 
     fn from_claims(claims: AccessTokenClaims) -> Self {
-        // A client-credentials token has no session and is about the client itself.
-        let user = claims.sid.is_some() || claims.client_id.as_deref() != Some(claims.sub.as_str());
+        // Every token about a user belongs to a session; a client-credentials token
+        // has none and is about the client itself.
+        let user = claims.sid.is_some();
         Self {
             user_id: user.then(|| claims.sub.clone()),
             session_id: claims.sid.clone(),
@@ -196,7 +218,7 @@ pub struct Verifier {
 struct Inner {
     config: Config,
     http: reqwest::Client,
-    keys: jwks::KeyCache,
+    keys: Arc<jwks::KeyCache>,
     api_keys: api_keys::KeyVerdicts,
 }
 
@@ -209,11 +231,23 @@ impl std::fmt::Debug for Verifier {
 impl Verifier {
     /// A verifier; nothing is fetched until the first token arrives.
     pub fn new(config: Config) -> Result<Self, VerifyError> {
-        for url in [Some(&config.issuer), config.base_url.as_ref()].into_iter().flatten() {
-            let ok = url.starts_with("https://") || url.starts_with("http://");
-            if !ok {
-                return Err(VerifyError::Config(format!("{url} is not an http(s) URL")));
+        let url = config.server();
+        let parsed = reqwest::Url::parse(url).map_err(|e| VerifyError::Config(format!("{url}: {e}")))?;
+        let loopback = match parsed.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        match parsed.scheme() {
+            "https" => {}
+            "http" if loopback || config.insecure_http => {}
+            "http" => {
+                return Err(VerifyError::Config(format!(
+                    "{url}: plain http is only for loopback; use https (or Config::insecure_http)"
+                )));
             }
+            other => return Err(VerifyError::Config(format!("{url}: {other} is not http(s)"))),
         }
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
@@ -221,7 +255,7 @@ impl Verifier {
             .user_agent(concat!("portcullis-verify/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| VerifyError::Config(e.to_string()))?;
-        let keys = jwks::KeyCache::new(format!("{}/.well-known/jwks.json", config.server()));
+        let keys = Arc::new(jwks::KeyCache::new(format!("{}/.well-known/jwks.json", config.server())));
         let api_keys = api_keys::KeyVerdicts::default();
         Ok(Self { inner: Arc::new(Inner { config, http, keys, api_keys }) })
     }

@@ -221,6 +221,21 @@ async fn get_with(http: &Client, url: &str, header: Option<(&str, &str)>) -> (St
     (status, challenge, res.json().await.unwrap_or(Value::Null))
 }
 
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+fn decode_part(token: &str, i: usize) -> Value {
+    use base64::Engine;
+    let part = token.split('.').nth(i).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+fn decode_header(token: &str) -> Value {
+    decode_part(token, 0)
+}
+
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
@@ -270,6 +285,28 @@ async fn protected_routes_answer_like_portcullis(backend: Backend) {
     let key = pc.api_key(&pc.login("reader@example.com").await, &["read:orders"]).await;
     let (status, _, body) = get_with(http, &orders, Some(("x-api-key", &key))).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("missing_token")));
+
+    // The algorithm is the verifier's choice, never the token's: HS256 under the real
+    // key id is refused before any key is used, and so is an ID-token type.
+    let kid = decode_header(&pc.reader)["kid"].as_str().unwrap().to_owned();
+    let claims: Value = decode_part(&pc.reader, 1);
+    let mut hs = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    hs.kid = Some(kid.clone());
+    hs.typ = Some("at+jwt".into());
+    let jwks = reqwest::get(pc.url("/.well-known/jwks.json")).await.unwrap().text().await.unwrap();
+    let hmac = jsonwebtoken::encode(&hs, &claims, &jsonwebtoken::EncodingKey::from_secret(jwks.as_bytes())).unwrap();
+    let verifier = Verifier::new(pc.config()).unwrap();
+    assert_eq!(verifier.verify_token(&hmac).await, Err(VerifyError::Invalid("algorithm not allowed")));
+    let (_, body, sig) = {
+        let mut parts = pc.reader.split('.');
+        (parts.next().unwrap(), parts.next().unwrap().to_owned(), parts.next().unwrap().to_owned())
+    };
+    let id_typ = b64(&json!({"alg": decode_header(&pc.reader)["alg"], "kid": kid, "typ": "JWT"}).to_string());
+    let as_id_token = format!("{id_typ}.{body}.{sig}");
+    assert_eq!(verifier.verify_token(&as_id_token).await, Err(VerifyError::Invalid("not an access token")));
+    // Plain http leaves loopback only when asked to.
+    assert!(matches!(Verifier::new(Config::new("http://auth.example.com")), Err(VerifyError::Config(_))));
+    assert!(Verifier::new(Config::new("http://auth.example.com").insecure_http(true)).is_ok());
 
     // Another audience or issuer: the same good token is refused.
     let wrong = [
@@ -366,7 +403,7 @@ async fn key_rotation_is_picked_up_without_a_restart(backend: Backend) {
     let auth = loop {
         match verifier.verify_token(&new).await {
             Ok(a) => break a,
-            Err(VerifyError::Invalid("unknown signing key")) if Instant::now() < deadline => {
+            Err(VerifyError::Unavailable(_)) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(250)).await
             }
             Err(e) => panic!("the rotated key was not picked up: {e}"),
@@ -404,8 +441,8 @@ async fn counting_jwks(upstream: String) -> (String, Arc<AtomicUsize>, Arc<std::
 async fn jwks_fetches_are_bounded_and_survive_an_outage(backend: Backend) {
     let pc = Portcullis::start(&backend, |_| {}).await;
     let (jwks, hits, down) = counting_jwks(pc.base.clone()).await;
-    let config = pc.config().base_url(jwks).jwks_max_age(Duration::from_millis(300));
-    let verifier = Verifier::new(config).unwrap();
+    let config = pc.config().base_url(jwks.clone()).jwks_max_age(Duration::from_millis(300));
+    let verifier = Verifier::new(config.clone()).unwrap();
 
     // 20 concurrent first requests: one fetch.
     let tasks: Vec<_> = (0..20)
@@ -427,13 +464,35 @@ async fn jwks_fetches_are_bounded_and_survive_an_outage(backend: Backend) {
         let h = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(format!(r#"{{"alg":"RS256","typ":"at+jwt","kid":"made-up-{i}"}}"#));
         let err = verifier.verify_token(&format!("{h}.{rest}")).await.unwrap_err();
-        assert_eq!(err, VerifyError::Invalid("unknown signing key"));
+        // Refused as unknown after a fetch, or as "retry" while the next is not due.
+        assert!(matches!(err, VerifyError::Invalid("unknown signing key") | VerifyError::Unavailable(_)), "{err:?}");
     }
     assert!(hits.load(Ordering::SeqCst) <= 2, "{} fetches", hits.load(Ordering::SeqCst));
 
-    // The key server goes away: past max age, the cached keys still verify.
+    // The key server goes away: past max age the verifier tries to refetch (in the
+    // background), fails, and the cached keys still verify.
+    let quick = config.clone().refetch_interval(Duration::from_millis(100));
+    let verifier = Verifier::new(quick.clone()).unwrap();
+    verifier.verify_token(&pc.reader).await.unwrap();
+    let before = hits.load(Ordering::SeqCst);
     down.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(400)).await;
     verifier.verify_token(&pc.reader).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hits.load(Ordering::SeqCst) == before {
+        assert!(Instant::now() < deadline, "no refetch was attempted past max age");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    verifier.verify_token(&pc.reader).await.unwrap();
+
+    // But not forever: past `jwks_max_stale` without one good fetch, keys the server
+    // may have withdrawn are no longer trusted.
+    let short = Verifier::new(quick.jwks_max_stale(Duration::from_millis(500))).unwrap();
+    down.store(false, Ordering::SeqCst);
+    short.verify_token(&pc.reader).await.unwrap();
+    down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(matches!(short.verify_token(&pc.reader).await, Err(VerifyError::Unavailable(_))));
     pc.stop().await;
 }

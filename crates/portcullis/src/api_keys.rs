@@ -29,26 +29,11 @@ use crate::{
     store::{ApiKeyRow, Db, StoreError, UserRow},
 };
 
-/// The fixed, greppable prefix of every key.
-pub const PREFIX: &str = "pcl_";
-const RANDOM_LEN: usize = 32;
-const CHECK_LEN: usize = 6;
-/// Total length of a key.
-pub const KEY_LEN: usize = PREFIX.len() + RANDOM_LEN + CHECK_LEN;
-const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+use portcullis_proto::api_key::{BASE62, RANDOM_LEN, checksum as base62_checksum};
+pub use portcullis_proto::api_key::{KEY_LEN, PREFIX, well_formed};
 /// How long a cached lookup may be served: the revocation delay.
 pub const CACHE_TTL: Duration = Duration::from_secs(1);
 const CACHE_MAX: usize = 10_000;
-
-fn base62_checksum(body: &str) -> String {
-    let mut n = crc32fast::hash(body.as_bytes());
-    let mut out = [b'0'; CHECK_LEN];
-    for slot in out.iter_mut().rev() {
-        *slot = BASE62.get((n % 62) as usize).copied().unwrap_or(b'0');
-        n /= 62;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// A fresh key and the prefix shown in lists.
 pub fn generate() -> (Secret, String) {
@@ -70,17 +55,6 @@ pub fn generate() -> (Secret, String) {
 /// The part of a key that lists show: `pcl_` and 8 characters.
 pub fn display_prefix(key: &str) -> String {
     key.chars().take(PREFIX.len() + 8).collect()
-}
-
-/// Whether `key` is shaped like one of ours with a valid checksum — no I/O.
-pub fn well_formed(key: &str) -> bool {
-    if key.len() != KEY_LEN || !key.starts_with(PREFIX) || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
-        return false;
-    }
-    let (body, check) = key.split_at(KEY_LEN - CHECK_LEN);
-    body.get(PREFIX.len()..).is_some_and(|r| r.bytes().all(|b| b.is_ascii_alphanumeric()))
-        && crypto::ct_eq(base62_checksum(body).as_bytes(), check.as_bytes())
 }
 
 /// Why a key was refused.

@@ -20,6 +20,7 @@ mod outbox;
 mod passkeys;
 mod process;
 mod receiver;
+mod sdk;
 mod security;
 mod sessions;
 mod sms;

@@ -1734,6 +1734,35 @@ export interface components {
             /** @description `Bearer`, `refresh_token` or `api_key`. */
             token_type?: string | null;
         };
+        /** @description One public signing key (RFC 7517 §4, RFC 7518 §6). */
+        Jwk: {
+            /** @description `RS256`, `ES256` or `EdDSA`: the only algorithm this key verifies. */
+            alg: string;
+            /** @description Curve of `EC` (`P-256`) and `OKP` (`Ed25519`) keys. */
+            crv?: string | null;
+            /** @description RSA exponent, base64url. */
+            e?: string | null;
+            /** @description Key id: the RFC 7638 thumbprint; tokens name it in their header. */
+            kid: string;
+            /** @description Key type: `RSA`, `EC` or `OKP`. */
+            kty: string;
+            /** @description RSA modulus, base64url. */
+            n?: string | null;
+            /** @description Always `sig`. */
+            use: string;
+            /** @description `EC` x coordinate, or the `OKP` public key, base64url. */
+            x?: string | null;
+            /** @description `EC` y coordinate, base64url. */
+            y?: string | null;
+        };
+        /**
+         * @description `GET /.well-known/jwks.json`: the public keys access and ID tokens are signed
+         *     with (RFC 7517 §5). Retired keys stay listed while their tokens may live.
+         */
+        Jwks: {
+            /** @description The keys. */
+            keys: components["schemas"]["Jwk"][];
+        };
         /**
          * @description The `200` of a password sign-in: the session, or the second factor it still
          *     needs (`mfa_required: true`).
@@ -2860,10 +2889,9 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": Record<string, never>;
+                    "application/json": components["schemas"]["Jwks"];
                 };
             };
-            400: components["responses"]["BadRequest"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
         };
@@ -2888,7 +2916,6 @@ export interface operations {
                     "application/json": components["schemas"]["ProviderMetadata"];
                 };
             };
-            400: components["responses"]["BadRequest"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
         };
@@ -2913,7 +2940,6 @@ export interface operations {
                     "application/json": components["schemas"]["ProviderMetadata"];
                 };
             };
-            400: components["responses"]["BadRequest"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
         };
@@ -2936,7 +2962,6 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
-            400: components["responses"]["BadRequest"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
         };
@@ -3155,7 +3180,6 @@ export interface operations {
                     "application/json": components["schemas"]["UserInfo"];
                 };
             };
-            400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             429: components["responses"]["RateLimited"];
@@ -3213,7 +3237,6 @@ export interface operations {
                     "application/json": Record<string, never>;
                 };
             };
-            400: components["responses"]["BadRequest"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
         };
@@ -3236,7 +3259,6 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
-            400: components["responses"]["BadRequest"];
             500: components["responses"]["InternalError"];
             /** @description Not ready: the database is unreachable (code `internal_error`); or the server is busy or the request took too long (`overloaded`, `timeout`). */
             503: {
@@ -3536,7 +3558,6 @@ export interface operations {
                     "application/json": components["schemas"]["Page_Role"];
                 };
             };
-            400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             429: components["responses"]["RateLimited"];
@@ -4566,6 +4587,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             429: components["responses"]["RateLimited"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["Unavailable"];
@@ -4720,7 +4742,6 @@ export interface operations {
                 };
                 content?: never;
             };
-            400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             429: components["responses"]["RateLimited"];
@@ -4976,8 +4997,8 @@ export interface operations {
                     "application/json": components["schemas"]["User"];
                 };
             };
-            400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             429: components["responses"]["RateLimited"];
             500: components["responses"]["InternalError"];
@@ -5000,7 +5021,6 @@ export interface operations {
                 };
                 content?: never;
             };
-            400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["ReauthRequired"];
             429: components["responses"]["RateLimited"];
@@ -5090,7 +5110,6 @@ export interface operations {
                     "application/json": components["schemas"]["AccountExport"];
                 };
             };
-            400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             429: components["responses"]["RateLimited"];
@@ -5116,7 +5135,6 @@ export interface operations {
                     "application/json": components["schemas"]["MfaStatus"];
                 };
             };
-            400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             429: components["responses"]["RateLimited"];
@@ -5142,7 +5160,6 @@ export interface operations {
                     "application/json": components["schemas"]["RecoveryCodes"];
                 };
             };
-            400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["ReauthRequired"];
             409: components["responses"]["Conflict"];
@@ -5200,7 +5217,6 @@ export interface operations {
                 };
                 content?: never;
             };
-            400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["ReauthRequired"];
             404: components["responses"]["NotFound"];
@@ -5261,7 +5277,6 @@ export interface operations {
                     "application/json": components["schemas"]["TotpEnrolment"];
                 };
             };
-            400: components["responses"]["BadRequest"];
             401: components["responses"]["EnrolUnauthorized"];
             403: components["responses"]["ReauthRequired"];
             409: components["responses"]["Conflict"];
@@ -5286,7 +5301,6 @@ export interface operations {
                 };
                 content?: never;
             };
-            400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["ReauthRequired"];
             404: components["responses"]["NotFound"];
@@ -5347,7 +5361,6 @@ export interface operations {
                     "application/json": components["schemas"]["Page_PasskeyView"];
                 };
             };
-            400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             429: components["responses"]["RateLimited"];
@@ -5406,7 +5419,6 @@ export interface operations {
                     "application/json": components["schemas"]["PasskeyCeremony"];
                 };
             };
-            400: components["responses"]["BadRequest"];
             401: components["responses"]["EnrolUnauthorized"];
             403: components["responses"]["ReauthRequired"];
             409: components["responses"]["Conflict"];

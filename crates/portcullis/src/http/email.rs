@@ -12,7 +12,7 @@ use super::{
     AppState,
     error::ApiError,
     extract::{Authed, JsonBody},
-    openapi::{RateLimited, SignInLimited, Unauthorized},
+    openapi::{RateLimited, SignInLimited, Unauthorized, UnsupportedMediaType},
     views::user_view,
 };
 use crate::{crypto::Secret, ctx::RequestCtx, validate::field};
@@ -59,6 +59,7 @@ pub async fn email_verify(
     responses(
         (status = 202, description = "The same answer whether or not the address has an unverified account.", body = Accepted),
         (status = 401, response = Unauthorized),
+        (status = 415, response = UnsupportedMediaType),
         (status = 429, response = RateLimited),
     ),
     security((), ("bearer" = []), ("api_key" = [])))]

@@ -23,7 +23,11 @@ use crate::{crypto::Secret, ctx::RequestCtx};
 
 /// The caller's account as it is now (with an API key: the key's owner).
 #[utoipa::path(get, path = "/v1/me", tag = "me",
-    responses((status = 200, description = "The account.", body = User), (status = 404, response = NotFound)),
+    responses(
+        (status = 200, description = "The account.", body = User),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+    ),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn me_get(State(state): State<AppState>, Authed(who): Authed) -> Result<Json<User>, ApiError> {
     Ok(Json(user_view(&state.auth.me(&who).await?)))

@@ -2,8 +2,8 @@
 //! `#[utoipa::path]` and the router registers it through `utoipa_axum::routes!`, so a
 //! route and its description cannot drift apart. This module holds what operations
 //! share: the problem responses (each naming the `code`s it can carry), the security
-//! schemes, and [`finish`], which adds the answers every operation can give (400,
-//! 401, 413, 415, 429, 500, 503) so each handler only declares its own.
+//! schemes, and [`finish`], which adds the answers operations share (400, 401, 413,
+//! 415, 429, 500, 503, each where it can happen) so each handler only declares its own.
 
 use portcullis_proto::{ErrorCode, FieldError, Problem};
 use serde_json::{Map, Value, json};
@@ -180,7 +180,8 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Value {
     doc
 }
 
-/// 400, 500 and 503 for every operation; 401 and 429 where a credential is needed;
+/// 500 and 503 for every operation; 400 where it takes input; 401 and 429 where a
+/// credential is needed;
 /// 413 where a body is read, and 415 where it must be JSON.
 fn add_common_answers(op: &mut Map<String, Value>) {
     let secured = op
@@ -189,6 +190,9 @@ fn add_common_answers(op: &mut Map<String, Value>) {
         .is_some_and(|s| !s.is_empty() && s.iter().all(|r| r.as_object().is_some_and(|o| !o.is_empty())));
     let body = op.get("requestBody");
     let has_body = body.is_some();
+    // Bad path segments, query strings and bodies; an operation with none of them
+    // has nothing to be invalid.
+    let has_input = has_body || op.get("parameters").and_then(Value::as_array).is_some_and(|p| !p.is_empty());
     let json_body = body.and_then(|b| b.pointer("/content/application~1json")).is_some();
     // An optional body is read as bytes, whatever its type: no 415 there.
     let required_json = json_body && body.and_then(|b| b.get("required")).and_then(Value::as_bool) == Some(true);
@@ -198,7 +202,9 @@ fn add_common_answers(op: &mut Map<String, Value>) {
     let mut add = |status: &str, name: &str| {
         responses.entry(status).or_insert_with(|| json!({ "$ref": format!("#/components/responses/{name}") }));
     };
-    add("400", "BadRequest");
+    if has_input {
+        add("400", "BadRequest");
+    }
     if secured {
         add("401", "Unauthorized");
         add("429", "RateLimited");

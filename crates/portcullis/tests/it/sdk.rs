@@ -48,6 +48,32 @@ async fn typescript_sdk_suite() {
     run_suite(dir, "npm", &["test", "--silent"], Vec::new(), "the TypeScript SDK suite").await;
 }
 
+/// The TypeScript client's types are generated from `docs/openapi.json` (which
+/// `openapi::committed_document_is_current` keeps current): regenerate and compare.
+#[test]
+fn typescript_types_are_current() {
+    let dir = repo().join("sdk/typescript");
+    let generator = dir.join("node_modules/.bin/openapi-typescript");
+    if !require(generator.is_file(), "sdk/typescript/node_modules (npm ci in sdk/typescript)") {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let fresh = out.path().join("schema.d.ts");
+    let run = Command::new(&generator)
+        .arg(repo().join("docs/openapi.json"))
+        .arg("-o")
+        .arg(&fresh)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "openapi-typescript failed: {}", String::from_utf8_lossy(&run.stderr));
+    let committed = std::fs::read_to_string(dir.join("src/schema.d.ts")).unwrap();
+    assert!(
+        std::fs::read_to_string(&fresh).unwrap() == committed,
+        "sdk/typescript/src/schema.d.ts is stale: run `npm run generate` in sdk/typescript"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_suite() {
     let ready = Command::new("python3")

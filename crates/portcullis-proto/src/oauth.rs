@@ -160,8 +160,8 @@ pub struct AccessTokenClaims {
     /// first-party tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
-    /// Roles at issue time (first-party tokens only). The server decides on the
-    /// roles held now, never on this list.
+    /// Roles at issue time (first-party tokens, and users' tokens of trusted
+    /// clients). The server decides on the roles held now, never on this list.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
     /// Space-separated permissions at issue time.
@@ -170,7 +170,8 @@ pub struct AccessTokenClaims {
     /// `mfa`); absent in client-credentials tokens.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub amr: Vec<String>,
-    /// The user's `public_metadata`, when `tokens.include_metadata` is on.
+    /// The user's `public_metadata`, when `tokens.include_metadata` is on
+    /// (first-party tokens, and users' tokens of trusted clients).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Value>,

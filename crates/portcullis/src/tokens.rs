@@ -98,18 +98,18 @@ impl Tokens {
 
     /// Issues an access token to an OAuth client (RFC 9068): for a user's grant
     /// (`session_id` set, `sub` the user) or for the client itself (client
-    /// credentials: `sub` is the client, no session).
+    /// credentials: `sub` is the client, no session). `claims.roles` and
+    /// `claims.metadata` are for first-party (trusted) clients only.
     pub fn issue_for_client(
         &self,
         sub: &str,
         session_id: Option<&str>,
         client_id: &str,
-        scope: String,
-        amr: Vec<String>,
+        claims: UserClaims,
         now_ms: i64,
     ) -> anyhow::Result<String> {
-        let sub = Subject { sub, session_id, client_id: Some(client_id), amr };
-        self.sign(sub, Vec::new(), scope, None, now_ms)
+        let who = Subject { sub, session_id, client_id: Some(client_id), amr: claims.amr };
+        self.sign(who, claims.roles, claims.scope, claims.metadata, now_ms)
     }
 
     fn sign(

@@ -242,7 +242,7 @@ impl OAuth {
             client_id: req.client.id().to_owned(),
             user_id: user.id.clone(),
             redirect_uri: if req.redirect_given { req.redirect_uri.clone() } else { String::new() },
-            scope: granted.join(" "),
+            scope: grant_scope(req, &granted),
             nonce: req.nonce.clone(),
             code_challenge: req.code_challenge.clone(),
             auth_time: browser.session.auth_time.unwrap_or(browser.session.created_at),
@@ -377,6 +377,21 @@ fn request_errors<'a>(req: &mut AuthzRequest, get: impl Fn(&str) -> Option<&'a s
 
 /// PKCE (RFC 7636): S256 only, required for public clients, and never a method
 /// without a challenge.
+/// The scope a new grant keeps. A third party's grant is what the user consented to:
+/// the permissions the user held then. A first-party (trusted) client has no consent
+/// step, so its grant keeps every permission it asked for and each token carries
+/// those the user holds at issue (`grant_allows`): a permission granted later shows
+/// up at the next refresh, as it does for first-party sign-in.
+fn grant_scope(req: &AuthzRequest, granted: &[String]) -> String {
+    if !req.client.row.trusted {
+        return granted.join(" ");
+    }
+    let offline_ok = req.client.meta.has_grant("refresh_token");
+    let kept: Vec<&str> =
+        req.scopes.iter().map(String::as_str).filter(|s| *s != "offline_access" || offline_ok).collect();
+    kept.join(" ")
+}
+
 fn pkce_errors(challenge: Option<&str>, method: Option<&str>, public: bool) -> Result<(), OAuthError> {
     let invalid = |why: &str| Err(OAuthError::invalid_request(why));
     match (challenge, method) {

@@ -822,6 +822,73 @@ async fn trusted_public_and_logout(backend: Backend) {
     t.s.stop().await;
 }
 
+/// A trusted (first-party) client's grant follows the user's permissions, and its
+/// tokens carry roles and metadata; a third party's grant stays what was consented.
+async fn trusted_grants_follow_permissions(backend: Backend) {
+    let _ = backend;
+    let data = Data::new(&backend).await;
+    let s = TestServer::start_on(&data, |c| c.tokens.include_metadata = true).await;
+    let admin = s.admin("admin@example.com").await.access;
+    let user = s.register("ann@example.com", PASSWORD).await;
+    let user_path = format!("/v1/admin/users/{}", user["user"]["id"].as_str().unwrap());
+    let res =
+        s.send(reqwest::Method::PATCH, &user_path, &admin, Some(json!({"public_metadata": {"plan": "pro"}}))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res =
+        s.post_auth("/v1/admin/roles", &admin, json!({"name": "billing", "permissions": ["read:invoices"]})).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let scope = "openid email offline_access read:invoices";
+    let mut flows = Vec::new();
+    for trusted in [true, false] {
+        let c = create_client(
+            &s,
+            &admin,
+            json!({"client_name": format!("app {trusted}"), "redirect_uris": [REDIRECT],
+            "grant_types": ["authorization_code", "refresh_token"], "trusted": trusted, "scope": scope}),
+        )
+        .await;
+        let id = c["client_id"].as_str().unwrap().to_owned();
+        let secret = c["client_secret"].as_str().unwrap().to_owned();
+        let mut b = Browser::new(&s);
+        let done = browser_flow(&mut b, &authorize_url(&id, &[("scope", scope)])).await;
+        let code = done.redirect_params()["code"].clone();
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ];
+        let (status, tokens, _) = token(&s, Some((&id, &secret)), &form).await;
+        assert_eq!(status, StatusCode::OK, "{tokens}");
+        assert_eq!(tokens["scope"], "openid email offline_access", "not held yet: not issued");
+        let claims = jwt_part(tokens["access_token"].as_str().unwrap(), 1);
+        if trusted {
+            assert_eq!(claims["roles"], json!(["member"]), "{claims}");
+            assert_eq!(claims["metadata"], json!({"plan": "pro"}), "{claims}");
+        } else {
+            assert!(claims.get("roles").is_none() && claims.get("metadata").is_none(), "{claims}");
+        }
+        flows.push((trusted, id, secret, tokens["refresh_token"].as_str().unwrap().to_owned()));
+    }
+    let res = s.post_auth(&format!("{user_path}/roles"), &admin, json!({"role": "billing"})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    for (trusted, id, secret, refresh) in flows {
+        let form = [("grant_type", "refresh_token"), ("refresh_token", refresh.as_str())];
+        let (status, r, _) = token(&s, Some((&id, &secret)), &form).await;
+        assert_eq!(status, StatusCode::OK, "{r}");
+        let claims = jwt_part(r["access_token"].as_str().unwrap(), 1);
+        if trusted {
+            assert_eq!(r["scope"], scope, "granted since: issued at the next refresh");
+            let roles = claims["roles"].as_array().unwrap();
+            assert!(roles.contains(&json!("billing")) && roles.contains(&json!("member")), "{claims}");
+        } else {
+            assert_eq!(r["scope"], "openid email offline_access", "a third party keeps what was consented");
+            assert!(claims.get("roles").is_none(), "{claims}");
+        }
+    }
+    s.stop().await;
+}
+
 async fn client_credentials(backend: Backend) {
     let data = Data::new(&backend).await;
     let t = setup(&backend, &data).await;
@@ -1158,6 +1225,7 @@ crate::backend_tests!(
     authorize_errors,
     hosted_pages_guard,
     trusted_public_and_logout,
+    trusted_grants_follow_permissions,
     client_credentials,
     private_key_jwt,
     discovery_and_admin_rules,

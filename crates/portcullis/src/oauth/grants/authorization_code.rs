@@ -87,14 +87,8 @@ impl OAuth {
             .collect();
         let scope = scopes.join(" ");
         let amr = crate::auth::amr_values(Some(&code.amr));
-        let access_token = self.tokens.issue_for_client(
-            &user.id,
-            Some(&session_id),
-            client.id(),
-            scope.clone(),
-            amr.clone(),
-            ctx.now,
-        )?;
+        let claims = self.user_claims(client, &user, scope.clone(), amr.clone());
+        let access_token = self.tokens.issue_for_client(&user.id, Some(&session_id), client.id(), claims, ctx.now)?;
         let id_token = self.id_token_if_openid(
             &user,
             IdTokenFacts {

@@ -40,8 +40,9 @@ impl OAuth {
             return Err(OAuthError::invalid_scope("the client's owner no longer holds the requested scope"));
         }
         let scope = scopes.join(" ");
-        let access_token =
-            self.tokens.issue_for_client(client.id(), None, client.id(), scope.clone(), Vec::new(), ctx.now)?;
+        let claims =
+            crate::tokens::UserClaims { roles: Vec::new(), scope: scope.clone(), metadata: None, amr: Vec::new() };
+        let access_token = self.tokens.issue_for_client(client.id(), None, client.id(), claims, ctx.now)?;
         Ok(Granted {
             access_token,
             expires_in: self.tokens.access_ttl_secs(),

@@ -11,9 +11,11 @@ use aws_lc_rs::digest;
 
 use super::{OAuth, OAuthError, Presented};
 use crate::{
+    clients::Client,
     crypto::{self, Secret},
     ctx::RequestCtx,
     store::UserRow,
+    tokens::UserClaims,
 };
 
 /// The form parameters of a token request (client authentication aside).
@@ -101,6 +103,18 @@ impl OAuth {
     }
 
     /// The user of a grant, if they may still get tokens.
+    /// The claims of a user's access token for `client`: a first-party (trusted)
+    /// client's tokens carry the user's roles and, when `tokens.include_metadata`
+    /// is on, public metadata, like first-party sign-in's; a third party's do not.
+    fn user_claims(&self, client: &Client, user: &UserRow, scope: String, amr: Vec<String>) -> UserClaims {
+        if !client.row.trusted {
+            return UserClaims { roles: Vec::new(), scope, metadata: None, amr };
+        }
+        let metadata =
+            if self.auth.settings().include_metadata { serde_json::from_str(&user.public_metadata).ok() } else { None };
+        UserClaims { roles: user.roles.clone(), scope, metadata, amr }
+    }
+
     pub(super) async fn live_user(&self, user_id: &str) -> Result<UserRow, OAuthError> {
         match self.db.user_by_id(user_id).await? {
             Some(u) if u.banned_at.is_none() => Ok(u),

@@ -78,14 +78,8 @@ impl OAuth {
             scopes.into_iter().filter(|s| crate::clients::grant_allows(&client.meta, &perms, s)).collect();
         let scope = scopes.join(" ");
         let amr = crate::auth::amr_values(session.amr.as_deref());
-        let access_token = self.tokens.issue_for_client(
-            &user.id,
-            Some(&session.id),
-            client.id(),
-            scope.clone(),
-            amr.clone(),
-            ctx.now,
-        )?;
+        let claims = self.user_claims(client, &user, scope.clone(), amr.clone());
+        let access_token = self.tokens.issue_for_client(&user.id, Some(&session.id), client.id(), claims, ctx.now)?;
         let id_token = self.id_token_if_openid(
             &user,
             IdTokenFacts {

@@ -23,7 +23,7 @@ export interface SessionConfig {
   baseUrl: string;
   /** `PORTCULLIS_SESSION_SECRET`: 32 characters or more; a list rotates (the first seals). */
   secret: string | string[];
-  /** Scopes asked for (default `openid profile email offline_access`). */
+  /** `PORTCULLIS_SCOPE`: scopes asked for (default `openid profile email offline_access`). */
   scope?: string;
   /** Where the auth routes are mounted (default `/api/auth`). */
   basePath?: string;
@@ -70,7 +70,7 @@ export function resolveConfig(config: Partial<SessionConfig> = {}): ResolvedConf
     baseUrl,
     origin,
     secrets,
-    scope: config.scope ?? "openid profile email offline_access",
+    scope: config.scope ?? env.PORTCULLIS_SCOPE ?? "openid profile email offline_access",
     basePath,
     postLogoutRedirect: config.postLogoutRedirect ?? "/",
     maxAge: config.maxAge ?? 30 * 86_400,

@@ -490,8 +490,9 @@ export function sessionAuth(session: Session | null, renew?: () => Promise<Sessi
  * handlers, server actions) and by the middleware otherwise.
  */
 export async function auth(config: Partial<SessionConfig> = {}): Promise<SessionAuth> {
-  const kit = sessionKit(config);
+  // cookies() first: at build time it marks the page dynamic before any setting is read.
   const store = await nextCookies();
+  const kit = sessionKit(config);
   let jar: CookieJar = new Map(store.getAll().map((c) => [c.name, c.value] as [string, string]));
   const load = async (force: boolean) => {
     const { session, writes } = await loadSession(kit, jar, { force });
@@ -503,6 +504,17 @@ export async function auth(config: Partial<SessionConfig> = {}): Promise<Session
   };
   const session = await load(false);
   return sessionAuth(session, () => load(false));
+}
+
+/**
+ * The signed-in user's `/oauth/userinfo` claims (`sub`, `email`, `name`, … by
+ * scope), or `null` when signed out. One call to Portcullis per use.
+ */
+export async function currentUser(config: Partial<SessionConfig> = {}): Promise<Record<string, unknown> | null> {
+  const token = await (await auth(config)).getToken();
+  if (!token) return null;
+  const user = await userinfo(sessionKit(config).config, token);
+  return user === "refused" ? null : user;
 }
 
 /** The session of a `Request` (route handlers, middleware), with the cookie writes it needs. */

@@ -25,10 +25,18 @@ import { PortcullisError, problem } from "./errors.js";
 import { authenticator, missing, refusalResponse, scopeRefusal, type AuthOptions } from "./guard.js";
 import type { CookieJar, CookieWrite } from "./next-cookies.js";
 import { sessionConfigured, type SessionConfig } from "./next-oidc.js";
-import { applyWrites, cookieHeader, sessionFromRequest, withCookies } from "./next-session.js";
+import { applyWrites, cookieHeader, sessionFromRequest, sessionKit, withCookies } from "./next-session.js";
 
 export type { Auth } from "./auth.js";
-export { auth, handleAuth, safeReturnTo, type SessionAuth, type SessionConfig, type SessionInfo } from "./next-session.js";
+export {
+  auth,
+  currentUser,
+  handleAuth,
+  safeReturnTo,
+  type SessionAuth,
+  type SessionConfig,
+  type SessionInfo,
+} from "./next-session.js";
 
 export interface NextAuthOptions extends Partial<AuthOptions> {
   /** Scopes the caller must hold (one, or all of a list). */
@@ -221,6 +229,10 @@ export function portcullisMiddleware(options: MiddlewareOptions = {}): (request:
       const auth = await authenticate(request, { ...rest, session: false });
       return auth instanceof Response ? auth : undefined;
     }
+    const url = new URL(request.url);
+    const { basePath } = sessionKit(session).config;
+    // The auth routes handle their own cookies.
+    if (url.pathname === basePath || url.pathname.startsWith(`${basePath}/`)) return undefined;
     const protectedPath = matches(request);
     let loaded;
     try {
@@ -229,9 +241,6 @@ export function portcullisMiddleware(options: MiddlewareOptions = {}): (request:
       return protectedPath ? toResponse(err) : undefined;
     }
     const { kit, jar, writes } = loaded;
-    const url = new URL(request.url);
-    // The auth routes handle their own cookies.
-    if (url.pathname === kit.config.basePath || url.pathname.startsWith(`${kit.config.basePath}/`)) return undefined;
     if (protectedPath && !loaded.session) {
       if (isApi(request)) return toResponse(missing(), writes);
       const login = new URL(`${kit.config.baseUrl}${kit.config.basePath}/login`);

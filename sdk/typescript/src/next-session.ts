@@ -137,16 +137,11 @@ async function sealWrites(kit: SessionKit, jar: CookieJar, stored: Stored | unde
 }
 
 /**
- * The session in `jar`, renewed first when its access token is (nearly) expired
- * and `refresh` is on (pass `force` to renew regardless). A refused refresh signs
- * out (the cookie is cleared); when Portcullis cannot be asked, a still valid
- * access token is used, else `PortcullisError` 503 is thrown.
+ * The session in `jar`, renewed first when its access token is (nearly) expired.
+ * A refused refresh signs out (the cookie is cleared); when Portcullis cannot be
+ * asked, a still valid access token is used, else `PortcullisError` 503 is thrown.
  */
-export async function loadSession(
-  kit: SessionKit,
-  jar: CookieJar,
-  options: { refresh?: boolean; force?: boolean } = {},
-): Promise<Loaded> {
+export async function loadSession(kit: SessionKit, jar: CookieJar): Promise<Loaded> {
   const raw = readChunked(jar, kit.cookieName);
   if (raw === undefined) return { session: null, writes: [] };
   const stored = await kit.sessions.open<Stored>(kit.cookieName, raw);
@@ -154,10 +149,7 @@ export async function loadSession(
   // Unreadable (another secret, tampered, expired) or signed out here: clear it.
   if (!stored || !current || (current.sessionId && isEnded(current.sessionId))) return { session: null, writes: await sealWrites(kit, jar, undefined) };
   const left = current.claims.exp - now();
-  const due = options.force || left < renewWithin(current.claims);
-  if (!due || options.refresh === false) {
-    return { session: left > 0 ? current : null, writes: [] };
-  }
+  if (left >= renewWithin(current.claims)) return { session: current, writes: [] };
   if (!stored.rt) {
     return left > 0 ? { session: current, writes: [] } : { session: null, writes: await sealWrites(kit, jar, undefined) };
   }
@@ -494,16 +486,15 @@ export async function auth(config: Partial<SessionConfig> = {}): Promise<Session
   const store = await nextCookies();
   const kit = sessionKit(config);
   let jar: CookieJar = new Map(store.getAll().map((c) => [c.name, c.value] as [string, string]));
-  const load = async (force: boolean) => {
-    const { session, writes } = await loadSession(kit, jar, { force });
+  const load = async () => {
+    const { session, writes } = await loadSession(kit, jar);
     if (writes.length) {
       writeStore(store, writes);
       jar = applyWrites(jar, writes);
     }
     return session;
   };
-  const session = await load(false);
-  return sessionAuth(session, () => load(false));
+  return sessionAuth(await load(), load);
 }
 
 /**

@@ -16,12 +16,16 @@ const SCOPE = "openid profile email offline_access read:invoices";
 
 let pc: Portcullis;
 let app: StaticServer;
+/** The same example built with refreshTokenStorage="sessionStorage", on another origin. */
+let kept: StaticServer;
 let browser: Browser;
 let clientId: string;
 let built: string;
+let builtKept: string;
 
 before(async () => {
   app = await StaticServer.start();
+  kept = await StaticServer.start();
   pc = await Portcullis.start({
     PORTCULLIS_TOKENS__ACCESS_TTL: `${ACCESS_TTL_S}s`,
     PORTCULLIS_TOKENS__INCLUDE_METADATA: "true",
@@ -32,23 +36,30 @@ before(async () => {
     trusted: true,
     grant_types: ["authorization_code", "refresh_token"],
     response_types: ["code"],
-    redirect_uris: [`${app.origin}/callback`],
-    post_logout_redirect_uris: [`${app.origin}/`],
-    allowed_cors_origins: [app.origin],
+    redirect_uris: [`${app.origin}/callback`, `${kept.origin}/callback`],
+    post_logout_redirect_uris: [`${app.origin}/`, `${kept.origin}/`],
+    allowed_cors_origins: [app.origin, kept.origin],
     scope: SCOPE,
   });
   assert.equal(created.status, 201, JSON.stringify(created.body));
   clientId = created.body.client_id as string;
   built = buildExample({ VITE_PORTCULLIS_ISSUER: pc.base, VITE_PORTCULLIS_CLIENT_ID: clientId });
   app.root = built;
+  builtKept = buildExample({
+    VITE_PORTCULLIS_ISSUER: pc.base,
+    VITE_PORTCULLIS_CLIENT_ID: clientId,
+    VITE_PORTCULLIS_REFRESH_TOKEN_STORAGE: "sessionStorage",
+  });
+  kept.root = builtKept;
   browser = await launchChromium();
 });
 
 after(async () => {
   await browser?.close();
   await app?.stop();
+  await kept?.stop();
   await pc?.stop();
-  if (built) rmSync(built, { recursive: true, force: true });
+  for (const dir of [built, builtKept]) if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 /** What the browser context sent to and got from the token endpoint. */
@@ -93,8 +104,8 @@ async function newContext(): Promise<{ context: BrowserContext; page: Page; traf
 }
 
 /** From the app's home page through the hosted sign-in page and back, signed in. */
-async function signIn(page: Page, email: string): Promise<void> {
-  await page.goto(`${app.origin}/`);
+async function signIn(page: Page, email: string, origin = app.origin): Promise<void> {
+  await page.goto(`${origin}/`);
   await page.getByRole("button", { name: "Sign in" }).click();
   await hostedSignIn(page, pc.base, email);
   await page.getByTestId("email").filter({ hasText: email }).waitFor({ timeout: 15_000 });
@@ -141,6 +152,9 @@ describe("the React SPA against portcullis serve", () => {
       assert.equal(await callApi(page), "200");
       await page.getByRole("link", { name: "Protected page" }).click();
       await page.getByTestId("protected").waitFor();
+      // Memory storage and no other tab: a new document forgets the tokens (sign in again).
+      await page.goto(`${app.origin}/`);
+      await page.getByTestId("signed-out").waitFor();
     } finally {
       await context.close();
     }
@@ -321,6 +335,36 @@ describe("the React SPA against portcullis serve", () => {
         await sleep(100);
       }
       assert.equal(refused.status, 400, JSON.stringify(refused.body));
+    } finally {
+      await context.close();
+    }
+  });
+
+  test('refreshTokenStorage="sessionStorage": a reload stays signed in, with one refresh', async () => {
+    const { context, page, traffic } = await newContext();
+    try {
+      await pc.register("hal@example.com");
+      await signIn(page, "hal@example.com", kept.origin);
+      const key = `portcullis:${clientId}:session`;
+      const stored = await page.evaluate((k) => sessionStorage.getItem(k), key);
+      const tokens = traffic.responses.at(-1)?.body;
+      assert.ok(stored && tokens?.refresh_token);
+      assert.ok(stored.includes(tokens.refresh_token as string), "the refresh token is in sessionStorage");
+      assert.ok(!stored.includes(tokens.access_token as string), "the access token is not");
+      const before = traffic.refreshes().length;
+      await page.reload();
+      await page.getByTestId("email").filter({ hasText: "hal@example.com" }).waitFor();
+      assert.equal(await callApi(page), "200");
+      // The reload's refresh (and perhaps one background refresh just before it).
+      const after = traffic.refreshes().length - before;
+      assert.ok(after >= 1 && after <= 2, `${after} refreshes`);
+      assert.deepEqual(traffic.responses.filter((r) => r.status !== 200), []);
+      assert.equal(traffic.authorizeRequests.length, 1);
+      // Signing out clears it.
+      await page.getByRole("button", { name: "Sign out" }).click();
+      await page.waitForURL((u) => u.href.startsWith(`${kept.origin}/`), { timeout: 15_000 });
+      await page.getByTestId("signed-out").waitFor();
+      assert.equal(await page.evaluate((k) => sessionStorage.getItem(k), key), null);
     } finally {
       await context.close();
     }

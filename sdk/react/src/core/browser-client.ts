@@ -618,12 +618,28 @@ export class BrowserClient extends SnapshotStore implements AuthEngine {
    * tokens too), then RP-initiated logout of the hosted pages' browser session.
    */
   async signOut(options: SignOutOptions = {}): Promise<void> {
-    const t = this.tokens;
-    this.tabs.post({ t: "signout", from: this.tabs.id });
-    this.endLocally(null);
-    if (!t) return;
     const d = await this.discover().catch(() => undefined);
-    await this.revoke(d, t.refreshToken ?? t.accessToken, t.refreshToken ? "refresh_token" : "access_token");
+    // Under the refresh lock: no tab is mid-refresh, so the token revoked is the
+    // current one (revoking a refresh token that was just rotated ends nothing) and
+    // no refresh lands after the sign-out.
+    const t = await this.tabs.exclusive(async () => {
+      const newest = await this.tabs.newestGen();
+      if (this.tokens && newest !== undefined && newest > this.tokens.gen) {
+        this.tabs.post({ t: "ask", from: this.tabs.id });
+        await this.waitForTokens(this.tokens.gen, PEER_WAIT_MS);
+      }
+      const current = this.tokens;
+      this.tabs.post({ t: "signout", from: this.tabs.id });
+      this.endLocally(null);
+      if (current) {
+        await this.revoke(d, current.refreshToken, "refresh_token");
+        // The access token names the session too: revoking it ends the session
+        // should the refresh token be unknown (or absent without offline_access).
+        if (current.expiresAt > Date.now()) await this.revoke(d, current.accessToken, "access_token");
+      }
+      return current;
+    });
+    if (!t) return;
     const end = d?.end_session_endpoint;
     if (!end) return;
     const url = new URL(end);
@@ -638,9 +654,12 @@ export class BrowserClient extends SnapshotStore implements AuthEngine {
     if (!token) return;
     try {
       // A form POST without custom headers is a CORS "simple request": it reaches
-      // the server even where the response may not be read by this origin.
+      // the server whether or not the endpoint answers with CORS headers (Portcullis'
+      // /oauth/revoke does not), and RFC 7009 §2.2 answers 200 either way, so the
+      // response is not read ("no-cors": no console error for the unread answer).
       await this.doFetch(d?.revocation_endpoint ?? `${this.issuer}/oauth/revoke`, {
         method: "POST",
+        mode: "no-cors",
         body: form({ token, token_type_hint: hint, client_id: this.opts.clientId }),
         keepalive: true,
         signal: AbortSignal.timeout(5000),

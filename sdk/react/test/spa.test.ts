@@ -280,7 +280,7 @@ describe("the React SPA against portcullis serve", () => {
       // A forged callback (login CSRF): a code of the attacker's, a state of their choosing.
       await page.goto(`${app.origin}/callback?code=forged&state=forged`);
       await page.getByTestId("auth-error").filter({ hasText: "state_mismatch" }).waitFor();
-      await page.getByTestId("signed-out").count();
+      assert.equal(await page.getByTestId("signed-in").count(), 0);
       assert.equal(new URL(page.url()).search, "", "the code left the address bar");
       assert.equal(traffic.requests.length, 0, "no code was redeemed");
       // A real code with its state swapped on the way back.
